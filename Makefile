@@ -1,0 +1,72 @@
+# nextbest — every target wraps the `nextbest` command line. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+NB     := $(BIN)/nextbest
+N      ?= 20000
+SEED   ?= 7
+DATA   ?= data/demo
+CONFIG ?= training/demo/config.yaml
+AS_OF  ?=
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export DO_NOT_TRACK := true
+export OMP_NUM_THREADS := 1
+
+.PHONY: help setup lint test demo data validate features bench clean
+
+## help: list the targets (the default)
+help:
+	@awk 'BEGIN {FS = ": "} /^## / {sub(/^## /, ""); split($$0, a, ": "); printf "  \033[36m%-10s\033[0m %s\n", a[1], substr($$0, length(a[1]) + 3)}' $(MAKEFILE_LIST)
+
+$(BIN)/nextbest: pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check uv==0.13.8
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+## setup: create .venv and install nextbest with the pinned versions of requirements.lock
+setup: $(BIN)/nextbest
+
+## lock: re-resolve requirements.lock from the ranges in pyproject.toml
+lock:
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+## lint: ruff (lint + format check) and mypy on training/ and serving/
+lint: setup
+	$(BIN)/ruff check training serving tests bench data
+	$(BIN)/ruff format --check training serving tests bench data
+	$(BIN)/mypy training serving
+
+## test: lint, then the whole test suite (what .ci/run calls)
+test: lint
+	$(BIN)/pytest -n 2 -q
+
+## data: write the synthetic demo data set to DATA (N customers, SEED) and its ground truth beside it
+data: setup
+	$(NB) synth --customers $(N) --seed $(SEED) --out $(DATA)
+
+## validate: check DATA and CONFIG against the data contract
+validate: setup
+	$(NB) validate --data $(DATA) --config $(CONFIG)
+
+## features: point-in-time features of DATA as of AS_OF (default: the day after the last event)
+features: setup
+	$(NB) features --data $(DATA) --config $(CONFIG) $(if $(AS_OF),--as-of $(AS_OF)) --out out/features.parquet
+
+## demo: everything that exists so far on the synthetic data: synth -> validate -> features
+demo: data validate features
+
+## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes)
+bench: setup
+	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N))
+
+## clean: remove generated data, outputs and caches (keeps .venv)
+clean:
+	rm -rf data/demo out .pytest_cache .mypy_cache .ruff_cache
