@@ -1,0 +1,145 @@
+"""The simulator: deterministic, valid, causal bookkeeping right, and its ground truth honest."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from training.contract import validate_dataset
+from training.synth.actions import ACTION_IDS, ARMS
+from training.synth.generate import synthesize
+from training.synth.world import WorldConfig
+
+TINY = replace(WorldConfig(), chunk_size=500, truth_reps=4, weeks=40, truth_weeks=(30, 40))
+
+
+def test_same_seed_same_data_other_seed_other_data(tmp_path: Path) -> None:
+    cfg = replace(TINY, campaigns=TINY.campaigns[:1])
+    a = synthesize(800, tmp_path / "a", seed=3, cfg=cfg)
+    b = synthesize(800, tmp_path / "b", seed=3, cfg=cfg)
+    c = synthesize(800, tmp_path / "c", seed=4, cfg=cfg)
+    assert a.events == b.events
+    for name in ("customers", "events", "exposures"):
+        left = pq.read_table(tmp_path / "a" / f"{name}.parquet")
+        assert left.equals(pq.read_table(tmp_path / "b" / f"{name}.parquet"))
+    assert not pq.read_table(tmp_path / "a/events.parquet").equals(
+        pq.read_table(tmp_path / "c/events.parquet")
+    )
+    assert c.events != a.events
+
+
+def test_truth_is_written_apart_from_the_data(small_world: Path) -> None:
+    truth = small_world.with_name(small_world.name + "_truth")
+    assert sorted(p.name for p in small_world.iterdir()) == [
+        "customers.parquet",
+        "events.parquet",
+        "exposures.parquet",
+    ]
+    assert {"customers_truth.parquet", "exposures_truth.parquet", "manifest.json"} <= {
+        p.name for p in truth.iterdir()
+    }
+    columns = pq.read_schema(truth / "customers_truth.parquet").names
+    for arm in ARMS:
+        assert {f"churn_{arm}", f"value_{arm}", f"satisfaction_{arm}"} <= set(columns)
+    latent = {"satisfaction_latent", "price_sensitivity", "engagement", "service_need"}
+    assert not latent & set(pq.read_schema(small_world / "customers.parquet").names)
+
+
+def test_output_passes_the_contract(small_world: Path) -> None:
+    summary = validate_dataset(small_world, known_actions=ACTION_IDS)
+    assert summary.rows["customers"] == 6000
+    assert {"visit", "purchase", "call", "chat", "complaint", "nps", "csat", "churn"} <= set(
+        summary.event_types
+    )
+    assert summary.rows["events"] > 6000 * 30
+
+
+def test_churned_customers_fall_silent(small_world: Path) -> None:
+    con = duckdb.connect()
+    ev = f"read_parquet('{small_world}/events.parquet')"
+    churns = con.sql(
+        f"SELECT customer_id, count(*) n, min(ts) t FROM {ev} WHERE event_type='churn' GROUP BY 1"
+    ).df()
+    assert len(churns) > 300 and churns.n.max() == 1
+    first = f"SELECT customer_id, min(ts) t FROM {ev} WHERE event_type = 'churn' GROUP BY 1"
+    (after,) = con.execute(
+        f"SELECT count(*) FROM {ev} e JOIN ({first}) c USING (customer_id) WHERE e.ts > c.t"
+    ).fetchone() or (None,)
+    assert after == 0
+
+
+def test_campaigns_mix_randomized_and_targeted_propensities(small_world: Path) -> None:
+    x = pd.read_parquet(small_world / "exposures.parquet")
+    assert set(x.action_id) == set(ARMS)
+    assert x.propensity.between(0, 1, inclusive="right").all()
+    randomized = x[x.campaign.str.endswith("randomized")]
+    assert np.allclose(randomized.propensity, 1 / len(ARMS), atol=1e-6)
+    targeted = x[x.campaign.str.endswith("targeted")]
+    assert targeted.propensity.std() > 0.05  # genuinely non-uniform
+    # targeting follows observable history: apology credits go to recent complainers
+    assert targeted.groupby("action_id").propensity.mean()["control"] > 1 / len(ARMS)
+
+
+def _arm_value(frame: pd.DataFrame, outcome: str) -> np.ndarray:
+    cols = frame[[f"{outcome}_{arm}" for arm in ARMS]].to_numpy()
+    return cols[np.arange(len(frame)), frame.action_id.map(ARMS.index).to_numpy()]
+
+
+def test_ground_truth_matches_what_happened(small_world: Path) -> None:
+    """Averaged over exposures, the truth of the arm received equals the realised outcome."""
+    truth = pd.read_parquet(small_world.with_name("demo_truth") / "exposures_truth.parquet")
+    con = duckdb.connect()
+    con.register("x", truth[["customer_id", "ts"]])
+    real = con.sql(
+        f"""SELECT x.customer_id, x.ts,
+              count(*) FILTER (WHERE e.event_type = 'churn') AS churn,
+              coalesce(sum(e.value) FILTER (WHERE e.event_type = 'purchase'), 0) AS value
+            FROM x LEFT JOIN read_parquet('{small_world}/events.parquet') e
+              ON e.customer_id = x.customer_id AND e.ts >= x.ts AND e.ts < x.ts + INTERVAL 90 DAY
+            GROUP BY ALL"""
+    ).df()
+    both = truth.merge(real, on=["customer_id", "ts"])
+    assert len(both) == len(truth) > 2000
+    for outcome, tol in (("churn", 4), ("value", 4)):
+        expected = _arm_value(both, outcome)
+        diff = both[outcome].to_numpy() - expected
+        se = diff.std() / np.sqrt(len(diff))
+        assert abs(diff.mean()) < tol * se, (outcome, diff.mean(), se)
+
+
+@pytest.fixture(scope="module")
+def truth_today(small_world: Path) -> pd.DataFrame:
+    t = pd.read_parquet(small_world.with_name("demo_truth") / "customers_truth.parquet")
+    return t[t.as_of == t.as_of.max()]
+
+
+def test_world_has_sleeping_dogs_and_costly_actions(truth_today: pd.DataFrame) -> None:
+    t = truth_today
+    harm = t.churn_retention_discount - t.churn_control
+    assert (harm > 0.005).mean() > 0.05  # a segment the discount pushes out of the door
+    assert (harm < -0.01).mean() > 0.05  # and one it keeps
+    loyalty_gain = t.value_loyalty_upgrade - t.value_control
+    assert (loyalty_gain < 25.0).mean() > 0.6  # not worth its cost for most customers
+
+
+def test_several_actions_are_best_somewhere_and_none_often(truth_today: pd.DataFrame) -> None:
+    t = truth_today
+    costs = dict(zip(ACTION_IDS, (15.0, 8.0, 4.0, 25.0, 12.0), strict=True))
+    net = pd.DataFrame(
+        {
+            a: (t[f"value_{a}"] - t.value_control)
+            + (t.churn_control - t[f"churn_{a}"]) * t.value_control
+            - costs[a]
+            for a in ACTION_IDS
+        }
+    )
+    best = net.idxmax(axis=1).where(net.max(axis=1) > 0, "none")
+    shares = best.value_counts(normalize=True)
+    assert 0.3 < shares["none"] < 0.8
+    assert (shares.drop("none") > 0.01).sum() >= 3

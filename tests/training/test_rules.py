@@ -1,0 +1,128 @@
+"""Eligibility rules: safe parsing, vectorised evaluation, three-valued logic for missing values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.errors import ConfigError
+from training.rules import RuleError, compile_rule
+
+BATCH = {
+    "complaints_30d": pd.Series([0.0, 2.0, np.nan, 0.0, 1.0]),
+    "plan": pd.Series(["basic", "premium", None, "standard", "premium"], dtype="category"),
+    "churn_probability": np.array([0.01, 0.5, 0.2, 0.03, np.nan]),
+}
+
+
+def _row(i: int) -> dict[str, object]:
+    """The namespace of one customer, as the online service builds it (plain scalars)."""
+    return {k: (v.iloc[i] if isinstance(v, pd.Series) else v[i]) for k, v in BATCH.items()}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("complaints_30d > 0", [False, True, False, False, True]),
+        ("churn_probability > 0.02", [False, True, True, True, False]),
+        ("plan in ['basic', 'standard']", [True, False, False, True, False]),
+        ("plan not in ('basic', 'standard')", [False, True, False, False, True]),
+        ("plan != 'premium'", [True, False, False, True, False]),
+        ("plan == 'premium' and complaints_30d >= 1", [False, True, False, False, True]),
+        ("complaints_30d > 0 or churn_probability > 0.02", [False, True, True, True, True]),
+        ("not complaints_30d > 0", [True, False, False, True, False]),
+        ("0.02 < churn_probability < 0.3", [False, False, True, True, False]),
+        ("complaints_30d * 2 + 1 >= 3", [False, True, False, False, True]),
+        ("isnull(complaints_30d)", [False, False, True, False, False]),
+        ("coalesce(complaints_30d, 5) > 4", [False, False, True, False, False]),
+        (
+            "max(complaints_30d, 1) == 1 and abs(-churn_probability) < 0.1",
+            [True] + [False] * 2 + [True, False],
+        ),
+    ],
+)
+def test_batch_and_single_customer_agree(text: str, expected: list[bool]) -> None:
+    rule = compile_rule(text)
+    batch = rule.evaluate(BATCH)
+    assert isinstance(batch, np.ndarray) and batch.dtype == bool
+    assert batch.tolist() == expected
+    assert [rule.evaluate(_row(i)) for i in range(5)] == expected
+
+
+def test_and_binds_tighter_than_or() -> None:
+    ns = {"a": np.array([1, 1, 0, 0]), "b": np.array([0, 0, 1, 1]), "c": np.array([0, 1, 0, 1])}
+    assert compile_rule("a or b and c").evaluate(ns).tolist() == [True, True, False, True]
+    assert compile_rule("(a or b) and c").evaluate(ns).tolist() == [False, True, False, True]
+    assert compile_rule("not a and b").evaluate(ns).tolist() == [False, False, True, True]
+
+
+def test_missing_values_are_not_eligible_even_under_not() -> None:
+    ns = {"x": np.array([np.nan, np.nan, 1.0]), "y": np.array([5.0, 0.0, 0.0])}
+    assert compile_rule("x > 0").evaluate(ns).tolist() == [False, False, True]
+    assert compile_rule("not x > 0").evaluate(ns).tolist() == [False, False, False]
+    assert compile_rule("x != 3").evaluate(ns).tolist() == [False, False, True]
+    # unknown or true is true; unknown and false is false: SQL's three-valued logic
+    assert compile_rule("x > 0 or y > 1").evaluate(ns).tolist() == [True, False, True]
+    assert compile_rule("None_like > 0").evaluate({"None_like": None}) is False
+
+
+def test_dataframe_and_nullable_dtypes_work_as_namespace() -> None:
+    frame = pd.DataFrame(
+        {"n": pd.array([1, None, 3], dtype="Int64"), "flag": pd.array([True, None, False])}
+    )
+    assert compile_rule("n >= 1 and flag").evaluate(frame).tolist() == [True, False, False]
+
+
+def test_names_are_the_variables_read_not_the_functions() -> None:
+    rule = compile_rule("max(contacts_90d, complaints_90d) > 0 or plan in ['basic']")
+    assert rule.names == {"contacts_90d", "complaints_90d", "plan"}
+
+
+def test_rule_without_names_is_a_plain_bool() -> None:
+    assert compile_rule("1 < 2").evaluate({}) is True
+
+
+def test_unknown_name_is_named_with_a_suggestion() -> None:
+    rule = compile_rule("complaint_30d > 0")
+    with pytest.raises(
+        RuleError, match=r"unknown name 'complaint_30d' \(did you mean 'complaints_30d'"
+    ):
+        rule.evaluate(BATCH)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("__import__('os')", "function '__import__' is not allowed"),
+        ("x.__class__", "attribute access is not allowed"),
+        ("[c for c in x]", "comprehensions are not allowed"),
+        ("open('f')", "function 'open' is not allowed"),
+        ("(lambda: 1)()", "is not allowed"),
+        ("x[0] > 1", "subscripts are not allowed"),
+        ("x is None", "'is' is not supported"),
+        ("plan in other", "'in' needs a literal list"),
+        ("2 ** 999999", "operator '\\*\\*' is not supported"),
+        ("max(x=1)", "takes no keyword arguments"),
+        ("abs(x, y)", "abs\\(\\) takes 1 argument"),
+        ("x == None", "None is not supported"),
+        ("complaints_30d >", "cannot parse 'complaints_30d >'"),
+        ("a = 1", "cannot parse"),
+        ("", "empty rule"),
+    ],
+)
+def test_rejected_constructs(text: str, reason: str) -> None:
+    with pytest.raises(RuleError, match=reason) as caught:
+        compile_rule(text)
+    assert isinstance(caught.value, ConfigError)
+    assert "\n" not in str(caught.value)
+
+
+def test_type_mismatch_at_evaluation_is_a_rule_error() -> None:
+    with pytest.raises(RuleError, match="cannot evaluate"):
+        compile_rule("plan > 3").evaluate({"plan": np.array(["basic", "premium"], dtype=object)})
+
+
+def test_string_repetition_is_not_possible() -> None:
+    with pytest.raises(RuleError, match="cannot evaluate"):
+        compile_rule("'a' * 1000000000 == 'a'").evaluate({})

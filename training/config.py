@@ -1,0 +1,428 @@
+"""Typed, validated configuration: the YAML of DESIGN.md §3 and its action catalog, loaded in one place."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from training.errors import ConfigError
+from training.rules import Rule, RuleError, compile_rule
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class FeatureSettings(BaseModel):
+    """How raw events become features (optional `features:` block of the config; defaults suit most data)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windows: tuple[int, ...] = Field(
+        default=(7, 30, 90, 365), description="look-back windows, days"
+    )
+    contact_event_types: tuple[str, ...] = ("call", "chat")
+    complaint_event_types: tuple[str, ...] = ("complaint",)
+    purchase_event_type: str = "purchase"
+    survey_event_types: tuple[str, ...] = ("nps", "csat")
+    resolved_column: str = Field(
+        default="resolved", description="optional boolean events column: was the contact resolved"
+    )
+    max_event_types: int = Field(
+        default=40, description="most frequent event types kept as features"
+    )
+    max_channels: int = Field(default=20, description="most frequent channels kept as features")
+
+
+# --- the configuration file (DESIGN.md §3) ----------------------------------------------------
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "config.yaml"
+Role = Literal["churn", "satisfaction", "value"]
+Kind = Literal["any", "count", "sum", "last", "none"]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED_OUTCOMES = {"customer_id", "as_of"}
+
+
+class _FieldProblem(ValueError):
+    """A validation failure that knows its field path below the model raising it."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Snapshots(_Model):
+    """Training as-of dates: an explicit list, or "auto" (chosen from the data's time span)."""
+
+    as_of: tuple[date, ...] | Literal["auto"] = "auto"
+
+    @field_validator("as_of", mode="plain")
+    @classmethod
+    def _dates_or_auto(cls, value: object) -> tuple[date, ...] | Literal["auto"]:
+        if value == "auto":
+            return "auto"
+        if not isinstance(value, list | tuple) or not value:
+            raise ValueError(
+                f"must be a non-empty list of dates (YYYY-MM-DD) or 'auto' (got {value!r})"
+            )
+        try:
+            dates = [_DATE.validate_python(item) for item in value]
+        except ValidationError:
+            bad = next(item for item in value if not _is_date(item))
+            raise ValueError(f"not a date (YYYY-MM-DD): {bad!r}") from None
+        return tuple(sorted(set(dates)))
+
+
+_DATE: TypeAdapter[date] = TypeAdapter(date)
+
+
+def _is_date(item: object) -> bool:
+    try:
+        _DATE.validate_python(item)
+    except ValidationError:
+        return False
+    return True
+
+
+class OutcomeSpec(_Model):
+    """One outcome: events of `event_types` in the `horizon_days` after the as-of date, reduced by `kind`."""
+
+    role: Role | None = None
+    kind: Kind
+    event_types: tuple[str, ...] = Field(min_length=1)
+    horizon_days: int = Field(gt=0)
+
+
+class Objective(_Model):
+    """How uplift becomes money: which outcome is revenue, what avoided churn and satisfaction are worth."""
+
+    value_outcome: str
+    retention_value: Literal["ltv"] | None = None
+    satisfaction_weight: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+
+class Action(_Model):
+    """One entry of the action catalog; only id, name and cost are required."""
+
+    id: str
+    name: str = Field(min_length=1)
+    cost: float = Field(ge=0, allow_inf_nan=False)
+    channels: tuple[str, ...] | None = Field(default=None, min_length=1)
+    eligibility: str | None = None
+    cooldown_days: int | None = Field(default=None, ge=0)
+    max_per_90_days: int | None = Field(default=None, ge=1)
+    batch_volume_cap: int | None = Field(default=None, ge=0)
+    script: str = ""
+    _rule: Rule | None = PrivateAttr(default=None)
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]+", value):
+            raise ValueError(f"must use only a-z, 0-9 and _ (got {value!r})")
+        if value == "control":
+            raise ValueError("'control' is reserved for 'no action' in exposures")
+        return value
+
+    @field_validator("eligibility")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compile_rule(value)
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def model_post_init(self, context: object, /) -> None:
+        self._rule = compile_rule(self.eligibility) if self.eligibility is not None else None
+
+    @property
+    def rule(self) -> Rule | None:
+        """The compiled eligibility rule; None means always eligible."""
+        return self._rule
+
+    def offered_on(self, channel: str) -> bool:
+        """Whether the action may be offered on `channel` (no channel list means every channel)."""
+        return self.channels is None or channel in self.channels
+
+
+class Catalog(_Model):
+    """The action catalog: every action the service may recommend (empty: scores only)."""
+
+    actions: tuple[Action, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Catalog:
+        first: dict[str, int] = {}
+        for index, action in enumerate(self.actions):
+            if action.id in first:
+                where = f"actions[{first[action.id]}]"
+                raise _FieldProblem(
+                    ("actions", index, "id"), f"duplicate id '{action.id}' ({where})"
+                )
+            first[action.id] = index
+        return self
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(action.id for action in self.actions)
+
+    def get(self, action_id: str) -> Action | None:
+        """The action with this id, or None."""
+        return next((action for action in self.actions if action.id == action_id), None)
+
+    def __getitem__(self, action_id: str) -> Action:
+        action = self.get(action_id)
+        if action is None:
+            raise KeyError(f"unknown action '{action_id}'")
+        return action
+
+    def __contains__(self, action_id: object) -> bool:
+        return action_id in self.ids
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def version(self) -> str:
+        """Stable content hash (12 hex digits): equal catalogs, however written, share a version."""
+        normal = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(normal.encode()).hexdigest()[:12]
+
+
+class Config(_Model):
+    """The whole configuration; `catalog` is the loaded action catalog named by `actions`."""
+
+    snapshots: Snapshots = Snapshots()
+    outcomes: dict[str, OutcomeSpec] = Field(min_length=1)
+    objective: Objective
+    actions: str | None = None
+    features: FeatureSettings = FeatureSettings()
+    catalog: Catalog = Field(default_factory=Catalog, description="filled by load_config")
+
+    @field_validator("outcomes")
+    @classmethod
+    def _outcome_names(cls, outcomes: dict[str, OutcomeSpec]) -> dict[str, OutcomeSpec]:
+        for name in outcomes:
+            if not _IDENTIFIER.match(name):
+                raise _FieldProblem(
+                    (name,), "outcome names must be identifiers (letters, digits, _)"
+                )
+            if name in _RESERVED_OUTCOMES:
+                raise _FieldProblem((name,), f"'{name}' is reserved; choose another outcome name")
+        return outcomes
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        owner: dict[str, str] = {}
+        for name, spec in self.outcomes.items():
+            if spec.role is not None and spec.role in owner:
+                message = f"role '{spec.role}' is already used by outcome '{owner[spec.role]}'"
+                raise _FieldProblem(("outcomes", name, "role"), message)
+            if spec.role is not None:
+                owner[spec.role] = name
+        if self.objective.value_outcome not in self.outcomes:
+            known = ", ".join(self.outcomes)
+            message = f"names no outcome (got '{self.objective.value_outcome}'; outcomes: {known})"
+            raise _FieldProblem(("objective", "value_outcome"), message)
+        return self
+
+    def outcome_for_role(self, role: Role) -> tuple[str, OutcomeSpec] | None:
+        """The (name, spec) of the outcome playing `role`, or None if no outcome has it."""
+        return next(((n, s) for n, s in self.outcomes.items() if s.role == role), None)
+
+    @property
+    def max_horizon_days(self) -> int:
+        """The longest label window: as-of dates later than data end minus this have censored labels."""
+        return max(spec.horizon_days for spec in self.outcomes.values())
+
+
+# --- loading: YAML -> validated models, every error one line naming file and field ------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML loader that rejects duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_checked_timestamp(self, node: yaml.ScalarNode) -> object:
+        """Dates such as 2026-02-31 become a YAML error with a line number, not a ValueError."""
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError as exc:
+            message = f"invalid date '{node.value}' ({exc})"
+            raise yaml.constructor.ConstructorError(None, None, message, node.start_mark) from None
+
+
+_UniqueKeyLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_checked_timestamp
+)
+
+
+def _read_mapping(path: Path, display: str) -> dict[str, Any]:
+    """Read a YAML file whose top level must be a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{display}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{display}: cannot read ({exc})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{display}: {line}invalid YAML ({exc.problem or exc.context})") from None
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"{display}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{display}: the top level must be a mapping of fields (got {got})")
+    return data
+
+
+_FIELD_NAMES = sorted(
+    {name for m in (Config, Snapshots, OutcomeSpec, Objective, Action, Catalog, FeatureSettings)
+     for name in m.model_fields}
+)  # fmt: skip
+
+
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part != "[key]":
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _message(error: ErrorDetails) -> tuple[tuple[str | int, ...], str]:
+    """Full field path and a readable message for one pydantic error."""
+    loc, kind, ctx = tuple(error["loc"]), error["type"], error.get("ctx", {})
+    cause = ctx.get("error")
+    if isinstance(cause, _FieldProblem):
+        return loc + cause.loc, str(cause)
+    got = error.get("input")
+    shown = (
+        f" (got {got!r})"
+        if isinstance(got, str | int | float | bool) and len(repr(got)) < 80
+        else ""
+    )
+    if kind == "missing":
+        return loc, "required field is missing"
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _FIELD_NAMES, n=1)
+        return loc, "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
+    if kind == "literal_error":
+        expected = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        return loc, f"must be one of {expected}{shown}"
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        return loc, f"must be a mapping{shown}"
+    if kind in {"list_type", "tuple_type"}:
+        return loc, f"must be a list{shown}"
+    if kind == "too_short":
+        return loc, f"must have at least {ctx.get('min_length')} item(s)"
+    if kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        limit = ctx.get(key)
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
+        return loc, f"must be {symbol} {limit}{shown}"
+    message = error["msg"].removeprefix("Value error, ")
+    message = message[0].lower() + message[1:] if message else message
+    return loc, message + ("" if kind == "value_error" else shown)
+
+
+def _validate(model: type[M], data: dict[str, Any], display: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        loc, message = _message(exc.errors()[0])
+        raise ConfigError(f"{display}: {_path(loc)}: {message}") from None
+
+
+def load_catalog(path: Path | str) -> Catalog:
+    """Load and validate an action catalog file (a mapping with an `actions:` list)."""
+    return _validate(Catalog, _read_mapping(Path(path), str(path)), str(path))
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Load the configuration (default: the packaged demo) with its action catalog resolved."""
+    path = DEMO_CONFIG if path is None else Path(path)
+    data = _read_mapping(path, str(path))
+    if "catalog" in data:
+        raise ConfigError(f"{path}: catalog: unknown field (list actions in the 'actions' file)")
+    config = _validate(Config, data, str(path))
+    if config.actions is None:
+        return config
+    catalog_path = path.parent / config.actions
+    if not catalog_path.is_file():
+        raise ConfigError(f"{path}: actions: file not found: {catalog_path}")
+    return config.model_copy(update={"catalog": load_catalog(catalog_path)})
+
+
+# --- checks against the data ------------------------------------------------------------------
+
+
+def check_exposure_actions(catalog: Catalog, action_ids: Iterable[str]) -> None:
+    """Fail if exposures name actions the catalog lacks (uplift for them could never be served)."""
+    missing = sorted(set(action_ids) - set(catalog.ids) - {"control"})
+    if missing:
+        shown = ", ".join(f"'{a}'" for a in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise ConfigError(
+            f"action catalog: exposures use action_id {shown} not in the catalog "
+            "(add them to the actions file or drop those exposure rows)"
+        )
+
+
+def check_eligibility_names(catalog: Catalog, available: Iterable[str]) -> None:
+    """Fail if an eligibility rule reads a name that is neither a feature nor a score."""
+    known = set(available)
+    for action in catalog.actions:
+        unknown = sorted(action.rule.names - known) if action.rule is not None else []
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"action '{action.id}': eligibility reads unknown name '{unknown[0]}'{hint}"
+            )
