@@ -117,7 +117,9 @@ class OutcomeSpec(_Model):
 class Objective(_Model):
     """How uplift becomes money: which outcome is revenue, what avoided churn and satisfaction are worth."""
 
-    value_outcome: str
+    value_outcome: str | None = Field(
+        default=None, description="None: no outcome is money (a churn-only data set, say)"
+    )
     retention_value: Literal["ltv"] | None = None
     satisfaction_weight: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
@@ -218,7 +220,7 @@ class Config(_Model):
 
     snapshots: Snapshots = Snapshots()
     outcomes: dict[str, OutcomeSpec] = Field(min_length=1)
-    objective: Objective
+    objective: Objective = Objective()
     actions: str | None = None
     features: FeatureSettings = FeatureSettings()
     catalog: Catalog = Field(default_factory=Catalog, description="filled by load_config")
@@ -244,7 +246,8 @@ class Config(_Model):
                 raise _FieldProblem(("outcomes", name, "role"), message)
             if spec.role is not None:
                 owner[spec.role] = name
-        if self.objective.value_outcome not in self.outcomes:
+        value = self.objective.value_outcome
+        if value is not None and value not in self.outcomes:
             known = ", ".join(self.outcomes)
             message = f"names no outcome (got '{self.objective.value_outcome}'; outcomes: {known})"
             raise _FieldProblem(("objective", "value_outcome"), message)

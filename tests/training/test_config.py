@@ -107,10 +107,6 @@ def _action_changes(index: int, **changes: object) -> dict[str, object]:
             {"outcomes__visit__event_types": []},
             "config.yaml: outcomes.visit.event_types: must have",
         ),
-        (
-            {"objective__value_outcome": None},
-            "config.yaml: objective.value_outcome: required field",
-        ),
         ({"objective__retention_value": "clv"}, "config.yaml: objective.retention_value: must be"),
         ({"snapshots__as_of": "soon"}, "config.yaml: snapshots.as_of: must be a non-empty list"),
         ({"snapshots__as_of": ["2026-13-01"]}, "config.yaml: snapshots.as_of: not a date"),
@@ -215,3 +211,13 @@ def test_check_eligibility_names_suggests_the_feature() -> None:
     check_eligibility_names(catalog, names)
     with pytest.raises(ConfigError, match="'apology_credit'.*'complaints_30d'"):
         check_eligibility_names(catalog, (names - {"complaints_30d"}) | {"complaints_7d"})
+
+
+def test_objective_may_omit_the_value_outcome(tmp_path: Path) -> None:
+    """A churn-only data set (Telco) has no outcome that is money."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "outcomes:\n  churn: {role: churn, kind: any, event_types: [churn], horizon_days: 90}\n"
+        "objective: {currency: USD}\n"
+    )
+    assert load_config(path).objective.value_outcome is None

@@ -1,0 +1,171 @@
+"""The `nextbest` command line: one program, one sub-command per step of DESIGN.md §4.
+
+Commands are thin: they parse arguments, call the package and report. User errors (bad data, bad
+configuration) end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from training.errors import NextbestError
+
+app = typer.Typer(
+    name="nextbest",
+    help="Next-best-action decisioning: scores, uplift and ROI-ranked actions for CX teams.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+import_app = typer.Typer(help="Convert a public data set into the nextbest data contract.")
+app.add_typer(import_app, name="import")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (DESIGN.md §2)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML config (default: the packaged demo config)")
+]
+
+
+def user_errors(fn: F) -> F:
+    """Turn a NextbestError into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NextbestError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def parse_date(text: str | None, what: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text).date()
+    except ValueError:
+        raise NextbestError(f"{what}: '{text}' is not a date (expected YYYY-MM-DD)") from None
+
+
+@app.command()
+@user_errors
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the data set to")],
+    customers: Annotated[
+        int, typer.Option("--customers", min=1, help="number of customers")
+    ] = 20000,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same data)")] = 7,
+    truth: Annotated[
+        Path | None, typer.Option("--truth", help="ground-truth directory (default: <out>_truth)")
+    ] = None,
+) -> None:
+    """Write the synthetic customer-journey data set, and its ground truth apart from it."""
+    from training.synth.generate import synthesize
+
+    with progress_bar() as bar:
+        task = bar.add_task("simulating customers", total=customers)
+        summary = synthesize(
+            customers, out_dir, seed=seed, truth_dir=truth, progress=lambda n: bar.advance(task, n)
+        )
+    out.print(
+        f"wrote {summary.customers:,} customers, {summary.events:,} events, "
+        f"{summary.exposures:,} exposures to {summary.data_dir}; "
+        f"ground truth ({summary.truth_rows:,} customer rows) to {summary.truth_dir}"
+    )
+
+
+@app.command()
+@user_errors
+def validate(
+    data: Annotated[Path | None, typer.Option("--data", help="data set directory")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check a data set against the contract, and a config + action catalog, before anything runs."""
+    from training.validation import validate_all
+
+    for line in validate_all(data, config):
+        out.print(line, highlight=False)
+
+
+@app.command()
+@user_errors
+def features(
+    data: DataOpt,
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write")],
+    config: ConfigOpt = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="YYYY-MM-DD (default: day after the last event)")
+    ] = None,
+) -> None:
+    """Compute point-in-time features of every customer as of a date and write them to Parquet."""
+    from training.snapshot import write_features
+
+    with err.status("computing features"):
+        summary = write_features(data, out_file, config, parse_date(as_of, "--as-of"))
+    out.print(summary, highlight=False)
+
+
+@import_app.command("telco")
+@user_errors
+def import_telco(
+    src: Annotated[Path, typer.Option("--src", help="Telco-Customer-Churn.csv")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the data set to")],
+) -> None:
+    """IBM Telco churn: customers as static attributes, churners as explicit churn events."""
+    from training.importers import import_telco as run
+
+    _require_file(src)
+    ds = run(src, out_dir)
+    out.print(f"wrote {ds.root} (config: {ds.root / 'config.yaml'})")
+
+
+@import_app.command("hillstrom")
+@user_errors
+def import_hillstrom(
+    src: Annotated[Path, typer.Option("--src", help="hillstrom.csv")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the data set to")],
+) -> None:
+    """Hillstrom's randomized e-mail test: exposures with propensity 1/3, visits and purchases."""
+    from training.importers import import_hillstrom as run
+
+    _require_file(src)
+    ds = run(src, out_dir)
+    out.print(f"wrote {ds.root} (config: {ds.root / 'config.yaml'})")
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise NextbestError(f"{path}: no such file")
