@@ -369,7 +369,7 @@ def _check_table(
     if path.suffix == ".csv":
         counts += [f"count(t.{_ident(c)})" for c in types if c not in REQUIRED_COLUMNS[table]]
     sql = f"SELECT count(*), {', '.join(counts) or '0'} FROM _raw_{table} AS t"
-    total, *found = _run(con, path.name, sql).fetchone() or (0,)
+    total, *found = (_run(con, path.name, sql).fetchall() or [(0,)])[0]
     if table == "customers" and total == 0:
         raise ContractError(path.name, None, "has no rows: at least one customer is required")
     for rule, n in zip(rules, found, strict=False):
@@ -454,9 +454,10 @@ def _example(
     extra = ", __file" if "__file" in types else ""
     shown = ", ".join(f"CAST(t.{_ident(c)} AS VARCHAR)" for c in keep)
     sql = f"SELECT __{where}{extra}, {shown} FROM _pos_{table} AS t WHERE {bad} LIMIT 1"
-    row = con.execute(sql).fetchone()
-    if row is None:
+    rows = con.execute(sql).fetchall()
+    if not rows:
         return None
+    row = rows[0]
     position, *values = row
     file = ""
     if extra:
@@ -490,7 +491,7 @@ def _summarize(con: duckdb.DuckDBPyConnection, ds: Dataset, rows: dict[str, int]
         channels[channel] = channels.get(channel, 0) + n
     starts = [r[3] for r in by_type_channel]
     ends = [r[4] for r in by_type_channel]
-    active = con.execute("SELECT count(DISTINCT customer_id) FROM events").fetchone()
+    active = con.execute("SELECT count(DISTINCT customer_id) FROM events").fetchall()[0]
     actions = con.execute("SELECT action_id, count(*) FROM exposures GROUP BY ALL").fetchall()
     return DatasetSummary(
         files={t: (p.name if p else None) for t, p in ds.files.items()},

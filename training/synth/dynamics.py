@@ -75,18 +75,6 @@ class Effect:
     def copy(self) -> Effect:
         return Effect(*(a.copy() for a in vars(self).values()))
 
-    @property
-    def complaints_4w(self) -> np.ndarray:
-        return self.recent[:, 0].sum(axis=1)
-
-    @property
-    def unresolved_4w(self) -> np.ndarray:
-        return self.recent[:, 1].sum(axis=1)
-
-    @property
-    def contacts_4w(self) -> np.ndarray:
-        return self.recent[:, 2].sum(axis=1)
-
     def take(self, idx: np.ndarray) -> Effect:
         return Effect(*(a[idx] for a in vars(self).values()))
 

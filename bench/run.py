@@ -1,0 +1,125 @@
+"""`make bench`: measure the figures the issues name and print them as one table.
+
+Every step runs as its own child process, so its wall time and peak RSS (from `os.wait4`) are its own.
+Sizes default to the issue's figures (100k and 1M customers); `--sizes 20000` gives a quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
+ENV = os.environ | {
+    "OMP_NUM_THREADS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+}
+
+
+@dataclass
+class Row:
+    figure: str
+    seconds: float
+    peak_gib: float
+    target: str
+    ok: bool | None
+    detail: str = ""
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float, str]:
+    """Run `cmd`; return (wall seconds, peak RSS in GiB of that process tree's largest process, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {output[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024**2, output.strip()
+
+
+def bench_synth(n: int, workdir: Path, limit_s: float, limit_gib: float | None) -> tuple[Row, Path]:
+    out = workdir / f"synth_{n}"
+    seconds, gib, _ = run_measured([NEXTBEST, "synth", "--customers", str(n), "--out", str(out)])
+    ok = seconds < limit_s and (limit_gib is None or gib < limit_gib)
+    target = f"< {limit_s / 60:.0f} min" + (f", < {limit_gib:.0f} GiB" if limit_gib else "")
+    events = _rows(out / "events.parquet")
+    return Row(f"synth {n:,} customers", seconds, gib, target, ok, f"{events:,} events"), out
+
+
+def bench_features(data: Path, n: int, limit_s: float, limit_gib: float) -> Row:
+    out = data.parent / f"features_{n}.parquet"
+    seconds, gib, msg = run_measured(
+        [NEXTBEST, "features", "--data", str(data), "--out", str(out), "--as-of", "2026-11-02"]
+    )
+    ok = seconds < limit_s and gib < limit_gib
+    target = f"< {limit_s / 60:.0f} min, < {limit_gib:.0f} GiB"
+    detail = msg.split(":")[-1].split(" to ")[0].strip() if msg else ""
+    return Row(
+        f"features as of one date, {n:,} customers (validate + fit + transform + write)",
+        seconds,
+        gib,
+        target,
+        ok,
+        detail,
+    )
+
+
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def render(rows: list[Row]) -> None:
+    table = Table(title="nextbest bench (2 cores, this machine)")
+    for col in ("figure", "wall s", "peak RSS GiB", "target", "met", "detail"):
+        table.add_column(col)
+    for r in rows:
+        met = "-" if r.ok is None else ("yes" if r.ok else "NO")
+        table.add_row(r.figure, f"{r.seconds:.1f}", f"{r.peak_gib:.2f}", r.target, met, r.detail)
+    Console(width=160).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--sizes", default="100000,1000000", help="customer counts, comma-separated"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the generated data sets")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
+    rows: list[Row] = []
+    try:
+        for n in sizes:
+            big = n >= 1_000_000
+            row, data = bench_synth(n, workdir, 600 if big else 60, 8 if big else None)
+            rows.append(row)
+            if n == max(sizes):
+                rows.append(bench_features(data, n, 120, 8))
+            render(rows)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"data kept in {workdir}")
+
+
+if __name__ == "__main__":
+    main()
