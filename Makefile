@@ -40,8 +40,8 @@ lock:
 
 ## lint: ruff (lint + format check) and mypy on training/ and serving/
 lint: setup
-	$(BIN)/ruff check training serving tests bench data
-	$(BIN)/ruff format --check training serving tests bench data
+	$(BIN)/ruff check training serving tests bench
+	$(BIN)/ruff format --check training serving tests bench
 	$(BIN)/mypy training serving
 
 ## test: lint, then the whole test suite (what .ci/run calls)
