@@ -143,3 +143,12 @@ def test_several_actions_are_best_somewhere_and_none_often(truth_today: pd.DataF
     shares = best.value_counts(normalize=True)
     assert 0.3 < shares["none"] < 0.8
     assert (shares.drop("none") > 0.01).sum() >= 3
+
+
+def test_inverse_cdf_poisson_has_the_right_law() -> None:
+    from training.synth.truth import poisson_from_uniform
+
+    rng = np.random.default_rng(0)
+    for lam in (0.05, 0.8, 3.0):
+        k = poisson_from_uniform(rng.random(200_000), np.full(200_000, lam))
+        assert abs(k.mean() - lam) < 0.02 and abs(k.var() - lam) < 0.05
