@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
+from tests.training.test_contract import append_row, broken, set_cell
+from training.cli import app
 
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
 
@@ -95,3 +99,58 @@ def test_bad_date_and_missing_data_dir_are_user_errors(tmp_path: Path) -> None:
     assert_one_line_error(proc, "--as-of", "2026-13-01")
     proc = run("validate", "--data", tmp_path / "nowhere")
     assert_one_line_error(proc, "nowhere")
+
+
+# Every rule of DESIGN §2 through the command line: exit 2, one line naming file/column/example,
+# no traceback, nothing written. (The per-rule details live in test_contract.py; this is the
+# user's view of the same rules.)
+CONTRACT_CASES = {
+    "duplicate customer_id": (
+        append_row("customers", customer_id="C2", age=1, plan="gold", vip=False),
+        ("customers.csv", "customer_id", "C2"),
+    ),
+    "event for an unknown customer": (
+        append_row("events", customer_id="ZZ9", ts="2026-03-05", channel="web", event_type="visit"),
+        ("events.csv", "customer_id", "ZZ9"),
+    ),
+    "exposure for an unknown customer": (
+        append_row(
+            "exposures", customer_id="ZZ8", ts="2026-02-01", action_id="control", propensity=1
+        ),
+        ("exposures.csv", "customer_id", "ZZ8"),
+    ),
+    "propensity above 1": (
+        set_cell("exposures", 1, "propensity", 1.5),
+        ("exposures.csv", "propensity", "C2"),
+    ),
+    "propensity of 0": (set_cell("exposures", 0, "propensity", 0.0), ("propensity", "0042")),
+    "timestamp that does not parse": (
+        set_cell("events", 2, "ts", "yesterday"),
+        ("events.csv", "ts", "C3"),
+    ),
+    "value that is not a number": (
+        set_cell("events", 1, "value", "twelve"),
+        ("events.csv", "value", "C2"),
+    ),
+    "empty customer id": (set_cell("events", 3, "customer_id", " "), ("events.csv", "customer_id")),
+    "missing column": (
+        lambda frames: frames.__setitem__("events", frames["events"].drop(columns="channel")),
+        ("events.csv", "channel"),
+    ),
+    "missing table": (lambda frames: frames.pop("events"), ("events", "missing")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRACT_CASES))
+def test_validate_rejects_each_contract_violation(tmp_path: Path, case: str) -> None:
+    edit, fragments = CONTRACT_CASES[case]
+    data = broken(tmp_path, "csv", edit)
+    before = sorted(p.name for p in data.iterdir())
+    result = CliRunner().invoke(app, ["validate", "--data", str(data)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert sorted(p.name for p in data.iterdir()) == before
