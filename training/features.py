@@ -606,3 +606,24 @@ def _describe(name: str) -> str:
 def feature_descriptions(names: Iterable[str]) -> dict[str, str]:
     """Agent-facing text for feature names, e.g. complaints_30d -> "complaints in the last 30 days"."""
     return {name: _describe(name) for name in names}
+
+
+def to_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """The float32 model matrix of `names`: numbers as they are, categoricals as codes (NaN if
+    missing). LightGBM reads the codes as categorical features, so training, batch and online all
+    predict from plain numpy with no pandas on the hot path."""
+    out = np.empty((len(frame), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        col = frame[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy().astype(np.float32)
+            codes[codes < 0] = np.nan
+            out[:, j] = codes
+        else:
+            out[:, j] = col.to_numpy(dtype=np.float32, na_value=np.nan)
+    return out
+
+
+def categorical_names(frame: pd.DataFrame, names: list[str]) -> list[str]:
+    """The features of `names` that are categorical in `frame`."""
+    return [n for n in names if isinstance(frame[n].dtype, pd.CategoricalDtype)]

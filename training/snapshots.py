@@ -1,0 +1,142 @@
+"""Training snapshots: features as of each as-of date, labels from the window after it, and a
+time-aware split by customer.
+
+Every snapshot row is a customer who is still a customer at the as-of date. Labels whose window runs
+past the end of the data are censored and dropped, never read as "nothing happened".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from training.config import Config, OutcomeSpec
+from training.errors import NextbestError
+from training.features import FeatureBuilder, categorical_names, to_matrix
+from training.models.base import TrainingSet
+from training.outcomes import compute_outcomes, is_label_observed
+
+HOLDOUT_SHARE = 0.2  # customers kept out of fitting: early stopping, calibration and the test
+MAX_AUTO_SNAPSHOTS = 4
+MIN_HISTORY_DAYS = 90  # an automatic as-of date needs this much history before it
+
+
+@dataclass(frozen=True)
+class DataSpan:
+    """First and last event, and the instant up to which outcomes are observed (day after last)."""
+
+    start: datetime | None
+    end: datetime | None
+
+    @property
+    def observed_until(self) -> datetime | None:
+        return (
+            None
+            if self.end is None
+            else datetime.combine(self.end.date(), datetime.min.time()) + timedelta(days=1)
+        )
+
+
+def data_span(con: duckdb.DuckDBPyConnection) -> DataSpan:
+    [(start, end)] = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()
+    return DataSpan(start, end)
+
+
+def resolve_as_of(config: Config, span: DataSpan) -> list[date]:
+    """The configured as-of dates, or automatic ones: the latest date whose longest label window is
+    observed, then one longest-horizon back each, keeping MIN_HISTORY_DAYS of history."""
+    if config.snapshots.as_of != "auto":
+        return sorted(config.snapshots.as_of)
+    if span.start is None or span.observed_until is None:
+        raise NextbestError("snapshots.as_of: auto needs events to place the dates; give dates")
+    step = timedelta(days=config.max_horizon_days)
+    last = (span.observed_until - step).date()
+    first_allowed = span.start.date() + timedelta(days=MIN_HISTORY_DAYS)
+    dates = [last - i * step for i in range(MAX_AUTO_SNAPSHOTS) if last - i * step >= first_allowed]
+    if not dates:
+        raise NextbestError(
+            f"snapshots.as_of: auto found no date with {MIN_HISTORY_DAYS} days of history and a "
+            f"{config.max_horizon_days}-day label window inside {span.start:%Y-%m-%d}..{span.end:%Y-%m-%d}"
+        )
+    return sorted(dates)
+
+
+def active_spine(con: duckdb.DuckDBPyConnection, as_of: date, churn: OutcomeSpec | None) -> str:
+    """SQL for the customers who are customers at `as_of`: not churned before it and, when the data
+    set has any history before it, with at least one event before it (not yet joined otherwise)."""
+    ts = f"TIMESTAMP '{as_of.isoformat()}'"
+    churned = ""
+    if churn is not None and churn.kind == "any":
+        types = ", ".join("'" + t.replace("'", "''") + "'" for t in churn.event_types)
+        churned = f"AND customer_id NOT IN (SELECT customer_id FROM events WHERE ts < {ts} AND event_type IN ({types}))"
+    return f"""
+        SELECT customer_id, {ts} AS as_of FROM customers
+        WHERE (NOT EXISTS (SELECT 1 FROM events WHERE ts < {ts})
+               OR customer_id IN (SELECT customer_id FROM events WHERE ts < {ts}))
+        {churned}"""
+
+
+def build_snapshots(
+    con: duckdb.DuckDBPyConnection, builder: FeatureBuilder, config: Config, dates: list[date]
+) -> pd.DataFrame:
+    """Features and labels (one column per outcome; censored -> NaN) for every active customer at
+    every date, sorted by (as_of, customer_id)."""
+    span = data_span(con)
+    churn = config.outcome_for_role("churn")
+    frames = []
+    for as_of in dates:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _spine AS {active_spine(con, as_of, churn[1] if churn else None)}"
+        )
+        feats = builder.transform(con, spine="_spine")
+        labels = compute_outcomes(con, "_spine", config.outcomes)
+        frame = feats.merge(labels, on=["customer_id", "as_of"], how="left", validate="one_to_one")
+        for name, spec in config.outcomes.items():
+            if span.observed_until is not None:
+                seen = is_label_observed(frame["as_of"], spec, span.observed_until)
+                frame[name] = frame[name].astype("float64").where(seen)
+        frames.append(frame)
+    con.execute("DROP TABLE IF EXISTS _spine")
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["as_of", "customer_id"], ignore_index=True)
+
+
+def holdout_mask(customer_ids: pd.Series, share: float = HOLDOUT_SHARE) -> np.ndarray:
+    """A stable pseudo-random customer split: the same customer is always on the same side."""
+    h = pd.util.hash_pandas_object(customer_ids.astype(str), index=False).to_numpy()
+    return (h % 10_000) < share * 10_000
+
+
+def split_for(
+    frame: pd.DataFrame, outcome: str, feature_names: list[str], horizon_days: int
+) -> TrainingSet:
+    """fit / validation / test slices for one outcome: held-out customers only in validation and
+    test, and the test on the latest snapshot when there are several (trained on earlier ones)."""
+    rows = frame[frame[outcome].notna()]
+    if rows.empty:
+        raise NextbestError(f"outcome '{outcome}': no observed labels in any snapshot")
+    held = holdout_mask(rows["customer_id"])
+    dates = rows["as_of"].unique()
+    if len(dates) > 1:
+        later = (rows["as_of"] == dates.max()).to_numpy()
+        fit, val, test = ~held & ~later, held & ~later, held & later
+    else:
+        half = holdout_mask(rows["customer_id"], share=HOLDOUT_SHARE / 2)
+        fit, val, test = ~held, held & ~half, half
+    y = rows[outcome].to_numpy(dtype=np.float64)
+    X = to_matrix(rows, feature_names)
+    return TrainingSet(
+        feature_names=feature_names,
+        categorical=categorical_names(rows, feature_names),
+        X_fit=X[fit],
+        y_fit=y[fit],
+        X_val=X[val],
+        y_val=y[val],
+        X_test=X[test],
+        y_test=y[test],
+        horizon_days=horizon_days,
+    )
