@@ -11,13 +11,15 @@ SEED   ?= 7
 DATA   ?= data/demo
 CONFIG ?= training/demo/config.yaml
 AS_OF  ?=
+SCORE_AS_OF ?= 2026-11-02
+MODEL  ?=
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 
-.PHONY: help setup lint test demo data validate features bench clean
+.PHONY: help setup lock lint test demo data validate features train promote score bench clean
 
 ## help: list the targets (the default)
 help:
@@ -60,8 +62,20 @@ validate: setup
 features: setup
 	$(NB) features --data $(DATA) --config $(CONFIG) $(if $(AS_OF),--as-of $(AS_OF)) --out out/features.parquet
 
-## demo: everything that exists so far on the synthetic data: synth -> validate -> features
-demo: data validate features
+## train: train every score on DATA + CONFIG, log to MLflow (./mlflow.db), register a bundle version
+train: setup
+	$(NB) train --data $(DATA) --config $(CONFIG)
+
+## promote: move @champion to the latest version (MODEL=N for another) if it is not worse
+promote: setup
+	$(NB) promote $(if $(MODEL),--model $(MODEL))
+
+## score: batch-score every customer of DATA as of SCORE_AS_OF with @champion into out/score
+score: setup
+	$(NB) score --data $(DATA) --as-of $(SCORE_AS_OF) --out out/score $(if $(MODEL),--model $(MODEL))
+
+## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> score
+demo: data validate features train promote score
 
 ## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes)
 bench: setup
@@ -69,4 +83,4 @@ bench: setup
 
 ## clean: remove generated data, outputs and caches (keeps .venv)
 clean:
-	rm -rf data/demo out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data/demo data/demo_truth out .pytest_cache .mypy_cache .ruff_cache

@@ -138,6 +138,65 @@ def features(
     out.print(summary, highlight=False)
 
 
+@app.command()
+@user_errors
+def train(data: DataOpt, config: ConfigOpt = None) -> None:
+    """Train every score the data supports, log the runs to MLflow and register a bundle version."""
+    from training.train import train as run
+
+    with err.status("training") as status:
+        result = run(data, config, step=lambda msg: status.update(msg))
+    for role, metrics in result.metrics.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("n_"))
+        out.print(f"{role}: {shown}", highlight=False)
+    for role, why in result.skipped.items():
+        out.print(f"skipped {role}: {why}", highlight=False)
+    out.print(f"registered nextbest version {result.version} (snapshots {', '.join(result.as_of)})")
+
+
+@app.command()
+@user_errors
+def promote(
+    model: Annotated[
+        str | None, typer.Option("--model", help="version to promote (default: latest)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="move @champion even if worse")] = False,
+) -> None:
+    """Move the @champion alias to a version, only if it is not worse than the current champion."""
+    from training.promote import promote as run
+    from training.promote import render
+    from training.tracking import configure_tracking
+
+    configure_tracking()
+    result = run(model, force=force)
+    render(result, out)  # a refusal is a decision, not an error: exit 0 either way
+
+
+@app.command()
+@user_errors
+def score(
+    data: DataOpt,
+    as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD")],
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory (replaced whole)")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="registry reference or version")
+    ] = None,
+) -> None:
+    """Score every customer as of a date with the registered bundle (DESIGN.md §6 output)."""
+    from serving.batch import score as run
+    from training.tracking import configure_tracking
+
+    day = parse_date(as_of, "--as-of")
+    assert day is not None
+    configure_tracking()
+    with err.status("scoring"):
+        summary = run(data, day, out_dir, model)
+    out.print(
+        f"scored {summary.customers:,} customers as of {summary.as_of} with model version "
+        f"{summary.model_version}: {summary.out}"
+    )
+
+
 @import_app.command("telco")
 @user_errors
 def import_telco(
