@@ -1,4 +1,5 @@
-"""Nightly batch scoring (`nextbest score`): every customer's scores as of a date, written atomically.
+"""Nightly batch scoring (`nextbest score`): every current customer's scores as of a date, written
+atomically. Customers who churned before the date are not scored: there is nobody left to act on.
 
 The output directory belongs to the job: it holds `scores.parquet` (DESIGN.md §6) and a small
 `_nextbest.json` manifest, and is replaced whole, so a killed job leaves the previous complete output
@@ -17,7 +18,7 @@ import pandas as pd
 from training.atomic import atomic_directory
 from training.contract import open_dataset, validate_dataset
 from training.errors import NextbestError
-from training.snapshots import data_span
+from training.snapshots import active_spine, data_span
 
 MANIFEST = "_nextbest.json"
 OUTPUT_FILES = {"scores.parquet", "actions.parquet", MANIFEST}
@@ -61,9 +62,11 @@ def score(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> S
     with open_dataset(data).connect() as con:
         span = data_span(con)
         check_as_of(as_of, span.start, span.observed_until)
-        features = bundle.builder.transform(con, as_of=as_of)
+        churn = bundle.config.outcome_for_role("churn")
+        con.execute(f"CREATE TEMP TABLE _active AS {active_spine(con, as_of, churn and churn[1])}")
+        features = bundle.builder.transform(con, spine="_active")
     scores = bundle.score_frame(features)
-    version = str(bundle.metadata.get("version", ""))
+    version = bundle.version or ""
     scores["model_version"] = version
     scores["as_of"] = pd.Timestamp(as_of)
     with atomic_directory(out) as tmp:

@@ -161,14 +161,16 @@ def promote(
         str | None, typer.Option("--model", help="version to promote (default: latest)")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="move @champion even if worse")] = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Move the @champion alias to a version, only if it is not worse than the current champion."""
+    from training.config import load_config
     from training.promote import promote as run
     from training.promote import render
     from training.tracking import configure_tracking
 
     configure_tracking()
-    result = run(model, force=force)
+    result = run(model, force=force, tolerance=load_config(config).promotion.tolerance)
     render(result, out)  # a refusal is a decision, not an error: exit 0 either way
 
 

@@ -215,6 +215,16 @@ class Catalog(_Model):
         return hashlib.sha256(normal.encode()).hexdigest()[:12]
 
 
+class Promotion(_Model):
+    """The champion/challenger gate of `nextbest promote`."""
+
+    tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="how much worse (absolute, on each score's main metric) a challenger may be",
+    )
+
+
 class Config(_Model):
     """The whole configuration; `catalog` is the loaded action catalog named by `actions`."""
 
@@ -223,6 +233,7 @@ class Config(_Model):
     objective: Objective = Objective()
     actions: str | None = None
     features: FeatureSettings = FeatureSettings()
+    promotion: Promotion = Promotion()
     catalog: Catalog = Field(default_factory=Catalog, description="filled by load_config")
 
     @field_validator("outcomes")

@@ -81,7 +81,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
         present = {t for (t,) in con.execute("SELECT DISTINCT event_type FROM events").fetchall()}
     result = TrainResult(version="", as_of=[d.isoformat() for d in dates], rows=len(frame))
     models: dict[str, ScoreModel] = {}
-    with training_run(ds, builder, config, config_path, dates):
+    with training_run(ds, builder, config, config_path, dates) as run:
         for role in ROLES:
             trained = _train_role(role, config, frame, builder, present, result, say)
             if trained is not None:
@@ -97,7 +97,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
             builder=builder,
             config=config,
             models=models,
-            metadata=_metadata(result, builder, config),
+            metadata=_metadata(result, builder, config) | {"data": run.fingerprint},
         )
         result.version = log_bundle(bundle, frame.head(5))
     return result

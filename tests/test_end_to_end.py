@@ -1,0 +1,80 @@
+"""The data scientist's loop through the real command line on a real MLflow store:
+train -> promote -> score -> the notebook that explores the champion."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A project directory with its own MLflow store (sqlite + mlruns) and the env to use it."""
+    root = tmp_path_factory.mktemp("project")
+    return os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "ROOT": str(root),
+    }
+
+
+def nextbest(env: dict[str, str], *args: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [NEXTBEST, *map(str, args)],
+        env=env,
+        cwd=env["ROOT"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_train_promote_score_and_explore(small_world: Path, project: dict[str, str]) -> None:
+    trained = nextbest(project, "train", "--data", small_world)
+    assert "registered nextbest version 1" in trained.stdout
+    promoted = nextbest(project, "promote")
+    assert "version 1 becomes champion" in promoted.stdout
+
+    out = Path(project["ROOT"]) / "score"
+    nextbest(project, "score", "--data", small_world, "--as-of", "2026-11-02", "--out", out)
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert list(scores.columns) == [
+        "customer_id",
+        "churn_probability",
+        "satisfaction",
+        "ltv",
+        "model_version",
+        "as_of",
+    ]
+    assert scores.customer_id.is_unique and (scores.model_version == "1").all()
+    assert scores.churn_probability.between(0, 1).all() and (scores.ltv >= 0).all()
+
+    # a second, identical training is not worse: promotion moves the champion to version 2
+    nextbest(project, "train", "--data", small_world)
+    assert "champion" in nextbest(project, "promote").stdout
+
+    notebook = nbformat.read(REPO / "notebooks" / "scores.ipynb", as_version=4)
+    env = project | {"NEXTBEST_ROOT": project["ROOT"], "NEXTBEST_DATA": str(small_world)}
+    old = os.environ.copy()
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
