@@ -18,6 +18,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: help setup lock lint test demo data validate features train promote score bench clean
 

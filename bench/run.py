@@ -7,6 +7,7 @@ Sizes default to the issue's figures (100k and 1M customers); `--sizes 20000` gi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -80,6 +81,79 @@ def bench_features(data: Path, n: int, limit_s: float, limit_gib: float) -> Row:
     )
 
 
+def bench_train_quality(data: Path, n: int, limit_s: float) -> list[Row]:
+    """Train all scores (timed inside), then churn AUC/ECE against the simulator's Bayes limit."""
+    store = data.parent / f"store_{n}"
+    store.mkdir()
+    _, gib, out = run_measured(
+        [sys.executable, "bench/train_quality.py", "--data", str(data), "--store", str(store)]
+    )
+    q = json.loads(out.splitlines()[-1])
+    gap = q["auc_bayes_limit"] - q["auc_model"]
+    return [
+        Row(
+            f"train all three scores, {n:,} customers",
+            q["train_seconds"],
+            gib,
+            f"< {limit_s / 60:.0f} min",
+            q["train_seconds"] < limit_s,
+            "incl. MLflow logging",
+        ),
+        Row(
+            f"churn ROC-AUC at 2026-08-03 ({q['customers']:,} eval customers)",
+            0,
+            0,
+            "within 0.03 of Bayes",
+            gap <= 0.03,
+            f"model {q['auc_model']:.4f} vs truth {q['auc_bayes_limit']:.4f} (gap {gap:.4f})",
+        ),
+        Row(
+            "churn expected calibration error",
+            0,
+            0,
+            "< 0.02",
+            q["ece_model"] < 0.02,
+            f"model {q['ece_model']:.4f} (truth itself {q['ece_truth']:.4f})",
+        ),
+    ]
+
+
+def bench_train(data: Path, n: int, limit_s: float, limit_gib: float) -> Row:
+    store = data.parent / f"store_{n}"
+    store.mkdir(exist_ok=True)
+    env_uri = f"sqlite:///{store / 'mlflow.db'}"
+    ENV["MLFLOW_TRACKING_URI"] = env_uri
+    try:
+        seconds, gib, _ = run_measured([NEXTBEST, "train", "--data", str(data)])
+    finally:
+        ENV.pop("MLFLOW_TRACKING_URI", None)
+    return Row(
+        f"train all three scores, {n:,} customers",
+        seconds,
+        gib,
+        f"< {limit_s / 60:.0f} min, < {limit_gib:.0f} GiB",
+        seconds < limit_s and gib < limit_gib,
+        "nextbest train, end to end",
+    )
+
+
+def bench_telco() -> Row | None:
+    src = REPO.parent / "shared" / "datasets" / "Telco-Customer-Churn.csv"
+    if not src.exists():
+        return None
+    seconds, gib, out = run_measured([sys.executable, "bench/telco_cv.py", "--src", str(src)])
+    line = next(x for x in out.splitlines() if "ChurnModel" in x or "nextbest" in x.lower())
+    auc = float(line.split("AUC")[1].split()[0])
+    return Row(
+        "churn ROC-AUC, IBM Telco, 5-fold CV",
+        seconds,
+        gib,
+        ">= 0.845",
+        auc >= 0.845,
+        " ".join(line.split()[:6]),
+    )
+
+
 def _rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -113,7 +187,15 @@ def main() -> None:
             rows.append(row)
             if n == max(sizes):
                 rows.append(bench_features(data, n, 120, 8))
+            if n == min(sizes):
+                rows += bench_train_quality(data, n, 180)
+            elif big:
+                rows.append(bench_train(data, n, 1200, 12))
             render(rows)
+        telco = bench_telco()
+        if telco is not None:
+            rows.append(telco)
+        render(rows)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

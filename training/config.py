@@ -76,6 +76,11 @@ class Snapshots(_Model):
     """Training as-of dates: an explicit list, or "auto" (chosen from the data's time span)."""
 
     as_of: tuple[date, ...] | Literal["auto"] = "auto"
+    observed_until: date | None = Field(
+        default=None,
+        description="end of the data export: outcomes are known before this date "
+        "(default: the day after the last event)",
+    )
 
     @field_validator("as_of", mode="plain")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,10 @@ def telco_config(snapshot: date) -> dict[str, Any]:
         "horizon_days": TELCO_HORIZON_DAYS,
     }
     return {
-        "snapshots": {"as_of": [snapshot]},
+        "snapshots": {
+            "as_of": [snapshot],
+            "observed_until": snapshot + timedelta(days=TELCO_HORIZON_DAYS),
+        },
         "outcomes": {"churn": churn},
         "objective": {"currency": "USD"},
         "actions": "actions.yaml",
@@ -188,7 +191,10 @@ def hillstrom_config(campaign_date: date) -> dict[str, Any]:
         return head | spec
 
     return {
-        "snapshots": {"as_of": [campaign_date]},
+        "snapshots": {
+            "as_of": [campaign_date],
+            "observed_until": campaign_date + timedelta(days=HILLSTROM_HORIZON_DAYS),
+        },
         "outcomes": {
             "visit": outcome("any", "visit"),
             "conversion": outcome("any", "purchase"),

@@ -41,8 +41,12 @@ class DataSpan:
         )
 
 
-def data_span(con: duckdb.DuckDBPyConnection) -> DataSpan:
+def data_span(con: duckdb.DuckDBPyConnection, config: Config | None = None) -> DataSpan:
+    """The events' time span; `snapshots.observed_until` in the config overrides its end."""
     [(start, end)] = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()
+    until = config.snapshots.observed_until if config is not None else None
+    if until is not None:
+        end = datetime.combine(until, datetime.min.time()) - timedelta(days=1)
     return DataSpan(start, end)
 
 
@@ -85,7 +89,7 @@ def build_snapshots(
 ) -> pd.DataFrame:
     """Features and labels (one column per outcome; censored -> NaN) for every active customer at
     every date, sorted by (as_of, customer_id)."""
-    span = data_span(con)
+    span = data_span(con, config)
     churn = config.outcome_for_role("churn")
     frames = []
     for as_of in dates:

@@ -75,7 +75,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
     ds = open_dataset(data)
     with ds.connect() as con:
         builder = FeatureBuilder(config.features).fit(con)
-        dates = resolve_as_of(config, data_span(con))
+        dates = resolve_as_of(config, data_span(con, config))
         say(f"building snapshots as of {', '.join(map(str, dates))}")
         frame = build_snapshots(con, builder, config, dates)
         present = {t for (t,) in con.execute("SELECT DISTINCT event_type FROM events").fetchall()}

@@ -28,7 +28,7 @@ def test_trains_every_score_and_registers_one_bundle(small_world: Path, mlflow_s
     assert set(result.metrics) == {"churn", "satisfaction", "value"} and not result.skipped
     bundle = load_bundle("1")
     assert set(bundle.models) == {"churn", "satisfaction", "value"}
-    assert bundle.metadata["as_of"] == result.as_of
+    assert [d.isoformat() for d in bundle.metadata.as_of] == result.as_of
 
 
 def static_only_churn_set(root: Path, n: int = 3000, seed: int = 0) -> Path:
@@ -54,7 +54,7 @@ def static_only_churn_set(root: Path, n: int = 3000, seed: int = 0) -> Path:
         }
     ).to_csv(root / "events.csv", index=False)
     (root / "config.yaml").write_text(
-        "snapshots: {as_of: [2026-01-01]}\n"
+        "snapshots: {as_of: [2026-01-01], observed_until: 2026-04-01}\n"
         "outcomes:\n"
         "  churn: {role: churn, kind: any, event_types: [churn], horizon_days: 90}\n"
         "  satisfaction: {role: satisfaction, kind: last, event_types: [nps], horizon_days: 90}\n"
