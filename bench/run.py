@@ -40,17 +40,17 @@ class Row:
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float, str]:
-    """Run `cmd`; return (wall seconds, peak RSS in GiB of that process tree's largest process, stdout)."""
+    """Run `cmd`; return (wall seconds, peak RSS in GiB of that process, stdout)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {output[-2000:]}")
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed: {errors.read().decode()[-3000:]}")
     return seconds, usage.ru_maxrss / 1024**2, output.strip()
 
 

@@ -50,7 +50,7 @@ def evaluate(data: Path) -> dict[str, float]:
     seconds = time.perf_counter() - start
     bundle = load_bundle(result.version)
     truth = pd.read_parquet(data.with_name(data.name + "_truth") / "customers_truth.parquet")
-    truth = truth[truth.as_of == pd.Timestamp(AS_OF)].reset_index(drop=True)
+    truth = truth[pd.to_datetime(truth.as_of) == pd.Timestamp(AS_OF)].reset_index(drop=True)
     with open_dataset(data).connect() as con:
         features = bundle.builder.transform(con, as_of=AS_OF)
     scores = bundle.score_frame(features).set_index("customer_id")

@@ -161,6 +161,9 @@ def _surveys(out: Specs, d: Definition, names: dict[str, str]) -> None:
         for suffix, stat in (("last", "last"), ("prev", "prev"), ("trend", "trend")):
             out.add(Spec(f"{name}_{suffix}", "surveys", stat, (q,)), fixed=True)
         out.add(Spec(f"{name}_mean_{SURVEY_MEAN_DAYS}d", "surveys", "mean", (q,)), fixed=True)
+        # the whole history estimates a customer's lasting satisfaction better than one year
+        out.add(Spec(f"{name}_mean_all", "surveys", "mean_all", (q,)), fixed=True)
+        out.add(Spec(f"{name}_answers", "surveys", "n_all", (q,)), fixed=True)
         out.add(Spec(f"days_since_last_{name}", "surveys", "age", (q,)), fixed=True)
 
 
@@ -298,11 +301,13 @@ def surveys_sql(d: Definition, scope: Scope) -> str:
     # equal timestamps break ties on the value, so the answer is deterministic
     grouped = (
         f"SELECT i, code, arg_min(v, struct_pack(a := age, b := v), 2) AS l2, "
-        f"avg(v) FILTER (WHERE age <= {SURVEY_MEAN_DAYS * DAY_US}) AS mean, min(age) AS amin "
+        f"avg(v) FILTER (WHERE age <= {SURVEY_MEAN_DAYS * DAY_US}) AS mean, min(age) AS amin, "
+        f"avg(v) AS mean_all, CAST(count(*) AS DOUBLE) AS n_all "
         f"FROM ({rows}) GROUP BY i, code"
     )
     return (
-        f"SELECT i, code, l2[1] AS last, l2[2] AS prev, mean, {_days('amin')} AS amin "
+        f"SELECT i, code, l2[1] AS last, l2[2] AS prev, mean, {_days('amin')} AS amin, "
+        f"mean_all, n_all "
         f"FROM ({grouped})"
     )
 

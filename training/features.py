@@ -24,7 +24,8 @@ Features, in output order (numeric ones float32, string attributes pandas Catego
   ``contact_minutes_<w>d`` (sum of contact values), ``complaints_<w>d``,
   ``days_since_last_complaint``, ``revenue_<w>d``, ``purchases_<w>d``, ``days_since_last_purchase``.
 - per survey type s (nps, csat), over answers with a value: ``<s>_last``, ``<s>_prev``,
-  ``<s>_trend`` (last - previous answer), ``<s>_mean_365d``, ``days_since_last_<s>``.
+  ``<s>_trend`` (last - previous answer), ``<s>_mean_365d``, ``<s>_mean_all`` and ``<s>_answers``
+  (mean and number of answers over the whole history; NaN when none), ``days_since_last_<s>``.
 - exposures: ``exposures_90d``, ``exposures_365d``, ``days_since_last_exposure`` and per fitted
   action a (``control`` included): ``<a>_exposures_365d``, ``days_since_<a>``.
 """
@@ -52,7 +53,7 @@ from training.config import FeatureSettings
 from training.errors import ConfigError, ContractError, NextbestError
 
 # Bump when the meaning of any feature changes: saved builders of another version are refused.
-DEFINITION_VERSION = "1"
+DEFINITION_VERSION = "2"
 FORMAT = 1
 MAX_CATEGORIES = 100
 CHUNK_ROWS = 50_000_000  # joined event rows per aggregate query: bounds DuckDB's memory
@@ -579,6 +580,8 @@ _PLAIN = [
     (r"(.+)_last", "last {S} answer"),
     (r"(.+)_prev", "previous {S} answer"),
     (r"(.+)_trend", "change between the last two {S} answers"),
+    (r"(.+)_mean_all", "average {S} answer ever given"),
+    (r"(.+)_answers", "number of {S} answers given"),
     (r"days_since_last_(.+)", "days since the last {0}"),
     (r"days_since_(.+)", "days since {0}"),
 ]

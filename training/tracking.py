@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -53,6 +54,8 @@ def configure_tracking() -> str:
     from mlflow.telemetry import set_telemetry_client
 
     set_telemetry_client()  # re-read the switches in case mlflow was imported before them
+    for name in ("mlflow", "alembic"):  # store migrations and registry chatter: not for users
+        logging.getLogger(name).setLevel(logging.WARNING)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DB_FILE}"
     mlflow.set_tracking_uri(uri)
     return uri
