@@ -199,34 +199,33 @@ def score(
     )
 
 
+SrcOpt = Annotated[Path, typer.Option("--src", help="the public CSV file")]
+OutDirOpt = Annotated[Path, typer.Option("--out", help="directory to write the data set to")]
+
+
 @import_app.command("telco")
 @user_errors
-def import_telco(
-    src: Annotated[Path, typer.Option("--src", help="Telco-Customer-Churn.csv")],
-    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the data set to")],
-) -> None:
+def import_telco(src: SrcOpt, out_dir: OutDirOpt) -> None:
     """IBM Telco churn: customers as static attributes, churners as explicit churn events."""
     from training.importers import import_telco as run
 
-    _require_file(src)
-    ds = run(src, out_dir)
-    out.print(f"wrote {ds.root} (config: {ds.root / 'config.yaml'})")
+    _report_import(run(_require_file(src), out_dir).root)
 
 
 @import_app.command("hillstrom")
 @user_errors
-def import_hillstrom(
-    src: Annotated[Path, typer.Option("--src", help="hillstrom.csv")],
-    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the data set to")],
-) -> None:
+def import_hillstrom(src: SrcOpt, out_dir: OutDirOpt) -> None:
     """Hillstrom's randomized e-mail test: exposures with propensity 1/3, visits and purchases."""
     from training.importers import import_hillstrom as run
 
-    _require_file(src)
-    ds = run(src, out_dir)
-    out.print(f"wrote {ds.root} (config: {ds.root / 'config.yaml'})")
+    _report_import(run(_require_file(src), out_dir).root)
 
 
-def _require_file(path: Path) -> None:
+def _report_import(root: Path) -> None:
+    out.print(f"wrote {root} (config: {root / 'config.yaml'})")
+
+
+def _require_file(path: Path) -> Path:
     if not path.is_file():
         raise NextbestError(f"{path}: no such file")
+    return path

@@ -154,3 +154,21 @@ def test_validate_rejects_each_contract_violation(tmp_path: Path, case: str) -> 
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "file"), [("telco", "Telco-Customer-Churn.csv"), ("hillstrom", "hillstrom.csv")]
+)
+def test_imported_public_data_validates_with_its_own_config(
+    tmp_path: Path, command: str, file: str
+) -> None:
+    from tests.conftest import shared_dataset
+
+    src = shared_dataset(file)
+    out = tmp_path / command
+    imported = CliRunner().invoke(app, ["import", command, "--src", str(src), "--out", str(out)])
+    assert imported.exit_code == 0, imported.output
+    proc = run("validate", "--data", out, "--config", out / "config.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "OK: valid (data and config agree)" in proc.stdout
