@@ -60,7 +60,7 @@ def score(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> S
     bundle = load_bundle(model_ref)
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     with open_dataset(data).connect() as con:
-        span = data_span(con)
+        span = data_span(con, bundle.config)
         check_as_of(as_of, span.start, span.observed_until)
         churn = bundle.config.outcome_for_role("churn")
         con.execute(f"CREATE TEMP TABLE _active AS {active_spine(con, as_of, churn and churn[1])}")

@@ -131,7 +131,7 @@ def features(
     ] = None,
 ) -> None:
     """Compute point-in-time features of every customer as of a date and write them to Parquet."""
-    from training.snapshot import write_features
+    from training.feature_export import write_features
 
     with err.status("computing features"):
         summary = write_features(data, out_file, config, parse_date(as_of, "--as-of"))
