@@ -25,7 +25,7 @@ Features, in output order (numeric ones float32, string attributes pandas Catego
   ``days_since_last_complaint``, ``revenue_<w>d``, ``purchases_<w>d``, ``days_since_last_purchase``.
 - per survey type s (nps, csat), over answers with a value: ``<s>_last``, ``<s>_prev``,
   ``<s>_trend`` (last - previous answer), ``<s>_mean_365d``, ``<s>_mean_all`` and ``<s>_answers``
-  (mean and number of answers over the whole history; NaN when none), ``days_since_last_<s>``.
+  (mean and number of answers over the whole history; the mean is NaN when none), ``days_since_last_<s>``.
 - exposures: ``exposures_90d``, ``exposures_365d``, ``days_since_last_exposure`` and per fitted
   action a (``control`` included): ``<a>_exposures_365d``, ``days_since_<a>``.
 """
@@ -408,6 +408,8 @@ def _column(spec: fs.Spec, st: _Stats) -> np.ndarray:
     if spec.source == "surveys":
         if stat == "trend":
             return st.value("last") - st.value("prev")
+        if stat == "n_all":  # a count: no answers is 0, not unknown
+            return np.nan_to_num(st.value(stat), nan=0.0)
         return st.value({"age": "amin"}.get(stat, stat))
     if stat == "count":
         return st.cum("n")[:, w]
