@@ -62,6 +62,20 @@ def test_train_promote_score_and_explore(small_world: Path, project: dict[str, s
     ]
     assert scores.customer_id.is_unique and (scores.model_version == "1").all()
     assert scores.churn_probability.between(0, 1).all() and (scores.ltv >= 0).all()
+    actions = pd.read_parquet(out / "actions.parquet")
+    assert list(actions.columns) == [
+        "customer_id",
+        "action_id",
+        "rank",
+        "expected_value",
+        "cost",
+        "uplift_churn",
+        "uplift_satisfaction",
+        "uplift_value",
+        "uplift_visit",
+    ]
+    assert set(actions.customer_id) <= set(scores.customer_id)
+    assert (actions[actions["rank"] == 1].expected_value > 0).all()
 
     # a second, identical training is not worse: promotion moves the champion to version 2
     nextbest(project, "train", "--data", small_world)

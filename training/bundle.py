@@ -4,7 +4,7 @@ A bundle is the fitted feature definition, the configuration (with its action ca
 model per role that could be trained, and metadata. On disk it is JSON plus each model's own files
 (LightGBM text models + JSON, never pickle):
 
-    builder.json  config.json  metadata.json  models/<role>/...
+    builder.json  config.json  metadata.json  models/<role>/...  uplift/<outcome>.json
 
 The registered model wraps that folder in a pyfunc (`NextbestPyfunc`, logged from code, so the
 MLflow model holds no pickle either); the hot path (`load_bundle`) reads the folder directly.
@@ -32,6 +32,7 @@ from training.config import Config  # noqa: E402
 from training.errors import NextbestError  # noqa: E402
 from training.features import FeatureBuilder, to_matrix  # noqa: E402
 from training.models.base import ScoreModel  # noqa: E402
+from training.uplift import UpliftLearner  # noqa: E402
 
 REGISTERED_MODEL = "nextbest"
 CHAMPION = "champion"
@@ -81,7 +82,8 @@ class BundleMetadata(BaseModel):
 
 # ------------------------------------------------------------------------------ the bundle
 class Bundle:
-    """Feature builder + config + score models (roles present only) + metadata; scores fast."""
+    """Feature builder + config + score models (roles present only) + uplift learners (per
+    configured outcome, optional) + metadata; scores fast."""
 
     def __init__(
         self,
@@ -89,13 +91,19 @@ class Bundle:
         config: Config,
         models: dict[str, ScoreModel],
         metadata: BundleMetadata | dict[str, Any] | None = None,
+        uplift: dict[str, UpliftLearner] | None = None,
     ) -> None:
         unknown = set(models) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
+        uplift = uplift or {}
+        strange = set(uplift) - set(config.outcomes)
+        if strange:
+            raise ValueError(f"uplift for unknown outcomes {sorted(strange)}")
         self.builder = builder
         self.config = config
         self.models = {role: models[role] for role in ROLES if role in models}
+        self.uplift = {name: uplift[name] for name in config.outcomes if name in uplift}
         if not isinstance(metadata, BundleMetadata):
             metadata = BundleMetadata.model_validate(metadata or {})
         self.metadata = metadata.model_copy(
@@ -117,6 +125,22 @@ class Bundle:
         out = {name: np.full(len(X), np.nan) for name in SCORE_COLUMNS}
         for role, model in self.models.items():
             out[SCORE_NAMES[role]] = np.asarray(model.predict(X), dtype=np.float64)
+        return out
+
+    def uplift_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Predicted uplift per outcome with an uplift learner: (n, k) with columns in the
+        catalog's action order; an action the learner never saw exposed gets 0 (no known effect)."""
+        ids = self.config.catalog.ids
+        out = {}
+        for outcome, learner in self.uplift.items():
+            matrix = np.zeros((len(X), len(ids)), dtype=np.float64)
+            known = [(j, learner.actions_.index(a)) for j, a in enumerate(ids)
+                     if a in learner.actions_]  # fmt: skip
+            if known:
+                predicted = learner.predict(X)
+                cols, source = (list(c) for c in zip(*known, strict=True))
+                matrix[:, cols] = predicted[:, source]
+            out[outcome] = matrix
         return out
 
     def score_frame(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -186,6 +210,9 @@ class Bundle:
                 raise NextbestError(f"role '{role}': {path} is not {MODEL_CLASSES[role]}")
             (folder / "models" / role).mkdir(parents=True)
             self.models[role].save(folder / "models" / role)
+        for outcome, learner in self.uplift.items():
+            (folder / "uplift").mkdir(exist_ok=True)
+            _write_json(folder / "uplift" / f"{outcome}.json", learner.to_dict())
         _write_json(folder / "builder.json", self.builder.to_dict())
         # warnings=False: pydantic warns (wrongly) about Snapshots.as_of's plain validator
         config = self.config.model_dump(mode="json", warnings=False)
@@ -207,12 +234,14 @@ class Bundle:
             raise NextbestError(f"{folder}: not a readable nextbest bundle ({exc})") from None
         models = {role: _model_class(role, path).load(folder / "models" / role)
                   for role, path in classes.items()}  # fmt: skip
+        uplift = {name: UpliftLearner.from_dict(_read_json(folder / "uplift" / f"{name}.json"))
+                  for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
         metadata = BundleMetadata.model_validate(meta)
         if metadata.format != FORMAT:
             raise NextbestError(f"{folder}: bundle format {metadata.format} is not {FORMAT}")
         if metadata.feature_version != builder.version:
             raise NextbestError(f"{folder}: metadata and builder.json disagree on the features")
-        bundle = cls(builder, config, models, metadata)
+        bundle = cls(builder, config, models, metadata, uplift)
         bundle.metadata = metadata  # as saved (nextbest_version of the training code)
         return bundle
 

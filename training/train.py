@@ -37,6 +37,7 @@ class TrainResult:
     rows: int
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    uplift: dict[str, str] = field(default_factory=dict)  # outcome -> chosen learner class
 
 
 def make_model(role: str, spec: OutcomeSpec) -> ScoreModel:
@@ -66,6 +67,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
     """Train every score the data supports and register one bundle version in MLflow."""
     from training.bundle import Bundle, log_bundle
     from training.tracking import configure_tracking, log_score_run, training_run
+    from training.uplift_train import log_uplift_run, train_uplift
 
     say = step or (lambda _msg: None)
     config = load_config(config_path)
@@ -92,12 +94,19 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
             raise NextbestError(
                 f"nothing to train: {'; '.join(f'{r}: {w}' for r, w in result.skipped.items())}"
             )
+        say("training uplift models on the exposures")
+        with ds.connect() as con:
+            uplift = train_uplift(con, builder, config)
+        if uplift is not None:
+            log_uplift_run(uplift)
+            result.uplift = {o: type(m).__name__ for o, m in uplift.learners.items()}
         say("registering the bundle")
         bundle = Bundle(
             builder=builder,
             config=config,
             models=models,
             metadata=_metadata(result, builder, config) | {"data": run.fingerprint},
+            uplift=uplift.learners if uplift is not None else None,
         )
         result.version = log_bundle(bundle, frame.head(5))
     return result

@@ -1,0 +1,130 @@
+"""Uplift training on the small world: four learners compared per outcome on held-out customers,
+the chosen one per outcome refitted, and carried by the bundle through save and load exactly.
+
+`uplift_on` (trained once per process) is shared with tests/serving/test_batch.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training.config import OutcomeSpec, load_config
+from training.contract import open_dataset
+from training.exposures import CONTROL
+from training.features import FeatureBuilder, to_matrix
+from training.uplift import LEARNERS, UpliftLearner
+from training.uplift_train import UpliftResult, orientation, policy_actions, train_uplift
+
+_CACHE: dict[object, Any] = {}
+
+
+def uplift_on(data_dir: Path) -> UpliftResult:
+    """train_uplift on a data set with the demo config (once per process; only read)."""
+    if data_dir not in _CACHE:
+        config = load_config()
+        with open_dataset(data_dir).connect() as con:
+            builder = FeatureBuilder(config.features).fit(con)
+            result = train_uplift(con, builder, config, params={"n_estimators": 30})
+        assert result is not None
+        _CACHE[data_dir] = result
+    result: UpliftResult = _CACHE[data_dir]
+    return result
+
+
+def test_policy_is_best_positive_action_else_control() -> None:
+    uplift = np.array([[0.1, 0.3], [-0.2, -0.1], [0.0, 0.0], [0.5, 0.2]])
+    assert policy_actions(uplift, ["a", "b"]).tolist() == ["b", CONTROL, CONTROL, "a"]
+    assert policy_actions(np.zeros((2, 0)), []).tolist() == [CONTROL, CONTROL]
+
+
+def test_churn_is_oriented_as_retention() -> None:
+    churn = OutcomeSpec.model_validate(
+        {"role": "churn", "kind": "any", "event_types": ["churn"], "horizon_days": 90}
+    )
+    value = OutcomeSpec.model_validate(
+        {"role": "value", "kind": "sum", "event_types": ["purchase"], "horizon_days": 90}
+    )
+    assert orientation(churn) == (-1.0, 1.0) and orientation(value) == (1.0, 0.0)
+
+
+@pytest.mark.slow
+def test_learns_one_learner_per_outcome_with_a_comparison(small_world: Path) -> None:
+    result = uplift_on(small_world)
+    config = load_config()
+    assert set(result.learners) == set(config.outcomes) and not result.skipped
+    table = result.comparison
+    assert set(table["outcome"]) == set(config.outcomes)
+    assert {"outcome", "learner", "dr_value", "ci", "chosen"} <= set(table.columns)
+    assert [c for c in table if c.startswith("qini_")] == [
+        f"qini_{a}" for a in sorted(config.catalog.ids)
+    ]
+    for outcome, rows in table.groupby("outcome"):
+        assert sorted(rows["learner"]) == sorted(LEARNERS)
+        assert rows["chosen"].sum() == 1
+        best = rows.loc[rows["dr_value"].idxmax()]
+        assert bool(best["chosen"]) and best["learner"] == type(result.learners[outcome]).__name__
+        assert (rows["ci"] > 0).all() and np.isfinite(rows["dr_value"]).all()
+    churn = table[table["outcome"] == "churn"]["dr_value"]
+    assert churn.between(0, 1).all()  # retention rate under the policy
+    for learner in result.learners.values():
+        assert learner.actions_ == sorted(config.catalog.ids)
+
+
+def test_no_exposures_or_empty_catalog_gives_none(tmp_path: Path) -> None:
+    from tests.training.test_train import static_only_churn_set
+
+    data = static_only_churn_set(tmp_path / "no_exposures", n=300)
+    config = load_config(data / "config.yaml")
+    with open_dataset(data).connect() as con:
+        builder = FeatureBuilder(config.features).fit(con)
+        assert train_uplift(con, builder, config) is None
+
+
+@pytest.mark.slow
+def test_bundle_round_trips_uplift_exactly(small_world: Path, tmp_path: Path) -> None:
+    from tests.training.test_bundle import train_all
+    from training.bundle import Bundle
+
+    trained = train_all(small_world)
+    learners: dict[str, UpliftLearner] = dict(uplift_on(small_world).learners)
+    # an outcome whose learner saw only some actions: the others are 0 in catalog order
+    partial = type(learners["visit"])(**learners["visit"].get_params())
+    X_all = to_matrix(trained.frame, trained.builder.feature_names_)
+    rng = np.random.default_rng(0)
+    arms = np.array([CONTROL, "apology_credit"])[rng.integers(0, 2, len(X_all))]
+    learners["visit"] = partial.fit(X_all, arms, rng.random(len(X_all)))
+    bundle = trained.bundle()
+    bundle = Bundle(bundle.builder, bundle.config, bundle.models, bundle.metadata, learners)
+    loaded = Bundle.load(bundle.save(tmp_path / "bundle"))
+    assert sorted((tmp_path / "bundle" / "uplift").iterdir()) == [
+        tmp_path / "bundle" / "uplift" / f"{o}.json" for o in sorted(learners)
+    ]
+    X = X_all[:500]
+    before, after = bundle.uplift_matrix(X), loaded.uplift_matrix(X)
+    assert set(after) == set(learners)
+    for outcome in learners:
+        assert after[outcome].shape == (500, len(trained.config.catalog.ids))
+        np.testing.assert_array_equal(after[outcome], before[outcome])
+    ids = list(trained.config.catalog.ids)
+    visit = after["visit"]
+    assert (visit[:, [j for j, a in enumerate(ids) if a != "apology_credit"]] == 0).all()
+    np.testing.assert_array_equal(
+        visit[:, ids.index("apology_credit")], learners["visit"].predict(X)[:, 0]
+    )
+    churn = learners["churn"]
+    order = [churn.actions_.index(a) for a in ids]
+    np.testing.assert_array_equal(after["churn"], churn.predict(X)[:, order])
+
+
+def test_bundle_without_uplift_saves_no_uplift_folder(small_world: Path, tmp_path: Path) -> None:
+    from tests.training.test_bundle import train_all
+    from training.bundle import Bundle
+
+    bundle = train_all(small_world).bundle()
+    loaded = Bundle.load(bundle.save(tmp_path / "bundle"))
+    assert not (tmp_path / "bundle" / "uplift").exists()
+    assert loaded.uplift == {} and loaded.uplift_matrix(np.zeros((3, 1))) == {}
