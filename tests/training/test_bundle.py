@@ -143,17 +143,6 @@ def trained(small_world: Path) -> Trained:
     return train_all(small_world)
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrated_store(tmp_path_factory)
-
-
-@pytest.fixture
-def store(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    yield use_store(template_db, tmp_path, monkeypatch)
-    mlflow.set_tracking_uri(None)  # forget the temporary store (and the variable MLflow set)
-
-
 @pytest.fixture
 def features(trained: Trained) -> pd.DataFrame:
     """FeatureBuilder output rows (categoricals as pandas categoricals) of several customers."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from tests.training.test_bundle import Trained, migrated_store, register, train_all, use_store
+from tests.training.test_bundle import Trained, register, train_all
 from training.bundle import NO_CHAMPION, load_bundle
 from training.errors import NextbestError
 from training.models.churn import ChurnModel
@@ -30,17 +30,6 @@ def shuffled_churn(trained: Trained) -> ChurnModel:
     data = trained.sets["churn"]
     noise = replace(data, y_fit=rng.permutation(data.y_fit), y_val=rng.permutation(data.y_val))
     return ChurnModel(n_estimators=60, learning_rate=0.1, n_jobs=1).fit_set(noise)
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrated_store(tmp_path_factory)
-
-
-@pytest.fixture
-def store(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    yield use_store(template_db, tmp_path, monkeypatch)
-    mlflow.set_tracking_uri(None)
 
 
 def champion_version() -> str:

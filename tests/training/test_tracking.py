@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.training.test_bundle import FAST, Trained, migrated_store, train_all, use_store
+from tests.training.test_bundle import FAST, Trained, train_all
 from training.config import Config
 from training.contract import open_dataset
 from training.models.churn import ChurnModel
@@ -23,17 +23,6 @@ from training.tracking import (
     log_score_run,
     training_run,
 )
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrated_store(tmp_path_factory)
-
-
-@pytest.fixture
-def store(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    yield use_store(template_db, tmp_path, monkeypatch)
-    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="module")
