@@ -261,14 +261,20 @@ def spine_from_table(table: str, source: str) -> str:
     )
 
 
+def _aged(source: str, scope: Scope, code: str, extra: str = "", where: str = "true") -> str:
+    """Rows of `source` before their as-of: spine row i, age in microseconds, a vocabulary code,
+    and `extra` columns (the common inner query of every per-source aggregate)."""
+    return (
+        f"SELECT s.i, epoch_us(s.as_of) - epoch_us(e.ts) AS age, {code} AS code{extra} "
+        f"FROM {_before(source, scope, where)}"
+    )
+
+
 def events_sql(d: Definition, scope: Scope) -> str:
     """Per (row, type code, bucket): count, value sum/count, resolved counts, min/max age in days."""
     resolved = f"e.{quote_ident(d.resolved_column)}" if d.has_resolved else "NULL"
-    rows = (
-        f"SELECT s.i, epoch_us(s.as_of) - epoch_us(e.ts) AS age, "
-        f"{_codes(d.type_codes, 'e.event_type')} AS code, CAST(e.value AS DOUBLE) AS v, "
-        f"CAST({resolved} AS BOOLEAN) AS r FROM {_before('events', scope)}"
-    )
+    extra = f", CAST(e.value AS DOUBLE) AS v, CAST({resolved} AS BOOLEAN) AS r"
+    rows = _aged("events", scope, _codes(d.type_codes, "e.event_type"), extra)
     return (
         f"SELECT i, code, {_bucket(d.windows)} AS b, CAST(count(*) AS INTEGER) AS n, "
         f"sum(v) AS sv, CAST(count(v) AS INTEGER) AS nv, CAST(count_if(r) AS INTEGER) AS nrt, "
@@ -279,10 +285,7 @@ def events_sql(d: Definition, scope: Scope) -> str:
 
 def channels_sql(d: Definition, scope: Scope) -> str:
     """Per (row, channel code, bucket): event count."""
-    rows = (
-        f"SELECT s.i, epoch_us(s.as_of) - epoch_us(e.ts) AS age, "
-        f"{_codes(d.channels, 'e.channel')} AS code FROM {_before('events', scope)}"
-    )
+    rows = _aged("events", scope, _codes(d.channels, "e.channel"))
     return (
         f"SELECT i, code, {_bucket(d.windows)} AS b, CAST(count(*) AS INTEGER) AS n "
         f"FROM ({rows}) GROUP BY i, code, b"
@@ -293,11 +296,8 @@ def surveys_sql(d: Definition, scope: Scope) -> str:
     """Per (row, survey): last and previous answer, yearly mean, age of the last answer."""
     types = ", ".join(quote_literal(t) for t in d.survey_types)
     where = f"e.event_type IN ({types}) AND e.value IS NOT NULL"
-    rows = (
-        f"SELECT s.i, epoch_us(s.as_of) - epoch_us(e.ts) AS age, "
-        f"{_codes(d.survey_types, 'e.event_type')} AS code, CAST(e.value AS DOUBLE) AS v "
-        f"FROM {_before('events', scope, where)}"
-    )
+    code = _codes(d.survey_types, "e.event_type")
+    rows = _aged("events", scope, code, ", CAST(e.value AS DOUBLE) AS v", where)
     # equal timestamps break ties on the value, so the answer is deterministic
     grouped = (
         f"SELECT i, code, arg_min(v, struct_pack(a := age, b := v), 2) AS l2, "
@@ -314,11 +314,7 @@ def surveys_sql(d: Definition, scope: Scope) -> str:
 
 def exposures_sql(d: Definition, scope: Scope) -> str:
     """Per (row, action code, exposure bucket): count and min age in days."""
-    rows = (
-        f"SELECT s.i, epoch_us(s.as_of) - epoch_us(e.ts) AS age, "
-        f"{_codes(d.actions, 'CAST(e.action_id AS VARCHAR)')} AS code "
-        f"FROM {_before('exposures', scope)}"
-    )
+    rows = _aged("exposures", scope, _codes(d.actions, "CAST(e.action_id AS VARCHAR)"))
     return (
         f"SELECT i, code, {_bucket(EXPOSURE_WINDOWS)} AS b, CAST(count(*) AS INTEGER) AS n, "
         f"{_days('min(age)')} AS amin FROM ({rows}) GROUP BY i, code, b"
