@@ -230,6 +230,25 @@ class Promotion(_Model):
     )
 
 
+class Decisioning(_Model):
+    """The learning loop shared by the service and batch scoring (DESIGN.md §5).
+
+    A stable share of customers (by a salted hash of their id) is a global control group that never
+    gets an action, and online decisions explore: with probability `exploration` a uniformly random
+    eligible action replaces the best one. Both keep the logged propensities honest for retraining.
+    """
+
+    control_share: float = Field(
+        default=0.05, ge=0, lt=1, description="share of customers held out as the global control"
+    )
+    control_salt: str = Field(
+        default="nextbest-control", min_length=1, description="change it to draw a new control"
+    )
+    exploration: float = Field(
+        default=0.05, ge=0, le=1, description="epsilon of epsilon-greedy, online decisions only"
+    )
+
+
 class Config(_Model):
     """The whole configuration; `catalog` is the loaded action catalog named by `actions`."""
 
@@ -239,6 +258,7 @@ class Config(_Model):
     actions: str | None = None
     features: FeatureSettings = FeatureSettings()
     promotion: Promotion = Promotion()
+    decisioning: Decisioning = Decisioning()
     catalog: Catalog = Field(default_factory=Catalog, description="filled by load_config")
 
     @field_validator("outcomes")
