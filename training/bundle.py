@@ -32,7 +32,7 @@ from training.config import Config  # noqa: E402
 from training.errors import NextbestError  # noqa: E402
 from training.features import FeatureBuilder, to_matrix  # noqa: E402
 from training.models.base import ScoreModel  # noqa: E402
-from training.uplift import UpliftLearner  # noqa: E402
+from training.uplift_choice import UpliftModel, load_uplift  # noqa: E402
 
 REGISTERED_MODEL = "nextbest"
 CHAMPION = "champion"
@@ -91,7 +91,7 @@ class Bundle:
         config: Config,
         models: dict[str, ScoreModel],
         metadata: BundleMetadata | dict[str, Any] | None = None,
-        uplift: dict[str, UpliftLearner] | None = None,
+        uplift: dict[str, UpliftModel] | None = None,
     ) -> None:
         unknown = set(models) - set(ROLES)
         if unknown:
@@ -234,7 +234,7 @@ class Bundle:
             raise NextbestError(f"{folder}: not a readable nextbest bundle ({exc})") from None
         models = {role: _model_class(role, path).load(folder / "models" / role)
                   for role, path in classes.items()}  # fmt: skip
-        uplift = {name: UpliftLearner.from_dict(_read_json(folder / "uplift" / f"{name}.json"))
+        uplift = {name: load_uplift(_read_json(folder / "uplift" / f"{name}.json"))
                   for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
         metadata = BundleMetadata.model_validate(meta)
         if metadata.format != FORMAT:

@@ -112,6 +112,7 @@ class UpliftLearner(BaseEstimator):
         learning_rate: float = 0.1,
         num_leaves: int = 15,
         min_child_samples: int = 20,
+        colsample: float = 1.0,
         categorical: Sequence[int] | None = None,
         min_propensity: float = 0.01,
         n_jobs: int = 1,
@@ -121,6 +122,7 @@ class UpliftLearner(BaseEstimator):
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
+        self.colsample = colsample
         self.categorical = categorical
         self.min_propensity = min_propensity
         self.n_jobs = n_jobs
@@ -228,6 +230,7 @@ class UpliftLearner(BaseEstimator):
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.colsample,
             "num_threads": self.n_jobs,
             "seed": self.random_state,
             "deterministic": True,
@@ -392,6 +395,7 @@ class DRLearner(UpliftLearner):
     def _fit(self, X: np.ndarray, arm: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
         mu = self._cross_fitted_outcomes(X, arm, y)
         for k, action in enumerate(self.actions_, start=1):
+            # every row: the AIPW balance (correction terms averaging out given x) needs them all
             phi = aipw_pseudo_outcome(y, arm == k, arm == 0, mu[:, k], mu[:, 0], p)
             self.models_[f"tau:{action}"] = self._booster(X, phi, None, "regression")
 

@@ -1,10 +1,12 @@
-"""Uplift training: four meta-learners per outcome, the best chosen honestly on held-out customers.
+"""Uplift training: four meta-learners per outcome, the best chosen per action on held-out customers.
 
 For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
-70% of the customers' exposures and judged on the other 30% by the doubly-robust (DR) value of the
-policy each induces — "the action with the highest predicted uplift if it is positive, else
-control" — with the Qini coefficient of every action beside it. The winner is refitted on every
-exposure and joins the bundle.
+70% of the customers' exposures (the training customers of the score models too) and judged on the
+other 30% by the doubly-robust (DR) value of the policy each induces, per action — "this action
+where its predicted uplift is positive, else nothing" — with its Qini coefficient beside it, and
+for all actions together. Per action the winner's predictions are calibrated on the same held-out
+rows (training.uplift_choice) and the result joins the bundle. Nothing is refitted on the held-out
+customers: they stay unseen, so `nextbest evaluate` can judge the bundle on them honestly.
 
 Orientation: every criterion is "greater is better". For the churn outcome the learners model
 churn itself (so `predict` stays the uplift on churn, which serving.value negates), but policies
@@ -30,15 +32,18 @@ from training.errors import NextbestError
 from training.exposures import CONTROL, build_exposure_set, split_exposures, uplift_arrays
 from training.features import FeatureBuilder
 from training.policy_eval import dr_value, qini_coefficient
-from training.uplift import LEARNERS, TLearner, UpliftLearner
+from training.uplift import LEARNERS, TLearner, UpliftLearner, aipw_pseudo_outcome
+from training.uplift_choice import SelectedUplift, calibration_line
 
-# Small, fast LightGBM bases: 200k exposures x 5 actions, 4 outcomes: about 2.5 min on 2 cores.
+# Small, regularised LightGBM bases (many small-effect actions reward shrinkage over depth);
+# half the features per tree halves the time. 200k exposures x 5 actions x 4 outcomes: see bench.
 FAST_PARAMS: dict[str, Any] = {
-    "n_estimators": 60,
-    "learning_rate": 0.1,
+    "n_estimators": 150,
+    "learning_rate": 0.05,
     "num_leaves": 15,
-    "min_child_samples": 50,
-    "n_jobs": 2,
+    "min_child_samples": 100,
+    "colsample": 0.5,
+    "n_jobs": 1,
     "random_state": 0,
 }
 MIN_LABELS = 200  # labelled exposures an outcome needs before any learner is fitted on it
@@ -50,7 +55,7 @@ class UpliftResult:
     """The chosen learner per outcome (refitted on every exposure), the held-out comparison of
     all learners (one row per outcome x learner), and outcomes skipped with the reason."""
 
-    learners: dict[str, UpliftLearner]
+    learners: dict[str, SelectedUplift]
     comparison: pd.DataFrame
     skipped: dict[str, str] = field(default_factory=dict)
     exposures: int = 0
@@ -116,6 +121,11 @@ def make_learner(name: str, categorical: list[int], params: dict[str, Any]) -> U
 # selection for one outcome
 
 
+def sign_policy(uplift: np.ndarray) -> np.ndarray:
+    """Treat where the (oriented) uplift is positive: the policy one action's uplift induces."""
+    return uplift > 0
+
+
 def compare_learners(
     X: np.ndarray,
     treatment: np.ndarray,
@@ -125,9 +135,11 @@ def compare_learners(
     spec: OutcomeSpec,
     categorical: list[int],
     params: dict[str, Any],
-) -> pd.DataFrame:
-    """One row per learner: DR value (and 95% CI half-width) of its policy on the held-out rows,
-    and the Qini coefficient of each action; learners fitted on the other rows only."""
+) -> tuple[pd.DataFrame, SelectedUplift]:
+    """Fit every learner on the training rows; on the held-out rows judge, per action, the DR
+    value of the policy "this action where its uplift is positive, else nothing", with Qini
+    beside it (and the all-actions policy of each learner as action "all"). Per action the best
+    learner is chosen and calibrated against DR pseudo-outcomes of the held-out rows."""
     train = ~holdout
     fitted = {
         name: make_learner(name, categorical, params).fit(
@@ -138,35 +150,58 @@ def compare_learners(
     outcome_model = fitted["TLearner"]
     assert isinstance(outcome_model, TLearner)
     actions = list(outcome_model.actions_)
-    # held-out rows of an arm never seen in training cannot be judged
     held = holdout & np.isin(treatment, [CONTROL, *actions])
     sign, offset = orientation(spec)
-    y_held = offset + sign * y[held]
-    mu = offset + sign * outcome_model.predict_outcomes(X[held])
-    rows = []
+    raw_mu = outcome_model.predict_outcomes(X[held])
+    y_held, t_held, p_held = offset + sign * y[held], treatment[held], propensity[held]
+    mu = offset + sign * raw_mu
+    arms = [CONTROL, *actions]
+
+    def value(policy: np.ndarray) -> tuple[float, float]:
+        return tuple(dr_value(policy, t_held, y_held, p_held, mu, arms=arms))  # type: ignore[return-value]
+
+    rows, raw = [], {}
     for name, learner in fitted.items():
-        uplift = sign * learner.predict(X[held])
+        raw[name] = learner.predict(X[held])
+        uplift = sign * raw[name]
         policy = policy_actions(uplift, actions)
-        value = dr_value(
-            policy, treatment[held], y_held, propensity[held], mu, arms=[CONTROL, *actions]
+        overall, ci = value(policy)
+        rows.append({"learner": name, "action": "all", "dr_value": overall, "ci": ci,
+                     "treated_share": float(np.mean(policy != CONTROL)), "qini": np.nan})  # fmt: skip
+        qini = qini_per_action(uplift, actions, t_held, y_held)
+        for j, action in enumerate(actions):
+            treat = sign_policy(uplift[:, j])
+            dr, ci = value(np.where(treat, action, CONTROL))
+            rows.append({"learner": name, "action": action, "dr_value": dr, "ci": ci,
+                         "treated_share": float(treat.mean()), "qini": qini[action]})  # fmt: skip
+    table = pd.DataFrame(rows)
+    choice = choose_per_action(table, actions)
+    lines = {}
+    for j, action in enumerate(actions):
+        # pseudo-outcomes of every held-out row: their mean given x is the effect only over all
+        # arms (the AIPW correction terms balance out across arms, not within two of them)
+        pseudo = aipw_pseudo_outcome(
+            y[held], t_held == action, t_held == CONTROL, raw_mu[:, j + 1], raw_mu[:, 0], p_held
         )
-        qini = qini_per_action(uplift, actions, treatment[held], y_held)
-        rows.append(
-            {
-                "learner": name,
-                "dr_value": value.value,
-                "ci": value.ci_half_width,
-                "treated_share": float(np.mean(policy != CONTROL)),
-            }
-            | {f"qini_{a}": q for a, q in qini.items()}
-        )
-    return pd.DataFrame(rows)
+        lines[action] = calibration_line(raw[choice[action]][:, j], pseudo)
+    chosen = [
+        action != "all" and choice.get(action) == learner
+        for action, learner in zip(table["action"].astype(str), table["learner"], strict=True)
+    ]
+    table["chosen"] = chosen
+    table["slope"] = [lines[a].slope if a in lines else np.nan for a in table["action"]]
+    return table, SelectedUplift(fitted, choice, lines)
 
 
-def choose(table: pd.DataFrame) -> str:
-    """The learner with the highest DR policy value (ties: the first listed)."""
-    values = table["dr_value"].to_numpy(dtype=np.float64)
-    return str(table["learner"].iloc[int(np.argmax(values))])
+def choose_per_action(table: pd.DataFrame, actions: list[str]) -> dict[str, str]:
+    """Per action, the learner whose single-action policy has the highest held-out DR value
+    (ties: the first listed)."""
+    choice = {}
+    for action in actions:
+        rows = table[table["action"] == action]
+        values = rows["dr_value"].to_numpy(dtype=np.float64)
+        choice[action] = str(rows["learner"].iloc[int(np.argmax(values))])
+    return choice
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +227,7 @@ def train_uplift(
     exposures = build_exposure_set(con, builder, config)
     frame, names = exposures.frame, exposures.feature_names
     cats = exposures.categorical
-    learners: dict[str, UpliftLearner] = {}
+    learners: dict[str, SelectedUplift] = {}
     tables, skipped = [], {}
     for outcome, spec in config.outcomes.items():
         labelled = frame[frame[outcome].notna()]
@@ -202,12 +237,10 @@ def train_uplift(
         if reason is not None:
             skipped[outcome] = reason
             continue
-        table = compare_learners(X, treatment, y, propensity, holdout, spec, cats, params)
-        best = choose(table)
+        table, selected = compare_learners(X, treatment, y, propensity, holdout, spec, cats, params)
         table.insert(0, "outcome", outcome)
-        table["chosen"] = table["learner"] == best
         tables.append(table)
-        learners[outcome] = make_learner(best, cats, params).fit(X, treatment, y, propensity)
+        learners[outcome] = selected
     comparison = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return UpliftResult(learners, comparison, skipped, exposures=len(frame))
 
@@ -221,15 +254,19 @@ def log_uplift_run(result: UpliftResult) -> str:
         raise RuntimeError("log_uplift_run needs an active training_run")
     with mlflow.start_run(run_name="uplift", nested=True) as run:
         mlflow.log_params(
-            {f"{o}.learner": type(m).__name__ for o, m in result.learners.items()}
+            {
+                f"{o}.{a}": chosen
+                for o, m in result.learners.items()
+                for a, chosen in m.describe().items()
+            }
             | {"exposures": result.exposures}
             | {f"skipped.{o}": why[:500] for o, why in result.skipped.items()}
         )
         metrics: dict[str, float] = {}
         for record in result.comparison.to_dict("records"):
-            prefix = f"{record['outcome']}.{record['learner']}"
+            prefix = f"{record['outcome']}.{record['action']}.{record['learner']}"
             for key, value in record.items():
-                if key not in ("outcome", "learner", "chosen") and np.isfinite(value):
+                if key not in ("outcome", "action", "learner", "chosen") and np.isfinite(value):
                     metrics[f"{prefix}.{key}"] = float(value)
         mlflow.log_metrics(metrics)
         mlflow.log_text(result.comparison.to_csv(index=False), "uplift/comparison.csv")

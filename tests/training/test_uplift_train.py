@@ -1,5 +1,6 @@
-"""Uplift training on the small world: four learners compared per outcome on held-out customers,
-the chosen one per outcome refitted, and carried by the bundle through save and load exactly.
+"""Uplift training on the small world: four learners compared per outcome and action on held-out
+customers, the chosen one per action calibrated, and carried by the bundle through save and load
+exactly.
 
 `uplift_on` (trained once per process) is shared with tests/serving/test_batch.py.
 """
@@ -16,7 +17,8 @@ from training.config import OutcomeSpec, load_config
 from training.contract import open_dataset
 from training.exposures import CONTROL
 from training.features import FeatureBuilder, to_matrix
-from training.uplift import LEARNERS, UpliftLearner
+from training.uplift import LEARNERS, SLearner
+from training.uplift_choice import UpliftModel
 from training.uplift_train import UpliftResult, orientation, policy_actions, train_uplift
 
 _CACHE: dict[object, Any] = {}
@@ -52,26 +54,30 @@ def test_churn_is_oriented_as_retention() -> None:
 
 
 @pytest.mark.slow
-def test_learns_one_learner_per_outcome_with_a_comparison(small_world: Path) -> None:
+def test_learns_one_learner_per_outcome_and_action_with_a_comparison(small_world: Path) -> None:
     result = uplift_on(small_world)
     config = load_config()
     assert set(result.learners) == set(config.outcomes) and not result.skipped
     table = result.comparison
     assert set(table["outcome"]) == set(config.outcomes)
-    assert {"outcome", "learner", "dr_value", "ci", "chosen"} <= set(table.columns)
-    assert [c for c in table if c.startswith("qini_")] == [
-        f"qini_{a}" for a in sorted(config.catalog.ids)
-    ]
+    assert {"outcome", "learner", "action", "dr_value", "ci", "qini", "chosen", "slope"} <= set(
+        table.columns
+    )
+    actions = sorted(config.catalog.ids)
     for outcome, rows in table.groupby("outcome"):
-        assert sorted(rows["learner"]) == sorted(LEARNERS)
-        assert rows["chosen"].sum() == 1
-        best = rows.loc[rows["dr_value"].idxmax()]
-        assert bool(best["chosen"]) and best["learner"] == type(result.learners[outcome]).__name__
+        assert set(rows["action"]) == {"all", *actions}
+        assert not rows[rows["action"] == "all"]["chosen"].any()
+        selected = result.learners[str(outcome)]
+        for action, per_action in rows[rows["action"] != "all"].groupby("action"):
+            assert sorted(per_action["learner"]) == sorted(LEARNERS)
+            assert per_action["chosen"].sum() == 1
+            best = per_action.loc[per_action["dr_value"].idxmax()]
+            assert bool(best["chosen"]) and selected.choice_[str(action)] == best["learner"]
+            assert 0 <= best["slope"] <= 1
         assert (rows["ci"] > 0).all() and np.isfinite(rows["dr_value"]).all()
+        assert selected.actions_ == actions
     churn = table[table["outcome"] == "churn"]["dr_value"]
     assert churn.between(0, 1).all()  # retention rate under the policy
-    for learner in result.learners.values():
-        assert learner.actions_ == sorted(config.catalog.ids)
 
 
 def test_no_exposures_or_empty_catalog_gives_none(tmp_path: Path) -> None:
@@ -90,9 +96,9 @@ def test_bundle_round_trips_uplift_exactly(small_world: Path, tmp_path: Path) ->
     from training.bundle import Bundle
 
     trained = train_all(small_world)
-    learners: dict[str, UpliftLearner] = dict(uplift_on(small_world).learners)
+    learners: dict[str, UpliftModel] = dict(uplift_on(small_world).learners)
     # an outcome whose learner saw only some actions: the others are 0 in catalog order
-    partial = type(learners["visit"])(**learners["visit"].get_params())
+    partial = SLearner(n_estimators=20)
     X_all = to_matrix(trained.frame, trained.builder.feature_names_)
     rng = np.random.default_rng(0)
     arms = np.array([CONTROL, "apology_credit"])[rng.integers(0, 2, len(X_all))]

@@ -1,0 +1,78 @@
+"""The simulator's ground truth as money under a configured objective: what every arm is truly
+worth for each logged exposure, so a policy's true value and the oracle's can be computed.
+
+The truth (`<data>_truth/exposures_truth.parquet`, written by `nextbest synth`) holds each arm's
+expected churn, 90-day value and satisfaction for the exposures of the first customers. Config
+outcomes map onto it by role: the churn role reads `churn_<arm>`, the objective's value outcome
+`value_<arm>`, the satisfaction role `satisfaction_<arm>`; other outcomes carry no money.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.config import Config
+from training.errors import NextbestError
+
+TRUTH_FILE = "exposures_truth.parquet"
+KEYS = ["customer_id", "as_of", "action_id"]
+
+
+def truth_columns(config: Config) -> dict[str, str]:
+    """Config outcome name -> the truth's column prefix, for the outcomes the objective values."""
+    prefix: dict[str, str] = {}
+    for name, spec in config.outcomes.items():
+        if spec.role in ("churn", "satisfaction"):
+            prefix[name] = spec.role
+        elif name == config.objective.value_outcome:
+            prefix[name] = "value"
+    return prefix
+
+
+def load_exposure_truth(truth_dir: Path, keys: pd.DataFrame) -> pd.DataFrame:
+    """Truth rows aligned with `keys` (customer_id, as_of, action_id); NaN where none exists."""
+    path = Path(truth_dir) / TRUTH_FILE
+    if not path.exists():
+        raise NextbestError(f"{path}: no simulator truth here (written by `nextbest synth`)")
+    truth = pd.read_parquet(path).rename(columns={"ts": "as_of"})
+    truth["as_of"] = pd.to_datetime(truth["as_of"])
+    left = keys[KEYS].assign(as_of=pd.to_datetime(keys["as_of"]))
+    aligned = left.merge(truth.drop(columns=["propensity", "campaign"], errors="ignore"),
+                         on=KEYS, how="left", validate="one_to_one")  # fmt: skip
+    return aligned.reset_index(drop=True)
+
+
+def true_net_values(
+    truth: pd.DataFrame,
+    arms: list[str],
+    weights: Mapping[str, np.ndarray],
+    prefixes: Mapping[str, str],
+    arm_cost: np.ndarray,
+) -> np.ndarray:
+    """(n, arms) true incremental net value of each arm vs control (column 0 = 0), per row.
+
+    `arms` starts with "control"; an arm the truth does not cover, or a row without truth, is NaN.
+    """
+    n = len(truth)
+    net = np.zeros((n, len(arms)), dtype=np.float64)
+    for outcome, weight in weights.items():
+        prefix = prefixes.get(outcome)
+        if prefix is None:
+            continue
+        base = truth[f"{prefix}_control"].to_numpy(dtype=np.float64)
+        for j, arm in enumerate(arms[1:], start=1):
+            column = f"{prefix}_{arm}"
+            effect = truth[column].to_numpy(dtype=np.float64) - base if column in truth else np.nan
+            net[:, j] += weight * effect
+    net[:, 1:] -= arm_cost[1:]
+    missing = (
+        truth[f"{next(iter(prefixes.values()))}_control"].isna().to_numpy()
+        if prefixes
+        else np.ones(n, bool)
+    )
+    net[missing] = np.nan
+    return net
