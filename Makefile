@@ -20,7 +20,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train promote score bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote score bench clean
 
 ## help: list the targets (the default)
 help:
@@ -67,6 +67,13 @@ features: setup
 train: setup
 	$(NB) train --data $(DATA) --config $(CONFIG)
 
+## evaluate: judge MODEL (default @champion) on DATA's held-out exposures; ROI report in out/report
+evaluate: setup
+	$(NB) evaluate --data $(DATA) --out out/report $(if $(MODEL),--model $(MODEL))
+
+## report: the same as evaluate (DESIGN.md §4 names both)
+report: evaluate
+
 ## promote: move @champion to the latest version (MODEL=N for another) if it is not worse
 promote: setup
 	$(NB) promote $(if $(MODEL),--model $(MODEL))
@@ -75,8 +82,8 @@ promote: setup
 score: setup
 	$(NB) score --data $(DATA) --as-of $(SCORE_AS_OF) --out out/score $(if $(MODEL),--model $(MODEL))
 
-## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> score
-demo: data validate features train promote score
+## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> report -> score
+demo: data validate features train promote report score
 
 ## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes)
 bench: setup

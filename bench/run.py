@@ -137,6 +137,59 @@ def bench_train(data: Path, n: int, limit_s: float, limit_gib: float) -> Row:
     )
 
 
+def bench_uplift(data: Path, n: int, limit_s: float) -> list[Row]:
+    """Issue 4: uplift training time and the learned policy's value against the simulator's truth."""
+    store = data.parent / f"uplift_store_{n}"
+    store.mkdir()
+    _, gib, out = run_measured(
+        [sys.executable, "bench/uplift_policy.py", "--data", str(data), "--store", str(store)]
+    )
+    q = json.loads(out.splitlines()[-1])
+    p = q["policies"]
+    learned, oracle, churn = p["learned"], p["oracle"], p["churn_targeting"]
+    share = learned["true_value"] / oracle["true_value"]
+    ratio = learned["true_value"] / churn["true_value"] if churn["true_value"] > 0 else float("inf")
+    covered = abs(learned["dr_value"] - learned["true_value"]) <= learned["dr_ci"]
+    baselines = ", ".join(
+        f"{name} {p[name]['oracle_share']:.2f}"
+        for name in ("nothing", "random", "best_single", "churn_targeting")
+    )
+    return [
+        Row(
+            f"uplift training, {q['exposures']:,} exposures, 5 actions, 4 outcomes",
+            q["uplift_seconds"],
+            gib,
+            f"< {limit_s / 60:.0f} min",
+            q["uplift_seconds"] < limit_s,
+            "4 learners each, per-action choice",
+        ),  # fmt: skip
+        Row(
+            "learned policy true value / oracle's",
+            0,
+            0,
+            ">= 0.85",
+            share >= 0.85,
+            f"{share:.2f} (EUR {learned['true_value']:.2f} vs {oracle['true_value']:.2f}); baselines: {baselines}",
+        ),  # fmt: skip
+        Row(
+            "learned policy vs target highest churn",
+            0,
+            0,
+            ">= 2x",
+            ratio >= 2,
+            f"{ratio:.1f}x (EUR {churn['true_value']:.2f})",
+        ),  # fmt: skip
+        Row(
+            "DR estimate vs true value",
+            0,
+            0,
+            "within 95% CI",
+            covered,
+            f"DR {learned['dr_value']:.2f} ± {learned['dr_ci']:.2f}, true {learned['true_value']:.2f} ({q['held_out']:,} held-out)",
+        ),  # fmt: skip
+    ]
+
+
 def bench_telco() -> Row | None:
     src = REPO.parent / "shared" / "datasets" / "Telco-Customer-Churn.csv"
     if not src.exists():
@@ -175,6 +228,9 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="100000,1000000", help="customer counts, comma-separated"
     )
+    parser.add_argument(
+        "--uplift-size", type=int, default=200_000, help="customers of the uplift world (0: skip)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated data sets")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -191,6 +247,10 @@ def main() -> None:
                 rows += bench_train_quality(data, n, 180)
             elif big:
                 rows.append(bench_train(data, n, 1200, 12))
+            render(rows)
+        if args.uplift_size:
+            _, data = bench_synth(args.uplift_size, workdir, 600, None)
+            rows += bench_uplift(data, args.uplift_size, 300)
             render(rows)
         telco = bench_telco()
         if telco is not None:

@@ -156,6 +156,39 @@ def train(data: DataOpt, config: ConfigOpt = None) -> None:
 
 @app.command()
 @user_errors
+def evaluate(
+    data: DataOpt,
+    model: Annotated[
+        str | None, typer.Option("--model", help="registry reference or version")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="report directory (replaced whole)")
+    ] = Path("out/report"),
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="simulator truth (default: <data>_truth when present)"),
+    ] = None,
+) -> None:
+    """Judge the bundle's decisions on held-out exposures and write the ROI report (HTML)."""
+    from training.evaluation import evaluate as run
+    from training.tracking import configure_tracking
+
+    configure_tracking()
+    with err.status("evaluating on held-out exposures"):
+        evaluation, path = run(data, model, out_dir, truth)
+    shown = evaluation.policies.set_index("policy")
+    currency = evaluation.currency
+    for name, row in shown.iterrows():
+        value = row.get("dr_value")
+        text = f"{name:16s} DR {value:+9.2f} ± {row['dr_ci']:.2f} {currency}/customer"
+        if evaluation.has_truth:
+            text += f"   true {row['true_value']:+9.2f}  ({row['oracle_share']:.0%} of oracle)"
+        out.print(text, highlight=False)
+    out.print(f"report: {path / 'report.html'} ({evaluation.exposures:,} held-out exposures)")
+
+
+@app.command()
+@user_errors
 def promote(
     model: Annotated[
         str | None, typer.Option("--model", help="version to promote (default: latest)")

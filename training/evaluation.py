@@ -35,6 +35,7 @@ from training.value_estimates import incremental_value, true_incremental_value
 CHURN_TARGET_SHARE = (
     0.2  # share targeted by "highest churn risk" when the learned policy treats nobody
 )
+INVESTMENT_POINTS = 1001  # points kept of the investment curve (one per pair would be millions)
 MIN_ROWS = 50  # held-out rows an (outcome, action) comparison needs for Qini and calibration
 
 
@@ -80,10 +81,11 @@ class HeldOut:
 # building blocks
 
 
-def objective_weights(bundle: Bundle, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Money per unit of each outcome, per row, read off serving.value.net_value itself (a unit
+def objective_weights(
+    bundle: Bundle, scores: dict[str, np.ndarray], n: int
+) -> dict[str, np.ndarray]:
+    """Money per unit of each outcome for n rows, read off serving.value.net_value itself (a unit
     uplift on one outcome at zero cost), so evaluation and decisions share one objective."""
-    n = len(next(iter(scores.values())))
     weights = {}
     for outcome in bundle.config.outcomes:
         unit = {outcome: np.ones((n, 1))}
@@ -274,7 +276,7 @@ def evaluate_bundle(
     allowed = eligibility_mask(catalog, namespace) & np.isin(catalog.ids, exposed)[None, :]
     learned = learned_arms(Candidates(catalog.ids, cost, expected, allowed))
 
-    weights = objective_weights(bundle, scores)
+    weights = objective_weights(bundle, scores, len(rows))
     categorical = set(categorical_names(rows, names))
     cats = [j for j, name in enumerate(names) if name in categorical]
     mu = nuisance_outcomes(frame, names, held_mask, list(weights), arms, cats)
@@ -305,7 +307,10 @@ def evaluate_bundle(
     if true_net is not None:
         policy_table = with_truth(policy_table, policies, true_net, allowed)
     curve = investment_curve(np.where(allowed, expected, -np.inf), cost)
-    investment = pd.DataFrame({"spend": curve.spend / len(rows), "value": curve.value / len(rows)})
+    keep = np.unique(np.linspace(0, len(curve.spend) - 1, INVESTMENT_POINTS).astype(int))
+    investment = pd.DataFrame(
+        {"spend": curve.spend[keep] / len(rows), "value": curve.value[keep] / len(rows)}
+    )
     qini, curves, calibration = ranking_quality(bundle, uplift, held, arms)
     return Evaluation(
         model_version=bundle.version or "", currency=config.objective.currency,

@@ -2,10 +2,11 @@
 
 For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
 70% of the customers' exposures (the training customers of the score models too) and judged on the
-other 30% by the doubly-robust (DR) value of the policy each induces, per action — "this action
-where its predicted uplift is positive, else nothing" — with its Qini coefficient beside it, and
-for all actions together. Per action the winner's predictions are calibrated on the same held-out
-rows (training.uplift_choice) and the result joins the bundle. Nothing is refitted on the held-out
+other 30%, per action, by the doubly-robust (DR) value of the policies each one's ranking induces —
+"this action for the top 10%, 20%, ... 90% by predicted uplift, nothing for the others" — averaged
+over those budgets, with the Qini coefficient and the DR value of "where the uplift is positive"
+beside it. Per action the winner's predictions are calibrated on the same held-out rows
+(training.uplift_choice) and the result joins the bundle. Nothing is refitted on the held-out
 customers: they stay unseen, so `nextbest evaluate` can judge the bundle on them honestly.
 
 Orientation: every criterion is "greater is better". For the churn outcome the learners model
@@ -46,6 +47,7 @@ FAST_PARAMS: dict[str, Any] = {
     "n_jobs": 1,
     "random_state": 0,
 }
+TARGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # budgets a ranking is judged at
 MIN_LABELS = 200  # labelled exposures an outcome needs before any learner is fitted on it
 MIN_CONTROL = 20  # control rows (in training and in the held-out part) needed to estimate uplift
 
@@ -126,6 +128,21 @@ def sign_policy(uplift: np.ndarray) -> np.ndarray:
     return uplift > 0
 
 
+def top_share_policies(
+    uplift: np.ndarray, shares: tuple[float, ...] = TARGET_SHARES
+) -> list[np.ndarray]:
+    """Masks treating the top `share` of rows by (oriented) uplift, one per share: the policies a
+    ranking induces at every budget, so that a choice does not hinge on one threshold (which
+    is not known per outcome: the cost is paid once, across all outcomes)."""
+    order = np.argsort(-uplift, kind="stable")
+    masks = []
+    for share in shares:
+        mask = np.zeros(len(uplift), dtype=bool)
+        mask[order[: int(round(share * len(uplift)))]] = True
+        masks.append(mask)
+    return masks
+
+
 def compare_learners(
     X: np.ndarray,
     treatment: np.ndarray,
@@ -137,9 +154,11 @@ def compare_learners(
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, SelectedUplift]:
     """Fit every learner on the training rows; on the held-out rows judge, per action, the DR
-    value of the policy "this action where its uplift is positive, else nothing", with Qini
-    beside it (and the all-actions policy of each learner as action "all"). Per action the best
-    learner is chosen and calibrated against DR pseudo-outcomes of the held-out rows."""
+    values of the policies its ranking induces — "this action for the top 10%, 20%, … 90%" —
+    and of "this action where its uplift is positive", with Qini beside them (and the
+    all-actions policy of each learner as action "all"). Per action the learner with the best
+    mean DR value over the top-share policies is chosen and calibrated against DR
+    pseudo-outcomes of the held-out rows."""
     train = ~holdout
     fitted = {
         name: make_learner(name, categorical, params).fit(
@@ -172,7 +191,11 @@ def compare_learners(
         for j, action in enumerate(actions):
             treat = sign_policy(uplift[:, j])
             dr, ci = value(np.where(treat, action, CONTROL))
+            curve = [
+                value(np.where(m, action, CONTROL))[0] for m in top_share_policies(uplift[:, j])
+            ]
             rows.append({"learner": name, "action": action, "dr_value": dr, "ci": ci,
+                         "dr_targeting": float(np.mean(curve)),
                          "treated_share": float(treat.mean()), "qini": qini[action]})  # fmt: skip
     table = pd.DataFrame(rows)
     choice = choose_per_action(table, actions)
@@ -194,12 +217,12 @@ def compare_learners(
 
 
 def choose_per_action(table: pd.DataFrame, actions: list[str]) -> dict[str, str]:
-    """Per action, the learner whose single-action policy has the highest held-out DR value
-    (ties: the first listed)."""
+    """Per action, the learner whose ranking induces the best held-out policies: the highest DR
+    value averaged over the top-share policies (`dr_targeting`; ties: the first listed)."""
     choice = {}
     for action in actions:
         rows = table[table["action"] == action]
-        values = rows["dr_value"].to_numpy(dtype=np.float64)
+        values = rows["dr_targeting"].to_numpy(dtype=np.float64)
         choice[action] = str(rows["learner"].iloc[int(np.argmax(values))])
     return choice
 

@@ -68,7 +68,8 @@ def test_ranking_quality_and_roi_tables(evaluation: Evaluation, bundle: Bundle) 
 
 def test_objective_weights_are_those_of_net_value(bundle: Bundle) -> None:
     ltv = np.array([100.0, 250.0])
-    weights = objective_weights(bundle, {"ltv": ltv, "churn_probability": np.array([0.1, 0.2])})
+    scores = {"ltv": ltv, "churn_probability": np.array([0.1, 0.2])}
+    weights = objective_weights(bundle, scores, 2)
     assert set(weights) == {"value", "churn", "satisfaction"}  # visit carries no money
     np.testing.assert_allclose(weights["value"], [1.0, 1.0])
     np.testing.assert_allclose(weights["churn"], -ltv)
@@ -109,3 +110,59 @@ def test_truth_rows_align_with_the_exposures(small_world: Path) -> None:
     keys = exposures.rename(columns={"ts": "as_of"})
     truth = load_exposure_truth(default_truth_dir(small_world), keys)
     assert len(truth) == 50 and truth["customer_id"].tolist() == keys["customer_id"].tolist()
+
+
+def one_offer_set(root: Path, n: int = 20_000, seed: int = 0) -> Path:
+    """A randomized test of one offer with a binary outcome and no scores: the offer lifts visits
+    by 10 points where x > 0 and does nothing elsewhere."""
+    rng = np.random.default_rng(seed)
+    root.mkdir()
+    x = rng.normal(size=n)
+    ids = [f"V{i:05d}" for i in range(n)]
+    treated = rng.random(n) < 0.5
+    visit = rng.random(n) < 0.2 + 0.10 * (treated & (x > 0))
+    day = pd.Timestamp("2026-03-01")
+    pd.DataFrame({"customer_id": ids, "x": x}).to_csv(root / "customers.csv", index=False)
+    pd.DataFrame(
+        {
+            "customer_id": np.array(ids)[visit],
+            "ts": str(day + pd.Timedelta(days=3)),
+            "channel": "web",
+            "event_type": "visit",
+            "value": np.nan,
+        }
+    ).to_csv(root / "events.csv", index=False)
+    pd.DataFrame(
+        {"customer_id": ids, "ts": str(day), "action_id": np.where(treated, "offer", "control"),
+         "propensity": 0.5}
+    ).to_csv(root / "exposures.csv", index=False)  # fmt: skip
+    (root / "config.yaml").write_text(
+        "snapshots: {as_of: [2026-03-01], observed_until: 2026-04-01}\n"
+        "outcomes:\n  visit: {kind: any, event_types: [visit], horizon_days: 14}\n"
+        "objective: {value_outcome: visit}\n"
+        "actions: actions.yaml\n"
+    )
+    (root / "actions.yaml").write_text("actions:\n  - {id: offer, name: Offer, cost: 0.05}\n")
+    return root
+
+
+@pytest.mark.slow
+def test_one_action_and_a_binary_outcome_are_enough(tmp_path: Path) -> None:
+    from training.config import load_config
+    from training.features import FeatureBuilder
+    from training.uplift_train import train_uplift
+
+    data = one_offer_set(tmp_path / "one_offer")
+    config = load_config(data / "config.yaml")
+    with open_dataset(data).connect() as con:
+        builder = FeatureBuilder(config.features).fit(con)
+        result = train_uplift(con, builder, config)
+        assert result is not None and list(result.learners) == ["visit"]
+        bundle = Bundle(builder, config, {}, uplift=result.learners)
+        evaluation = evaluate_bundle(con, bundle)
+    table = evaluation.policies.set_index("policy")
+    assert set(table.index) == {"learned", "nothing", "random", "best_single"}  # no churn score
+    # 10 points for half the customers, for 5: targeting pays, treating everyone breaks even
+    assert table.loc["learned", "dr_value"] > table.loc["random", "dr_value"]
+    assert 0.3 < table.loc["learned", "treated_share"] < 0.8
+    assert evaluation.qini.loc[0, "qini"] > 0.02

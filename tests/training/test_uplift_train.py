@@ -60,9 +60,16 @@ def test_learns_one_learner_per_outcome_and_action_with_a_comparison(small_world
     assert set(result.learners) == set(config.outcomes) and not result.skipped
     table = result.comparison
     assert set(table["outcome"]) == set(config.outcomes)
-    assert {"outcome", "learner", "action", "dr_value", "ci", "qini", "chosen", "slope"} <= set(
-        table.columns
-    )
+    assert {
+        "outcome",
+        "learner",
+        "action",
+        "dr_value",
+        "dr_targeting",
+        "qini",
+        "chosen",
+        "slope",
+    } <= set(table.columns)
     actions = sorted(config.catalog.ids)
     for outcome, rows in table.groupby("outcome"):
         assert set(rows["action"]) == {"all", *actions}
@@ -71,7 +78,7 @@ def test_learns_one_learner_per_outcome_and_action_with_a_comparison(small_world
         for action, per_action in rows[rows["action"] != "all"].groupby("action"):
             assert sorted(per_action["learner"]) == sorted(LEARNERS)
             assert per_action["chosen"].sum() == 1
-            best = per_action.loc[per_action["dr_value"].idxmax()]
+            best = per_action.loc[per_action["dr_targeting"].idxmax()]
             assert bool(best["chosen"]) and selected.choice_[str(action)] == best["learner"]
             assert 0 <= best["slope"] <= 1
         assert (rows["ci"] > 0).all() and np.isfinite(rows["dr_value"]).all()

@@ -1,0 +1,79 @@
+"""notebooks/uplift_roi.ipynb runs top to bottom against a real MLflow store whose @champion is a
+bundle with uplift models, on the small world (with its truth), and writes the ROI report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import nbclient
+import nbformat
+import pytest
+
+from tests.conftest import REPO
+from training.bundle import CHAMPION, REGISTERED_MODEL, Bundle
+
+NOTEBOOK = REPO / "notebooks" / "uplift_roi.ipynb"
+TIMEOUT_SECONDS = 600
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` set for the block (the kernel inherits it), restored afterwards."""
+    old = os.environ.copy()
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+@pytest.fixture(scope="module")
+def project(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A project directory whose MLflow store holds a bundle with uplift models as @champion; the
+    variables that point the notebook at it and at the small world."""
+    from tests.training.test_bundle import migrated_store, register, train_all
+    from tests.training.test_uplift_train import uplift_on
+
+    root = tmp_path_factory.mktemp("uplift-project")
+    shutil.copy(migrated_store(tmp_path_factory), root / "mlflow.db")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "NEXTBEST_ROOT": str(root),
+        "NEXTBEST_DATA": str(small_world),
+    }
+    trained = train_all(small_world)
+    base = trained.bundle()
+    bundle = Bundle(
+        base.builder, base.config, base.models, base.metadata, uplift_on(small_world).learners
+    )
+    with environment(env):
+        try:
+            version = register(trained, bundle)
+            mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
+        finally:
+            mlflow.set_tracking_uri(None)
+    return env | {"version": version}
+
+
+@pytest.mark.slow
+def test_uplift_notebook_runs_and_writes_the_report(project: dict[str, str]) -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert not [c for c in notebook.cells if c.cell_type == "code" and c.get("outputs")]
+    variables = {k: v for k, v in project.items() if k != "version"}
+    with environment(variables):
+        nbclient.NotebookClient(notebook, timeout=TIMEOUT_SECONDS, kernel_name="python3").execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # the plots were shown
+
+    report = Path(project["NEXTBEST_ROOT"]) / "out" / "report"
+    assert "<img" in (report / "report.html").read_text(encoding="utf-8")
+    meta = json.loads((report / "evaluation.json").read_text())
+    assert meta["model_version"] == project["version"] and meta["has_truth"]
