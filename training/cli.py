@@ -183,20 +183,73 @@ def score(
     model: Annotated[
         str | None, typer.Option("--model", help="registry reference or version")
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (one machine) or dask (a Dask cluster)")
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address (default: a LocalCluster)"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="LocalCluster worker processes (engine dask)")
+    ] = 2,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="total campaign budget (cost units)")
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", help="customers per chunk (bounds memory)")
+    ] = 200_000,
 ) -> None:
     """Score every customer as of a date with the registered bundle (DESIGN.md §6 output)."""
+    from serving.batch import BatchSettings
     from serving.batch import score as run
     from training.tracking import configure_tracking
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
+    if engine not in ("local", "dask"):
+        raise NextbestError(f"--engine: '{engine}' is not one of local, dask")
+    settings = BatchSettings(
+        engine=engine,  # type: ignore[arg-type]
+        chunk_customers=chunk_size,
+        budget=budget,
+        scheduler=scheduler,
+        workers=workers,
+    )
     configure_tracking()
-    with err.status("scoring"):
-        summary = run(data, day, out_dir, model)
+    with progress_bar() as bar:
+        summary = run(data, day, out_dir, model, settings, RichProgress(bar))
     out.print(
         f"scored {summary.customers:,} customers as of {summary.as_of} with model version "
         f"{summary.model_version}: {summary.out}"
     )
+    if summary.stats is not None and summary.stats.action_rows is not None:
+        out.print(_campaign_line(summary.stats), highlight=False)
+
+
+class RichProgress:
+    """serving.batch_output.Progress on a Rich progress bar: one task per phase."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: Any = None
+
+    def phase(self, name: str, total: int) -> None:
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, n)
+
+
+def _campaign_line(stats: Any) -> str:
+    line = f"{stats.selected:,} customers selected for an action, {stats.control:,} in the control group"
+    if stats.allocation is not None:
+        line += (
+            f"; campaign spend {stats.allocation.spend:,.2f} for expected net value "
+            f"{stats.allocation.value:,.2f}"
+        )
+    return line
 
 
 SrcOpt = Annotated[Path, typer.Option("--src", help="the public CSV file")]
