@@ -149,6 +149,4 @@ def test_budget_and_caps_select_at_most_one_affordable_action(
     for action, cap in zip(catalog.ids, caps, strict=True):
         assert per_action.get(action, 0) <= cap
     # rank keeps its meaning: the customer's own ranking, the same rows as unconstrained
-    pd.testing.assert_frame_equal(
-        tight.drop(columns="selected"), actions.drop(columns="selected")
-    )
+    pd.testing.assert_frame_equal(tight.drop(columns="selected"), actions.drop(columns="selected"))
