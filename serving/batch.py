@@ -174,7 +174,7 @@ def _run_engine(
             return write_outputs(tmp, frames, spec, progress)
     from serving.batch_dask import dask_frames
 
-    with dask_frames(con, bundle, population, settings, tmp, progress) as frames:
+    with dask_frames(con, bundle, population, settings, tmp) as frames:
         return write_outputs(tmp, frames, spec, progress)
 
 

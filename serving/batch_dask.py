@@ -4,8 +4,10 @@
    writes them as one Parquet part per chunk in a staging folder inside the job's temporary output
    directory — workers must see it (a LocalCluster does; on a real cluster put `--out` on shared
    storage).
-2. Scoring: `dask.dataframe.read_parquet` over the parts and `map_partitions(score_partition)`,
-   which runs serving.chunks.score_chunk with the bundle that a WorkerPlugin loaded once per worker.
+2. Scoring: as soon as a part is written, `dask.dataframe.read_parquet` of it and
+   `map_partitions(score_partition)` go to the cluster (so features of the next chunk overlap the
+   scoring of this one); score_partition runs serving.chunks.score_chunk with the bundle that a
+   WorkerPlugin loaded once per worker.
    The bundle travels as the bytes of its folder (JSON + LightGBM text; no pickled model) and is
    read with `Bundle.load`, exactly as the service reads it; the code must already be installed on
    the workers (same nextbest version: checked before anything runs).
@@ -31,7 +33,6 @@ import duckdb
 import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from serving.batch_output import Progress
 from serving.chunks import empty_candidates, score_chunk
 from serving.population import Population, iter_features
 from training.errors import NextbestError
@@ -138,35 +139,40 @@ def check_workers(client: Client) -> None:
         )
 
 
-def stage_features(
-    con: duckdb.DuckDBPyConnection,
-    bundle: Bundle,
-    population: Population,
-    staging: Path,
-    progress: Progress | None,
-) -> list[Path]:
-    """Each chunk's features as one Parquet part, in chunk order."""
+def staged_features(
+    con: duckdb.DuckDBPyConnection, bundle: Bundle, population: Population, staging: Path
+) -> Iterator[Path]:
+    """Each chunk's features written as one Parquet part, in chunk order, as they are computed."""
     staging.mkdir(parents=True)
-    if progress is not None:
-        progress.phase("features", population.customers)
-    parts = []
     for chunk, features in iter_features(con, bundle.builder, population):
-        parts.append(staging / f"part-{chunk.index:05d}.parquet")
-        features.to_parquet(parts[-1], index=False)
-        if progress is not None:
-            progress.advance(len(features))
-    return parts
+        part = staging / f"part-{chunk.index:05d}.parquet"
+        features.to_parquet(part, index=False)
+        yield part
 
 
-def _in_order(client: Client, partitions: list[Any], window: int) -> Iterator[pd.DataFrame]:
-    """Compute partitions with at most `window` in flight and yield them in partition order."""
-    pending: deque[Any] = deque()
-    for part in partitions:
-        pending.append(client.compute(part))
+def _scored(
+    client: Client, parts: Iterator[Path], digest: str, meta: pd.DataFrame, window: int
+) -> Iterator[pd.DataFrame]:
+    """Score each staged part on the cluster as soon as it is written (DuckDB computes the next
+    chunk's features here meanwhile), at most `window` in flight; yield results in chunk order."""
+    import dask.dataframe as dd
+
+    pending: deque[tuple[Path, Any]] = deque()
+
+    def oldest() -> pd.DataFrame:
+        part, future = pending.popleft()
+        frame: pd.DataFrame = future.result()
+        part.unlink()
+        return frame
+
+    for part in parts:
+        features = dd.read_parquet(str(part), split_row_groups=False)
+        scored = features.map_partitions(score_partition, digest, meta=meta)
+        pending.append((part, client.compute(scored)))
         if len(pending) >= window:
-            yield pending.popleft().result()
+            yield oldest()
     while pending:
-        yield pending.popleft().result()
+        yield oldest()
 
 
 @contextmanager
@@ -176,25 +182,18 @@ def dask_frames(
     population: Population,
     settings: BatchSettings,
     tmp: Path,
-    progress: Progress | None = None,
 ) -> Iterator[Iterator[pd.DataFrame]]:
     """The candidates frames of every chunk, scored on Dask workers, in chunk order."""
-    import dask.dataframe as dd
-
-    staging = tmp / STAGING_DIR
-    parts = stage_features(con, bundle, population, staging, progress)
     files = BundleFiles.of(bundle)
+    staging = tmp / STAGING_DIR
     with connect(settings) as client:
         check_workers(client)
         plugin = BundlePlugin(files)
         client.register_plugin(plugin)
         try:
-            features = dd.read_parquet([str(p) for p in parts], split_row_groups=False)
-            scored = features.map_partitions(
-                score_partition, files.digest, meta=empty_candidates(bundle)
-            )
             window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-            yield _in_order(client, scored.to_delayed(), window)
+            parts = staged_features(con, bundle, population, staging)
+            yield _scored(client, parts, files.digest, empty_candidates(bundle), window)
         finally:
             client.unregister_worker_plugin(plugin.name)
-    shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
