@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
 import tempfile
 from collections import deque
@@ -35,6 +34,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from serving.chunks import empty_candidates, score_chunk
 from serving.population import Population, iter_features
+from training.dask_train import dask_client
 from training.errors import NextbestError
 
 if TYPE_CHECKING:
@@ -105,28 +105,6 @@ def loaded_bundles() -> list[str]:
     return sorted(_LOADED)
 
 
-@contextmanager
-def connect(settings: BatchSettings) -> Iterator[Client]:
-    """A client of the cluster at `settings.scheduler`, or of a new LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    if settings.scheduler:
-        with Client(settings.scheduler) as client:
-            yield client
-        return
-    with (
-        LocalCluster(
-            n_workers=settings.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 def check_workers(client: Client) -> None:
     """Every worker must run the same nextbest version as this process (the code is not shipped)."""
     mine = metadata.version("nextbest")
@@ -186,7 +164,7 @@ def dask_frames(
     """The candidates frames of every chunk, scored on Dask workers, in chunk order."""
     files = BundleFiles.of(bundle)
     staging = tmp / STAGING_DIR
-    with connect(settings) as client:
+    with dask_client(settings.scheduler, settings.workers) as client:
         check_workers(client)
         plugin = BundlePlugin(files)
         client.register_plugin(plugin)

@@ -47,7 +47,7 @@ def has_actions(bundle: Bundle) -> bool:
     return bool(bundle.uplift and bundle.config.catalog.actions)
 
 
-def _matrix(bundle: Bundle, features: pd.DataFrame) -> np.ndarray:
+def model_matrix(bundle: Bundle, features: pd.DataFrame) -> np.ndarray:
     """The model matrix of FeatureBuilder rows, as the bundle's models read it."""
     from training.features import to_matrix
 
@@ -62,7 +62,7 @@ def score_chunk(bundle: Bundle, features: pd.DataFrame) -> pd.DataFrame:
     here; `actions_table` never lists them.
     """
     config = bundle.config
-    X = _matrix(bundle, features)
+    X = model_matrix(bundle, features)
     scores = bundle.score_matrix(X)
     ids = features["customer_id"].astype(str).reset_index(drop=True)
     frame = pd.DataFrame({"customer_id": ids, **{c: scores[c] for c in SCORE_COLUMNS}})

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -43,6 +43,16 @@ DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (DESIG
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config (default: the packaged demo config)")
 ]
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="local (this machine) or dask (a Dask cluster)")
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="Dask scheduler address (default: a new LocalCluster)"),
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="LocalCluster worker processes (engine dask)")
+]
 
 
 def user_errors(fn: F) -> F:
@@ -69,6 +79,12 @@ def progress_bar() -> Progress:
         console=err,
         transient=False,
     )
+
+
+def _engine(text: str) -> Literal["local", "dask"]:
+    if text not in ("local", "dask"):
+        raise NextbestError(f"--engine: '{text}' is not one of local, dask")
+    return "local" if text == "local" else "dask"
 
 
 def parse_date(text: str | None, what: str) -> date | None:
@@ -140,11 +156,20 @@ def features(
 
 @app.command()
 @user_errors
-def train(data: DataOpt, config: ConfigOpt = None) -> None:
-    """Train every score the data supports, log the runs to MLflow and register a bundle version."""
+def train(
+    data: DataOpt,
+    config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
+) -> None:
+    """Train every score the data supports, log the runs to MLflow and register a bundle version.
+
+    `--engine dask` boosts the score models with LightGBM's Dask estimators on a cluster."""
+    from training.dask_train import training_engine
     from training.train import train as run
 
-    with err.status("training") as status:
+    with training_engine(_engine(engine), scheduler, workers), err.status("training") as status:
         result = run(data, config, step=lambda msg: status.update(msg))
     for role, metrics in result.metrics.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("n_"))
@@ -183,16 +208,9 @@ def score(
     model: Annotated[
         str | None, typer.Option("--model", help="registry reference or version")
     ] = None,
-    engine: Annotated[
-        str, typer.Option("--engine", help="local (one machine) or dask (a Dask cluster)")
-    ] = "local",
-    scheduler: Annotated[
-        str | None,
-        typer.Option("--scheduler", help="Dask scheduler address (default: a LocalCluster)"),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option("--workers", help="LocalCluster worker processes (engine dask)")
-    ] = 2,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
     budget: Annotated[
         float | None, typer.Option("--budget", help="total campaign budget (cost units)")
     ] = None,
@@ -207,10 +225,8 @@ def score(
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
-    if engine not in ("local", "dask"):
-        raise NextbestError(f"--engine: '{engine}' is not one of local, dask")
     settings = BatchSettings(
-        engine=engine,  # type: ignore[arg-type]
+        engine=_engine(engine),
         chunk_customers=chunk_size,
         budget=budget,
         scheduler=scheduler,
