@@ -13,6 +13,8 @@ CONFIG ?= training/demo/config.yaml
 AS_OF  ?=
 SCORE_AS_OF ?= 2026-11-02
 MODEL  ?=
+ENGINE ?= local
+BUDGET ?=
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
@@ -78,9 +80,9 @@ report: evaluate
 promote: setup
 	$(NB) promote $(if $(MODEL),--model $(MODEL))
 
-## score: batch-score every customer of DATA as of SCORE_AS_OF with @champion into out/score
+## score: batch-score every customer of DATA as of SCORE_AS_OF with @champion into out/score (ENGINE=dask, BUDGET=)
 score: setup
-	$(NB) score --data $(DATA) --as-of $(SCORE_AS_OF) --out out/score $(if $(MODEL),--model $(MODEL))
+	$(NB) score --data $(DATA) --as-of $(SCORE_AS_OF) --out out/score --engine $(ENGINE) $(if $(MODEL),--model $(MODEL)) $(if $(BUDGET),--budget $(BUDGET))
 
 ## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> report -> score
 demo: data validate features train promote report score

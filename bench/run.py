@@ -1,7 +1,8 @@
 """`make bench`: measure the figures the issues name and print them as one table.
 
 Every step runs as its own child process, so its wall time and peak RSS (from `os.wait4`) are its own.
-Sizes default to the issue's figures (100k and 1M customers); `--sizes 20000` gives a quick run.
+Sizes default to the issues' figures (100k, 1M and, for batch memory, 5M customers); the bundle
+trained on the smallest size scores the larger ones. `--sizes 20000` gives a quick run.
 """
 
 from __future__ import annotations
@@ -190,6 +191,95 @@ def bench_uplift(data: Path, n: int, limit_s: float) -> list[Row]:
     ]
 
 
+AS_OF = "2026-11-02"
+
+
+def _with_store(store: Path) -> dict[str, str]:
+    """ENV pointed at an MLflow store (the bundle trained by bench_train_quality)."""
+    return ENV | {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+
+
+def score_measured(data: Path, store: Path, engine: str) -> tuple[float, float, str]:
+    """`nextbest score` of a data set with version 1 of `store`; (seconds, peak GiB, stdout)."""
+    out = data.parent / f"score_{data.name}_{engine}"
+    cmd = [NEXTBEST, "score", "--data", str(data), "--as-of", AS_OF, "--out", str(out)]
+    cmd += ["--model", "1", "--engine", engine]
+    ENV.update(_with_store(store))
+    try:
+        return run_measured(cmd)
+    finally:
+        ENV.pop("MLFLOW_TRACKING_URI", None)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@dataclass
+class BatchRun:
+    customers: int
+    seconds: float
+    peak_gib: float
+
+
+def bench_batch_local(data: Path, n: int, store: Path, actions: int) -> tuple[Row, BatchRun]:
+    seconds, gib, msg = score_measured(data, store, "local")
+    scored = int(msg.split("scored ")[1].split(" ")[0].replace(",", ""))
+    row = Row(
+        f"batch score, local engine, {n:,} customers x {actions} actions (end to end)",
+        seconds,
+        gib,
+        "< 3 min, < 6 GiB" if n == 1_000_000 else "-",
+        seconds < 180 and gib < 6 if n == 1_000_000 else None,
+        f"{scored:,} active customers, {scored / seconds:,.0f}/s",
+    )
+    return row, BatchRun(scored, seconds, gib)
+
+
+def bench_batch_dask(data: Path, n: int, store: Path, local: BatchRun) -> Row:
+    seconds, gib, _ = score_measured(data, store, "dask")
+    ratio = local.seconds / seconds
+    return Row(
+        f"batch score, Dask engine (2-worker LocalCluster), {n:,} customers",
+        seconds,
+        gib,
+        ">= 0.7 of local throughput",
+        ratio >= 0.7,
+        f"{ratio:.2f} of the local engine ({local.seconds:.0f} s) in this run; client RSS",
+    )
+
+
+def bench_batch_inference(data: Path, store: Path) -> Row:
+    cmd = [sys.executable, "bench/batch_inference.py", "--data", str(data), "--model", "1"]
+    ENV.update(_with_store(store))
+    try:
+        seconds, gib, out = run_measured(cmd)
+    finally:
+        ENV.pop("MLFLOW_TRACKING_URI", None)
+    q = json.loads(out.splitlines()[-1])
+    return Row(
+        f"batch inference alone vs raw LightGBM predict, {q['rows']:,} rows",
+        q["inference_seconds"],
+        gib,
+        ">= 0.7 of raw",
+        q["ratio"] >= 0.7,
+        f"ratio {q['ratio']:.2f} (raw {q['raw_predict_seconds']:.1f} s, "
+        f"{q['boosters_calls']} booster calls)",
+    )
+
+
+def bench_batch_memory(runs: dict[int, BatchRun]) -> Row | None:
+    if 1_000_000 not in runs or len(runs) < 2:
+        return None
+    big = max(runs)
+    ratio = runs[big].peak_gib / runs[1_000_000].peak_gib
+    return Row(
+        f"batch peak memory, {big:,} vs 1,000,000 customers",
+        0,
+        runs[big].peak_gib,
+        "within 1.5x",
+        ratio <= 1.5,
+        f"{ratio:.2f}x ({runs[big].peak_gib:.2f} vs {runs[1_000_000].peak_gib:.2f} GiB)",
+    )
+
+
 def bench_telco() -> Row | None:
     src = REPO.parent / "shared" / "datasets" / "Telco-Customer-Churn.csv"
     if not src.exists():
@@ -213,6 +303,22 @@ def _rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def bench_batch(data: Path, n: int, store: Path, runs: dict[int, BatchRun]) -> list[Row]:
+    """Batch rows of one big data set: the local engine, and at 1M the inference ratio and the
+    Dask engine measured in the same run."""
+    actions = len(_catalog_ids())
+    row, runs[n] = bench_batch_local(data, n, store, actions)
+    if n != 1_000_000:
+        return [row]
+    return [row, bench_batch_inference(data, store), bench_batch_dask(data, n, store, runs[n])]
+
+
+def _catalog_ids() -> list[str]:
+    from training.config import load_config
+
+    return list(load_config().catalog.ids)
+
+
 def render(rows: list[Row]) -> None:
     table = Table(title="nextbest bench (2 cores, this machine)")
     for col in ("figure", "wall s", "peak RSS GiB", "target", "met", "detail"):
@@ -226,7 +332,7 @@ def render(rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--sizes", default="100000,1000000", help="customer counts, comma-separated"
+        "--sizes", default="100000,1000000,5000000", help="customer counts, comma-separated"
     )
     parser.add_argument(
         "--uplift-size", type=int, default=200_000, help="customers of the uplift world (0: skip)"
@@ -236,22 +342,32 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
     rows: list[Row] = []
+    batch: dict[int, BatchRun] = {}
+    store = workdir / f"store_{min(sizes)}"  # the bundle every batch row scores with
     try:
         for n in sizes:
-            big = n >= 1_000_000
+            big, huge = n >= 1_000_000, n > 1_000_000
             row, data = bench_synth(n, workdir, 600 if big else 60, 8 if big else None)
             rows.append(row)
-            if n == max(sizes):
+            if n == max(s for s in sizes if s <= 1_000_000):
                 rows.append(bench_features(data, n, 120, 8))
             if n == min(sizes):
                 rows += bench_train_quality(data, n, 180)
-            elif big:
+            elif big and not huge:
                 rows.append(bench_train(data, n, 1200, 12))
+            if big:
+                rows += bench_batch(data, n, store, batch)
+            if huge:
+                shutil.rmtree(data, ignore_errors=True)  # 5M: several GiB of events
             render(rows)
         if args.uplift_size:
             _, data = bench_synth(args.uplift_size, workdir, 600, None)
             rows += bench_uplift(data, args.uplift_size, 300)
             render(rows)
+
+        memory = bench_batch_memory(batch)
+        if memory is not None:
+            rows.append(memory)
         telco = bench_telco()
         if telco is not None:
             rows.append(telco)

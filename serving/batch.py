@@ -1,35 +1,80 @@
-"""Nightly batch scoring (`nextbest score`): every current customer's scores as of a date, written
-atomically. Customers who churned before the date are not scored: there is nobody left to act on.
+"""Nightly batch scoring (`nextbest score`): every current customer's scores and ranked actions as
+of a date, streamed in chunks and written atomically. Customers who churned before the date are not
+scored: there is nobody left to act on.
 
-The output directory belongs to the job: it holds `scores.parquet` (DESIGN.md §6), when the bundle
-has uplift models and a non-empty catalog `actions.parquet` (every customer × eligible action, ranked
-by expected value net of cost; see `actions_table`), and a small `_nextbest.json` manifest, and is replaced whole, so a killed job leaves the previous complete output
-or none. A directory with other files in it is never replaced.
+The pipeline, the same for both engines:
+    validate -> load bundle -> active customers -> chunks of customer ids (serving.population)
+    -> per chunk: DuckDB features -> serving.chunks.score_chunk      (engine: local or Dask)
+    -> in chunk order: scores, arbitration, campaign selection -> Parquet (serving.batch_output)
+
+The output directory belongs to the job: it holds `scores.parquet` (DESIGN.md §6 plus
+`control_group`), when the bundle has uplift models and a non-empty catalog `actions.parquet`
+(DESIGN.md §6 plus `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so a
+killed job leaves the previous complete output or none; a directory with other files is refused.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-import numpy as np
+import duckdb
 import pandas as pd
 
-from serving.arbitration import Candidates, arbitrate, eligibility_mask
-from serving.value import net_value
+from serving.batch_output import (
+    ACTIONS_FILE,
+    SCORES_FILE,
+    OutputSpec,
+    OutputStats,
+    Progress,
+    write_outputs,
+)
+from serving.campaign import CampaignLimits
+from serving.chunks import has_actions, score_chunk
+from serving.population import Population, iter_features, plan_population
 from training.atomic import atomic_directory
 from training.contract import open_dataset, validate_dataset
 from training.errors import NextbestError
-from training.snapshots import active_spine, data_span
+from training.snapshots import data_span
 
 if TYPE_CHECKING:
     from training.bundle import Bundle
 
 MANIFEST = "_nextbest.json"
-OUTPUT_FILES = {"scores.parquet", "actions.parquet", MANIFEST}
+OUTPUT_FILES = {SCORES_FILE, ACTIONS_FILE, MANIFEST}
+Engine = Literal["local", "dask"]
+T = TypeVar("T")
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a batch job runs; none of it changes what it writes.
+
+    `chunk_customers` bounds memory (one chunk's features and candidates at a time: ~1 KiB per
+    customer with the demo's ~150 features). `scheduler` is a Dask scheduler address (None: a
+    LocalCluster of `workers` single-threaded processes).
+    """
+
+    engine: Engine = "local"
+    chunk_customers: int = 200_000
+    budget: float | None = None
+    scheduler: str | None = None
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.chunk_customers < 1:
+            raise NextbestError(f"--chunk-size: {self.chunk_customers}; needs at least 1 customer")
+        if self.budget is not None and self.budget < 0:
+            raise NextbestError(f"--budget: {self.budget}; a budget cannot be negative")
+        if self.workers < 1:
+            raise NextbestError(f"--workers: {self.workers}; needs at least 1")
 
 
 @dataclass(frozen=True)
@@ -38,6 +83,7 @@ class ScoreSummary:
     as_of: date
     model_version: str
     out: Path
+    stats: OutputStats | None = None
 
 
 def check_output_dir(out: Path) -> None:
@@ -60,78 +106,97 @@ def check_as_of(as_of: date, start: datetime | None, observed_until: datetime | 
         )
 
 
-def actions_table(bundle: Bundle, features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """DESIGN.md §6 `actions`: one row per customer × eligible action, ranked as arbitration ranks.
-
-    `features` are FeatureBuilder rows and `scores` the bundle's `score_frame` of them (same row
-    order). Eligibility reads the features and scores by name; expected value is
-    serving.value.net_value of the uplift predictions, with the trained scores (a score whose model
-    was not trained counts as absent, not NaN). Every eligible action gets a row
-    (`include_non_positive`), so rank 1 is the recommendation only when its value is positive.
-    """
-    catalog = bundle.config.catalog
-    X = _matrix(bundle, features)
-    uplift = bundle.uplift_matrix(X)
-    trained = {str(c): scores[c].to_numpy(dtype=np.float64) for c in scores if c != "customer_id"}
-    known = {name: value for name, value in trained.items() if not np.isnan(value).all()}
-    cost = np.array([a.cost for a in catalog.actions], dtype=np.float64)
-    value = net_value(uplift, known, cost, bundle.config.objective, bundle.config.outcomes)
-    namespace = features.drop(columns=list(trained), errors="ignore").reset_index(drop=True)
-    namespace = pd.concat([namespace, scores[list(trained)].reset_index(drop=True)], axis=1)
-    eligible = eligibility_mask(catalog, namespace)
-    ranking = arbitrate(
-        Candidates(catalog.ids, cost, value.expected_value, eligible), include_non_positive=True
-    )
-    customer_ids = scores["customer_id"].to_numpy(dtype=object)
-    table = pd.DataFrame(
-        {
-            "customer_id": customer_ids[ranking.customer].astype(str),
-            "action_id": np.asarray(catalog.ids, dtype=object)[ranking.action].astype(str),
-            "rank": ranking.rank,
-            "expected_value": ranking.expected_value,
-            "cost": cost[ranking.action],
-        }
-    )
-    for outcome in bundle.config.outcomes:
-        column = uplift.get(outcome)
-        table[f"uplift_{outcome}"] = (
-            np.nan if column is None else column[ranking.customer, ranking.action]
-        )
-    return table
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """`items`, with the next one computed in a background thread while the caller works on the
+    current one. DuckDB (features) and LightGBM (scores) both release the GIL, so the two stages
+    overlap on two cores; only the background thread touches the iterator (and its connection)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextbest-prefetch") as pool:
+        ahead = pool.submit(next, items, _DONE)
+        while (item := ahead.result()) is not _DONE:
+            ahead = pool.submit(next, items, _DONE)
+            yield item  # type: ignore[misc]
 
 
-def _matrix(bundle: Bundle, features: pd.DataFrame) -> np.ndarray:
-    """The model matrix of FeatureBuilder rows, as the bundle's models read it."""
-    from training.features import to_matrix
+def local_frames(
+    con: duckdb.DuckDBPyConnection, bundle: Bundle, population: Population
+) -> Generator[pd.DataFrame]:
+    """The local engine: each chunk's features (computed one chunk ahead), then its candidates
+    frame, in this process."""
+    for _, features in prefetched(iter_features(con, bundle.builder, population)):
+        yield score_chunk(bundle, features)
 
-    return to_matrix(bundle.prepare(features), bundle.builder.feature_names_)
 
+def score(
+    data: Path,
+    as_of: date,
+    out: Path,
+    model_ref: str | None = None,
+    settings: BatchSettings | None = None,
+    progress: Progress | None = None,
+) -> ScoreSummary:
+    """Validate, load the bundle, score every active customer chunk by chunk and write the output."""
+    from training.bundle import load_bundle
 
-def score(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> ScoreSummary:
-    """Validate, load the bundle, compute features as of `as_of` and write the scores table."""
-    from training.bundle import SCORE_COLUMNS, load_bundle
-
+    settings = settings or BatchSettings()
     check_output_dir(out)
     bundle = load_bundle(model_ref)
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
         check_as_of(as_of, span.start, span.observed_until)
-        churn = bundle.config.outcome_for_role("churn")
-        con.execute(f"CREATE TEMP TABLE _active AS {active_spine(con, as_of, churn and churn[1])}")
-        features = bundle.builder.transform(con, spine="_active")
-    scores = bundle.score_frame(features)
-    version = bundle.version or ""
-    scores["model_version"] = version
-    scores["as_of"] = pd.Timestamp(as_of)
-    actions = None
-    if bundle.uplift and bundle.config.catalog.actions:
-        actions = actions_table(bundle, features, scores[["customer_id", *SCORE_COLUMNS]])
-    with atomic_directory(out) as tmp:
-        scores.to_parquet(tmp / "scores.parquet", index=False)
-        manifest = {"as_of": as_of.isoformat(), "model_version": version, "customers": len(scores)}
-        if actions is not None:
-            actions.to_parquet(tmp / "actions.parquet", index=False)
-            manifest["actions"] = len(actions)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return ScoreSummary(len(scores), as_of, version, out)
+        population = plan_population(con, bundle.config, as_of, settings.chunk_customers)
+        spec = OutputSpec(
+            config=bundle.config,
+            model_version=bundle.version or "",
+            as_of=as_of,
+            customers=population.customers,
+            with_actions=has_actions(bundle),
+            limits=CampaignLimits.of(bundle.config.catalog, settings.budget),
+        )
+        with atomic_directory(out) as tmp:
+            stats = _run_engine(con, bundle, population, settings, spec, tmp, progress)
+            _write_manifest(tmp / MANIFEST, spec, stats)
+    return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats)
+
+
+def _run_engine(
+    con: duckdb.DuckDBPyConnection,
+    bundle: Bundle,
+    population: Population,
+    settings: BatchSettings,
+    spec: OutputSpec,
+    tmp: Path,
+    progress: Progress | None,
+) -> OutputStats:
+    """Feed the chosen engine's candidates frames to the writer."""
+    if settings.engine == "local":
+        with closing(local_frames(con, bundle, population)) as frames:  # joins the prefetch
+            return write_outputs(tmp, frames, spec, progress)
+    from serving.batch_dask import dask_frames
+
+    with dask_frames(con, bundle, population, settings, tmp) as frames:
+        return write_outputs(tmp, frames, spec, progress)
+
+
+def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
+    """A small JSON summary of the run (no timestamp: re-runs write the same bytes)."""
+    manifest: dict[str, object] = {
+        "as_of": spec.as_of.isoformat(),
+        "model_version": spec.model_version,
+        "customers": stats.customers,
+        "control_group": stats.control,
+    }
+    if stats.action_rows is not None:
+        manifest |= {"actions": stats.action_rows, "selected": stats.selected}
+    if stats.allocation is not None:
+        manifest["campaign"] = {
+            "budget": spec.limits.budget,
+            "volume_caps": {
+                a: c
+                for a, c in zip(spec.config.catalog.ids, spec.limits.volume_caps, strict=True)
+                if c != float("inf")
+            },
+            "spend": round(stats.allocation.spend, 6),
+            "expected_value": round(stats.allocation.value, 6),
+        }
+    path.write_text(json.dumps(manifest, indent=2))

@@ -59,6 +59,7 @@ def test_train_promote_score_and_explore(small_world: Path, project: dict[str, s
         "ltv",
         "model_version",
         "as_of",
+        "control_group",
     ]
     assert scores.customer_id.is_unique and (scores.model_version == "1").all()
     assert scores.churn_probability.between(0, 1).all() and (scores.ltv >= 0).all()
@@ -73,6 +74,7 @@ def test_train_promote_score_and_explore(small_world: Path, project: dict[str, s
         "uplift_satisfaction",
         "uplift_value",
         "uplift_visit",
+        "selected",
     ]
     assert set(actions.customer_id) <= set(scores.customer_id)
     assert (actions[actions["rank"] == 1].expected_value > 0).all()

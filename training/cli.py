@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -43,6 +43,16 @@ DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (DESIG
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config (default: the packaged demo config)")
 ]
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="local (this machine) or dask (a Dask cluster)")
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="Dask scheduler address (default: a new LocalCluster)"),
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="LocalCluster worker processes (engine dask)")
+]
 
 
 def user_errors(fn: F) -> F:
@@ -69,6 +79,12 @@ def progress_bar() -> Progress:
         console=err,
         transient=False,
     )
+
+
+def _engine(text: str) -> Literal["local", "dask"]:
+    if text not in ("local", "dask"):
+        raise NextbestError(f"--engine: '{text}' is not one of local, dask")
+    return "local" if text == "local" else "dask"
 
 
 def parse_date(text: str | None, what: str) -> date | None:
@@ -140,11 +156,20 @@ def features(
 
 @app.command()
 @user_errors
-def train(data: DataOpt, config: ConfigOpt = None) -> None:
-    """Train every score the data supports, log the runs to MLflow and register a bundle version."""
+def train(
+    data: DataOpt,
+    config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
+) -> None:
+    """Train every score the data supports, log the runs to MLflow and register a bundle version.
+
+    `--engine dask` boosts the score models with LightGBM's Dask estimators on a cluster."""
+    from training.dask_train import training_engine
     from training.train import train as run
 
-    with err.status("training") as status:
+    with training_engine(_engine(engine), scheduler, workers), err.status("training") as status:
         result = run(data, config, step=lambda msg: status.update(msg))
     for role, metrics in result.metrics.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("n_"))
@@ -216,20 +241,64 @@ def score(
     model: Annotated[
         str | None, typer.Option("--model", help="registry reference or version")
     ] = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="total campaign budget (cost units)")
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", help="customers per chunk (bounds memory)")
+    ] = 200_000,
 ) -> None:
     """Score every customer as of a date with the registered bundle (DESIGN.md §6 output)."""
+    from serving.batch import BatchSettings
     from serving.batch import score as run
     from training.tracking import configure_tracking
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
+    settings = BatchSettings(
+        engine=_engine(engine),
+        chunk_customers=chunk_size,
+        budget=budget,
+        scheduler=scheduler,
+        workers=workers,
+    )
     configure_tracking()
-    with err.status("scoring"):
-        summary = run(data, day, out_dir, model)
+    with progress_bar() as bar:
+        summary = run(data, day, out_dir, model, settings, RichProgress(bar))
     out.print(
         f"scored {summary.customers:,} customers as of {summary.as_of} with model version "
         f"{summary.model_version}: {summary.out}"
     )
+    if summary.stats is not None and summary.stats.action_rows is not None:
+        out.print(_campaign_line(summary.stats), highlight=False)
+
+
+class RichProgress:
+    """serving.batch_output.Progress on a Rich progress bar: one task per phase."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: Any = None
+
+    def phase(self, name: str, total: int) -> None:
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, n)
+
+
+def _campaign_line(stats: Any) -> str:
+    line = f"{stats.selected:,} customers selected for an action, {stats.control:,} in the control group"
+    if stats.allocation is not None:
+        line += (
+            f"; campaign spend {stats.allocation.spend:,.2f} for expected net value "
+            f"{stats.allocation.value:,.2f}"
+        )
+    return line
 
 
 SrcOpt = Annotated[Path, typer.Option("--src", help="the public CSV file")]

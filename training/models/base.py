@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
@@ -129,6 +130,48 @@ def check_matrix(X: np.ndarray, n_features: int) -> np.ndarray:
 # the shared estimator
 
 
+@dataclass(frozen=True)
+class BoostRequest:
+    """One boosting job of a score model: parameters, fitting rows, early-stopping rows (may be
+    empty), feature names, categorical column indices and the round budget."""
+
+    params: dict[str, Any]
+    X: np.ndarray
+    y: np.ndarray
+    X_stop: np.ndarray
+    y_stop: np.ndarray
+    feature_names: list[str]
+    categorical: list[int]
+    rounds: int
+    early_stopping_rounds: int
+
+
+class BoosterTrainer(Protocol):
+    """Boosts a BoostRequest; returns the booster and the iteration to keep."""
+
+    def __call__(self, request: BoostRequest) -> tuple[lgb.Booster, int]: ...
+
+
+# The seam for distributed training: None boosts in this process (training.dask_train sets it).
+BOOSTER_TRAINER: ContextVar[BoosterTrainer | None] = ContextVar("booster_trainer", default=None)
+
+
+def boost_in_process(request: BoostRequest) -> tuple[lgb.Booster, int]:
+    """lgb.train with early stopping on the first metric when there are stopping rows."""
+    r = request
+    train = lgb.Dataset(
+        r.X, r.y, feature_name=r.feature_names, categorical_feature=r.categorical,
+        params={"verbose": -1},
+    )  # fmt: skip
+    if not len(r.y_stop):
+        booster = lgb.train(r.params, train, r.rounds)
+        return booster, booster.current_iteration()
+    valid = lgb.Dataset(r.X_stop, r.y_stop, reference=train)
+    stop = lgb.early_stopping(r.early_stopping_rounds, first_metric_only=True, verbose=False)
+    booster = lgb.train(r.params, train, r.rounds, valid_sets=[valid], callbacks=[stop])
+    return booster, booster.best_iteration or booster.current_iteration()
+
+
 class LightGBMScoreModel(BaseEstimator):
     """Common LightGBM training, persistence and reporting of the score models.
 
@@ -216,28 +259,26 @@ class LightGBMScoreModel(BaseEstimator):
     ) -> None:
         """Boost on (X, y), stopping early on (X_stop, y_stop) when it has rows; keep only the
         trees up to the best iteration, reloaded from their text form so that `predict` here and
-        after `load` run the very same model."""
+        after `load` run the very same model. The boosting itself is the active BoosterTrainer's
+        (in this process unless training.dask_train put LightGBM's Dask estimators in place)."""
         names = self.feature_names_
-        cats = [names.index(c) for c in self.categorical_]
-        params = self._booster_params(len(y), names)
-        train = lgb.Dataset(
-            X, y, feature_name=names, categorical_feature=cats, params={"verbose": -1}
+        request = BoostRequest(
+            params=self._booster_params(len(y), names),
+            X=X,
+            y=y,
+            X_stop=X_stop,
+            y_stop=y_stop,
+            feature_names=names,
+            categorical=[names.index(c) for c in self.categorical_],
+            rounds=self.n_estimators
+            if len(y_stop)
+            else min(self.n_estimators, NO_VALIDATION_ROUNDS),
+            early_stopping_rounds=self.early_stopping_rounds,
         )
-        if len(y_stop):
-            valid = lgb.Dataset(X_stop, y_stop, reference=train)
-            stop = lgb.early_stopping(
-                self.early_stopping_rounds, first_metric_only=True, verbose=False
-            )
-            booster = lgb.train(
-                params, train, self.n_estimators, valid_sets=[valid], callbacks=[stop]
-            )
-            best = booster.best_iteration or booster.current_iteration()
-        else:
-            booster = lgb.train(params, train, min(self.n_estimators, NO_VALIDATION_ROUNDS))
-            best = booster.current_iteration()
+        booster, best = (BOOSTER_TRAINER.get() or boost_in_process)(request)
         self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
         self.best_iteration_ = best
-        self.lgb_params_ = params
+        self.lgb_params_ = request.params
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         """The booster's raw score (margin / log-mean) for rows of the model matrix."""
