@@ -195,6 +195,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Judge the bundle's decisions on held-out exposures and write the ROI report (HTML)."""
+    import pandas as pd
+
     from training.evaluation import evaluate as run
     from training.tracking import configure_tracking
 
@@ -204,8 +206,8 @@ def evaluate(
     shown = evaluation.policies.set_index("policy")
     currency = evaluation.currency
     for name, row in shown.iterrows():
-        value = row.get("dr_value")
-        text = f"{name:16s} DR {value:+9.2f} ± {row['dr_ci']:.2f} {currency}/customer"
+        estimated = f"DR {row['dr_value']:+9.2f} ± {row['dr_ci']:.2f} {currency}/customer"
+        text = f"{name:16s} {estimated if pd.notna(row['dr_value']) else '':34s}"
         if evaluation.has_truth:
             text += f"   true {row['true_value']:+9.2f}  ({row['oracle_share']:.0%} of oracle)"
         out.print(text, highlight=False)
