@@ -148,9 +148,8 @@ def baseline_policies(
     n, k = allowed.shape
     rng = np.random.default_rng(seed)
     out = {"nothing": (np.zeros(n, dtype=np.int64), "no action for anyone")}
-    choice = np.array(
-        [rng.choice(np.flatnonzero(row)) + 1 if row.any() else 0 for row in allowed], np.int64
-    )
+    draw = np.where(allowed, rng.random((n, k)), -1.0)  # uniform among the allowed actions
+    choice = np.where(allowed.any(axis=1), draw.argmax(axis=1) + 1, 0).astype(np.int64)
     out["random"] = (choice, "a uniformly random eligible action for everyone")
     singles = {j: np.where(allowed[:, j], j + 1, 0).astype(np.int64) for j in range(k)}
     if singles:
@@ -286,10 +285,12 @@ def evaluate_bundle(
         return tuple(incremental_value(policy, *args, estimator=estimator))  # type: ignore[return-value]
 
     churn_outcome = config.outcome_for_role("churn")
+    retention = None
+    if churn_outcome is not None and churn_outcome[0] in uplift:
+        retention = -uplift[churn_outcome[0]]
     policies = {"learned": (learned, "rank 1 of nextbest's net-value arbitration")}
     policies |= baseline_policies(
-        list(catalog.ids), learned, allowed, scores.get("churn_probability"),
-        None if churn_outcome is None else -uplift.get(churn_outcome[0], np.full_like(expected, np.nan)),
+        list(catalog.ids), learned, allowed, scores.get("churn_probability"), retention,
         lambda p: value_of(p)[0], seed,
     )  # fmt: skip
     true_net = None
