@@ -352,8 +352,28 @@ class XLearner(TLearner):
 
     kind = "X"
 
+    def fit(
+        self,
+        X: np.ndarray,
+        treatment: np.ndarray,
+        y: np.ndarray,
+        propensity: np.ndarray | None = None,
+        first_stage: TLearner | None = None,
+    ) -> Self:
+        """As every learner; `first_stage`, a T-learner already fitted on these same rows with
+        the same parameters, lends its outcome models instead of fitting them again."""
+        self._first_stage = first_stage
+        try:
+            return super().fit(X, treatment, y, propensity)
+        finally:
+            del self._first_stage
+
     def _fit(self, X: np.ndarray, arm: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
-        self._fit_outcomes(X, arm, y, p)
+        lent = getattr(self, "_first_stage", None)
+        if lent is not None and lent.actions_ == self.actions_:
+            self.models_.update({k: m for k, m in lent.models_.items() if k.startswith("mu:")})
+        else:
+            self._fit_outcomes(X, arm, y, p)
         ctrl = arm == 0
         mu_c = self._score(f"mu:{CONTROL}", X[~ctrl])
         shares = {}

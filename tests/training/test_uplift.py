@@ -232,3 +232,14 @@ def test_aipw_pseudo_outcome_by_hand():
         propensity=np.array([0.5, 0.25, 0.9]),
     )
     assert np.allclose(phi, [0.4 + 0.4 / 0.5, 0.2 + 0.3 / 0.25, 0.3])
+
+
+def test_x_learner_borrowing_the_t_learner_is_the_same_model() -> None:
+    world = simulate(3000, seed=8, binary=False)
+    args = (world.X, world.treatment, world.y, world.propensity)
+    params = PARAMS | {"n_estimators": 30}
+    t_learner = TLearner(**params).fit(*args)
+    borrowed = XLearner(**params).fit(*args, first_stage=t_learner)
+    own = XLearner(**params).fit(*args)
+    np.testing.assert_array_equal(borrowed.predict(world.X), own.predict(world.X))
+    assert not hasattr(borrowed, "_first_stage")  # nothing of the loan stays on the estimator
