@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.decision import Decider
+from serving.fast_predict import accelerate
 from serving.online_store import OnlineStore
 from serving.reasons import Explainer
 from serving.settings import ServingSettings
@@ -49,7 +50,7 @@ def load_runtime(settings: ServingSettings) -> Runtime:
     """Load the bundle and open its store; a store of another feature definition is refused."""
     from training.bundle import load_bundle
 
-    bundle = load_bundle(settings.model)
+    bundle = accelerate(load_bundle(settings.model))
     store = OnlineStore(settings.online_store)
     store.check_compatible(bundle.builder.version)
     version = bundle.version or ""

@@ -27,7 +27,9 @@ class ServingSettings(BaseModel):
     online_store: Path = Field(default=Path("out/online_store.sqlite"))
     decision_log: Path = Field(default=Path("out/decision_log.sqlite"))
     log_synchronous: Literal["FULL", "NORMAL"] = Field(
-        default="FULL", description="FULL: a logged decision survives power loss; NORMAL: a crash"
+        default="NORMAL",
+        description="NORMAL: a logged decision survives a crash of the service (~0.1 ms a commit); "
+        "FULL: also a power loss (an fsync per decision, ~4 ms on this machine's disk)",
     )
     api_key: SecretStr | None = Field(default=None, description="set: every API call needs it")
     api_key_header: str = "X-API-Key"
