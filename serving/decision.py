@@ -108,7 +108,9 @@ class Decider:
         names = bundle.builder.feature_names_
         categories = {s.name: tuple(s.categories) for s in bundle.builder.static_
                       if s.kind == "categorical"}  # fmt: skip
-        read = {n for a in bundle.config.catalog.actions if a.rule is not None for n in a.rule.names}
+        read = {
+            n for a in bundle.config.catalog.actions if a.rule is not None for n in a.rule.names
+        }
         return {n: (names.index(n), categories.get(n)) for n in sorted(read & set(names))}
 
     # -- the steps ---------------------------------------------------------------------------
@@ -189,7 +191,11 @@ class Decider:
         )
 
     def _learning_loop(
-        self, greedy: Sequence[int], arms: NDArray[np.intp], control_group: bool, rng: np.random.Generator
+        self,
+        greedy: Sequence[int],
+        arms: NDArray[np.intp],
+        control_group: bool,
+        rng: np.random.Generator,
     ) -> tuple[int | None, float, bool]:
         """(first action or None for control, its propensity, whether exploration chose it)."""
         share, epsilon = self.decisioning.control_share, self.decisioning.exploration

@@ -124,7 +124,9 @@ class DecisionLog:
             if found is None:
                 raise UnknownDecisionError(f"unknown decision_id {decision_id!r}")
             if action_id not in json.loads(found[1]):
-                raise NotOfferedError(f"action {action_id!r} was not offered in decision {decision_id}")
+                raise NotOfferedError(
+                    f"action {action_id!r} was not offered in decision {decision_id}"
+                )
             self._con.execute(
                 "INSERT INTO feedback VALUES (?, ?, ?, ?, ?)",
                 (decision_id, found[0], action_id, outcome, _iso(ts)),
@@ -178,4 +180,3 @@ def export_exposures(log: Path, out: Path, include_cold_start: bool = False) -> 
     with atomic_file(target) as tmp:
         frame.to_parquet(tmp, index=False)
     return len(frame), target
-

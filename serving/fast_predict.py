@@ -62,9 +62,11 @@ class FastBooster:
     def predict(self, X: Any, raw_score: bool = False, **kwargs: Any) -> np.ndarray:
         """Like `Booster.predict`; one plain row takes the fast path."""
         row = np.asarray(X)
-        fast = row.ndim == 2 and row.shape == (1, self.n_features) and not kwargs.get("pred_contrib")
+        fast = (
+            row.ndim == 2 and row.shape == (1, self.n_features) and not kwargs.get("pred_contrib")
+        )
         if not fast or kwargs.get("num_iteration") not in (None, 0, -1):
-            return self.booster.predict(X, raw_score=raw_score, **kwargs)
+            return np.asarray(self.booster.predict(X, raw_score=raw_score, **kwargs))
         row = np.ascontiguousarray(row[0], dtype=np.float64)
         with self._lock:
             config = self._config(_PREDICT_RAW if raw_score else _PREDICT_NORMAL)

@@ -91,7 +91,9 @@ def write_store(
     with atomic_file(out) as tmp:
         con = sqlite3.connect(tmp)
         try:
-            con.execute("PRAGMA journal_mode=OFF")  # a fresh file that is renamed only when complete
+            con.execute(
+                "PRAGMA journal_mode=OFF"
+            )  # a fresh file that is renamed only when complete
             con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             con.execute(
                 "CREATE TABLE features (customer_id TEXT PRIMARY KEY, vector BLOB NOT NULL, "

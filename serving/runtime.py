@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.decision import Decider
 from serving.fast_predict import accelerate
 from serving.online_store import OnlineStore
 from serving.reasons import Explainer
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from training.bundle import Bundle
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class Runtime:
     key: tuple[str, tuple[int, int]]  # (model version, store file identity): what reload compares
 
     @property
-    def bundle(self):  # type: ignore[no-untyped-def]
+    def bundle(self) -> Bundle:
         return self.decider.bundle
 
 

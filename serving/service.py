@@ -20,6 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib import resources
+from typing import Any, cast
 
 import bentoml
 import numpy as np
@@ -95,7 +96,9 @@ class Nextbest:
             logger.warning("bundle not loaded: %s", exc)
             return
         self.runtime = runtime  # one reference swap: requests see the old or the new, whole
-        logger.info("serving model version %s, store as of %s", runtime.version, runtime.store.info.as_of)
+        logger.info(
+            "serving model version %s, store as of %s", runtime.version, runtime.store.info.as_of
+        )
         gc.collect()
         gc.freeze()
         gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
@@ -147,7 +150,10 @@ class Nextbest:
         self.log.record(_record(decision_id, now, request, runtime.version, decision))
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         reasons = runtime.explainer.explain(
-            decider.vector(row), decision.actions, decision.scores["churn_probability"], decision.cold_start
+            decider.vector(row),
+            decision.actions,
+            decision.scores["churn_probability"],
+            decision.cold_start,
         )
         return _response(decision_id, request.customer_id, runtime, decision, reasons)
 
@@ -168,7 +174,9 @@ class Nextbest:
     def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
         """Store what happened to a shown action; committed before the answer."""
         try:
-            self.log.feedback(request.decision_id, request.action_id, request.outcome, datetime.now(UTC))
+            self.log.feedback(
+                request.decision_id, request.action_id, request.outcome, datetime.now(UTC)
+            )
         except UnknownDecisionError as exc:
             raise NotFound(str(exc)) from None
         except NotOfferedError as exc:
@@ -205,9 +213,10 @@ class Nextbest:
         )
 
 
-Nextbest.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_request_bytes)
+SERVICE = cast("bentoml.Service[Any]", Nextbest)  # what the decorators made of the class
+SERVICE.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_request_bytes)
 if SETTINGS.api_key is not None:
-    Nextbest.add_asgi_middleware(
+    SERVICE.add_asgi_middleware(
         ApiKeyMiddleware, key=SETTINGS.api_key.get_secret_value(), header=SETTINGS.api_key_header
     )
 

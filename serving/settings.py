@@ -43,7 +43,9 @@ class ServingSettings(BaseModel):
         """Read the `NEXTBEST_*` variables; an invalid value is a one-line ConfigError."""
         env = os.environ if environ is None else environ
         values = {
-            name: env[PREFIX + name.upper()] for name in cls.model_fields if PREFIX + name.upper() in env
+            name: env[PREFIX + name.upper()]
+            for name in cls.model_fields
+            if PREFIX + name.upper() in env
         }
         try:
             return cls.model_validate({k: v for k, v in values.items() if v != ""})

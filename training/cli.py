@@ -239,7 +239,9 @@ def serve(
     log: Annotated[
         Path | None, typer.Option("--log", help="decision log (default out/decision_log.sqlite)")
     ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="worker processes")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="worker processes")
+    ] = None,
 ) -> None:
     """Start the BentoML service; other settings come from NEXTBEST_* variables (README)."""
     import os

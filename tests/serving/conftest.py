@@ -49,7 +49,9 @@ def _champion(small_world: Path) -> str:
 
     trained = train_all(small_world)
     base = trained.bundle()
-    bundle = Bundle(base.builder, base.config, base.models, base.metadata, uplift_on(small_world).learners)
+    bundle = Bundle(
+        base.builder, base.config, base.models, base.metadata, uplift_on(small_world).learners
+    )
     version = register(trained, bundle)
     mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
     return version
@@ -117,17 +119,21 @@ class Server:
 def start_server(world: World, log_path: Path, **settings: str) -> Server:
     """Start the service as a subprocess (its own process group) and wait until /readyz is 200."""
     port = free_port()
-    env = os.environ | {
-        "MLFLOW_TRACKING_URI": world.tracking_uri,
-        "NEXTBEST_ONLINE_STORE": str(world.store),
-        "NEXTBEST_DECISION_LOG": str(log_path),
-        "NEXTBEST_API_KEY": API_KEY,
-        "NEXTBEST_WORKERS": "2",
-        "NEXTBEST_RELOAD_SECONDS": "1",
-        "OMP_NUM_THREADS": "1",
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    } | settings
+    env = (
+        os.environ
+        | {
+            "MLFLOW_TRACKING_URI": world.tracking_uri,
+            "NEXTBEST_ONLINE_STORE": str(world.store),
+            "NEXTBEST_DECISION_LOG": str(log_path),
+            "NEXTBEST_API_KEY": API_KEY,
+            "NEXTBEST_WORKERS": "2",
+            "NEXTBEST_RELOAD_SECONDS": "1",
+            "OMP_NUM_THREADS": "1",
+            "BENTOML_DO_NOT_TRACK": "true",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        | settings
+    )
     output = log_path.with_suffix(".out")
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Nextbest"]
     with open(output, "wb") as sink:

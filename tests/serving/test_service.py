@@ -5,6 +5,7 @@ one record per answered request after a concurrent burst.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import shutil
@@ -20,13 +21,29 @@ from tests.serving.conftest import API_KEY, Server, World
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
 SCORES = {"churn_probability", "satisfaction", "ltv"}
-ACTION_FIELDS = {"action_id", "name", "script", "expected_value", "cost", "roi", "uplift", "reasons"}
+ACTION_FIELDS = {
+    "action_id",
+    "name",
+    "script",
+    "expected_value",
+    "cost",
+    "roi",
+    "uplift",
+    "reasons",
+}
 
 
 def known_customers(world: World, n: int) -> list[str]:
     with sqlite3.connect(world.store) as con:
         rows = con.execute("SELECT customer_id FROM features ORDER BY customer_id LIMIT ?", (n,))
         return [r[0] for r in rows]
+
+
+def feature_names(world: World) -> list[str]:
+    with sqlite3.connect(world.store) as con:
+        return json.loads(
+            con.execute("SELECT value FROM meta WHERE key = 'feature_names'").fetchone()[0]
+        )
 
 
 def logged(server: Server, decision_ids: list[str]) -> int:
@@ -58,9 +75,12 @@ def test_recommend_answers_the_documented_fields(server: Server, world: World) -
         assert len(answer["actions"]) <= 3
     shown = [a for answer in answers for a in answer["actions"]]
     assert shown, "some of 40 customers get an action"
+    names = set(feature_names(world))
     for action in shown:
         assert set(action) == ACTION_FIELDS
         assert 2 <= len(action["reasons"]) <= 3
+        words = {w.strip(".,:") for r in action["reasons"] for w in r.split()}
+        assert not words & names, "reasons never show raw feature names"
         assert set(action["uplift"]) == {"churn", "satisfaction", "value", "visit"}
     greedy = [a for a in answers if not a["explored"] and not a["control_group"]]
     for answer in greedy:  # greedy answers list positive values, best first
@@ -69,7 +89,9 @@ def test_recommend_answers_the_documented_fields(server: Server, world: World) -
 
 
 def test_answers_are_logged_before_they_are_sent(server: Server, world: World) -> None:
-    status, answer = recommend(server, known_customers(world, 1)[0], context={"call_reason": "bill"})
+    status, answer = recommend(
+        server, known_customers(world, 1)[0], context={"call_reason": "bill"}
+    )
     assert status == 200
     assert logged(server, [answer["decision_id"]]) == 1  # visible the moment the answer arrives
 
@@ -147,7 +169,11 @@ BAD_BODIES = {
     "missing customer_id": {"channel": "call_center"},
     "missing channel": {"customer_id": "C1"},
     "customer_id not a string": {"customer_id": 12, "channel": "call_center"},
-    "max_actions not an integer": {"customer_id": "C1", "channel": "call_center", "max_actions": "x"},
+    "max_actions not an integer": {
+        "customer_id": "C1",
+        "channel": "call_center",
+        "max_actions": "x",
+    },
     "max_actions zero": {"customer_id": "C1", "channel": "call_center", "max_actions": 0},
     "exclude not a list": {"customer_id": "C1", "channel": "call_center", "exclude": "a"},
     "unknown field": {"customer_id": "C1", "channel": "call_center", "max_action": 2},
@@ -163,7 +189,11 @@ def test_bad_recommend_bodies_get_a_4xx_with_a_message(server: Server, case: str
     assert 400 <= status < 500, (case, status, answer)
     assert "error" in str(answer)
     if case.startswith("unknown"):
-        assert ("nope" in str(answer)) or ("carrier_pigeon" in str(answer)) or "max_action" in str(answer)
+        assert (
+            ("nope" in str(answer))
+            or ("carrier_pigeon" in str(answer))
+            or "max_action" in str(answer)
+        )
 
 
 def post_large(server: Server, body: bytes) -> tuple[int, dict]:
@@ -171,10 +201,8 @@ def post_large(server: Server, body: bytes) -> tuple[int, dict]:
     host, port = server.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     headers = {"Content-Type": "application/json", "X-API-Key": API_KEY}
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # answered early, closed
         conn.request("POST", "/recommend", body, headers)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the server answered early and closed its side
     response = conn.getresponse()
     return response.status, json.loads(response.read())
 
@@ -197,7 +225,9 @@ def test_api_key_is_required_when_configured(server: Server) -> None:
 # --- durability under load --------------------------------------------------------------------
 
 
-def test_a_concurrent_burst_leaves_exactly_one_record_per_answer(server: Server, world: World) -> None:
+def test_a_concurrent_burst_leaves_exactly_one_record_per_answer(
+    server: Server, world: World
+) -> None:
     customers = known_customers(world, 50) * 4 + ["cold-1", "cold-2"] * 10
     with sqlite3.connect(server.log) as con:
         before = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
