@@ -13,6 +13,9 @@ CONFIG ?= training/demo/config.yaml
 AS_OF  ?=
 SCORE_AS_OF ?= 2026-11-02
 MODEL  ?=
+STORE  ?= out/online_store.sqlite
+PORT   ?= 3000
+HOST   ?= 127.0.0.1
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
@@ -20,7 +23,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train promote score bench clean
+.PHONY: help setup lock lint test demo data validate features train promote score materialize serve browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -74,6 +77,20 @@ promote: setup
 ## score: batch-score every customer of DATA as of SCORE_AS_OF with @champion into out/score
 score: setup
 	$(NB) score --data $(DATA) --as-of $(SCORE_AS_OF) --out out/score $(if $(MODEL),--model $(MODEL))
+
+## materialize: the online feature store of DATA as of SCORE_AS_OF with @champion, for the service (STORE)
+materialize: setup
+	$(NB) materialize --data $(DATA) --as-of $(SCORE_AS_OF) --out $(STORE) $(if $(MODEL),--model $(MODEL))
+
+## serve: start the BentoML service on @champion (MODEL=N for another) at http://HOST:PORT
+serve: setup
+	@test -f $(STORE) || $(MAKE) --no-print-directory materialize
+	$(NB) serve --host $(HOST) --port $(PORT) --store $(STORE) $(if $(MODEL),--model $(MODEL))
+
+## browser: install Debian's chromium and chromedriver (the agent-desktop test drives them; root)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 ## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> score
 demo: data validate features train promote score
