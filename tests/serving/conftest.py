@@ -39,7 +39,7 @@ class World:
     root: Path
 
 
-def _champion(small_world: Path) -> str:
+def register_champion(small_world: Path) -> str:
     """Register the small world's bundle with uplift learners and make it the champion."""
     import mlflow
 
@@ -72,7 +72,7 @@ def world(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(root)  # artifacts (./mlruns) land beside the store
-        _champion(small_world)
+        register_champion(small_world)
         store = materialize(small_world, AS_OF, root / "online_store.sqlite").path
         yield World(small_world, uri, store, root)
 

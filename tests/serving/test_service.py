@@ -10,6 +10,8 @@ import http.client
 import json
 import shutil
 import sqlite3
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -259,3 +261,41 @@ def test_export_exposures_turns_the_log_into_contract_exposures(
     old = data / "exposures.parquet"
     pd.concat([pd.read_parquet(old), exported], ignore_index=True).to_parquet(old)
     validate_dataset(data, known_actions=load_config().catalog.ids)  # the contract accepts them
+
+
+# --- reload (last: it moves the champion) -------------------------------------------------------
+
+
+def test_a_new_champion_is_served_without_dropping_requests(
+    server: Server, world: World, small_world: Path
+) -> None:
+    from tests.serving.conftest import register_champion
+
+    customer = known_customers(world, 1)[0]
+    _, before = server.call("GET", "/metadata")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            statuses.append(recommend(server, customer)[0])
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)
+            patch.chdir(world.root)
+            version = register_champion(small_world)
+        assert version != before["model_version"]
+        deadline, fresh = time.monotonic() + 60, 0
+        while fresh < 10 and time.monotonic() < deadline:  # both workers answer with it
+            fresh = (
+                fresh + 1 if server.call("GET", "/metadata")[1]["model_version"] == version else 0
+            )
+            time.sleep(0.1)
+        assert fresh == 10, "the new champion is served within a minute"
+    finally:
+        stop.set()
+        asker.join()
+    assert statuses and set(statuses) == {200}
