@@ -95,9 +95,9 @@ browser:
 ## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> score
 demo: data validate features train promote score
 
-## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes)
+## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes; BENCH_SERVE_ONLY=1)
 bench: setup
-	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N))
+	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N)) $(if $(BENCH_SERVE_ONLY),--serve-only) $(if $(OPEN_SECONDS),--open-seconds $(OPEN_SECONDS))
 
 ## clean: remove generated data, outputs and caches (keeps .venv)
 clean:

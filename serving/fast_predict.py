@@ -35,19 +35,24 @@ class FastBooster:
         self.booster = booster
         self.n_features = booster.num_feature()
         self.n_outputs = booster.num_model_per_iteration()
-        self._configs: dict[int, ctypes.c_void_p] = {}
-        self._lock = threading.Lock()  # a fast config holds buffers: one caller at a time
+        self._configs: dict[bool, ctypes.c_void_p] = {}
+        self._lock = threading.Lock()  # a fast config and the buffers below: one caller at a time
+        # the row and result buffers and their C pointers, made once: per call only the tree walk
+        self._row = np.empty(self.n_features, dtype=np.float64)
         self._out = np.empty(self.n_outputs, dtype=np.float64)
         self._out_len = ctypes.c_int64()
+        self._row_ptr = self._row.ctypes.data_as(ctypes.c_void_p)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len_ref = ctypes.byref(self._out_len)
 
-    def _config(self, predict_type: int) -> ctypes.c_void_p:
-        config = self._configs.get(predict_type)
+    def _config(self, raw_score: bool) -> ctypes.c_void_p:
+        config = self._configs.get(raw_score)
         if config is None:
             config = ctypes.c_void_p()
             _safe_call(
                 _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                     self.booster._handle,
-                    ctypes.c_int(predict_type),
+                    ctypes.c_int(_PREDICT_RAW if raw_score else _PREDICT_NORMAL),
                     ctypes.c_int(0),
                     ctypes.c_int(_ALL_ITERATIONS),
                     ctypes.c_int(_FLOAT64),
@@ -56,26 +61,29 @@ class FastBooster:
                     ctypes.byref(config),
                 )
             )
-            self._configs[predict_type] = config
+            self._configs[raw_score] = config
         return config
+
+    def _is_fast(self, X: Any, kwargs: dict[str, Any]) -> bool:
+        """One row of a numpy matrix, all iterations, plain predictions."""
+        return (
+            isinstance(X, np.ndarray)
+            and X.shape == (1, self.n_features)
+            and not kwargs.get("pred_contrib")
+            and not kwargs.get("pred_leaf")
+            and kwargs.get("num_iteration") in (None, 0, -1)
+            and not kwargs.get("start_iteration")
+        )
 
     def predict(self, X: Any, raw_score: bool = False, **kwargs: Any) -> np.ndarray:
         """Like `Booster.predict`; one plain row takes the fast path."""
-        row = np.asarray(X)
-        fast = (
-            row.ndim == 2 and row.shape == (1, self.n_features) and not kwargs.get("pred_contrib")
-        )
-        if not fast or kwargs.get("num_iteration") not in (None, 0, -1):
+        if not self._is_fast(X, kwargs):
             return np.asarray(self.booster.predict(X, raw_score=raw_score, **kwargs))
-        row = np.ascontiguousarray(row[0], dtype=np.float64)
         with self._lock:
-            config = self._config(_PREDICT_RAW if raw_score else _PREDICT_NORMAL)
+            self._row[:] = X[0]
             _safe_call(
                 _LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                    config,
-                    row.ctypes.data_as(ctypes.c_void_p),
-                    ctypes.byref(self._out_len),
-                    self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                    self._config(raw_score), self._row_ptr, self._out_len_ref, self._out_ptr
                 )
             )
             out = self._out.copy()

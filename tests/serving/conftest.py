@@ -116,8 +116,10 @@ class Server:
             return status, payload.decode(errors="replace")
 
 
-def start_server(world: World, log_path: Path, **settings: str) -> Server:
-    """Start the service as a subprocess (its own process group) and wait until /readyz is 200."""
+def start_server(
+    world: World, log_path: Path, wait_for: str = "/readyz", **settings: str
+) -> Server:
+    """Start the service as a subprocess (its own process group) and wait until `wait_for` is 200."""
     port = free_port()
     env = (
         os.environ
@@ -151,7 +153,7 @@ def start_server(world: World, log_path: Path, **settings: str) -> Server:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {output.read_text()[-3000:]}")
         try:
-            if server.call("GET", "/readyz")[0] == 200:
+            if server.call("GET", wait_for)[0] == 200:
                 return server
         except OSError:
             pass
