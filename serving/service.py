@@ -4,7 +4,10 @@ Thin on purpose: it loads the runtime (bundle + online store), opens the decisio
 requests into calls of serving.decision / serving.reasons and log records. The hot path is numpy
 and SQLite only (no pandas, no pyfunc); each worker runs LightGBM on one thread, freezes the
 loaded objects out of the garbage collector and raises its gen-0 threshold, which keeps full
-collections (pauses of 100+ ms under load) rare.
+collections (pauses of 100+ ms under load) rare. The APIs are `async def` although their work is
+synchronous: a decision is a few milliseconds of CPU with nothing to wait for, so it runs on the
+worker's event loop directly instead of paying a hop to a thread pool (measured: c=8 throughput
++30%); one decision at a time per worker is what LightGBM's one thread allows anyway.
 
 Routes: POST /recommend, /score, /feedback (BentoML APIs, OpenAPI at /docs.json); GET / (the agent
 desktop page), /metadata (mounted FastAPI routes); /healthz, /livez, /readyz, /metrics (BentoML's
@@ -130,7 +133,7 @@ class Nextbest:
     # -- the API ----------------------------------------------------------------------------------
 
     @bentoml.api(route="/recommend")
-    def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
         """Ranked actions for one customer on one channel; logged before the answer is sent."""
         runtime = self._runtime()
         decider = runtime.decider
@@ -158,7 +161,7 @@ class Nextbest:
         return _response(decision_id, request.customer_id, runtime, decision, reasons)
 
     @bentoml.api(route="/score")
-    def score(self, request: ScoreRequest, /) -> ScoreResponse:
+    async def score(self, request: ScoreRequest, /) -> ScoreResponse:
         """The three scores of one customer (not logged: no decision is made)."""
         runtime = self._runtime()
         row = runtime.store.get(request.customer_id)
@@ -171,7 +174,7 @@ class Nextbest:
         )
 
     @bentoml.api(route="/feedback")
-    def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
+    async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
         """Store what happened to a shown action; committed before the answer."""
         try:
             self.log.feedback(

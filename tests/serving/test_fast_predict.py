@@ -38,6 +38,17 @@ def test_many_rows_and_contributions_are_delegated(booster: lgb.Booster) -> None
     X = np.random.default_rng(2).normal(size=(5, 6))
     np.testing.assert_array_equal(fast.predict(X), booster.predict(X))
     np.testing.assert_array_equal(
-        fast.predict(X[:1], pred_contrib=True), booster.predict(X[:1], pred_contrib=True)
+        fast.predict(X[:1], pred_leaf=True), booster.predict(X[:1], pred_leaf=True)
     )
+    assert fast.num_feature() == 6
+
+
+def test_one_row_contributions_match(booster: lgb.Booster) -> None:
+    fast = FastBooster(booster)
+    for row in np.random.default_rng(3).normal(size=(20, 6)):
+        x = row[None, :]
+        expected = booster.predict(x, pred_contrib=True)
+        got = fast.predict(x, pred_contrib=True)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert fast.num_feature() == 6
