@@ -125,6 +125,7 @@ class Served:
 
 def start(target: str, env: dict[str, str], cwd: Path) -> Served:
     port = free_port()
+    env = env | {"BENTOML_HOME": str(cwd / f"bentoml-{port}")}  # its own Prometheus directory
     cmd = [
         sys.executable,
         "-m",

@@ -246,6 +246,7 @@ def serve(
     """Start the BentoML service; other settings come from NEXTBEST_* variables (README)."""
     import os
     import sys
+    import tempfile
 
     from serving.settings import ServingSettings
 
@@ -257,6 +258,9 @@ def serve(
     if not settings.online_store.is_file():
         raise NextbestError(f"{settings.online_store}: no online store; run `nextbest materialize`")
     env = os.environ | settings.to_env()
+    # BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir when a server starts: a home per port
+    # keeps a second service on this host from erasing this one's metrics
+    env.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / f"nextbest-bentoml-{port}"))
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Nextbest"]
     os.execvpe(sys.executable, [*command, "--host", host, "--port", str(port)], env)  # noqa: S606
 

@@ -133,6 +133,8 @@ def start_server(
             "OMP_NUM_THREADS": "1",
             "BENTOML_DO_NOT_TRACK": "true",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            # its own BentoML home: a starting server wipes the home's Prometheus directory
+            "BENTOML_HOME": str(log_path.parent / f"bentoml-{port}"),
         }
         | settings
     )
