@@ -52,7 +52,9 @@ from serving.settings import ServingSettings
 from training.errors import NextbestError
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
-logger = logging.getLogger("nextbest.serving")
+logger = logging.getLogger(
+    "nextbest.serving"
+)  # key=value lines: versions and reasons, no customer data
 SETTINGS = ServingSettings.from_env()
 
 DECISIONS = bentoml.metrics.Counter(
@@ -96,11 +98,14 @@ class Nextbest:
         try:
             runtime = load_runtime(self.settings)
         except NextbestError as exc:
-            logger.warning("bundle not loaded: %s", exc)
+            logger.warning("event=load_failed reason=%r", str(exc))
             return
         self.runtime = runtime  # one reference swap: requests see the old or the new, whole
         logger.info(
-            "serving model version %s, store as of %s", runtime.version, runtime.store.info.as_of
+            "event=loaded model_version=%s store_as_of=%s store_customers=%d",
+            runtime.version,
+            runtime.store.info.as_of,
+            runtime.store.info.customers,
         )
         gc.collect()
         gc.freeze()
@@ -111,7 +116,7 @@ class Nextbest:
             try:
                 key = current_key(self.settings)
             except (NextbestError, OSError) as exc:
-                logger.warning("reload check failed: %s", exc)
+                logger.warning("event=reload_check_failed reason=%r", str(exc))
                 continue
             if self.runtime is None or key != self.runtime.key:
                 self._try_load()
