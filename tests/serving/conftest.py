@@ -58,7 +58,7 @@ def register_champion(small_world: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def world(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     """The small world served: champion registered, store materialized as of AS_OF."""
     import shutil
 
@@ -69,12 +69,12 @@ def world(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     db = root / "mlflow.db"
     shutil.copy(migrated_store(tmp_path_factory), db)
     uri = f"sqlite:///{db}"
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:  # undone before the tests run
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(root)  # artifacts (./mlruns) land beside the store
         register_champion(small_world)
         store = materialize(small_world, AS_OF, root / "online_store.sqlite").path
-        yield World(small_world, uri, store, root)
+    return World(small_world, uri, store, root)
 
 
 def free_port() -> int:
