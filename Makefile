@@ -16,13 +16,17 @@ MODEL  ?=
 ENGINE ?= local
 BUDGET ?=
 
+STORE  ?= out/online_store.sqlite
+PORT   ?= 3000
+HOST   ?= 127.0.0.1
+
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train evaluate report promote score bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -87,9 +91,23 @@ score: setup
 ## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> report -> score
 demo: data validate features train promote report score
 
-## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes)
+## materialize: the online feature store of DATA as of SCORE_AS_OF with @champion, for the service (STORE)
+materialize: setup
+	$(NB) materialize --data $(DATA) --as-of $(SCORE_AS_OF) --out $(STORE) $(if $(MODEL),--model $(MODEL))
+
+## serve: start the BentoML service on @champion (MODEL=N for another) at http://HOST:PORT
+serve: setup
+	@test -f $(STORE) || $(MAKE) --no-print-directory materialize
+	$(NB) serve --host $(HOST) --port $(PORT) --store $(STORE) $(if $(MODEL),--model $(MODEL))
+
+## browser: install Debian's chromium and chromedriver (the agent-desktop test drives them; root)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes; BENCH_SERVE_ONLY=1)
 bench: setup
-	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N))
+	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N)) $(if $(BENCH_SERVE_ONLY),--serve-only) $(if $(OPEN_SECONDS),--open-seconds $(OPEN_SECONDS))
 
 ## clean: remove generated data, outputs and caches (keeps .venv)
 clean:

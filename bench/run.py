@@ -297,6 +297,37 @@ def bench_telco() -> Row | None:
     )
 
 
+def _serve_row(f: dict, target: str, ok: bool | None) -> Row:
+    detail = (
+        f"{f['rps']:.0f} req/s, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms, "
+        f"max {f['max_ms']:.1f} ms, {f['errors']} errors"
+    )
+    if "lost" in f:
+        detail += f", {f['lost']} lost records"
+    return Row(f"{f['service']}: {f['figure']}", 0, 0, target, ok, detail)
+
+
+def bench_serve(open_seconds: float) -> list[Row]:
+    """bench/serve_bench.py: /recommend (20 actions, all models) beside a bare one-model service."""
+    cmd = [sys.executable, "bench/serve_bench.py", "--open-seconds", str(open_seconds)]
+    _, _, output = run_measured(cmd)
+    figures = {(f["service"], f["kind"]): f for f in map(json.loads, output.splitlines())}
+    bare8 = figures[("bare", "c8")]
+    rows = [_serve_row(f, "reference", None) for (svc, _), f in figures.items() if svc == "bare"]
+    one, eight = figures[("nextbest", "c1")], figures[("nextbest", "c8")]
+    rows.append(
+        _serve_row(one, "p50 <= 3 ms, p99 <= 8 ms", one["p50_ms"] <= 3 and one["p99_ms"] <= 8)
+    )
+    ok8 = eight["rps"] >= bare8["rps"] and eight["p99_ms"] <= 30
+    rows.append(_serve_row(eight, f">= bare ({bare8['rps']:.0f}/s), p99 <= 30 ms", ok8))
+    loop = figures[("nextbest", "open")]
+    ok_loop = (
+        loop["p99_ms"] <= 20 and loop["max_ms"] <= 100 and not loop["errors"] and not loop["lost"]
+    )
+    rows.append(_serve_row(loop, "p99 <= 20 ms, max <= 100 ms, 0 errors, 0 lost", ok_loop))
+    return rows
+
+
 def _rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -338,7 +369,16 @@ def main() -> None:
         "--uplift-size", type=int, default=200_000, help="customers of the uplift world (0: skip)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated data sets")
+    parser.add_argument(
+        "--serve-only", action="store_true", help="only the serving figures (bench/serve_bench.py)"
+    )
+    parser.add_argument(
+        "--open-seconds", type=float, default=120, help="duration of the serving open loop"
+    )
     args = parser.parse_args()
+    if args.serve_only:
+        render(bench_serve(args.open_seconds))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
     rows: list[Row] = []
@@ -371,6 +411,7 @@ def main() -> None:
         telco = bench_telco()
         if telco is not None:
             rows.append(telco)
+        rows += bench_serve(args.open_seconds)
         render(rows)
     finally:
         if not args.keep:

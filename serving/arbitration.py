@@ -65,11 +65,14 @@ def eligibility_mask(
     n = _batch_size(namespace)
     shape = (len(catalog.actions),) if n is None else (n, len(catalog.actions))
     mask = np.ones(shape, dtype=bool)
+    results: dict[str, NDArray[np.bool_] | bool] = {}  # actions sharing a rule evaluate it once
     for j, action in enumerate(catalog.actions):
         if channel is not None and not action.offered_on(channel):
             mask[..., j] = False
         elif action.rule is not None:
-            mask[..., j] = action.rule.evaluate(namespace)  # a constant rule broadcasts
+            if action.rule.text not in results:
+                results[action.rule.text] = action.rule.evaluate(namespace)
+            mask[..., j] = results[action.rule.text]  # a constant rule broadcasts
     return mask
 
 

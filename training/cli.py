@@ -303,6 +303,88 @@ def _campaign_line(stats: Any) -> str:
     return line
 
 
+ModelOpt = Annotated[str | None, typer.Option("--model", help="registry reference or version")]
+
+
+@app.command()
+@user_errors
+def materialize(
+    data: DataOpt,
+    as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="SQLite file (replaced atomically)")
+    ] = Path("out/online_store.sqlite"),
+    model: ModelOpt = None,
+) -> None:
+    """Write the online feature store: the bundle's features of every active customer as of a date."""
+    from serving.online_store import materialize as run
+    from training.tracking import configure_tracking
+
+    day = parse_date(as_of, "--as-of")
+    assert day is not None
+    configure_tracking()
+    with err.status("materializing features"):
+        info = run(data, day, out_file, model)
+    out.print(
+        f"stored features of {info.customers:,} customers as of {info.as_of} "
+        f"(feature version {info.feature_version}): {info.path}"
+    )
+
+
+@app.command()
+@user_errors
+def serve(
+    model: ModelOpt = None,
+    port: Annotated[int, typer.Option("--port", help="TCP port")] = 3000,
+    host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
+    store: Annotated[
+        Path | None, typer.Option("--store", help="online store (default out/online_store.sqlite)")
+    ] = None,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="decision log (default out/decision_log.sqlite)")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="worker processes")
+    ] = None,
+) -> None:
+    """Start the BentoML service; other settings come from NEXTBEST_* variables (README)."""
+    import os
+    import sys
+    import tempfile
+
+    from serving.settings import ServingSettings
+
+    flags = {"model": model, "online_store": store, "decision_log": log, "workers": workers}
+    settings = ServingSettings.from_env().model_copy(
+        update={k: v for k, v in flags.items() if v is not None}
+    )
+    settings = ServingSettings.model_validate(settings.model_dump())
+    if not settings.online_store.is_file():
+        raise NextbestError(f"{settings.online_store}: no online store; run `nextbest materialize`")
+    env = os.environ | settings.to_env()
+    # BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir when a server starts: a home per port
+    # keeps a second service on this host from erasing this one's metrics
+    env.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / f"nextbest-bentoml-{port}"))
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Nextbest"]
+    os.execvpe(sys.executable, [*command, "--host", host, "--port", str(port)], env)  # noqa: S606
+
+
+@app.command("export-exposures")
+@user_errors
+def export_exposures(
+    log: Annotated[Path, typer.Option("--log", help="decision log file")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for exposures.parquet")],
+    include_cold_start: Annotated[
+        bool, typer.Option(help="also export decisions on customers the store did not hold")
+    ] = False,
+) -> None:
+    """Turn the decision log into contract exposures (with logged propensities) for retraining."""
+    from serving.decision_log import export_exposures as run
+
+    rows, path = run(log, out_dir, include_cold_start)
+    out.print(f"wrote {rows:,} exposures to {path}")
+
+
 SrcOpt = Annotated[Path, typer.Option("--src", help="the public CSV file")]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="directory to write the data set to")]
 

@@ -17,7 +17,7 @@ from serving.batch import BatchSettings, score
 from tests.serving.conftest import AS_OF, Registry
 
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
-DAY = date.fromisoformat(AS_OF)
+DAY = AS_OF
 CHUNK = 1500  # several chunks on the small world's ~4,000 active customers
 FILES = ("scores.parquet", "actions.parquet", "_nextbest.json")
 
@@ -135,9 +135,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: st
 @pytest.mark.slow
 def test_cli_errors_are_one_line(small_world: Path, registry: Registry, tmp_path: Path) -> None:
     out, version = tmp_path / "out", registry.version
-    no_champion = cli(registry, "--data", small_world, "--as-of", AS_OF, "--out", out)
+    no_champion = cli(registry, "--data", small_world, "--as-of", AS_OF.isoformat(), "--out", out)
     assert_one_line_error(no_champion, "no champion yet")
-    missing = cli(registry, "--data", small_world, "--as-of", AS_OF, "--out", out, "--model", "99")
+    missing = cli(
+        registry, "--data", small_world, "--as-of", AS_OF.isoformat(), "--out", out, "--model", "99"
+    )
     assert_one_line_error(missing, "no version 99")
     early = cli(
         registry, "--data", small_world, "--as-of", "2001-01-01", "--out", out, "--model", version
@@ -147,6 +149,8 @@ def test_cli_errors_are_one_line(small_world: Path, registry: Registry, tmp_path
     shutil.copytree(small_world, broken)
     customers = pd.read_parquet(broken / "customers.parquet")
     pd.concat([customers, customers.head(1)]).to_parquet(broken / "customers.parquet")
-    invalid = cli(registry, "--data", broken, "--as-of", AS_OF, "--out", out, "--model", version)
+    invalid = cli(
+        registry, "--data", broken, "--as-of", AS_OF.isoformat(), "--out", out, "--model", version
+    )
     assert_one_line_error(invalid, "customers.parquet", "customer_id")
     assert not out.exists()

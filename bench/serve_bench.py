@@ -1,0 +1,354 @@
+"""Serving bench (issue 5): `POST /recommend` for a known customer with a 20-action catalog and all
+models, beside a bare one-model BentoML service, on this machine (client on the same cores).
+
+Set-up: a synthetic world whose exposures are split into 20 actions (each demo action in four
+variants, propensities divided accordingly), trained, promoted and materialized in a temporary
+directory. Then, for each service: concurrency 1 (p50/p99), saturation at concurrency 8 (throughput,
+p99), and for nextbest an open loop at 200 requests/s (latency from each request's scheduled send
+time, so a stalled server cannot hide its queue), with errors and decision records lost.
+
+Prints one JSON object per figure; `bench/run.py` turns them into table rows.
+`--open-seconds` (or SERVE_BENCH_OPEN_SECONDS) shortens the 2-minute open loop for a quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
+AS_OF = "2026-11-02"
+VARIANTS = 4  # 5 demo actions x 4 = 20 catalog actions
+CUSTOMERS = 4000
+OPEN_RATE = 200.0
+CLOSED_SECONDS = 20.0
+WARMUP_REQUESTS = 300
+READY_SECONDS = 180
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def run(cmd: list[str], env: dict[str, str], cwd: Path) -> None:
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-3000:]}")
+
+
+def twenty_actions(config_dir: Path) -> Path:
+    """The demo config with a catalog of 20 actions: each demo action in four cost variants."""
+    demo = REPO / "training" / "demo"
+    config = yaml.safe_load((demo / "config.yaml").read_text())
+    actions = yaml.safe_load((demo / "actions.yaml").read_text())["actions"]
+    variants = []
+    for action in actions:
+        for v in range(VARIANTS):
+            variant = dict(action, id=f"{action['id']}_v{v}", name=f"{action['name']} ({v})")
+            variant["cost"] = round(action["cost"] * (0.7 + 0.2 * v), 2)
+            variants.append(variant)
+    config_dir.mkdir(parents=True)
+    (config_dir / "actions.yaml").write_text(yaml.safe_dump({"actions": variants}))
+    (config_dir / "config.yaml").write_text(yaml.safe_dump(config | {"actions": "actions.yaml"}))
+    return config_dir / "config.yaml"
+
+
+def split_exposures(data: Path) -> None:
+    """Each exposure to a demo action becomes one of its four variants, at random."""
+    path = data / "exposures.parquet"
+    exposures = pd.read_parquet(path)
+    rng = np.random.default_rng(0)
+    acted = exposures["action_id"] != "control"
+    variant = rng.integers(VARIANTS, size=int(acted.sum()))
+    exposures.loc[acted, "action_id"] = exposures.loc[acted, "action_id"] + [
+        f"_v{v}" for v in variant
+    ]
+    exposures.loc[acted, "propensity"] = exposures.loc[acted, "propensity"] / VARIANTS
+    exposures.to_parquet(path, index=False)
+
+
+def prepare(workdir: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """World, 20-action bundle (champion), online store; returns (store, bare model file)."""
+    data = workdir / "data"
+    run([NEXTBEST, "synth", "--customers", str(CUSTOMERS), "--out", str(data)], env, workdir)
+    split_exposures(data)
+    config = twenty_actions(workdir / "config")
+    run([NEXTBEST, "train", "--data", str(data), "--config", str(config)], env, workdir)
+    run([NEXTBEST, "promote"], env, workdir)
+    store = workdir / "online_store.sqlite"
+    run(
+        [NEXTBEST, "materialize", "--data", str(data), "--as-of", AS_OF, "--out", str(store)],
+        env,
+        workdir,
+    )
+    bare = workdir / "bare_model.txt"
+    script = (
+        "from training.bundle import load_bundle; "
+        f"load_bundle(None).models['churn'].booster_.save_model({str(bare)!r})"
+    )
+    run([sys.executable, "-c", script], env, workdir)
+    return store, bare
+
+
+# --- servers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Served:
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+def start(target: str, env: dict[str, str], cwd: Path) -> Served:
+    port = free_port()
+    env = env | {"BENTOML_HOME": str(cwd / f"bentoml-{port}")}  # its own Prometheus directory
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    out = open(cwd / f"{target.split(':')[1]}.log", "wb")  # noqa: SIM115 (closed with the process)
+    process = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return Served(port, process)
+        except OSError:
+            time.sleep(0.5)
+    stop(Served(port, process))
+    raise RuntimeError(f"{target} not ready; see {cwd}")
+
+
+def stop(served: Served) -> None:
+    os.killpg(served.process.pid, signal.SIGTERM)
+    try:
+        served.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(served.process.pid, signal.SIGKILL)
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+class Client:
+    """One keep-alive connection posting one fixed JSON body."""
+
+    def __init__(self, port: int, path: str, body: dict[str, object]) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.path, self.body = path, json.dumps(body)
+        self.headers = {"Content-Type": "application/json"}
+
+    def post(self) -> tuple[int, bytes]:
+        self.conn.request("POST", self.path, self.body, self.headers)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+
+@dataclass
+class Result:
+    latencies_ms: np.ndarray
+    errors: int
+    seconds: float
+    answers: list[bytes]
+
+    def figure(self, name: str, **extra: object) -> dict[str, object]:
+        lat = self.latencies_ms
+        return {
+            "figure": name,
+            "requests": int(len(lat)),
+            "rps": round(len(lat) / self.seconds, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "max_ms": round(float(lat.max()), 2),
+            "errors": self.errors,
+        } | extra
+
+
+def closed_loop(make: Callable[[], Client], concurrency: int, seconds: float) -> Result:
+    """`concurrency` clients, each sending its next request as soon as the last is answered."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    end = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        client = make()
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            status, _ = client.post()
+            latencies[i].append((time.perf_counter() - t0) * 1000)
+            errors[i] += status != 200
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    all_latencies = np.array([x for per in latencies for x in per])
+    return Result(all_latencies, sum(errors), time.perf_counter() - started, [])
+
+
+def open_loop(make: Callable[[], Client], rate: float, seconds: float, senders: int = 24) -> Result:
+    """Request i is due at start + i / rate; its latency runs from that time to its answer."""
+    total = int(rate * seconds)
+    next_index = iter(range(total))
+    lock = threading.Lock()
+    latencies = np.full(total, np.nan)
+    answers: list[bytes] = []
+    errors = [0]
+    start_at = time.perf_counter() + 0.5
+
+    def worker() -> None:
+        client = make()
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            due = start_at + i / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                status, body = client.post()
+            except OSError:
+                status, body, client = 0, b"", make()
+            latencies[i] = (time.perf_counter() - due) * 1000
+            with lock:
+                errors[0] += status != 200
+                if status == 200:
+                    answers.append(body)
+
+    threads = [threading.Thread(target=worker) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Result(latencies, errors[0], seconds, answers)
+
+
+def lost_records(log: Path, answers: list[bytes]) -> int:
+    """Answered decisions the log does not hold."""
+    ids = [json.loads(a)["decision_id"] for a in answers]
+    with sqlite3.connect(log) as con:
+        con.execute("CREATE TEMP TABLE answered (id TEXT)")
+        con.executemany("INSERT INTO answered VALUES (?)", [(i,) for i in ids])
+        found = con.execute(
+            "SELECT count(*) FROM decisions WHERE decision_id IN (SELECT id FROM answered)"
+        )
+        return len(ids) - int(found.fetchone()[0])
+
+
+def known_customer(store: Path, port: int) -> str:
+    """A stored customer outside the control group who gets recommended actions."""
+    with sqlite3.connect(store) as con:
+        ids = [r[0] for r in con.execute("SELECT customer_id FROM features LIMIT 500")]
+    for customer in ids:
+        status, body = Client(
+            port, "/recommend", {"customer_id": customer, "channel": "call_center"}
+        ).post()
+        answer = json.loads(body)
+        if status == 200 and len(answer["actions"]) >= 2 and not answer["control_group"]:
+            return customer
+    raise RuntimeError("no stored customer gets two actions")
+
+
+def measure(
+    port: int, path: str, body: dict[str, object], open_seconds: float, log: Path | None
+) -> list[dict]:
+    make = lambda: Client(port, path, body)  # noqa: E731
+    closed_loop(make, 1, WARMUP_REQUESTS / 500)
+    name = path.strip("/")
+    figures = [closed_loop(make, 1, CLOSED_SECONDS).figure(f"{name} c=1", kind="c1")]
+    figures.append(closed_loop(make, 8, CLOSED_SECONDS).figure(f"{name} c=8", kind="c8"))
+    if log is not None:
+        result = open_loop(make, OPEN_RATE, open_seconds)
+        figures.append(
+            result.figure(
+                f"{name} open loop {OPEN_RATE:.0f}/s, {open_seconds:.0f} s",
+                kind="open",
+                lost=lost_records(log, result.answers),
+            )
+        )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    default_open = float(os.environ.get("SERVE_BENCH_OPEN_SECONDS", "120"))
+    parser.add_argument("--open-seconds", type=float, default=default_open)
+    parser.add_argument("--workdir", type=Path, help="keep the set-up here and reuse it next time")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nextbest-serve-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+    }
+    try:
+        store, bare_model = workdir / "online_store.sqlite", workdir / "bare_model.txt"
+        if not bare_model.exists():
+            store, bare_model = prepare(workdir, env)
+        log = workdir / "decision_log.sqlite"
+        service_env = env | {"NEXTBEST_ONLINE_STORE": str(store), "NEXTBEST_DECISION_LOG": str(log)}
+        bare = start(
+            "bench.bare_service:Bare",
+            env | {"BARE_MODEL": str(bare_model), "PYTHONPATH": str(REPO)},
+            workdir,
+        )
+        try:
+            for figure in measure(
+                bare.port, "/predict", {"customer_id": "x"}, args.open_seconds, None
+            ):
+                print(json.dumps(figure | {"service": "bare"}), flush=True)
+        finally:
+            stop(bare)
+        served = start("serving.service:Nextbest", service_env, workdir)
+        try:
+            body = {"customer_id": known_customer(store, served.port), "channel": "call_center"}
+            for figure in measure(served.port, "/recommend", body, args.open_seconds, log):
+                print(json.dumps(figure | {"service": "nextbest"}), flush=True)
+        finally:
+            stop(served)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

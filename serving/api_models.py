@@ -1,0 +1,112 @@
+"""Request and response bodies of the HTTP API (DESIGN.md §5), as strict pydantic models.
+
+Unknown fields are refused (a typo such as `max_action` must not be silently ignored), sizes are
+bounded, and the published OpenAPI schema is generated from these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_ACTIONS = 20
+MAX_CONTEXT_ITEMS = 20
+MAX_EXCLUDE = 100
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ContextValue = Annotated[str, StringConstraints(max_length=256)] | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Strict):
+    """`POST /recommend`: one customer on one channel, with optional real-time context."""
+
+    customer_id: Identifier
+    channel: Identifier = Field(description="a channel of the action catalog, e.g. call_center")
+    context: dict[Annotated[str, StringConstraints(max_length=64)], ContextValue] = Field(
+        default_factory=dict,
+        max_length=MAX_CONTEXT_ITEMS,
+        description="free key/values such as call_reason; logged with the decision",
+    )
+    max_actions: int = Field(default=3, ge=1, le=MAX_ACTIONS)
+    exclude: list[Identifier] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+
+
+class ScoreRequest(_Strict):
+    """`POST /score`: the scores of one customer."""
+
+    customer_id: Identifier
+
+
+class FeedbackRequest(_Strict):
+    """`POST /feedback`: what happened to an action a decision showed."""
+
+    decision_id: Identifier
+    action_id: Identifier
+    outcome: Literal["accepted", "declined", "ignored"]
+
+
+class Scores(BaseModel):
+    """The three scores; null for a score whose model was not trained."""
+
+    churn_probability: float | None
+    satisfaction: float | None
+    ltv: float | None
+
+
+class ActionOut(BaseModel):
+    action_id: str
+    name: str
+    script: str
+    expected_value: float = Field(description="incremental value net of cost, in the currency")
+    cost: float
+    roi: float | None = Field(description="expected_value / cost; null when not finite")
+    uplift: dict[str, float] = Field(description="predicted uplift per outcome")
+    reasons: list[str]
+
+
+class RecommendResponse(BaseModel):
+    decision_id: str
+    customer_id: str
+    model_version: str
+    scores: Scores
+    actions: list[ActionOut]
+    cold_start: bool = Field(description="the customer is not in the online store")
+    control_group: bool = Field(description="a member of the global control group: no action")
+    explored: bool = Field(description="the first action was chosen by exploration")
+    propensity: float = Field(description="probability of the first action (or of none)")
+    currency: str
+
+
+class ScoreResponse(BaseModel):
+    customer_id: str
+    model_version: str
+    scores: Scores
+    cold_start: bool
+
+
+class FeedbackResponse(BaseModel):
+    decision_id: str
+    stored: bool
+
+
+class Metadata(BaseModel):
+    """`GET /metadata`: what the service is serving."""
+
+    model_version: str
+    trained_at: str
+    training_as_of: list[str]
+    metrics: dict[str, dict[str, float]]
+    feature_version: str
+    catalog_version: str
+    actions: list[str]
+    channels: list[str]
+    currency: str
+    store_as_of: str
+    store_customers: int
+    control_share: float
+    exploration: float

@@ -1,0 +1,56 @@
+"""Contact policy: which catalog actions a customer may receive now, given what they received before.
+
+An action counts as *received* when an agent reported it `accepted` through `/feedback` (the
+decision log's contacts). A recommendation that was declined or never acted on is not a contact:
+a customer who calls back an hour later is offered the same action again instead of being locked
+out of it by an offer they never got. Two limits per action (DESIGN.md §3):
+
+- `cooldown_days`: not again until that many days after the last time it was received;
+- `max_per_90_days`: at most that many receipts in any trailing 90 days (this one included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+
+from training.config import Catalog
+
+FREQUENCY_WINDOW = timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One action a customer received, and when."""
+
+    action_id: str
+    ts: datetime
+
+
+def lookback(catalog: Catalog) -> timedelta:
+    """How far back contacts can matter: the longest cool-down or the frequency window."""
+    longest = max((a.cooldown_days or 0 for a in catalog.actions), default=0)
+    return max(timedelta(days=longest), FREQUENCY_WINDOW)
+
+
+def allowed_mask(catalog: Catalog, contacts: Iterable[Contact], now: datetime) -> NDArray[np.bool_]:
+    """(k,) True for every catalog action the contact policy allows at `now`."""
+    last: dict[str, datetime] = {}
+    recent: dict[str, int] = {}
+    for contact in contacts:
+        if contact.ts > last.get(contact.action_id, datetime.min.replace(tzinfo=contact.ts.tzinfo)):
+            last[contact.action_id] = contact.ts
+        if now - contact.ts < FREQUENCY_WINDOW:
+            recent[contact.action_id] = recent.get(contact.action_id, 0) + 1
+    allowed = np.ones(len(catalog.actions), dtype=bool)
+    for j, action in enumerate(catalog.actions):
+        seen = last.get(action.id)
+        if action.cooldown_days and seen is not None:
+            allowed[j] &= now - seen >= timedelta(days=action.cooldown_days)
+        if action.max_per_90_days is not None:
+            allowed[j] &= recent.get(action.id, 0) < action.max_per_90_days
+    return allowed

@@ -1,0 +1,65 @@
+"""The service's settings, typed and loaded in one place: `NEXTBEST_*` environment variables.
+
+`nextbest serve` turns its flags into these variables for the BentoML worker processes it starts;
+the API key is a secret (never printed, never logged).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from training.errors import ConfigError
+
+PREFIX = "NEXTBEST_"
+
+
+class ServingSettings(BaseModel):
+    """Everything `nextbest serve` can be told; each field is `NEXTBEST_<FIELD>` in the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(default=None, description="registry reference; None: @champion")
+    online_store: Path = Field(default=Path("out/online_store.sqlite"))
+    decision_log: Path = Field(default=Path("out/decision_log.sqlite"))
+    log_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="NORMAL",
+        description="NORMAL: a logged decision survives a crash of the service (~0.1 ms a commit); "
+        "FULL: also a power loss (an fsync per decision, ~4 ms on this machine's disk)",
+    )
+    api_key: SecretStr | None = Field(default=None, description="set: every API call needs it")
+    api_key_header: str = "X-API-Key"
+    max_request_bytes: int = Field(default=64 * 1024, gt=0)
+    workers: int = Field(default=2, ge=1)
+    reload_seconds: float = Field(default=30.0, ge=0, description="champion poll; 0: never")
+    access_log: bool = Field(default=False, description="off: it costs ~20% throughput")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        """Read the `NEXTBEST_*` variables; an invalid value is a one-line ConfigError."""
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[PREFIX + name.upper()]
+            for name in cls.model_fields
+            if PREFIX + name.upper() in env
+        }
+        try:
+            return cls.model_validate({k: v for k, v in values.items() if v != ""})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = PREFIX + str(error["loc"][0]).upper() if error["loc"] else PREFIX
+            raise ConfigError(f"{field}: {error['msg']}") from None
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a child process."""
+        out = {}
+        for name, value in self:
+            if value is None:
+                continue
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            out[PREFIX + name.upper()] = text
+        return out
