@@ -20,6 +20,8 @@ import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
+from training.uplift_choice import base_learners
+
 if TYPE_CHECKING:
     from training.bundle import Bundle
 
@@ -110,12 +112,13 @@ class FastBooster:
 
 def accelerate(bundle: Bundle) -> Bundle:
     """Wrap every booster of the bundle's score and uplift models in a FastBooster (in place)."""
-    for model in bundle.models.values():
-        booster = getattr(model, "booster_", None)
+    for score_model in bundle.models.values():
+        booster = getattr(score_model, "booster_", None)
         if isinstance(booster, lgb.Booster):
-            model.booster_ = FastBooster(booster)  # type: ignore[attr-defined]
-    for learner in bundle.uplift.values():
-        for name, booster in list(learner.models_.items()):
-            if isinstance(booster, lgb.Booster):
-                learner.models_[name] = FastBooster(booster)  # type: ignore[assignment]
+            score_model.booster_ = FastBooster(booster)  # type: ignore[attr-defined]
+    for model in bundle.uplift.values():
+        for learner in base_learners(model):
+            for name, booster in list(learner.models_.items()):
+                if isinstance(booster, lgb.Booster):
+                    learner.models_[name] = FastBooster(booster)  # type: ignore[assignment]
     return bundle

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from training.features import feature_descriptions
+from training.uplift_choice import base_learners
 
 if TYPE_CHECKING:
     from serving.decision import RankedAction
@@ -115,7 +116,8 @@ def _uplift_drivers(bundle: Bundle, action_id: str) -> list[int]:
     """Feature indices the action's uplift boosters gain most on (all outcomes, normalised)."""
     n = len(bundle.builder.feature_names_)
     gain = np.zeros(n)
-    for learner in bundle.uplift.values():
+    learners = [m for model in bundle.uplift.values() for m in base_learners(model, action_id)]
+    for learner in learners:
         models: dict[str, Any] = learner.models_
         own = {k: b for k, b in models.items() if k.endswith(f":{action_id}")}
         for booster in (own or models).values():

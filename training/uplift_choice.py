@@ -127,6 +127,16 @@ class SelectedUplift:
 UpliftModel = UpliftLearner | SelectedUplift
 
 
+def base_learners(model: UpliftModel, action_id: str | None = None) -> list[UpliftLearner]:
+    """The meta-learners behind a served uplift model (for one action: the one predicting it),
+    for code that reaches into their boosters (fast one-row prediction, explanations)."""
+    if isinstance(model, SelectedUplift):
+        if action_id is not None and action_id in model.choice_:
+            return [model.learners_[model.choice_[action_id]]]
+        return list(model.learners_.values())
+    return [model]
+
+
 def load_uplift(data: dict[str, Any]) -> UpliftModel:
     """A served uplift model from its `to_dict` form, whichever class it is."""
     if data.get("class") == SelectedUplift.__name__:
