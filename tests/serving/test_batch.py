@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serving.arbitration import rank_one
 from serving.batch_output import OutputSpec, write_outputs
 from serving.campaign import CampaignLimits
 from serving.chunks import actions_table, score_chunk, unpack
@@ -150,3 +151,19 @@ def test_budget_and_caps_select_at_most_one_affordable_action(
         assert per_action.get(action, 0) <= cap
     # rank keeps its meaning: the customer's own ranking, the same rows as unconstrained
     pd.testing.assert_frame_equal(tight.drop(columns="selected"), actions.drop(columns="selected"))
+
+
+@pytest.mark.slow
+def test_batch_ranking_is_the_online_decision_function_row_by_row(
+    uplift_bundle: Bundle, candidates: pd.DataFrame, actions: pd.DataFrame
+) -> None:
+    """Until the service's /recommend test exists: every customer's batch ranking is what
+    serving.arbitration.rank_one (the online service's call) answers for the same candidates."""
+    chunk = unpack(candidates, uplift_bundle.config)
+    c = chunk.candidates
+    listed = actions.groupby("customer_id", sort=False)["action_id"].apply(list)
+    ids = list(c.action_ids)
+    for i in np.random.default_rng(0).choice(len(candidates), 300, replace=False):
+        online = rank_one(c.expected_value[i], c.mask()[i], cost=c.cost, include_non_positive=True)
+        batch = listed.get(chunk.customer_id[i], [])
+        assert batch == [ids[j] for j in online], chunk.customer_id[i]
