@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.batch import actions_table
+from serving.chunks import actions_table, score_chunk, unpack
 from serving.control import in_control
 from serving.decision import CONTROL, Decider, DecisionRequest, UnknownChannelError
 from serving.fast_predict import accelerate
@@ -61,9 +61,10 @@ def with_decisioning(bundle: Bundle, **values: object) -> Bundle:
 
 
 def test_greedy_ranking_equals_the_batch_actions_table(bundle: Bundle, features) -> None:
-    scores = bundle.score_frame(features)
-    batch = actions_table(bundle, features, scores)  # plain LightGBM predictions
-    online = Decider(accelerate(with_decisioning(bundle, control_share=0.0, exploration=0.0)))
+    greedy = with_decisioning(bundle, control_share=0.0, exploration=0.0)
+    # the batch job's own chunk function, with plain LightGBM predictions
+    batch = actions_table(unpack(score_chunk(greedy, features), greedy.config))
+    online = Decider(accelerate(greedy))
     rng = np.random.default_rng(0)
     offered = [a.id for a in bundle.config.catalog.actions if a.offered_on("email")]
     compared = 0
