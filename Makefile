@@ -26,7 +26,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve browser bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve live browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -88,8 +88,12 @@ promote: setup
 score: setup
 	$(NB) score --data $(DATA) --as-of $(SCORE_AS_OF) --out out/score --engine $(ENGINE) $(if $(MODEL),--model $(MODEL)) $(if $(BUDGET),--budget $(BUDGET))
 
-## demo: the whole pipeline on synthetic data: synth -> validate -> features -> train -> promote -> report -> score
-demo: data validate features train promote report score
+## demo: the whole pipeline on synthetic data, then one live recommendation from the real service
+demo: data validate features train promote report score materialize live
+
+## live: start the service on STORE, print one customer's ranked actions from POST /recommend, stop it
+live: setup
+	$(BIN)/python -m serving.live_demo --store $(STORE) --actions out/score/actions.parquet
 
 ## materialize: the online feature store of DATA as of SCORE_AS_OF with @champion, for the service (STORE)
 materialize: setup
