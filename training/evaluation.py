@@ -241,6 +241,50 @@ def held_out_exposures(
     return frame, held, exposures.actions
 
 
+@dataclass(frozen=True)
+class Decisions:
+    """What the bundle decides for the held-out rows: scores, uplift, net values, the allowed
+    (eligible and exposed) actions and the learned policy's arm per row."""
+
+    scores: dict[str, np.ndarray]
+    uplift: dict[str, np.ndarray]
+    cost: np.ndarray
+    expected: np.ndarray
+    allowed: np.ndarray
+    learned: np.ndarray
+
+
+def decide(bundle: Bundle, rows: pd.DataFrame, X: np.ndarray, exposed: list[str]) -> Decisions:
+    """The bundle's decisions for held-out rows, by the serving code (value, eligibility, rank)."""
+    catalog, config = bundle.config.catalog, bundle.config
+    scores = {k: v for k, v in bundle.score_matrix(X).items() if not np.isnan(v).all()}
+    uplift = bundle.uplift_matrix(X)
+    cost = np.array([a.cost for a in catalog.actions], dtype=np.float64)
+    expected = net_value(uplift, scores, cost, config.objective, config.outcomes).expected_value
+    namespace = pd.concat([rows[list(bundle.builder.feature_names_)], pd.DataFrame(scores)], axis=1)
+    allowed = eligibility_mask(catalog, namespace) & np.isin(catalog.ids, exposed)[None, :]
+    learned = learned_arms(Candidates(catalog.ids, cost, expected, allowed))
+    return Decisions(scores, uplift, cost, expected, allowed, learned)
+
+
+def value_table(policies: dict[str, tuple[np.ndarray, str]], value_of: Any) -> pd.DataFrame:
+    """One row per policy: share treated, DR and IPS value per customer with 95% half-widths."""
+    table = []
+    for name, (policy, text) in policies.items():
+        dr, dr_ci = value_of(policy)
+        ips, ips_ci = value_of(policy, "ips")
+        table.append({"policy": name, "description": text, "treated_share": float(np.mean(policy > 0)),
+                      "dr_value": dr, "dr_ci": dr_ci, "ips_value": ips, "ips_ci": ips_ci})  # fmt: skip
+    return pd.DataFrame(table)
+
+
+def investment_table(d: Decisions, n: int) -> pd.DataFrame:
+    """The investment curve per customer, thinned to INVESTMENT_POINTS points."""
+    curve = investment_curve(np.where(d.allowed, d.expected, -np.inf), d.cost)
+    keep = np.unique(np.linspace(0, len(curve.spend) - 1, INVESTMENT_POINTS).astype(int))
+    return pd.DataFrame({"spend": curve.spend[keep] / n, "value": curve.value[keep] / n})
+
+
 def evaluate_bundle(
     con: duckdb.DuckDBPyConnection, bundle: Bundle, truth_dir: Path | None = None, seed: int = 0
 ) -> Evaluation:
@@ -256,68 +300,41 @@ def evaluate_bundle(
         raise NextbestError(
             f"evaluate: only {held_mask.sum()} held-out exposures (need {MIN_ROWS})"
         )
-    names = list(bundle.builder.feature_names_)
-    arms = [CONTROL, *catalog.ids]
-    index = {a: i for i, a in enumerate(arms)}
+    names, arms = list(bundle.builder.feature_names_), [CONTROL, *catalog.ids]
     rows = frame[held_mask].reset_index(drop=True)
     X = to_matrix(bundle.prepare(rows), names)
     held = HeldOut(
-        rows, X, rows["action_id"].map(index).to_numpy(dtype=np.int64),
+        rows, X, rows["action_id"].map({a: i for i, a in enumerate(arms)}).to_numpy(dtype=np.int64),
         rows["propensity"].to_numpy(dtype=np.float64),
         {o: rows[o].to_numpy(dtype=np.float64) for o in config.outcomes},
     )  # fmt: skip
-    scores = {k: v for k, v in bundle.score_matrix(X).items() if not np.isnan(v).all()}
-    uplift = bundle.uplift_matrix(X)
-    cost = np.array([a.cost for a in catalog.actions], dtype=np.float64)
-    arm_cost = np.concatenate([[0.0], cost])
-    expected = net_value(uplift, scores, cost, config.objective, config.outcomes).expected_value
-    namespace = pd.concat([rows[names], pd.DataFrame(scores)], axis=1)
-    allowed = eligibility_mask(catalog, namespace) & np.isin(catalog.ids, exposed)[None, :]
-    learned = learned_arms(Candidates(catalog.ids, cost, expected, allowed))
-
-    weights = objective_weights(bundle, scores, len(rows))
+    d = decide(bundle, rows, X, exposed)
+    weights = objective_weights(bundle, d.scores, len(rows))
     categorical = set(categorical_names(rows, names))
     cats = [j for j, name in enumerate(names) if name in categorical]
     mu = nuisance_outcomes(frame, names, held_mask, list(weights), arms, cats)
-    args = (held.treatment, held.propensity, held.labels, mu, weights, arm_cost)
+    args = (held.treatment, held.propensity, held.labels, mu, weights, np.r_[0.0, d.cost])
 
     def value_of(policy: np.ndarray, estimator: str = "dr") -> tuple[float, float]:
         return tuple(incremental_value(policy, *args, estimator=estimator))  # type: ignore[return-value]
 
-    churn_outcome = config.outcome_for_role("churn")
-    retention = None
-    if churn_outcome is not None and churn_outcome[0] in uplift:
-        retention = -uplift[churn_outcome[0]]
-    policies = {"learned": (learned, "rank 1 of nextbest's net-value arbitration")}
-    policies |= baseline_policies(
-        list(catalog.ids), learned, allowed, scores.get("churn_probability"), retention,
-        lambda p: value_of(p)[0], seed,
-    )  # fmt: skip
-    true_net = None
+    churn = config.outcome_for_role("churn")
+    retention = -d.uplift[churn[0]] if churn is not None and churn[0] in d.uplift else None
+    policies = {"learned": (d.learned, "rank 1 of nextbest's net-value arbitration")}
+    policies |= baseline_policies(list(catalog.ids), d.learned, d.allowed,
+                                  d.scores.get("churn_probability"), retention,
+                                  lambda p: value_of(p)[0], seed)  # fmt: skip
+    table = value_table(policies, value_of)
     if truth_dir is not None:
         truth = load_exposure_truth(truth_dir, rows)
-        true_net = true_net_values(truth, arms, weights, truth_columns(config), arm_cost)
-    table = []
-    for name, (policy, text) in policies.items():
-        dr, dr_ci = value_of(policy)
-        ips, ips_ci = value_of(policy, "ips")
-        record = {"policy": name, "description": text, "treated_share": float(np.mean(policy > 0)),
-                  "dr_value": dr, "dr_ci": dr_ci, "ips_value": ips, "ips_ci": ips_ci}  # fmt: skip
-        table.append(record)
-    policy_table = pd.DataFrame(table)
-    if true_net is not None:
-        policy_table = with_truth(policy_table, policies, true_net, allowed)
-    curve = investment_curve(np.where(allowed, expected, -np.inf), cost)
-    keep = np.unique(np.linspace(0, len(curve.spend) - 1, INVESTMENT_POINTS).astype(int))
-    investment = pd.DataFrame(
-        {"spend": curve.spend[keep] / len(rows), "value": curve.value[keep] / len(rows)}
-    )
-    qini, curves, calibration = ranking_quality(bundle, uplift, held, arms)
+        true_net = true_net_values(truth, arms, weights, truth_columns(config), np.r_[0.0, d.cost])
+        table = with_truth(table, policies, true_net, d.allowed)
+    qini, curves, calibration = ranking_quality(bundle, d.uplift, held, arms)
     return Evaluation(
         model_version=bundle.version or "", currency=config.objective.currency,
-        exposures=len(rows), arms=arms, has_truth=true_net is not None,
-        policies=policy_table, actions=per_action(learned, expected, cost, arms, value_of),
-        qini=qini, curves=curves, calibration=calibration, investment=investment,
+        exposures=len(rows), arms=arms, has_truth=truth_dir is not None, policies=table,
+        actions=per_action(d.learned, d.expected, d.cost, arms, value_of), qini=qini,
+        curves=curves, calibration=calibration, investment=investment_table(d, len(rows)),
     )  # fmt: skip
 
 
