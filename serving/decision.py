@@ -88,10 +88,13 @@ class Evaluation:
 class Decider:
     """The bundle's one-customer decision function, with what can be precomputed done once."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, stored_outputs: bool = False) -> None:
+        """`stored_outputs`: the online store was materialized with this very bundle, so its rows'
+        model outputs are what the models would compute (serving.online_store.model_outputs)."""
         from training.bundle import SCORE_COLUMNS, SCORE_NAMES
 
         self.bundle = bundle
+        self.stored_outputs = stored_outputs
         self.catalog = bundle.config.catalog
         self.decisioning = bundle.config.decisioning
         self.action_ids = self.catalog.ids
@@ -124,8 +127,25 @@ class Decider:
 
     def scores(self, row: FeatureRow | None) -> dict[str, float | None]:
         """The three scores alone (null for an untrained one)."""
+        scores, _ = self.model_outputs(row, with_uplift=False)
+        return {name: _finite(value) for name, value in scores.items()}
+
+    def model_outputs(
+        self, row: FeatureRow | None, with_uplift: bool = True
+    ) -> tuple[dict[str, float], dict[str, NDArray[np.float64]]]:
+        """Scores and uplift per outcome ((k,) in catalog order): read from the store's row when it
+        was materialized with this bundle, else from the models (cold starts, another bundle)."""
+        if self.stored_outputs and row is not None and row.outputs is not None:
+            out, n = row.outputs, len(self.score_columns)
+            scores = {name: float(out[i]) for i, name in enumerate(self.score_columns)}
+            k = len(self.action_ids)
+            uplift = {o: out[n + i * k : n + (i + 1) * k] for i, o in enumerate(self.bundle.uplift)}
+            return scores, uplift
         X = self.vector(row)[None, :]
-        return {name: _finite(float(v[0])) for name, v in self.bundle.score_matrix(X).items()}
+        scores = {name: float(v[0]) for name, v in self.bundle.score_matrix(X).items()}
+        if not with_uplift:
+            return scores, {}
+        return scores, {name: u[0] for name, u in self.bundle.uplift_matrix(X).items()}
 
     def vector(self, row: FeatureRow | None) -> NDArray[np.float32]:
         """The model row: the stored vector, or all-missing for a cold start."""
@@ -148,9 +168,7 @@ class Decider:
 
     def evaluate(self, row: FeatureRow | None, channel: str) -> Evaluation:
         """Scores, uplift, net value and eligibility of every catalog action for one customer."""
-        X = self.vector(row)[None, :]
-        scores = {name: float(v[0]) for name, v in self.bundle.score_matrix(X).items()}
-        uplift = {name: u[0] for name, u in self.bundle.uplift_matrix(X).items()}
+        scores, uplift = self.model_outputs(row)
         known = {name: scores[name] for name in self.trained_scores}
         config = self.bundle.config
         value = net_value(uplift, known, self.cost, config.objective, config.outcomes)

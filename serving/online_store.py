@@ -6,6 +6,12 @@ blob (what LightGBM reads, so the request path needs no pandas) and, as JSON, th
 catalog's eligibility rules read (float64 numbers and category text, as batch scoring sees them, so
 online and batch agree at rule thresholds). The file is written beside its target and renamed onto
 it, so a service never opens half a store; `OnlineStore` reads it read-only and immutable.
+
+Each row also holds the bundle's *model outputs* for that customer (the three scores, then every
+uplift outcome's value per catalog action, float64), computed in one vectorised pass. No model reads
+the request context, so for the bundle that materialized the store they are exactly what the
+request path would compute; the service uses them while it serves that bundle (`Decider`,
+`stored_outputs`) and calls the models live for cold starts and for any other bundle.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from training.errors import NextbestError
 if TYPE_CHECKING:
     from training.bundle import Bundle
 
-FORMAT = 1
+FORMAT = 2  # 2: model outputs beside the features
 DEFAULT_PATH = Path("out/online_store.sqlite")
 Namespace = dict[str, float | str | None]
 
@@ -52,6 +58,7 @@ class FeatureRow:
 
     vector: np.ndarray  # (p,) float32, in `feature_names` order
     namespace: Namespace
+    outputs: np.ndarray | None = None  # float64: scores, then uplift per outcome x action
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -80,12 +87,26 @@ def _json_values(col: pd.Series) -> list[float | str | None]:
     return [None if math.isnan(v) else float(v) for v in values]
 
 
+def model_outputs(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
+    """(n, 3 + outcomes x actions) float64: the scores in SCORE_COLUMNS order, then each uplift
+    outcome of `bundle.uplift` (in its order) over the catalog's actions; the layout
+    `serving.decision.Decider` unpacks."""
+    from training.bundle import SCORE_COLUMNS
+
+    scores = bundle.score_matrix(matrix)
+    uplift = bundle.uplift_matrix(matrix)
+    parts = [np.column_stack([scores[c] for c in SCORE_COLUMNS])]
+    parts += [uplift[o] for o in bundle.uplift]
+    return np.ascontiguousarray(np.hstack(parts), dtype=np.float64)
+
+
 def write_store(
     out: Path,
     customer_ids: Iterable[str],
     matrix: np.ndarray,
     namespaces: list[Namespace],
     meta: Mapping[str, Any],
+    outputs: np.ndarray,
 ) -> None:
     """Write the store atomically: a temporary file beside `out`, renamed onto it when complete."""
     with atomic_file(out) as tmp:
@@ -97,14 +118,15 @@ def write_store(
             con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             con.execute(
                 "CREATE TABLE features (customer_id TEXT PRIMARY KEY, vector BLOB NOT NULL, "
-                "namespace TEXT NOT NULL) WITHOUT ROWID"
+                "namespace TEXT NOT NULL, outputs BLOB NOT NULL) WITHOUT ROWID"
             )
             meta_rows = [(key, json.dumps(value)) for key, value in meta.items()]
             con.executemany("INSERT INTO meta VALUES (?, ?)", meta_rows)
-            rows = zip(customer_ids, np.asarray(matrix, dtype=np.float32), namespaces, strict=True)
+            vectors = np.asarray(matrix, dtype=np.float32)
+            rows = zip(customer_ids, vectors, namespaces, outputs, strict=True)
             con.executemany(
-                "INSERT INTO features VALUES (?, ?, ?)",
-                ((str(c), v.tobytes(), json.dumps(ns)) for c, v, ns in rows),
+                "INSERT INTO features VALUES (?, ?, ?, ?)",
+                ((str(c), v.tobytes(), json.dumps(ns), o.tobytes()) for c, v, ns, o in rows),
             )
             con.commit()
         finally:
@@ -145,7 +167,8 @@ def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     ids = features["customer_id"].astype(str)
-    write_store(out, ids, matrix, namespace_rows(features, rule_names(bundle)), meta)
+    spaces = namespace_rows(features, rule_names(bundle))
+    write_store(out, ids, matrix, spaces, meta, model_outputs(bundle, matrix))
     return OnlineStore(out).info
 
 
@@ -184,11 +207,12 @@ class OnlineStore:
     def get(self, customer_id: str) -> FeatureRow | None:
         """The customer's stored features, or None for a customer the store does not hold."""
         row = self._con.execute(
-            "SELECT vector, namespace FROM features WHERE customer_id = ?", (customer_id,)
+            "SELECT vector, namespace, outputs FROM features WHERE customer_id = ?", (customer_id,)
         ).fetchone()
         if row is None:
             return None
-        return FeatureRow(np.frombuffer(row[0], dtype=np.float32), json.loads(row[1]))
+        vector = np.frombuffer(row[0], dtype=np.float32)
+        return FeatureRow(vector, json.loads(row[1]), np.frombuffer(row[2], dtype=np.float64))
 
     def check_compatible(self, feature_version: str) -> None:
         """Refuse a store built with another feature definition than the bundle's."""

@@ -59,4 +59,7 @@ def load_runtime(settings: ServingSettings) -> Runtime:
     store.check_compatible(bundle.builder.version)
     version = bundle.version or ""
     key = (version, store_identity(settings.online_store))
-    return Runtime(Decider(bundle), Explainer(bundle), store, version, key)
+    own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
+    return Runtime(
+        Decider(bundle, stored_outputs=own_store), Explainer(bundle), store, version, key
+    )

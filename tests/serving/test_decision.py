@@ -151,3 +151,22 @@ def test_the_contact_policy_mask_removes_actions(bundle: Bundle, features) -> No
             assert free.greedy[0] not in decider.decide(row, request, blocked, rng).greedy
             return
     pytest.fail("no customer with a recommendation")
+
+
+def test_stored_model_outputs_decide_exactly_as_the_live_models(bundle: Bundle, features) -> None:
+    from serving.online_store import model_outputs
+
+    greedy = with_decisioning(bundle, control_share=0.0, exploration=0.0)
+    rows = rows_of(greedy, features)
+    matrix = np.vstack([r.vector for r in rows])
+    stored = [FeatureRow(r.vector, r.namespace, o) for r, o in zip(rows, model_outputs(greedy, matrix), strict=True)]  # fmt: skip
+    live, precomputed = Decider(greedy), Decider(greedy, stored_outputs=True)
+    rng = np.random.default_rng(0)
+    for customer, row, with_outputs in zip(features["customer_id"], rows, stored, strict=True):
+        ask = DecisionRequest(customer, "email", max_actions=20)
+        a, b = live.decide(row, ask, None, rng), precomputed.decide(with_outputs, ask, None, rng)
+        assert a.greedy == b.greedy and a.scores == b.scores
+        np.testing.assert_allclose(
+            [x.expected_value for x in a.actions], [x.expected_value for x in b.actions], rtol=1e-12
+        )
+    assert precomputed.scores(None) == live.scores(None)  # a cold start is always live

@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.online_store import FeatureRow, OnlineStore, namespace_rows, write_store
+from serving.online_store import (
+    FORMAT,
+    FeatureRow,
+    OnlineStore,
+    model_outputs,
+    namespace_rows,
+    write_store,
+)
 from tests.serving.conftest import World
 from training.errors import NextbestError
 
@@ -28,10 +35,13 @@ def test_materialized_rows_are_the_bundle_matrix(world: World) -> None:
     assert store.info.customers == len(features)
     assert store.info.feature_version == bundle.builder.version
     store.check_compatible(bundle.builder.version)
+    outputs = model_outputs(bundle, matrix)
+    assert outputs.shape == (len(features), 3 + len(bundle.uplift) * len(bundle.config.catalog))
     for i in range(0, len(features), 97):
         row = store.get(features["customer_id"].iloc[i])
         assert isinstance(row, FeatureRow)
         np.testing.assert_array_equal(row.vector, matrix[i])
+        np.testing.assert_array_equal(row.outputs, outputs[i])  # the models' own answers
     plan = store.get(features["customer_id"].iloc[0])
     assert plan is not None and isinstance(plan.namespace["plan"], str)
     assert store.get("not-a-customer") is None
@@ -41,16 +51,24 @@ def test_materialized_rows_are_the_bundle_matrix(world: World) -> None:
 
 def test_a_store_is_replaced_whole(tmp_path) -> None:
     path = tmp_path / "store.sqlite"
-    meta = {"format": 1, "feature_version": "v1", "feature_names": ["a"], "as_of": "2026-01-01",
+    meta = {"format": FORMAT, "feature_version": "v1", "feature_names": ["a"], "as_of": "2026-01-01",
             "customers": 1, "model_version": "1", "created_at": "now"}  # fmt: skip
-    write_store(path, ["c1"], np.ones((1, 1), np.float32), [{}], meta)
+    out = np.zeros((1, 3))
+    write_store(path, ["c1"], np.ones((1, 1), np.float32), [{}], meta, out)
     old = OnlineStore(path)
     with pytest.raises(ValueError):  # a failing write (lengths differ) leaves the old file
         write_store(
-            path, ["c1", "c2"], np.zeros((1, 1), np.float32), [{}], meta | {"feature_version": "v2"}
+            path,
+            ["c1", "c2"],
+            np.zeros((1, 1), np.float32),
+            [{}],
+            meta | {"feature_version": "v2"},
+            out,
         )
     assert OnlineStore(path).info.feature_version == "v1"
-    write_store(path, ["c2"], np.zeros((1, 1), np.float32), [{}], meta | {"feature_version": "v2"})
+    write_store(
+        path, ["c2"], np.zeros((1, 1), np.float32), [{}], meta | {"feature_version": "v2"}, out
+    )
     assert OnlineStore(path).info.feature_version == "v2"
     assert old.get("c1") is not None  # an open reader keeps its complete file
 
