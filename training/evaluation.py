@@ -30,7 +30,7 @@ from training.features import categorical_names, to_matrix
 from training.policy_eval import auuc, qini_coefficient, qini_curve, uplift_by_decile
 from training.uplift import SLearner
 from training.uplift_train import FAST_PARAMS, orientation
-from training.value_estimates import incremental_value, true_incremental_value
+from training.value_estimates import LoggedOutcomes, incremental_value, true_incremental_value
 
 CHURN_TARGET_SHARE = (
     0.2  # share targeted by "highest churn risk" when the learned policy treats nobody
@@ -313,10 +313,12 @@ def evaluate_bundle(
     categorical = set(categorical_names(rows, names))
     cats = [j for j, name in enumerate(names) if name in categorical]
     mu = nuisance_outcomes(frame, names, held_mask, list(weights), arms, cats)
-    args = (held.treatment, held.propensity, held.labels, mu, weights, np.r_[0.0, d.cost])
+    logged = LoggedOutcomes(
+        held.treatment, held.propensity, held.labels, mu, weights, np.r_[0.0, d.cost]
+    )
 
     def value_of(policy: np.ndarray, estimator: str = "dr") -> tuple[float, float]:
-        return tuple(incremental_value(policy, *args, estimator=estimator))  # type: ignore[return-value]
+        return tuple(incremental_value(policy, logged, estimator))  # type: ignore[return-value]
 
     churn = config.outcome_for_role("churn")
     retention = -d.uplift[churn[0]] if churn is not None and churn[0] in d.uplift else None

@@ -20,6 +20,7 @@ numpy; `mu` comes from an outcome model fitted on other rows than these.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,26 +31,31 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 
-def row_values(
-    policy: IntArray,
-    treatment: IntArray,
-    propensity: FloatArray,
-    labels: Mapping[str, FloatArray],
-    mu: Mapping[str, FloatArray],
-    weights: Mapping[str, FloatArray],
-    arm_cost: FloatArray,
-    estimator: str = "dr",
-) -> FloatArray:
-    """Per-row money value of `policy` (arm index per row, 0 = nothing), by DR or IPS.
+@dataclass(frozen=True)
+class LoggedOutcomes:
+    """Logged exposures with what valuing a policy on them needs, arms as indices (0 = nothing).
 
-    `labels[o]` (n,) with NaN where unobserved, `mu[o]` (n, arms) predicted outcomes per arm,
-    `weights[o]` (n,) money per unit of outcome o, `arm_cost` (arms,) with 0 for arm 0.
+    `labels[o]` (n,) with NaN where unobserved, `mu[o]` (n, arms) predicted outcomes per arm from
+    a model fitted on other rows, `weights[o]` (n,) money per unit of outcome o, `arm_cost`
+    (arms,) with 0 for arm 0.
     """
+
+    treatment: IntArray
+    propensity: FloatArray
+    labels: Mapping[str, FloatArray]
+    mu: Mapping[str, FloatArray]
+    weights: Mapping[str, FloatArray]
+    arm_cost: FloatArray
+
+
+def row_values(policy: IntArray, logged: LoggedOutcomes, estimator: str = "dr") -> FloatArray:
+    """Per-row money value of `policy` (arm index per row, 0 = nothing), by DR or IPS."""
+    treatment, propensity = logged.treatment, logged.propensity
     rows = np.arange(len(policy))
     agree = (policy == treatment).astype(np.float64)
-    total = -arm_cost[policy]
-    for outcome, weight in weights.items():
-        y, m = labels[outcome], mu[outcome]
+    total = -logged.arm_cost[policy]
+    for outcome, weight in logged.weights.items():
+        y, m = logged.labels[outcome], logged.mu[outcome]
         seen = ~np.isnan(y)
         y_logged = np.where(seen, y, m[rows, treatment])
         if estimator == "dr":
@@ -64,19 +70,11 @@ def row_values(
 
 
 def incremental_value(
-    policy: IntArray,
-    treatment: IntArray,
-    propensity: FloatArray,
-    labels: Mapping[str, FloatArray],
-    mu: Mapping[str, FloatArray],
-    weights: Mapping[str, FloatArray],
-    arm_cost: FloatArray,
-    estimator: str = "dr",
+    policy: IntArray, logged: LoggedOutcomes, estimator: str = "dr"
 ) -> PolicyValue:
     """Value per customer of `policy` minus that of doing nothing, with a paired 95% interval."""
-    args = (treatment, propensity, labels, mu, weights, arm_cost, estimator)
     nothing = np.zeros_like(policy)
-    return _mean_ci(row_values(policy, *args) - row_values(nothing, *args))
+    return _mean_ci(row_values(policy, logged, estimator) - row_values(nothing, logged, estimator))
 
 
 def true_incremental_value(policy: IntArray, true_net: FloatArray) -> float:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.value_estimates import incremental_value, row_values, true_incremental_value
+from training.value_estimates import (
+    LoggedOutcomes,
+    incremental_value,
+    row_values,
+    true_incremental_value,
+)
 
 COST = np.array([0.0, 2.0, 5.0])  # nothing, a cheap action, a dear one
 
@@ -35,7 +40,8 @@ def estimate(w: dict[str, np.ndarray], policy: np.ndarray, mu_noise: float, esti
     }
     labels = {"rev": w["y_rev"], "churn": w["y_churn"]}
     weights = {"rev": np.ones_like(w["ltv"]), "churn": -w["ltv"]}
-    return incremental_value(policy, w["arm"], w["p"], labels, mu, weights, COST, estimator)
+    logged = LoggedOutcomes(w["arm"], w["p"], labels, mu, weights, COST)
+    return incremental_value(policy, logged, estimator)
 
 
 def test_dr_and_ips_cover_the_true_incremental_value() -> None:
@@ -66,5 +72,6 @@ def test_missing_labels_fall_back_on_the_outcome_model() -> None:
     mu = {"y": np.array([[0.0, 5.0], [1.0, 2.0]])}
     weights = {"y": np.ones(2)}
     cost = np.array([0.0, 1.0])
-    values = row_values(np.array([1, 1]), arm, np.array([0.5, 0.5]), labels, mu, weights, cost)
+    logged = LoggedOutcomes(arm, np.array([0.5, 0.5]), labels, mu, weights, cost)
+    values = row_values(np.array([1, 1]), logged)
     np.testing.assert_allclose(values, [5.0 - 1.0, 2.0 - 1.0])  # row 0: no correction term
