@@ -1,12 +1,13 @@
 """Honest evaluation of a bundle's decisions on held-out exposures (`nextbest evaluate`, issue 4).
 
-The rows are the exposures of customers the training held out (the same stable customer split as
-training, so no learner saw them). On them the learned policy — rank 1 of serving.arbitration over
+The rows are the exposures of the evaluation customers (`training.exposures.evaluation_exposures`):
+held out from fitting the score and uplift models *and* from choosing and calibrating the uplift
+learners, so no decision of the bundle was tuned on them. On them the learned policy — rank 1 of serving.arbitration over
 the bundle's net values, exactly what `nextbest score` and the service recommend — is compared with
 the baselines every CX team knows: nothing, a random action, the best single action for everyone and
 "target the highest churn risk". Policy values are money per customer, incremental over doing
 nothing (training.value_estimates), by DR and IPS with 95% intervals; the outcome models behind DR
-are S-learners fitted on the training customers' exposures, independent of the bundle's learners.
+are S-learners fitted on every other customer's exposures, independent of the bundle's learners.
 On simulator data the truth gives each policy's true value and the oracle's.
 
 Only actions that were exposed can be judged: the others are left out of every policy here.
@@ -25,12 +26,17 @@ import pandas as pd
 from serving.arbitration import Candidates, arbitrate, eligibility_mask, investment_curve
 from serving.value import net_value
 from training.bundle import Bundle
-from training.exposures import CONTROL, build_exposure_set, split_exposures
+from training.exposures import CONTROL, build_exposure_set, evaluation_exposures
 from training.features import categorical_names, to_matrix
 from training.policy_eval import auuc, qini_coefficient, qini_curve, uplift_by_decile
 from training.uplift import SLearner
 from training.uplift_train import FAST_PARAMS, orientation
-from training.value_estimates import LoggedOutcomes, incremental_value, true_incremental_value
+from training.value_estimates import (
+    LoggedOutcomes,
+    incremental_value,
+    restrict,
+    true_incremental_value,
+)
 
 CHURN_TARGET_SHARE = (
     0.2  # share targeted by "highest churn risk" when the learned policy treats nobody
@@ -59,7 +65,8 @@ class Evaluation:
         """Flat metrics for MLflow: `policy.<name>.<column>`."""
         out = {}
         for row in self.policies.to_dict("records"):
-            for key in ("dr_value", "dr_ci", "ips_value", "ips_ci", "true_value", "oracle_share"):
+            for key in ("dr_value", "dr_ci", "ips_value", "ips_ci", "true_value", "oracle_share",
+                        "truth_rows_dr_value", "truth_rows_dr_ci"):  # fmt: skip
                 value = row.get(key)
                 if value is not None and np.isfinite(value):
                     out[f"policy.{row['policy']}.{key}"] = float(value)
@@ -234,10 +241,10 @@ def per_action(
 def held_out_exposures(
     con: duckdb.DuckDBPyConnection, bundle: Bundle
 ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Every exposure with features as of it and labels, the held-out mask, the exposed actions."""
+    """Every exposure with features as of it and labels, the evaluation mask, the exposed actions."""
     exposures = build_exposure_set(con, bundle.builder, bundle.config)
     frame = exposures.frame
-    held = np.asarray(split_exposures(frame), dtype=bool)
+    held = np.asarray(evaluation_exposures(frame), dtype=bool)
     return frame, held, exposures.actions
 
 
@@ -330,7 +337,10 @@ def evaluate_bundle(
     if truth_dir is not None:
         truth = load_exposure_truth(truth_dir, rows)
         true_net = true_net_values(truth, arms, weights, truth_columns(config), np.r_[0.0, d.cost])
-        table = with_truth(table, policies, true_net, d.allowed)
+        on_truth = restrict(logged, ~np.isnan(true_net).any(axis=1))
+        table = with_truth(
+            table, policies, true_net, d.allowed, lambda p: incremental_value(p, on_truth)
+        )
     qini, curves, calibration = ranking_quality(bundle, d.uplift, held, arms)
     return Evaluation(
         model_version=bundle.version or "", currency=config.objective.currency,
@@ -345,16 +355,22 @@ def with_truth(
     policies: dict[str, tuple[np.ndarray, str]],
     true_net: np.ndarray,
     allowed: np.ndarray,
+    dr_on_truth_rows: Any,
 ) -> pd.DataFrame:
     """Add each policy's true value (rows with truth only) and its share of the oracle's, the
-    best eligible arm per row in truth, itself added as the row "oracle"."""
+    best eligible arm per row in truth, itself added as the row "oracle"; and the DR estimate
+    over those same rows (`dr_on_truth_rows(policy)` -> (value, ci)), which is what the true
+    value can fairly be compared with when the truth covers only some customers."""
     known = ~np.isnan(true_net).any(axis=1)
     net = true_net[known]
     eligible = np.column_stack([np.ones(known.sum(), bool), allowed[known]])
     oracle_arms = np.argmax(np.where(eligible, net, -np.inf), axis=1)
     oracle = true_incremental_value(oracle_arms, net)
     true_values = {name: true_incremental_value(p[known], net) for name, (p, _) in policies.items()}
+    dr = {name: dr_on_truth_rows(p[known]) for name, (p, _) in policies.items()}
     table = table.assign(
+        truth_rows_dr_value=table["policy"].map({k: v[0] for k, v in dr.items()}),
+        truth_rows_dr_ci=table["policy"].map({k: v[1] for k, v in dr.items()}),
         true_value=table["policy"].map(true_values),
         oracle_share=table["policy"].map(true_values) / oracle if oracle > 0 else np.nan,
         truth_rows=int(known.sum()),

@@ -24,7 +24,8 @@ from training.outcomes import compute_outcomes, is_label_observed
 from training.snapshots import data_span, holdout_mask
 
 CONTROL = "control"
-HOLDOUT_SHARE = 0.3  # held-out customers: learner selection and honest evaluation
+HOLDOUT_SHARE = 0.3  # held-out customers: never fitted on (learner selection + evaluation)
+EVALUATION_SHARE = 0.15  # of those, the customers only `nextbest evaluate` judges on
 KEY_COLUMNS = ("customer_id", "as_of", "action_id", "propensity")
 
 
@@ -124,6 +125,20 @@ def split_exposures(frame: pd.DataFrame, share: float = HOLDOUT_SHARE) -> np.nda
     """Held-out mask by customer: every exposure of a customer falls on the same side, so a
     learner is never judged on a customer it trained on."""
     return holdout_mask(frame["customer_id"], share=share)
+
+
+def evaluation_exposures(frame: pd.DataFrame) -> np.ndarray:
+    """The held-out customers `nextbest evaluate` judges a bundle on. They are a stable part of
+    `split_exposures` (the same customer hash, a smaller share), disjoint from
+    `selection_exposures`: a learner chosen and calibrated on some customers is judged on others,
+    so the report's policy values carry no winner's curse."""
+    return holdout_mask(frame["customer_id"], share=EVALUATION_SHARE)
+
+
+def selection_exposures(frame: pd.DataFrame) -> np.ndarray:
+    """The held-out customers uplift training chooses and calibrates learners on: held out from
+    fitting, and not among the customers of `evaluation_exposures`."""
+    return split_exposures(frame) & ~evaluation_exposures(frame)
 
 
 def uplift_arrays(

@@ -355,6 +355,12 @@ def policy_columns(ev: Evaluation) -> list[Column]:
     if ev.has_truth:
         columns += [
             Column("true value", lambda r: format_money(r.get("true_value"), money)),
+            Column(
+                f"DR on the truth's rows ({money})",
+                lambda r: format_money_ci(
+                    r.get("truth_rows_dr_value"), r.get("truth_rows_dr_ci"), money
+                ),
+            ),
             Column("share of oracle", lambda r: format_share(r.get("oracle_share"))),
         ]
     return columns

@@ -1,13 +1,14 @@
 """Uplift training: four meta-learners per outcome, the best chosen per action on held-out customers.
 
 For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
-70% of the customers' exposures (the training customers of the score models too) and judged on the
-other 30%, per action, by the doubly-robust (DR) value of the policies each one's ranking induces —
+70% of the customers' exposures (the training customers of the score models too) and judged on 15%
+of the others (`selection_exposures`), per action, by the doubly-robust (DR) value of the policies each one's ranking induces —
 "this action for the top 10%, 20%, ... 90% by predicted uplift, nothing for the others" — averaged
 over those budgets, with the Qini coefficient and the DR value of "where the uplift is positive"
 beside it. Per action the winner's predictions are calibrated on the same held-out rows
-(training.uplift_choice) and the result joins the bundle. Nothing is refitted on the held-out
-customers: they stay unseen, so `nextbest evaluate` can judge the bundle on them honestly.
+(training.uplift_choice) and the result joins the bundle. The last 15% of the customers
+(`evaluation_exposures`) are never used here, not even to choose: `nextbest evaluate` judges the
+bundle on them, so its figures carry no winner's curse from the choice.
 
 Orientation: every criterion is "greater is better". For the churn outcome the learners model
 churn itself (so `predict` stays the uplift on churn, which serving.value negates), but policies
@@ -30,7 +31,13 @@ import pandas as pd
 
 from training.config import Config, OutcomeSpec
 from training.errors import NextbestError
-from training.exposures import CONTROL, build_exposure_set, split_exposures, uplift_arrays
+from training.exposures import (
+    CONTROL,
+    build_exposure_set,
+    selection_exposures,
+    split_exposures,
+    uplift_arrays,
+)
 from training.features import FeatureBuilder
 from training.policy_eval import dr_value, qini_coefficient
 from training.uplift import LEARNERS, TLearner, UpliftLearner, XLearner, aipw_pseudo_outcome
@@ -100,13 +107,16 @@ def qini_per_action(
     return out
 
 
-def skip_reason(treatment: np.ndarray, y: np.ndarray, holdout: np.ndarray) -> str | None:
-    """Why an outcome's labelled exposures cannot support uplift learning, or None."""
+def skip_reason(
+    treatment: np.ndarray, y: np.ndarray, fit: np.ndarray, judge: np.ndarray
+) -> str | None:
+    """Why an outcome's labelled exposures (`fit` rows to learn on, `judge` rows to choose on)
+    cannot support uplift learning, or None."""
     if len(y) < MIN_LABELS:
         return f"only {len(y)} labelled exposures (need {MIN_LABELS})"
     if len(np.unique(y)) < 2:
         return "the outcome is constant over the exposures"
-    for part, name in ((~holdout, "training"), (holdout, "held-out")):
+    for part, name in ((fit, "training"), (judge, "selection")):
         if int(np.sum(treatment[part] == CONTROL)) < MIN_CONTROL:
             return f"fewer than {MIN_CONTROL} control exposures in the {name} part"
         if not np.any(treatment[part] != CONTROL):
@@ -164,23 +174,23 @@ def compare_learners(
     treatment: np.ndarray,
     y: np.ndarray,
     propensity: np.ndarray,
-    holdout: np.ndarray,
+    fit: np.ndarray,
+    judge: np.ndarray,
     spec: OutcomeSpec,
     categorical: list[int],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, SelectedUplift]:
-    """Fit every learner on the training rows; on the held-out rows judge, per action, the DR
+    """Fit every learner on the `fit` rows; on the `judge` rows judge, per action, the DR
     values of the policies its ranking induces — "this action for the top 10%, 20%, … 90%" —
     and of "this action where its uplift is positive", with Qini beside them (and the
     all-actions policy of each learner as action "all"). Per action the learner with the best
     mean DR value over the top-share policies is chosen and calibrated against DR
-    pseudo-outcomes of the held-out rows."""
-    fitted = fit_learners(X[~holdout], treatment[~holdout], y[~holdout], propensity[~holdout],
-                          categorical, params)  # fmt: skip
+    pseudo-outcomes of the `judge` rows."""
+    fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, params)
     outcome_model = fitted["TLearner"]
     assert isinstance(outcome_model, TLearner)
     actions = list(outcome_model.actions_)
-    held = holdout & np.isin(treatment, [CONTROL, *actions])
+    held = judge & np.isin(treatment, [CONTROL, *actions])
     sign, offset = orientation(spec)
     raw_mu = outcome_model.predict_outcomes(X[held])
     y_held, t_held, p_held = offset + sign * y[held], treatment[held], propensity[held]
@@ -266,12 +276,15 @@ def train_uplift(
     for outcome, spec in config.outcomes.items():
         labelled = frame[frame[outcome].notna()]
         X, treatment, y, propensity = uplift_arrays(labelled, outcome, names)
-        holdout = np.asarray(split_exposures(labelled), dtype=bool)
-        reason = skip_reason(treatment, y, holdout)
+        fit = ~np.asarray(split_exposures(labelled), dtype=bool)
+        judge = np.asarray(selection_exposures(labelled), dtype=bool)
+        reason = skip_reason(treatment, y, fit, judge)
         if reason is not None:
             skipped[outcome] = reason
             continue
-        table, selected = compare_learners(X, treatment, y, propensity, holdout, spec, cats, params)
+        table, selected = compare_learners(
+            X, treatment, y, propensity, fit, judge, spec, cats, params
+        )
         table.insert(0, "outcome", outcome)
         tables.append(table)
         learners[outcome] = selected

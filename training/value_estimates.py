@@ -48,6 +48,18 @@ class LoggedOutcomes:
     arm_cost: FloatArray
 
 
+def restrict(logged: LoggedOutcomes, rows: NDArray[np.bool_]) -> LoggedOutcomes:
+    """The same logged exposures, only the rows where the mask `rows` is true."""
+    return LoggedOutcomes(
+        logged.treatment[rows],
+        logged.propensity[rows],
+        {o: v[rows] for o, v in logged.labels.items()},
+        {o: v[rows] for o, v in logged.mu.items()},
+        {o: v[rows] for o, v in logged.weights.items()},
+        logged.arm_cost,
+    )
+
+
 def row_values(policy: IntArray, logged: LoggedOutcomes, estimator: str = "dr") -> FloatArray:
     """Per-row money value of `policy` (arm index per row, 0 = nothing), by DR or IPS."""
     treatment, propensity = logged.treatment, logged.propensity

@@ -41,6 +41,9 @@ def test_every_policy_is_valued_with_intervals_and_truth(evaluation: Evaluation)
     judged = table.drop(index=["oracle", "nothing"])
     assert np.isfinite(judged[["dr_value", "dr_ci", "ips_value", "ips_ci"]].to_numpy()).all()
     assert (judged["dr_ci"] > 0).all() and (judged["truth_rows"] == evaluation.exposures).all()
+    # the truth covers every row here, so the DR over the truth's rows is the DR over all rows
+    np.testing.assert_allclose(judged["truth_rows_dr_value"], judged["dr_value"])
+    np.testing.assert_allclose(judged["truth_rows_dr_ci"], judged["dr_ci"])
     oracle = table.loc["oracle", "true_value"]
     assert oracle > 0 and (table["true_value"] <= oracle + 1e-9).all()
     assert table.loc["random", "true_value"] < 0  # every action costs; most do not pay

@@ -18,6 +18,8 @@ from training.exposures import (
     CONTROL,
     ExposureSet,
     build_exposure_set,
+    evaluation_exposures,
+    selection_exposures,
     split_exposures,
     uplift_arrays,
 )
@@ -176,6 +178,22 @@ def test_world_split_keeps_customers_together(world_set: ExposureSet) -> None:
     assert 0.25 < held.mean() < 0.35
     sides = pd.Series(held).groupby(frame["customer_id"].to_numpy()).nunique()
     assert (sides == 1).all()
+
+
+def test_selection_and_evaluation_customers_split_the_held_out_ones(
+    world_set: ExposureSet,
+) -> None:
+    """Learners are chosen on some held-out customers and judged on the others: the two parts
+    are disjoint, together exactly the held-out customers, about half each, customers whole."""
+    frame = world_set.frame
+    held, choose, judge = (
+        split_exposures(frame), selection_exposures(frame), evaluation_exposures(frame)
+    )  # fmt: skip
+    assert not np.any(choose & judge)
+    np.testing.assert_array_equal(choose | judge, held)
+    assert 0.1 < judge.mean() < 0.2 and 0.1 < choose.mean() < 0.2
+    part = pd.Series(choose.astype(int) + 2 * judge.astype(int))
+    assert (part.groupby(frame["customer_id"].to_numpy()).nunique() == 1).all()
 
 
 def test_world_uplift_signs_agree_with_the_truth(small_world: Path, world_set: ExposureSet) -> None:
