@@ -291,6 +291,30 @@ def bench_batch_memory(runs: dict[int, BatchRun]) -> Row | None:
     )
 
 
+def bench_hillstrom() -> Row | None:
+    """Issue 4: Qini of the uplift learners on Hillstrom's randomized e-mail test."""
+    src = REPO.parent / "shared" / "datasets" / "hillstrom.csv"
+    if not src.exists():
+        return None
+    seconds, gib, out = run_measured([sys.executable, "bench/hillstrom_qini.py", "--src", str(src)])
+    q = json.loads(out.splitlines()[-1])
+    learners = ", ".join(
+        f"{k[0] if k != 'DRLearner' else 'DR'} {v:.3f}" for k, v in q["qini"].items()
+    )
+    spread = ", ".join(
+        f"{k[0] if k != 'DRLearner' else 'DR'} {q['repeat_mean'][k]:.3f} ± {q['repeat_sd'][k]:.3f}"
+        for k in q["qini"]
+    )
+    return Row(
+        "Qini, Hillstrom (any e-mail vs none, visit, 70/30 stratified, seed 42)",
+        seconds,
+        gib,
+        ">= 0.05",
+        q["best_qini"] >= 0.05,
+        f"{learners}; mean ± sd over {q['repeats']} other splits: {spread}",
+    )
+
+
 def bench_telco() -> Row | None:
     src = REPO.parent / "shared" / "datasets" / "Telco-Customer-Churn.csv"
     if not src.exists():
@@ -371,6 +395,18 @@ def render(rows: list[Row]) -> None:
     Console(width=160).print(table)
 
 
+def bench_uplift_only(n: int) -> list[Row]:
+    """Issue 4's rows alone: the uplift world of n customers and Hillstrom."""
+    workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
+    try:
+        _, data = bench_synth(n, workdir, 600, None)
+        rows = bench_uplift(data, n, 300)
+        hillstrom = bench_hillstrom()
+        return rows + ([hillstrom] if hillstrom is not None else [])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -381,6 +417,11 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated data sets")
     parser.add_argument(
+        "--uplift-only",
+        action="store_true",
+        help="only issue 4's figures (uplift world, Hillstrom)",
+    )
+    parser.add_argument(
         "--serve-only", action="store_true", help="only the serving figures (bench/serve_bench.py)"
     )
     parser.add_argument(
@@ -389,6 +430,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve_only:
         render(bench_serve(args.open_seconds))
+        return
+    if args.uplift_only:
+        render(bench_uplift_only(args.uplift_size))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
@@ -416,6 +460,9 @@ def main() -> None:
             rows += bench_uplift(data, args.uplift_size, 300)
             render(rows)
 
+        hillstrom = bench_hillstrom()
+        if hillstrom is not None:
+            rows.append(hillstrom)
         memory = bench_batch_memory(batch)
         if memory is not None:
             rows.append(memory)

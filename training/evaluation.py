@@ -1,13 +1,14 @@
 """Honest evaluation of a bundle's decisions on held-out exposures (`nextbest evaluate`, issue 4).
 
 The rows are the exposures of the evaluation customers (`training.exposures.evaluation_exposures`):
-held out from fitting the score and uplift models *and* from choosing and calibrating the uplift
-learners, so no decision of the bundle was tuned on them. On them the learned policy — rank 1 of serving.arbitration over
-the bundle's net values, exactly what `nextbest score` and the service recommend — is compared with
-the baselines every CX team knows: nothing, a random action, the best single action for everyone and
-"target the highest churn risk". Policy values are money per customer, incremental over doing
-nothing (training.value_estimates), by DR and IPS with 95% intervals; the outcome models behind DR
-are S-learners fitted on every other customer's exposures, independent of the bundle's learners.
+no model was fitted on them and the uplift learners were neither chosen nor calibrated on them
+(only the score models' early stopping and calibration saw their snapshot rows). On them the
+learned policy — rank 1 of serving.arbitration over the bundle's net values, exactly what
+`nextbest score` and the service recommend — is compared with the baselines every CX team knows:
+nothing, a random action, the best single action for everyone and "target the highest churn
+risk". Policy values are money per customer, incremental over doing nothing
+(training.value_estimates), by DR and IPS with 95% intervals; the outcome models behind DR are
+S-learners fitted on every other customer's exposures, independent of the bundle's learners.
 On simulator data the truth gives each policy's true value and the oracle's.
 
 Only actions that were exposed can be judged: the others are left out of every policy here.

@@ -1,20 +1,20 @@
 """Uplift training: four meta-learners per outcome, the best chosen per action on held-out customers.
 
 For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
-70% of the customers' exposures (the training customers of the score models too) and judged on 15%
-of the others (`selection_exposures`), per action, by the doubly-robust (DR) value of the policies each one's ranking induces —
-"this action for the top 10%, 20%, ... 90% by predicted uplift, nothing for the others" — averaged
-over those budgets, with the Qini coefficient and the DR value of "where the uplift is positive"
-beside it. Per action the winner's predictions are calibrated on the same held-out rows
-(training.uplift_choice) and the result joins the bundle. The last 15% of the customers
-(`evaluation_exposures`) are never used here, not even to choose: `nextbest evaluate` judges the
-bundle on them, so its figures carry no winner's curse from the choice.
+70% of the customers' exposures (the training customers of the score models too) and judged on
+15% of the others (`selection_exposures`), per action, by the doubly-robust (DR) value of the
+policies each one's ranking induces — "this action for the top 10%, 20%, ... 90% by predicted
+uplift, nothing for the others" — averaged over those budgets, with the Qini coefficient and the DR
+value of "where the uplift is positive" beside it. Per action the winner's predictions are
+calibrated on the same selection rows (training.uplift_choice) and the result joins the bundle.
+The last 15% of the customers (`evaluation_exposures`) are never used here, not even to choose:
+`nextbest evaluate` judges the bundle on them, so its figures carry no winner's curse.
 
 Orientation: every criterion is "greater is better". For the churn outcome the learners model
 churn itself (so `predict` stays the uplift on churn, which serving.value negates), but policies
 and metrics use retention, 1 − churn: a policy's `dr_value` is then its retention rate.
 
-The DR value needs the expected outcome of each held-out row under each arm; it comes from the
+The DR value needs the expected outcome of each selection row under each arm; it comes from the
 T-learner fitted on the training part (never on the rows it judges), shared by all four learners
 so they are compared on the same footing.
 """
