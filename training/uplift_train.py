@@ -40,7 +40,14 @@ from training.exposures import (
 )
 from training.features import FeatureBuilder
 from training.policy_eval import dr_value, qini_coefficient
-from training.uplift import LEARNERS, TLearner, UpliftLearner, XLearner, aipw_pseudo_outcome
+from training.uplift import (
+    LEARNERS,
+    BinnedFeatures,
+    TLearner,
+    UpliftLearner,
+    XLearner,
+    aipw_pseudo_outcome,
+)
 from training.uplift_choice import SelectedUplift, calibration_line
 
 # Small, regularised LightGBM bases (many small-effect actions reward shrinkage over depth);
@@ -157,15 +164,17 @@ def fit_learners(
     X: np.ndarray, treatment: np.ndarray, y: np.ndarray, propensity: np.ndarray,
     categorical: list[int], params: dict[str, Any],
 ) -> dict[str, UpliftLearner]:  # fmt: skip
-    """Every learner of uplift.LEARNERS fitted on the rows; the X-learner borrows the T-learner's
-    outcome models (its first stage is that T-learner) instead of fitting them twice."""
+    """Every learner of uplift.LEARNERS fitted on the rows, all on one binning of X; the
+    X-learner borrows the T-learner's outcome models (its first stage is that T-learner)."""
     fitted: dict[str, UpliftLearner] = {}
+    binned = BinnedFeatures(X, categorical)
     for name in sorted(LEARNERS, key=lambda n: n != "TLearner"):  # the T-learner first
         learner = make_learner(name, categorical, params)
         if isinstance(learner, XLearner) and isinstance(fitted.get("TLearner"), TLearner):
-            fitted[name] = learner.fit(X, treatment, y, propensity, first_stage=fitted["TLearner"])
+            first = fitted["TLearner"]
+            fitted[name] = learner.fit(X, treatment, y, propensity, binned, first_stage=first)
         else:
-            fitted[name] = learner.fit(X, treatment, y, propensity)
+            fitted[name] = learner.fit(X, treatment, y, propensity, binned)
     return {name: fitted[name] for name in LEARNERS}
 
 

@@ -20,6 +20,7 @@ from training.errors import NextbestError
 from training.policy_eval import dr_value, qini_coefficient
 from training.uplift import (
     CONTROL,
+    BinnedFeatures,
     DRLearner,
     SLearner,
     TLearner,
@@ -243,3 +244,18 @@ def test_x_learner_borrowing_the_t_learner_is_the_same_model() -> None:
     own = XLearner(**params).fit(*args)
     np.testing.assert_array_equal(borrowed.predict(world.X), own.predict(world.X))
     assert not hasattr(borrowed, "_first_stage")  # nothing of the loan stays on the estimator
+
+
+@pytest.mark.parametrize("cls", LEARNER_CLASSES)
+def test_sharing_one_binning_of_x_is_the_same_model(cls) -> None:
+    """Learners fitted on one `BinnedFeatures` of X (as uplift training shares it) predict
+    exactly as if each had binned X itself; a binning of another matrix is refused."""
+    world = simulate(3000, seed=9, binary=True)
+    args = (world.X, world.treatment, world.y, world.propensity)
+    params = PARAMS | {"n_estimators": 30}
+    shared = cls(**params).fit(*args, binned=BinnedFeatures(world.X))
+    own = cls(**params).fit(*args)
+    np.testing.assert_array_equal(shared.predict(world.X), own.predict(world.X))
+    assert not hasattr(shared, "_shared_bins")
+    with pytest.raises(NextbestError, match="binned features"):
+        cls(**params).fit(*args, binned=BinnedFeatures(world.X[:100]))
