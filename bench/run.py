@@ -395,7 +395,7 @@ def render(rows: list[Row]) -> None:
     Console(width=160).print(table)
 
 
-def bench_uplift_only(n: int) -> list[Row]:
+def bench_uplift_only(n: int, keep: bool = False) -> list[Row]:
     """Issue 4's rows alone: the uplift world of n customers and Hillstrom."""
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
     try:
@@ -404,7 +404,10 @@ def bench_uplift_only(n: int) -> list[Row]:
         hillstrom = bench_hillstrom()
         return rows + ([hillstrom] if hillstrom is not None else [])
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            print(f"data kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -432,7 +435,7 @@ def main() -> None:
         render(bench_serve(args.open_seconds))
         return
     if args.uplift_only:
-        render(bench_uplift_only(args.uplift_size))
+        render(bench_uplift_only(args.uplift_size, args.keep))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))

@@ -1,5 +1,6 @@
 """Uplift training on the small world: four learners compared per outcome and action on held-out
-customers, the chosen one per action calibrated, and carried by the bundle through save and load
+customers (never on evaluation customers), the chosen one per action calibrated, outcomes
+learned side by side as one at a time, and carried by the bundle through save and load
 exactly.
 
 `uplift_on` (trained once per process) is shared with tests/serving/test_batch.py.
@@ -11,15 +12,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from training.config import OutcomeSpec, load_config
 from training.contract import open_dataset
-from training.exposures import CONTROL
+from training.exposures import (
+    CONTROL,
+    build_exposure_set,
+    evaluation_exposures,
+    selection_exposures,
+)
 from training.features import FeatureBuilder, to_matrix
 from training.uplift import LEARNERS, SLearner
 from training.uplift_choice import UpliftModel
-from training.uplift_train import UpliftResult, orientation, policy_actions, train_uplift
+from training.uplift_train import (
+    FAST_PARAMS,
+    UpliftResult,
+    learn_outcome,
+    orientation,
+    policy_actions,
+    train_uplift,
+)
 
 _CACHE: dict[object, Any] = {}
 
@@ -141,3 +155,56 @@ def test_bundle_without_uplift_saves_no_uplift_folder(small_world: Path, tmp_pat
     loaded = Bundle.load(bundle.save(tmp_path / "bundle"))
     assert not (tmp_path / "bundle" / "uplift").exists()
     assert loaded.uplift == {} and loaded.uplift_matrix(np.zeros((3, 1))) == {}
+
+
+def _value_exposures(data_dir: Path) -> tuple[Any, Any]:
+    """The small world's exposure set and its rows labelled with `value`."""
+    config = load_config()
+    with open_dataset(data_dir).connect() as con:
+        exposures = build_exposure_set(con, FeatureBuilder(config.features).fit(con), config)
+    frame = exposures.frame
+    return exposures, frame[frame["value"].notna()].reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_served_uplift_learns_from_selection_customers_never_from_evaluation_ones(
+    small_world: Path,
+) -> None:
+    exposures, labelled = _value_exposures(small_world)
+    config = load_config()
+    names, cats = exposures.feature_names, exposures.categorical
+    params = FAST_PARAMS | {"n_estimators": 30, "n_jobs": 1}
+    rng = np.random.default_rng(5)
+
+    def served_after_scrambling(rows: np.ndarray) -> np.ndarray:
+        changed = labelled.copy()
+        changed.loc[rows, "value"] = (
+            rng.permutation(changed.loc[rows, "value"].to_numpy(copy=True)) * 3
+        )
+        result = learn_outcome(changed, "value", config.outcomes["value"], names, cats, params)
+        assert not isinstance(result, str)
+        return result[1].predict(to_matrix(labelled, names))
+
+    evaluation = np.asarray(evaluation_exposures(labelled), dtype=bool)
+    selection = np.asarray(selection_exposures(labelled), dtype=bool)
+    assert evaluation.sum() > 100 and selection.sum() > 100 and not (evaluation & selection).any()
+    original = served_after_scrambling(np.zeros(len(labelled), dtype=bool))
+    np.testing.assert_array_equal(served_after_scrambling(evaluation), original)
+    # the selection customers choose and calibrate the served models: their outcomes matter
+    assert not np.allclose(served_after_scrambling(selection), original)
+
+
+@pytest.mark.slow
+def test_outcomes_learned_side_by_side_equal_one_at_a_time(small_world: Path) -> None:
+    side_by_side = uplift_on(small_world)  # n_jobs=2 (FAST_PARAMS): two outcomes at a time
+    config = load_config()
+    with open_dataset(small_world).connect() as con:
+        builder = FeatureBuilder(config.features).fit(con)
+        one_by_one = train_uplift(con, builder, config, params={"n_estimators": 30, "n_jobs": 1})
+    assert one_by_one is not None
+    pd.testing.assert_frame_equal(side_by_side.comparison, one_by_one.comparison)
+    X = to_matrix(_value_exposures(small_world)[1], builder.feature_names_)[:2000]
+    for outcome, model in side_by_side.learners.items():
+        np.testing.assert_array_equal(model.predict(X), one_by_one.learners[outcome].predict(X))
+        # trained one booster thread per outcome, served with the configured threads
+        assert {m.n_jobs for m in model.learners_.values()} == {FAST_PARAMS["n_jobs"]}
