@@ -183,6 +183,15 @@ def bench_uplift(data: Path, n: int, limit_s: float) -> list[Row]:
             f"{q['feature_ceiling']:.2f}: what noise-free labels would reach from these features",
         ),  # fmt: skip
         Row(
+            "policy share with one outcome's true uplift swapped in",
+            0,
+            0,
+            "(context)",
+            None,
+            ", ".join(f"{o} {v:.2f}" for o, v in q["truth_swaps"].items())
+            + ": the outcome whose uplift model limits the policy most has the highest",
+        ),  # fmt: skip
+        Row(
             "learned policy vs target highest churn",
             0,
             0,

@@ -8,7 +8,9 @@ It also measures the *feature ceiling*: LightGBM regressions of every arm's **tr
 simulator's noise-free truth, no outcome noise at all) on the same features, fitted on the other
 customers and used as a policy on the evaluation customers. No uplift model learned from observed
 outcomes can beat it by much: it shows how much of the oracle (which sees the customers' hidden
-traits) the observable journey allows.
+traits) the observable journey allows. And the *truth swaps*: the learned policy's share of the
+oracle when one outcome's predicted uplift is replaced by the true one, which says which outcome's
+uplift model limits the policy most.
 
     .venv/bin/python bench/uplift_policy.py --data DIR --store DIR
 """
@@ -20,6 +22,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import lightgbm as lgb
 import numpy as np
@@ -31,9 +34,19 @@ CEILING_PARAMS = {"objective": "regression", "learning_rate": 0.05, "num_leaves"
 CEILING_ROUNDS = 300
 
 
-def feature_ceiling(data: Path, version: str) -> float:
-    """Oracle share of the policy "the arm whose true net value, regressed on the features, is
-    highest" on the evaluation customers (fitted on the other customers with truth)."""
+class TruthRows(NamedTuple):
+    """The bundle's decisions beside the simulator's truth, for every held-out-or-not exposure."""
+
+    X: np.ndarray
+    decisions: Any  # training.evaluation.Decisions
+    net: np.ndarray  # (n, arms) true net value of each arm vs control; NaN without truth
+    fit: np.ndarray  # rows with truth of the other customers
+    judge: np.ndarray  # rows with truth of the evaluation customers
+    true_uplift: dict[str, np.ndarray]  # outcome -> (n, actions) true uplift
+
+
+def truth_rows(data: Path, version: str) -> TruthRows:
+    """Decisions of bundle `version` for every exposure, with the truth where it exists."""
     from training.bundle import load_bundle
     from training.contract import open_dataset
     from training.evaluation import decide, held_out_exposures, objective_weights
@@ -51,18 +64,59 @@ def feature_ceiling(data: Path, version: str) -> float:
     weights = objective_weights(bundle, d.scores, len(rows))
     truth = load_exposure_truth(default_truth_dir(data), rows)
     arms = [CONTROL, *bundle.config.catalog.ids]
-    net = true_net_values(truth, arms, weights, truth_columns(bundle.config), np.r_[0.0, d.cost])
+    prefixes = truth_columns(bundle.config)
+    net = true_net_values(truth, arms, weights, prefixes, np.r_[0.0, d.cost])
+    true_uplift = {
+        outcome: np.column_stack(
+            [truth[f"{prefix}_{a}"] - truth[f"{prefix}_{CONTROL}"] for a in arms[1:]]
+        )
+        for outcome, prefix in prefixes.items()
+    }
     known = ~np.isnan(net).any(axis=1)
-    fit, judge = known & ~held, known & held
-    predicted = np.zeros((judge.sum(), len(arms)))
-    for j in range(1, len(arms)):
-        model = lgb.train(CEILING_PARAMS, lgb.Dataset(X[fit], net[fit, j]), CEILING_ROUNDS)
-        predicted[:, j] = model.predict(X[judge])
-    eligible = np.column_stack([np.ones(judge.sum(), bool), d.allowed[judge]])
-    rows_judged = np.arange(judge.sum())
-    chosen = np.argmax(np.where(eligible, predicted, -np.inf), axis=1)
-    best = np.argmax(np.where(eligible, net[judge], -np.inf), axis=1)
-    return float(net[judge][rows_judged, chosen].mean() / net[judge][rows_judged, best].mean())
+    return TruthRows(X, d, net, known & ~held, known & held, true_uplift)
+
+
+def oracle_share(t: TruthRows, chosen: np.ndarray) -> float:
+    """True value of the arms `chosen` for the evaluation rows with truth, over the oracle's."""
+    net = t.net[t.judge]
+    eligible = np.column_stack([np.ones(len(net), bool), t.decisions.allowed[t.judge]])
+    best = np.argmax(np.where(eligible, net, -np.inf), axis=1)
+    rows = np.arange(len(net))
+    return float(net[rows, chosen].mean() / net[rows, best].mean())
+
+
+def feature_ceiling(t: TruthRows) -> float:
+    """Oracle share of the policy "the arm whose true net value, regressed on the features, is
+    highest" on the evaluation customers (fitted on the other customers with truth)."""
+    predicted = np.zeros((t.judge.sum(), t.net.shape[1]))
+    for j in range(1, t.net.shape[1]):
+        data = lgb.Dataset(t.X[t.fit], t.net[t.fit, j])
+        predicted[:, j] = lgb.train(CEILING_PARAMS, data, CEILING_ROUNDS).predict(t.X[t.judge])
+    eligible = np.column_stack([np.ones(t.judge.sum(), bool), t.decisions.allowed[t.judge]])
+    return oracle_share(t, np.argmax(np.where(eligible, predicted, -np.inf), axis=1))
+
+
+def truth_swaps(t: TruthRows, version: str) -> dict[str, float]:
+    """Oracle share of the learned policy when one outcome's predicted uplift is replaced by the
+    truth: which outcome's uplift model limits the policy most."""
+    from serving.arbitration import Candidates
+    from serving.value import net_value
+    from training.bundle import load_bundle
+    from training.evaluation import learned_arms
+
+    config = load_bundle(version).config
+    d = t.decisions
+    uplift = {o: u[t.judge] for o, u in d.uplift.items()}
+    scores = {k: v[t.judge] for k, v in d.scores.items()}
+    shares = {}
+    for outcome, truth in t.true_uplift.items():
+        swapped = uplift | {outcome: truth[t.judge]}
+        value = net_value(swapped, scores, d.cost, config.objective, config.outcomes)
+        candidates = Candidates(
+            config.catalog.ids, d.cost, value.expected_value, d.allowed[t.judge]
+        )
+        shares[outcome] = oracle_share(t, learned_arms(candidates))
+    return shares
 
 
 def main() -> None:
@@ -87,6 +141,7 @@ def main() -> None:
     uplift_start = next(t for m, t in marks.items() if m.startswith(UPLIFT_STEP))
     uplift_seconds = marks["registering the bundle"] - uplift_start
     evaluation, _ = evaluate(args.data.resolve(), result.version, args.store / "report")
+    truth = truth_rows(args.data.resolve(), str(result.version))
     policies = evaluation.policies.set_index("policy")
     print(
         json.dumps(
@@ -95,7 +150,8 @@ def main() -> None:
                 "uplift_seconds": uplift_seconds,
                 "exposures": pq.ParquetFile(args.data / "exposures.parquet").metadata.num_rows,
                 "held_out": evaluation.exposures,
-                "feature_ceiling": feature_ceiling(args.data.resolve(), str(result.version)),
+                "feature_ceiling": feature_ceiling(truth),
+                "truth_swaps": truth_swaps(truth, str(result.version)),
                 "policies": json.loads(
                     policies.drop(columns="description").to_json(orient="index")
                 ),

@@ -19,6 +19,7 @@ from training.config import OutcomeSpec, load_config
 from training.contract import open_dataset
 from training.exposures import (
     CONTROL,
+    ExposureSet,
     build_exposure_set,
     evaluation_exposures,
     selection_exposures,
@@ -157,7 +158,7 @@ def test_bundle_without_uplift_saves_no_uplift_folder(small_world: Path, tmp_pat
     assert loaded.uplift == {} and loaded.uplift_matrix(np.zeros((3, 1))) == {}
 
 
-def _value_exposures(data_dir: Path) -> tuple[Any, Any]:
+def _value_exposures(data_dir: Path) -> tuple[ExposureSet, pd.DataFrame]:
     """The small world's exposure set and its rows labelled with `value`."""
     config = load_config()
     with open_dataset(data_dir).connect() as con:
