@@ -22,23 +22,28 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import lightgbm as lgb
 import numpy as np
 import pyarrow.parquet as pq
 
 UPLIFT_STEP = "training uplift models"
+if TYPE_CHECKING:
+    from training.config import Config
+    from training.evaluation import Decisions
+
 CEILING_PARAMS = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 31,
                   "min_child_samples": 50, "num_threads": 2, "verbose": -1}  # fmt: skip
 CEILING_ROUNDS = 300
 
 
 class TruthRows(NamedTuple):
-    """The bundle's decisions beside the simulator's truth, for every held-out-or-not exposure."""
+    """A bundle's decisions beside the simulator's truth, for every exposure."""
 
+    config: Config
     X: np.ndarray
-    decisions: Any  # training.evaluation.Decisions
+    decisions: Decisions
     net: np.ndarray  # (n, arms) true net value of each arm vs control; NaN without truth
     fit: np.ndarray  # rows with truth of the other customers
     judge: np.ndarray  # rows with truth of the evaluation customers
@@ -73,7 +78,7 @@ def truth_rows(data: Path, version: str) -> TruthRows:
         for outcome, prefix in prefixes.items()
     }
     known = ~np.isnan(net).any(axis=1)
-    return TruthRows(X, d, net, known & ~held, known & held, true_uplift)
+    return TruthRows(bundle.config, X, d, net, known & ~held, known & held, true_uplift)
 
 
 def oracle_share(t: TruthRows, chosen: np.ndarray) -> float:
@@ -96,16 +101,14 @@ def feature_ceiling(t: TruthRows) -> float:
     return oracle_share(t, np.argmax(np.where(eligible, predicted, -np.inf), axis=1))
 
 
-def truth_swaps(t: TruthRows, version: str) -> dict[str, float]:
+def truth_swaps(t: TruthRows) -> dict[str, float]:
     """Oracle share of the learned policy when one outcome's predicted uplift is replaced by the
     truth: which outcome's uplift model limits the policy most."""
     from serving.arbitration import Candidates
     from serving.value import net_value
-    from training.bundle import load_bundle
     from training.evaluation import learned_arms
 
-    config = load_bundle(version).config
-    d = t.decisions
+    config, d = t.config, t.decisions
     uplift = {o: u[t.judge] for o, u in d.uplift.items()}
     scores = {k: v[t.judge] for k, v in d.scores.items()}
     shares = {}
@@ -151,7 +154,7 @@ def main() -> None:
                 "exposures": pq.ParquetFile(args.data / "exposures.parquet").metadata.num_rows,
                 "held_out": evaluation.exposures,
                 "feature_ceiling": feature_ceiling(truth),
-                "truth_swaps": truth_swaps(truth, str(result.version)),
+                "truth_swaps": truth_swaps(truth),
                 "policies": json.loads(
                     policies.drop(columns="description").to_json(orient="index")
                 ),
