@@ -58,7 +58,12 @@ def truth_rows(data: Path, version: str) -> TruthRows:
     from training.exposures import CONTROL
     from training.features import to_matrix
     from training.synth.generate import default_truth_dir
-    from training.synth.oracle import load_exposure_truth, true_net_values, truth_columns
+    from training.synth.oracle import (
+        load_exposure_truth,
+        true_net_values,
+        true_uplift,
+        truth_columns,
+    )
 
     bundle = load_bundle(version)
     with open_dataset(data).connect() as con:
@@ -71,14 +76,9 @@ def truth_rows(data: Path, version: str) -> TruthRows:
     arms = [CONTROL, *bundle.config.catalog.ids]
     prefixes = truth_columns(bundle.config)
     net = true_net_values(truth, arms, weights, prefixes, np.r_[0.0, d.cost])
-    true_uplift = {
-        outcome: np.column_stack(
-            [truth[f"{prefix}_{a}"] - truth[f"{prefix}_{CONTROL}"] for a in arms[1:]]
-        )
-        for outcome, prefix in prefixes.items()
-    }
     known = ~np.isnan(net).any(axis=1)
-    return TruthRows(bundle.config, X, d, net, known & ~held, known & held, true_uplift)
+    uplift = true_uplift(truth, arms, prefixes)
+    return TruthRows(bundle.config, X, d, net, known & ~held, known & held, uplift)
 
 
 def oracle_share(t: TruthRows, chosen: np.ndarray) -> float:

@@ -16,6 +16,7 @@ Only actions that were exposed can be judged: the others are left out of every p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,7 +357,7 @@ def with_truth(
     policies: dict[str, tuple[np.ndarray, str]],
     true_net: np.ndarray,
     allowed: np.ndarray,
-    dr_on_truth_rows: Any,
+    dr_on_truth_rows: Callable[[np.ndarray], tuple[float, float]],
 ) -> pd.DataFrame:
     """Add each policy's true value (rows with truth only) and its share of the oracle's, the
     best eligible arm per row in truth, itself added as the row "oracle"; and the DR estimate

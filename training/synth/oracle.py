@@ -46,6 +46,24 @@ def load_exposure_truth(truth_dir: Path, keys: pd.DataFrame) -> pd.DataFrame:
     return aligned.reset_index(drop=True)
 
 
+def true_uplift(
+    truth: pd.DataFrame, arms: list[str], prefixes: Mapping[str, str]
+) -> dict[str, np.ndarray]:
+    """Per outcome the truth covers (`prefixes`), the (n, arms - 1) true effect of each action
+    vs control, per row; NaN for an arm the truth does not cover. `arms` starts with "control"."""
+    uplift = {}
+    for outcome, prefix in prefixes.items():
+        base = truth[f"{prefix}_control"].to_numpy(dtype=np.float64)
+        effects = [
+            truth[column].to_numpy(dtype=np.float64) - base
+            if column in truth
+            else np.full(len(truth), np.nan)
+            for column in (f"{prefix}_{arm}" for arm in arms[1:])
+        ]
+        uplift[outcome] = np.column_stack(effects) if effects else np.empty((len(truth), 0))
+    return uplift
+
+
 def true_net_values(
     truth: pd.DataFrame,
     arms: list[str],
@@ -59,15 +77,10 @@ def true_net_values(
     """
     n = len(truth)
     net = np.zeros((n, len(arms)), dtype=np.float64)
+    uplift = true_uplift(truth, arms, prefixes)
     for outcome, weight in weights.items():
-        prefix = prefixes.get(outcome)
-        if prefix is None:
-            continue
-        base = truth[f"{prefix}_control"].to_numpy(dtype=np.float64)
-        for j, arm in enumerate(arms[1:], start=1):
-            column = f"{prefix}_{arm}"
-            effect = truth[column].to_numpy(dtype=np.float64) - base if column in truth else np.nan
-            net[:, j] += weight * effect
+        if outcome in uplift:
+            net[:, 1:] += np.asarray(weight, dtype=np.float64).reshape(-1, 1) * uplift[outcome]
     net[:, 1:] -= arm_cost[1:]
     missing = (
         truth[f"{next(iter(prefixes.values()))}_control"].isna().to_numpy()
