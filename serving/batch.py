@@ -20,7 +20,7 @@ from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -41,7 +41,7 @@ from serving.population import Population, iter_features, plan_population
 from training.atomic import atomic_directory
 from training.contract import open_dataset, validate_dataset
 from training.errors import NextbestError
-from training.snapshots import data_span
+from training.snapshots import check_scoring_date, data_span
 
 if TYPE_CHECKING:
     from training.bundle import Bundle
@@ -94,18 +94,6 @@ def check_output_dir(out: Path) -> None:
         )
 
 
-def check_as_of(as_of: date, start: datetime | None, observed_until: datetime | None) -> None:
-    """Scores need history before the date and no date beyond the day after the last event."""
-    if start is None or observed_until is None:
-        return
-    first, last = start.date() + timedelta(days=1), observed_until.date()
-    if not first <= as_of <= last:
-        raise NextbestError(
-            f"--as-of {as_of}: outside the data's range; events run from {start:%Y-%m-%d} to "
-            f"{observed_until - timedelta(days=1):%Y-%m-%d}, so use a date in {first}..{last}"
-        )
-
-
 def prefetched(items: Iterator[T]) -> Iterator[T]:
     """`items`, with the next one computed in a background thread while the caller works on the
     current one. DuckDB (features) and LightGBM (scores) both release the GIL, so the two stages
@@ -143,7 +131,7 @@ def score(
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
-        check_as_of(as_of, span.start, span.observed_until)
+        check_scoring_date(as_of, span, bundle.metadata.as_of)
         population = plan_population(con, bundle.config, as_of, settings.chunk_customers)
         spec = OutputSpec(
             config=bundle.config,

@@ -135,16 +135,16 @@ def write_store(
 
 def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
     """FeatureBuilder rows of every customer active at `as_of` (the customers batch scoring scores)."""
-    from serving.batch import check_as_of
     from training.contract import open_dataset, validate_dataset
-    from training.snapshots import active_spine, data_span
+    from training.snapshots import active_spine, check_scoring_date, count_active, data_span
 
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
-        check_as_of(as_of, span.start, span.observed_until)
+        check_scoring_date(as_of, span, bundle.metadata.as_of)
         churn = bundle.config.outcome_for_role("churn")
         con.execute(f"CREATE TEMP TABLE _active AS {active_spine(con, as_of, churn and churn[1])}")
+        count_active(con, "_active", as_of)
         return bundle.builder.transform(con, spine="_active")
 
 

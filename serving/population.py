@@ -19,7 +19,7 @@ import pandas as pd
 from training.config import Config
 from training.feature_sql import quote_literal
 from training.features import FeatureBuilder
-from training.snapshots import active_spine
+from training.snapshots import active_spine, count_active
 
 ACTIVE = "_nextbest_active"
 CHUNK = "_nextbest_chunk"
@@ -59,7 +59,7 @@ def plan_population(
     churn = config.outcome_for_role("churn")
     spine = active_spine(con, as_of, churn and churn[1])
     con.execute(f"CREATE OR REPLACE TEMP TABLE {ACTIVE} AS {spine}")
-    [(customers,)] = con.execute(f"SELECT count(*) FROM {ACTIVE}").fetchall()
+    customers = count_active(con, ACTIVE, as_of)
     k = max(1, -(-int(customers) // chunk_customers))  # ceil
     if k == 1:
         return Population(int(customers), [ChunkRange(0, None, None)])

@@ -7,6 +7,7 @@ past the end of the data are censored and dropped, never read as "nothing happen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -70,21 +71,56 @@ def resolve_as_of(config: Config, span: DataSpan) -> list[date]:
 
 
 def active_spine(con: duckdb.DuckDBPyConnection, as_of: date, churn: OutcomeSpec | None) -> str:
-    """SQL for the customers who are customers at `as_of`: not churned before it and, when the data
-    set has any history before it, with at least one event before it (not yet joined otherwise).
+    """SQL for the customers who are customers at `as_of`: not churned before it and, once the
+    journey has begun, seen before it (an event other than a churn event, or an exposure); a
+    customer first seen later had not joined yet. Until anyone is seen, every customer is active:
+    a snapshot export (attributes as of a date, churn events after it) scores all its customers
+    on any date, less those who churned.
 
     The subqueries are DISTINCT so DuckDB's IN builds its hash table on customers, not on every
     event (1M customers / 64M events: 0.4 GiB and 1.5 s instead of 3.4 GiB and 7.7 s)."""
     ts = f"TIMESTAMP '{as_of.isoformat()}'"
-    churned = ""
+    churned, not_churn = "", "true"
     if churn is not None and churn.kind == "any":
         types = ", ".join("'" + t.replace("'", "''") + "'" for t in churn.event_types)
         churned = f"AND customer_id NOT IN (SELECT DISTINCT customer_id FROM events WHERE ts < {ts} AND event_type IN ({types}))"
+        not_churn = f"event_type NOT IN ({types})"
+    events = f"FROM events WHERE ts < {ts} AND {not_churn}"
+    exposures = f"FROM exposures WHERE ts < {ts}"
     return f"""
         SELECT customer_id, {ts} AS as_of FROM customers
-        WHERE (NOT EXISTS (SELECT 1 FROM events WHERE ts < {ts})
-               OR customer_id IN (SELECT DISTINCT customer_id FROM events WHERE ts < {ts}))
+        WHERE ((NOT EXISTS (SELECT 1 {events}) AND NOT EXISTS (SELECT 1 {exposures}))
+               OR customer_id IN (SELECT DISTINCT customer_id {events}
+                                  UNION SELECT DISTINCT customer_id {exposures}))
         {churned}"""
+
+
+def check_scoring_date(as_of: date, span: DataSpan, trained_as_of: Sequence[date] = ()) -> None:
+    """Scoring dates run from the bundle's first training as-of date (or the day after the first
+    event, if earlier) to the day after the last observed event: later dates would read a future
+    the data does not hold, earlier ones a history nothing was trained on."""
+    if span.start is None or span.observed_until is None:
+        return
+    first = min([span.start.date() + timedelta(days=1), *trained_as_of])
+    last = span.observed_until.date()
+    if not first <= as_of <= last:
+        raise NextbestError(
+            f"--as-of {as_of}: outside the data's range; use a date in {first}..{last} (events "
+            f"from {span.start:%Y-%m-%d}, observed until {last}; the bundle was trained as of "
+            f"{', '.join(str(d) for d in trained_as_of) or 'unknown dates'})"
+        )
+
+
+def count_active(con: duckdb.DuckDBPyConnection, table: str, as_of: date) -> int:
+    """Rows of the active spine `table`; none is an error (a wrong date or data set, not a quiet
+    empty output for the CRM to pick up)."""
+    [(n,)] = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    if n == 0:
+        raise NextbestError(
+            f"--as-of {as_of}: no customer is active at that date (active: no churn event before "
+            "it and, once the journey has begun, an event or exposure before it)"
+        )
+    return int(n)
 
 
 def build_snapshots(

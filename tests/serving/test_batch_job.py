@@ -153,3 +153,29 @@ def test_cli_errors_are_one_line(small_world: Path, registry: Registry, tmp_path
     )
     assert_one_line_error(invalid, "customers.parquet", "customer_id")
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_snapshot_export_scores_every_customer_from_its_training_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IBM Telco's shape: attributes as of the training date, churn events only after it. Every
+    customer is scored on that date, and a month later every one who had not churned by then."""
+    from datetime import date
+
+    from tests.training.test_train import static_only_churn_set
+    from training.train import train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    data = static_only_churn_set(tmp_path / "telco_like")
+    version = str(train(data, data / "config.yaml").version)
+    events = pd.read_csv(data / "events.csv", parse_dates=["ts"])
+    first = score(data, date(2026, 1, 1), tmp_path / "first", version)
+    assert first.customers == 3000
+    later = score(data, date(2026, 2, 1), tmp_path / "later", version)
+    scores = pd.read_parquet(tmp_path / "later" / "scores.parquet")
+    churned = set(events.loc[events["ts"] < "2026-02-01", "customer_id"])
+    assert len(churned) > 100 and later.customers == len(scores) == 3000 - len(churned)
+    assert not churned & set(scores["customer_id"])
+    assert scores["churn_probability"].between(0, 1).all()
