@@ -1,12 +1,14 @@
-"""ASGI guards in front of the service: a request-size limit and optional API-key authentication.
+"""ASGI guards in front of the service: a request-size limit, optional API-key authentication and
+one shape for the JSON APIs' client errors.
 
-Both answer in JSON with a 4xx before the body is parsed, and neither logs the key or the body.
+All answer in JSON with a 4xx before the body is parsed, and none logs the key or the body.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,3 +88,76 @@ class ApiKeyMiddleware:
             await _reply(send, 401, f"missing or wrong {self._header.decode()} header")
             return
         await self.app(scope, receive, send)
+
+
+# Bodies BentoML would parse as a form (or as its internal pickle/arrow formats) instead of JSON; a
+# malformed multipart body made it answer 500.
+NOT_JSON = ("multipart/", "application/x-www-form-urlencoded", "application/vnd.bentoml")
+
+
+def one_error_object(payload: Any) -> Any:
+    """A client error's JSON as one object `{"error": message, ...}`: BentoML wraps the errors the
+    service raises in a one-item list, and says only "1 validation error for RecommendRequest" of
+    a pydantic error, so the message is rebuilt from its details ("max_actions: Input should be
+    greater than 0")."""
+    if isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], dict):
+        payload = payload[0]
+    if not isinstance(payload, dict):
+        return {"error": str(payload)}
+    detail = payload.get("detail")
+    if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
+        where = (".".join(str(p) for p in d.get("loc", ()) if p != "body") for d in detail)
+        parts = [
+            f"{w}: {d.get('msg', '')}" if w else str(d.get("msg", ""))
+            for w, d in zip(where, detail, strict=True)
+        ]
+        payload = payload | {"error": "; ".join(parts)}
+    return payload
+
+
+class JsonApiMiddleware:
+    """For the JSON API `paths`: 415 for form bodies, and every 4xx answer as one JSON object
+    `{"error": ...}` whatever part of the stack produced it."""
+
+    def __init__(self, app: ASGIApp, paths: Collection[str]) -> None:
+        self.app, self.paths = app, frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        media = content_type.split(";")[0].strip().lower()
+        if media.startswith(NOT_JSON):
+            await _reply(
+                send, 415, f"send the body as JSON (Content-Type: application/json), not {media}"
+            )
+            return
+        held: Message | None = None
+        body = b""
+
+        async def reshaping(message: Message) -> None:
+            nonlocal held, body
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                held = message  # sent once the whole body is known, with its new length
+                return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body += message.get("body", b"")
+            if message.get("more_body", False):
+                return
+            new = json.dumps(_reshaped(body)).encode()
+            headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(new)).encode()))
+            await send({**held, "headers": headers})
+            await send({"type": "http.response.body", "body": new})
+
+        await self.app(scope, receive, reshaping)
+
+
+def _reshaped(body: bytes) -> dict[str, Any]:
+    try:
+        return dict(one_error_object(json.loads(body)))
+    except ValueError:
+        return {"error": body.decode("utf-8", errors="replace")}

@@ -30,6 +30,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 
 from serving.api_models import (
     ActionOut,
@@ -46,7 +47,12 @@ from serving.arbitration import UnknownActionError
 from serving.contact_policy import allowed_mask, lookback
 from serving.decision import Decision, DecisionRequest, UnknownChannelError
 from serving.decision_log import DecisionLog, DecisionRecord, NotOfferedError, UnknownDecisionError
-from serving.http_guards import ApiKeyMiddleware, BodyLimitMiddleware
+from serving.http_guards import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    JsonApiMiddleware,
+    one_error_object,
+)
 from serving.runtime import Runtime, current_key, load_runtime
 from serving.settings import ServingSettings
 from training.errors import NextbestError
@@ -64,6 +70,34 @@ DECISIONS = bentoml.metrics.Counter(
 )
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+API_PATHS = ("/recommend", "/score", "/feedback")
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """BentoML logs every rejected request as an ERROR with a traceback, and pydantic's message
+    quotes the input (a customer id, say): a client error becomes one WARNING line with what was
+    wrong and no input. Server errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            details = exc.errors(include_input=False, include_url=False, include_context=False)
+            status, what = 400, one_error_object({"detail": details})["error"]
+        elif isinstance(exc, BentoMLException) and exc.error_code < 500:
+            status, what = int(exc.error_code), str(exc)
+        else:
+            return True
+        where = (
+            record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
+        )
+        record.msg, record.args = "rejected %s [%s] (%d): %s", (*where, status, what)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+# the logger of bentoml._internal.server.http_app.log_exception, which every API error goes through
+logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorLogFilter())
 
 
 class NotReady(BentoMLException):
@@ -222,6 +256,7 @@ class Nextbest:
 
 
 SERVICE = cast("bentoml.Service[Any]", Nextbest)  # what the decorators made of the class
+SERVICE.add_asgi_middleware(JsonApiMiddleware, paths=API_PATHS)
 SERVICE.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_request_bytes)
 if SETTINGS.api_key is not None:
     SERVICE.add_asgi_middleware(

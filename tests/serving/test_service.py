@@ -194,13 +194,54 @@ BAD_BODIES = {
 def test_bad_recommend_bodies_get_a_4xx_with_a_message(server: Server, case: str) -> None:
     status, answer = server.call("POST", "/recommend", BAD_BODIES[case])
     assert 400 <= status < 500, (case, status, answer)
-    assert "error" in str(answer)
+    assert isinstance(answer, dict) and isinstance(answer["error"], str), answer
     if case.startswith("unknown"):
         assert (
             ("nope" in str(answer))
             or ("carrier_pigeon" in str(answer))
             or "max_action" in str(answer)
         )
+
+
+def test_pydantic_errors_name_the_field(server: Server) -> None:
+    body = {"customer_id": "C1", "channel": "call_center", "max_actions": 0}
+    status, answer = server.call("POST", "/recommend", body)
+    assert status == 400 and answer["error"].startswith("max_actions: ") and answer["detail"]
+
+
+@pytest.mark.parametrize("path", ["/recommend", "/score", "/feedback"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",
+        "multipart/form-data; boundary=XYZ",
+        "application/x-www-form-urlencoded",
+    ],
+)
+def test_form_bodies_get_a_415(server: Server, path: str, content_type: str) -> None:
+    raw = b'{"customer_id": "C1", "channel": "chat"}'
+    status, answer = server.call("POST", path, raw=raw, headers={"Content-Type": content_type})
+    assert status == 415 and "application/json" in answer["error"], answer
+
+
+def test_rejected_requests_are_logged_in_one_line_without_their_input(server: Server) -> None:
+    marker = "C-NOT-IN-LOGS-7731"
+    bad = [
+        b'{"customer_id": "' + marker.encode() + b'"',  # truncated JSON
+        json.dumps({"customer_id": marker, "channel": "chat", "max_actions": "many"}).encode(),
+        json.dumps({"customer_id": marker, "channel": "carrier_pigeon"}).encode(),
+    ]
+    for raw in bad:
+        assert 400 <= server.call("POST", "/recommend", raw=raw)[0] < 500
+    output = server.log.with_suffix(".out")
+    deadline = time.monotonic() + 10
+    while (
+        output.read_text().count("rejected /recommend") < len(bad) and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    text = output.read_text()
+    assert text.count("rejected /recommend [POST]") >= len(bad)
+    assert marker not in text and "Traceback" not in text
 
 
 def post_large(server: Server, body: bytes) -> tuple[int, dict]:

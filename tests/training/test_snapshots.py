@@ -18,7 +18,9 @@ CHURN = OutcomeSpec(role="churn", kind="any", event_types=("churn",), horizon_da
 IDS = ["A", "B", "C", "D"]
 
 
-def dataset(root: Path, events: list[tuple[str, str, str]], exposures: list[tuple[str, str]]) -> Path:
+def dataset(
+    root: Path, events: list[tuple[str, str, str]], exposures: list[tuple[str, str]]
+) -> Path:
     """Customers A-D with the given (customer, day, type) events and (customer, day) exposures."""
     root.mkdir()
     pd.DataFrame({"customer_id": IDS, "plan": ["x", "y", "x", "y"]}).to_csv(
