@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,22 @@ def test_failed_file_write_leaves_nothing(tmp_path: Path) -> None:
         tmp.write_text("partial")
         raise ValueError("bad")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("umask", "directory", "file"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)]
+)
+def test_outputs_get_the_permissions_of_the_umask(
+    tmp_path: Path, umask: int, directory: int, file: int
+) -> None:
+    """Not mkdtemp's and mkstemp's private 0700/0600: a CRM job must be able to read the scores."""
+    old = os.umask(umask)
+    try:
+        with atomic_directory(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text("x")
+        with atomic_file(tmp_path / "store.sqlite") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == directory
+    assert (tmp_path / "store.sqlite").stat().st_mode & 0o777 == file
