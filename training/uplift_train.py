@@ -232,6 +232,7 @@ def compare_learners(
                          "treated_share": float(treat.mean()), "qini": qini[action]})  # fmt: skip
     table = pd.DataFrame(rows)
     choice = choose_per_action(table, actions)
+    slopes: dict[tuple[str, str], float] = {}
     lines = {}
     for j, action in enumerate(actions):
         # pseudo-outcomes of every held-out row: their mean given x is the effect only over all
@@ -239,13 +240,14 @@ def compare_learners(
         pseudo = aipw_pseudo_outcome(
             y[held], t_held == action, t_held == CONTROL, raw_mu[:, j + 1], raw_mu[:, 0], p_held
         )
-        lines[action] = calibration_line(raw[choice[action]][:, j], pseudo)
-    chosen = [
-        action != "all" and choice.get(action) == learner
-        for action, learner in zip(table["action"].astype(str), table["learner"], strict=True)
-    ]
-    table["chosen"] = chosen
-    table["slope"] = [lines[a].slope if a in lines else np.nan for a in table["action"]]
+        for name in raw:  # every learner's slope is reported; the chosen one's line is served
+            line = calibration_line(raw[name][:, j], pseudo)
+            slopes[name, action] = line.slope
+            if name == choice[action]:
+                lines[action] = line
+    pairs = list(zip(table["learner"].astype(str), table["action"].astype(str), strict=True))
+    table["chosen"] = [a != "all" and choice.get(a) == name for name, a in pairs]
+    table["slope"] = [slopes.get(pair, np.nan) for pair in pairs]
     return table, SelectedUplift(fitted, choice, lines)
 
 

@@ -96,6 +96,8 @@ def test_learns_one_learner_per_outcome_and_action_with_a_comparison(small_world
             best = per_action.loc[per_action["dr_targeting"].idxmax()]
             assert bool(best["chosen"]) and selected.choice_[str(action)] == best["learner"]
             assert 0 <= best["slope"] <= 1
+            assert selected.lines_[str(action)].slope == best["slope"]
+            assert per_action["slope"].between(0, 1).all()  # every learner's own slope
         assert (rows["ci"] > 0).all() and np.isfinite(rows["dr_value"]).all()
         assert selected.actions_ == actions
     churn = table[table["outcome"] == "churn"]["dr_value"]
