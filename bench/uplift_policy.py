@@ -143,7 +143,8 @@ def main() -> None:
     train_seconds = time.perf_counter() - start
     uplift_start = next(t for m, t in marks.items() if m.startswith(UPLIFT_STEP))
     uplift_seconds = marks["registering the bundle"] - uplift_start
-    evaluation, _ = evaluate(args.data.resolve(), result.version, args.store / "report")
+    evaluation, _, _ = evaluate(args.data.resolve(), result.version, args.store / "report")
+    assert evaluation is not None, "the simulator's bundle has uplift models"
     truth = truth_rows(args.data.resolve(), str(result.version))
     policies = evaluation.policies.set_index("policy")
     print(

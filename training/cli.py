@@ -38,6 +38,8 @@ app.add_typer(import_app, name="import")
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+#: the score metrics `nextbest evaluate` prints (all of them are in the report)
+HEADLINE_SCORE_METRICS = ("roc_auc", "brier", "mae", "spearman")
 
 DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (DESIGN.md §2)")]
 ConfigOpt = Annotated[
@@ -194,15 +196,23 @@ def evaluate(
         typer.Option("--truth", help="simulator truth (default: <data>_truth when present)"),
     ] = None,
 ) -> None:
-    """Judge the bundle's decisions on held-out exposures and write the ROI report (HTML)."""
+    """Judge the bundle on held-out data (uplift policies on exposures, and the scores) and write
+    the ROI report (HTML)."""
     import pandas as pd
 
     from training.evaluation import evaluate as run
     from training.tracking import configure_tracking
 
     configure_tracking()
-    with err.status("evaluating on held-out exposures"):
-        evaluation, path = run(data, model, out_dir, truth)
+    with err.status("evaluating on held-out data"):
+        evaluation, scores, path = run(data, model, out_dir, truth)
+    for metric in scores.metrics.to_dict("records"):
+        if metric["metric"] in HEADLINE_SCORE_METRICS:
+            text = f"{metric['role']:12s} {metric['metric']:10s} {metric['model']:10.4f}"
+            out.print(text + f"   (baseline {metric['baseline']:.4f})", highlight=False)
+    if evaluation is None:
+        out.print(f"report: {path / 'report.html'} (scores only: no uplift models to judge)")
+        return
     shown = evaluation.policies.set_index("policy")
     currency = evaluation.currency
     for name, row in shown.iterrows():

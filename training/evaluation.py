@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -39,6 +39,9 @@ from training.value_estimates import (
     restrict,
     true_incremental_value,
 )
+
+if TYPE_CHECKING:
+    from training.score_evaluation import ScoreEvaluation
 
 CHURN_TARGET_SHARE = (
     0.2  # share targeted by "highest churn risk" when the learned policy treats nobody
@@ -385,14 +388,17 @@ def with_truth(
 
 def evaluate(
     data: Path, model_ref: str | None, out: Path, truth_dir: Path | None = None
-) -> tuple[Evaluation, Path]:
-    """`nextbest evaluate`: validate, evaluate the bundle, write the report folder, log to MLflow.
+) -> tuple[Evaluation | None, ScoreEvaluation, Path]:
+    """`nextbest evaluate`: validate, evaluate the bundle (uplift policies where it has uplift
+    models and actions, the score models always), write the report folder, log to MLflow.
 
     Simulator truth is used when `truth_dir` is given, or found beside the data (`<data>_truth`).
+    The uplift evaluation is None for a scores-only bundle.
     """
     from training.bundle import load_bundle
     from training.contract import open_dataset, validate_dataset
     from training.report import log_report, write_report
+    from training.score_evaluation import evaluate_scores
     from training.synth.generate import default_truth_dir
 
     bundle = load_bundle(model_ref)
@@ -400,7 +406,9 @@ def evaluate(
     if truth_dir is None and default_truth_dir(Path(data)).is_dir():
         truth_dir = default_truth_dir(Path(data))
     with open_dataset(data).connect() as con:
-        evaluation = evaluate_bundle(con, bundle, truth_dir)
-    path = write_report(evaluation, out)
-    log_report(evaluation, path)
-    return evaluation, path
+        uplift = bool(bundle.uplift and bundle.config.catalog.actions)
+        evaluation = evaluate_bundle(con, bundle, truth_dir) if uplift else None
+        scores = evaluate_scores(con, bundle)
+    path = write_report(evaluation, out, scores)
+    log_report(evaluation, path, scores)
+    return evaluation, scores, path

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,11 +30,13 @@ from matplotlib.typing import RcKeyType
 from training.atomic import atomic_directory
 from training.errors import NextbestError
 from training.evaluation import Evaluation
+from training.score_evaluation import BASELINES, ScoreEvaluation
 
 REPORT_FILE = "report.html"
 METADATA_FILE = "evaluation.json"
 TABLES = ("policies", "actions", "qini", "calibration", "investment")  # each as <name>.csv
-OUTPUT_FILES = {REPORT_FILE, METADATA_FILE, *(f"{name}.csv" for name in TABLES)}
+SCORES_FILE = "scores.csv"
+OUTPUT_FILES = {REPORT_FILE, METADATA_FILE, SCORES_FILE, *(f"{name}.csv" for name in TABLES)}
 RUN_NAME = "evaluate"
 ARTIFACT_PATH = "report"
 
@@ -278,9 +281,28 @@ class Column(NamedTuple):
     text: Callable[[Mapping[str, Any]], str]
 
 
-def render_html(ev: Evaluation, figures: Mapping[str, Figure]) -> str:
-    """The whole report as one self-contained HTML page; every inserted string is escaped."""
+def render_html(
+    ev: Evaluation | None, figures: Mapping[str, Figure], scores: ScoreEvaluation | None = None
+) -> str:
+    """The whole report as one self-contained HTML page; every inserted string is escaped. `ev` is
+    None for a bundle without uplift models: the page then holds the scores alone."""
     images = {name: png_data_uri(fig) for name, fig in figures.items()}
+    sections = [] if ev is None else uplift_sections(ev, images)
+    if scores is not None:
+        if ev is None:
+            facts = [
+                ("model version", scores.model_version),
+                ("trained as of", ", ".join(scores.as_of)),
+            ]
+            sections.append(_section("headline", "Headline", SCORES_ONLY_TEXT, _definitions(facts)))
+        sections.append(score_section(scores))
+    version = ev.model_version if ev is not None else scores.model_version if scores else ""
+    kind = "ROI report" if ev is not None else "score report"
+    return _page(f"nextbest {kind}: model version {version}", "\n".join(sections))
+
+
+def uplift_sections(ev: Evaluation, images: Mapping[str, str]) -> list[str]:
+    """Headline, policy value, actions and ROI, Qini and calibration of the uplift evaluation."""
     sections = [
         _section("headline", "Headline", HEADLINE_TEXT, _definitions(headline_facts(ev))),
         _section("policies", "Policy value", POLICY_TEXT, _table(ev.policies, policy_columns(ev)),
@@ -296,7 +318,23 @@ def render_html(ev: Evaluation, figures: Mapping[str, Figure]) -> str:
     others = [n for n in images if n not in shown and not n.startswith("calibration_")]
     if others:
         sections.append(_section("more", "More figures", "", _images(images, others)))
-    return _page(f"nextbest ROI report: model version {ev.model_version}", "\n".join(sections))
+    return sections
+
+
+def score_section(scores: ScoreEvaluation) -> str:
+    """The score models' held-out metrics beside their baselines, and their figures."""
+    images = {name: png_data_uri(fig) for name, fig in scores.figures.items()}
+    parts = []
+    for role, rows in _groups(scores.metrics, "role"):
+        baseline = BASELINES.get(role, "baseline")
+        parts.append(f"<h3>{_e(role)} (outcome {_e(rows['outcome'].iloc[0])})</h3>")
+        parts.append(
+            _table(rows, [*SCORE_COLUMNS, Column(baseline, lambda r: format_number(r["baseline"]))])
+        )
+        parts.append(_images(images, [n for n in images if n.startswith(f"{role}_")]))
+    if not parts:
+        parts.append('<p class="empty">No score model could be judged on this data.</p>')
+    return _section("scores", "Scores: churn, satisfaction and LTV", SCORES_TEXT, *parts)
 
 
 def headline_facts(ev: Evaluation) -> list[tuple[str, str]]:
@@ -435,20 +473,17 @@ def _images(images: Mapping[str, str], names: Iterable[str]) -> str:
 
 
 def _page(title: str, body: str) -> str:
+    anchors = re.findall(r'<section id="([^"]+)">\n<h2>([^<]*)</h2>', body)
+    nav = " · ".join(f'<a href="#{a}">{h.lower()}</a>' for a, h in anchors)  # both escaped already
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{_e(title)}</h1>\n{NAVIGATION}\n{body}\n"
+        f"<h1>{_e(title)}</h1>\n<nav>{nav}</nav>\n{body}\n"
         f"<footer>Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by nextbest evaluate. "
         "The tables are also in the CSV files beside this page.</footer>\n</body>\n</html>\n"
     )
 
 
-NAVIGATION = (
-    '<nav><a href="#headline">headline</a> · <a href="#policies">policy value</a> · '
-    '<a href="#actions">actions and ROI</a> · <a href="#qini">Qini</a> · '
-    '<a href="#calibration">calibration</a></nav>'
-)
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
        max-width: 1100px; margin: 2em auto; padding: 0 1em; line-height: 1.45; }
@@ -496,6 +531,20 @@ QINI_TEXT = (
     "random, 1 = perfect; as scikit-uplift's qini_auc_score); it and AUUC assume a 0/1 outcome, so "
     "other outcomes show curves only."
 )
+SCORES_TEXT = (
+    "Each score model judged on its held-out test slice: customers the training never fitted on, "
+    "at the latest training date, with the outcome observed over the window after it. The "
+    "baseline column is the simple model it has to beat. Churn: ROC AUC and PR AUC rank "
+    "(higher is better), Brier score and expected calibration error (ECE) measure the "
+    "probabilities (lower is better); the calibration plot puts predicted against observed "
+    "churn. Satisfaction and LTV: MAE and RMSE (lower is better) and rank correlations."
+)
+SCORES_ONLY_TEXT = (
+    "This bundle has no uplift models (the data set has no exposures, or the catalog no actions), "
+    "so there is no policy or ROI to judge: the page reports how well the scores predict."
+)
+SCORE_COLUMNS = [Column("metric", lambda r: str(r["metric"])),
+                 Column("model", lambda r: format_number(r["model"]))]  # fmt: skip
 CALIBRATION_TEXT = (
     "Customers grouped into deciles of predicted uplift; the observed uplift in each decile is the "
     "difference between treated and untreated customers (with ±1.96 standard errors). Points on "
@@ -505,38 +554,51 @@ CALIBRATION_TEXT = (
 
 
 # --------------------------------------------------------------------------------- writing
-def write_report(ev: Evaluation, out_dir: Path | str) -> Path:
+def write_report(
+    ev: Evaluation | None, out_dir: Path | str, scores: ScoreEvaluation | None = None
+) -> Path:
     """Write report.html, the tables as CSV and evaluation.json into `out_dir`, replacing it whole
-    and atomically: the previous report stays complete until the new one is."""
+    and atomically: the previous report stays complete until the new one is. `ev` is None for a
+    bundle without uplift models (scores only)."""
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     with atomic_directory(out_dir) as tmp:
-        plots = figures(ev)
+        plots = figures(ev) if ev is not None else {}
         try:
-            page = render_html(ev, plots)
+            page = render_html(ev, plots, scores)
         finally:
-            for fig in plots.values():
+            for fig in [*plots.values(), *(scores.figures.values() if scores else ())]:
                 fig.clear()  # not pyplot-managed: clearing drops the artists and their buffers
         (tmp / REPORT_FILE).write_text(page, encoding="utf-8")
-        for name in TABLES:
+        for name in TABLES if ev is not None else ():
             getattr(ev, name).to_csv(tmp / f"{name}.csv", index=False)
-        text = json.dumps(metadata(ev), indent=2, allow_nan=False)
+        if scores is not None:
+            scores.metrics.to_csv(tmp / SCORES_FILE, index=False)
+        text = json.dumps(metadata(ev, scores, tmp), indent=2, allow_nan=False)
         (tmp / METADATA_FILE).write_text(text + "\n", encoding="utf-8")
     return out_dir
 
 
-def metadata(ev: Evaluation) -> dict[str, Any]:
+def metadata(
+    ev: Evaluation | None, scores: ScoreEvaluation | None = None, folder: Path | None = None
+) -> dict[str, Any]:
     """What evaluation.json records: what was judged, the headline metrics and the files."""
-    return {
-        "model_version": ev.model_version,
-        "currency": ev.currency,
-        "exposures": ev.exposures,
-        "arms": list(ev.arms),
-        "has_truth": ev.has_truth,
-        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "headline": ev.headline(),
-        "files": sorted(OUTPUT_FILES),
-    }
+    out: dict[str, Any] = {}
+    if ev is not None:
+        out |= {"model_version": ev.model_version, "currency": ev.currency,
+                "exposures": ev.exposures, "arms": list(ev.arms), "has_truth": ev.has_truth}  # fmt: skip
+    elif scores is not None:
+        out["model_version"] = scores.model_version
+    out["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    out["headline"] = headline(ev, scores)
+    written = {p.name for p in folder.iterdir()} | {METADATA_FILE} if folder else OUTPUT_FILES
+    out["files"] = sorted(written)
+    return out
+
+
+def headline(ev: Evaluation | None, scores: ScoreEvaluation | None) -> dict[str, float]:
+    """The flat metrics logged to MLflow: policy values and score metrics."""
+    return (ev.headline() if ev is not None else {}) | (scores.headline() if scores else {})
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -550,7 +612,9 @@ def _check_replaceable(out_dir: Path) -> None:
         )
 
 
-def log_report(ev: Evaluation, out_dir: Path | str) -> str:
+def log_report(
+    ev: Evaluation | None, out_dir: Path | str, scores: ScoreEvaluation | None = None
+) -> str:
     """Log a written report to MLflow as a run "evaluate" of the nextbest experiment: headline
     metrics, the model version as a tag and the folder as artifacts under `report/`. Returns the
     run id. The caller has configured tracking (training.tracking.configure_tracking)."""
@@ -558,16 +622,12 @@ def log_report(ev: Evaluation, out_dir: Path | str) -> str:
 
     from training.tracking import ensure_experiment
 
+    version = ev.model_version if ev is not None else scores.model_version if scores else ""
     ensure_experiment()
-    with mlflow.start_run(run_name=RUN_NAME, tags={"model_version": ev.model_version}) as run:
-        mlflow.log_params(
-            {
-                "exposures": ev.exposures,
-                "currency": ev.currency,
-                "has_truth": ev.has_truth,
-                "actions": ",".join(ev.arms[1:]),
-            }
-        )
-        mlflow.log_metrics(ev.headline())
+    with mlflow.start_run(run_name=RUN_NAME, tags={"model_version": version}) as run:
+        if ev is not None:
+            mlflow.log_params({"exposures": ev.exposures, "currency": ev.currency,
+                               "has_truth": ev.has_truth, "actions": ",".join(ev.arms[1:])})  # fmt: skip
+        mlflow.log_metrics(headline(ev, scores))
         mlflow.log_artifacts(str(out_dir), ARTIFACT_PATH)
     return str(run.info.run_id)
