@@ -3,6 +3,7 @@
     expected_value = uplift[value_outcome]                            (money: revenue uplift)
                    + (−uplift[churn outcome]) × ltv                    (if retention_value == "ltv")
                    + satisfaction_weight × uplift[satisfaction outcome] (if the weight is not 0)
+                   + Σ outcome_values[o] × uplift[o]                   (money per unit of outcome o)
                    − cost
     roi            = expected_value / cost
 
@@ -96,5 +97,9 @@ def net_value(
     satisfaction = _uplift(uplift, _role_outcome(outcomes, "satisfaction"))
     if objective.satisfaction_weight != 0 and satisfaction is not None:
         total = total + objective.satisfaction_weight * satisfaction
+    for outcome, weight in objective.outcome_values.items():
+        other = _uplift(uplift, outcome)
+        if other is not None:
+            total = total + weight * other
     expected = np.asarray(total - cost, dtype=np.float64)
     return NetValue(expected, roi(expected, cost))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable
 from datetime import date
@@ -127,7 +128,20 @@ class Objective(_Model):
     )
     retention_value: Literal["ltv"] | None = None
     satisfaction_weight: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    outcome_values: dict[str, float] = Field(
+        default_factory=dict,
+        description="money per unit of uplift on other outcomes: {converted: 30.0} makes one "
+        "more conversion worth 30 (a randomized test with a conversion outcome and no revenue)",
+    )
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("outcome_values")
+    @classmethod
+    def _finite(cls, values: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"must be finite numbers (got {values[bad[0]]} for '{bad[0]}')")
+        return values
 
 
 class Action(_Model):
@@ -287,6 +301,13 @@ class Config(_Model):
             known = ", ".join(self.outcomes)
             message = f"names no outcome (got '{self.objective.value_outcome}'; outcomes: {known})"
             raise _FieldProblem(("objective", "value_outcome"), message)
+        for name in self.objective.outcome_values:
+            if name not in self.outcomes or name == value:
+                why = "is the value_outcome already" if name == value else "names no outcome"
+                known = ", ".join(self.outcomes)
+                raise _FieldProblem(
+                    ("objective", "outcome_values", name), f"{why} (outcomes: {known})"
+                )
         return self
 
     def outcome_for_role(self, role: Role) -> tuple[str, OutcomeSpec] | None:

@@ -30,7 +30,7 @@ from serving.value import net_value
 from training.bundle import Bundle
 from training.exposures import CONTROL, build_exposure_set, evaluation_exposures
 from training.features import categorical_names, to_matrix
-from training.policy_eval import auuc, qini_coefficient, qini_curve, uplift_by_decile
+from training.policy_eval import auuc, or_nan, qini_coefficient, qini_curve, uplift_by_decile
 from training.uplift import SLearner
 from training.uplift_train import FAST_PARAMS, orientation
 from training.value_estimates import (
@@ -167,10 +167,12 @@ def baseline_policies(
     if singles:
         best = max(singles, key=lambda j: value_of(singles[j]))
         out["best_single"] = (singles[best], f"{action_ids[best]} for everyone eligible")
-    if churn is not None and retention_uplift is not None and k:
+    eligible = allowed.sum(axis=0)
+    if churn is not None and retention_uplift is not None and eligible.any():
         share = float(np.mean(learned > 0)) or CHURN_TARGET_SHARE
-        mean_uplift = np.nanmean(np.where(allowed, retention_uplift, np.nan), axis=0)
-        action = int(np.nanargmax(mean_uplift))
+        total = np.where(allowed, retention_uplift, 0.0).sum(axis=0)
+        mean_uplift = np.where(eligible > 0, total / np.maximum(eligible, 1), -np.inf)
+        action = int(np.argmax(mean_uplift))
         top = churn >= np.quantile(churn, 1 - share)
         arms = np.where(top & allowed[:, action], action + 1, 0).astype(np.int64)
         text = f"{action_ids[action]} (most retention on average) for the {share:.0%} highest churn risk"
@@ -196,8 +198,8 @@ def ranking_quality(
             y = offset + sign * y_all[rows]
             key = {"outcome": outcome, "action_id": action}
             binary = outcome_is_binary(y)  # the normalised areas assume a 0/1 response
-            qini = qini_coefficient(score, treated, y) if binary else np.nan
-            table.append(key | {"qini": qini, "auuc": auuc(score, treated, y) if binary else np.nan,
+            qini = or_nan(qini_coefficient, score, treated, y) if binary else np.nan
+            table.append(key | {"qini": qini, "auuc": or_nan(auuc, score, treated, y) if binary else np.nan,
                                 "n_treated": int(treated.sum()), "n_control": int((~treated).sum())})  # fmt: skip
             x, curve = qini_curve(score, treated, y)
             keep = np.unique(np.linspace(0, len(x) - 1, 101).astype(int))

@@ -14,7 +14,7 @@ logged probability of that treatment — so the report, model selection and the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -215,6 +215,15 @@ def qini_coefficient(
     return _normalised(
         qini_curve(uplift, treated_mask, y), perfect_qini_curve(treated_mask, y, negative_effect)
     )
+
+
+def or_nan(metric: Callable[..., float], *args: np.ndarray) -> float:
+    """`metric(*args)`, or NaN where it is undefined (nothing to rank: no responders at all, or
+    as many in both arms as a perfect ranking would put first)."""
+    try:
+        return metric(*args)
+    except NextbestError:
+        return float("nan")
 
 
 def auuc(uplift: np.ndarray, treated_mask: np.ndarray, y: np.ndarray) -> float:

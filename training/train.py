@@ -1,7 +1,8 @@
 """`nextbest train`: snapshots -> one model per score -> MLflow runs -> one registered bundle.
 
 Orchestration only: every step lives in its own module. Scores whose outcome the data cannot
-support (no such events, too few labels) are skipped with the reason, and the others still train.
+support (no such events, too few labels) are skipped with the reason, and the others still train;
+a randomized test with no role at all (one action, one conversion outcome) trains uplift alone.
 """
 
 from __future__ import annotations
@@ -90,13 +91,14 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
                 model, data_set = trained
                 log_score_run(model, data_set, result.metrics[role], model.figures(data_set))
                 models[role] = model
-        if not models:
-            raise NextbestError(
-                f"nothing to train: {'; '.join(f'{r}: {w}' for r, w in result.skipped.items())}"
-            )
         say("training uplift models on the exposures")
         with ds.connect() as con:
             uplift = train_uplift(con, builder, config)
+        if not models and uplift is None:
+            why = "; ".join(f"{r}: {w}" for r, w in result.skipped.items())
+            raise NextbestError(
+                f"nothing to train: {why}; and no exposures with actions for uplift"
+            )
         if uplift is not None:
             log_uplift_run(uplift)
             result.uplift = {o: type(m).__name__ for o, m in uplift.learners.items()}

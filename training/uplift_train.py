@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from training.config import Config, OutcomeSpec
-from training.errors import NextbestError
 from training.exposures import (
     CONTROL,
     build_exposure_set,
@@ -41,7 +40,7 @@ from training.exposures import (
     uplift_arrays,
 )
 from training.features import FeatureBuilder
-from training.policy_eval import dr_value, qini_coefficient
+from training.policy_eval import dr_value, or_nan, qini_coefficient
 from training.uplift import (
     LEARNERS,
     BinnedFeatures,
@@ -110,10 +109,7 @@ def qini_per_action(
         if not np.any(treatment == action):
             out[action] = float("nan")
             continue
-        try:
-            out[action] = qini_coefficient(uplift[rows, j], treatment[rows] == action, y[rows])
-        except NextbestError:
-            out[action] = float("nan")
+        out[action] = or_nan(qini_coefficient, uplift[rows, j], treatment[rows] == action, y[rows])
     return out
 
 

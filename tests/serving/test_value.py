@@ -35,6 +35,16 @@ def test_every_term_by_hand() -> None:
     np.testing.assert_allclose(r, [[0.7, np.inf], [-0.5, -np.inf]])
 
 
+def test_outcome_values_make_other_outcomes_money() -> None:
+    """A conversion (the `visit` outcome here) worth 3 per unit of uplift, on top of the rest."""
+    priced = Objective(**FULL.model_dump() | {"outcome_values": {"visit": 3.0}})
+    ev, _ = net_value(UPLIFT, SCORES, COSTS, priced, OUTCOMES)
+    np.testing.assert_allclose(ev, [[7.0 + 27.0, 1.0 + 27.0], [-5.0 + 27.0, -4.0 + 27.0]])
+    alone = Objective(outcome_values={"visit": 3.0})
+    ev, _ = net_value({"visit": UPLIFT["visit"]}, {}, COSTS, alone, OUTCOMES)
+    np.testing.assert_allclose(ev, [[17.0, 27.0], [17.0, 27.0]])
+
+
 def test_one_customer_shapes_match_the_batch() -> None:
     ev, r = net_value({k: v[1] for k, v in UPLIFT.items()}, {"ltv": 200.0}, COSTS, FULL, OUTCOMES)
     np.testing.assert_allclose(ev, [-5.0, -4.0])

@@ -108,6 +108,18 @@ def _action_changes(index: int, **changes: object) -> dict[str, object]:
             "config.yaml: outcomes.visit.event_types: must have",
         ),
         ({"objective__retention_value": "clv"}, "config.yaml: objective.retention_value: must be"),
+        (
+            {"objective__outcome_values": {"clicks": 1.0}},
+            "config.yaml: objective.outcome_values.clicks: names no outcome",
+        ),
+        (
+            {"objective__outcome_values": {"value": 1.0}},
+            "config.yaml: objective.outcome_values.value: is the value_outcome already",
+        ),
+        (
+            {"objective__outcome_values": {"visit": float("nan")}},
+            "config.yaml: objective.outcome_values: must be finite numbers (got nan for 'visit')",
+        ),
         ({"snapshots__as_of": "soon"}, "config.yaml: snapshots.as_of: must be a non-empty list"),
         ({"snapshots__as_of": ["2026-13-01"]}, "config.yaml: snapshots.as_of: not a date"),
         ({"outcomes__churn__horizon": 3}, "config.yaml: outcomes.churn.horizon: unknown field"),

@@ -97,6 +97,15 @@ def test_baselines_follow_their_definitions() -> None:
     assert out["churn_targeting"][0].tolist() == [2, 0, 0, 0]
 
 
+def test_baselines_when_nobody_is_eligible_for_anything() -> None:
+    allowed = np.zeros((4, 2), dtype=bool)
+    churn, retention = np.array([0.9, 0.1, 0.2, 0.3]), np.ones((4, 2))
+    out = baseline_policies(["a", "b"], np.zeros(4), allowed, churn, retention, lambda a: 0.0)
+    for name in ("nothing", "random", "best_single"):
+        assert out[name][0].tolist() == [0, 0, 0, 0], name
+    assert "churn_targeting" not in out  # no action to target anyone with
+
+
 def test_a_bundle_without_uplift_is_refused(small_world: Path, bundle: Bundle) -> None:
     bare = Bundle(bundle.builder, bundle.config, bundle.models, bundle.metadata)
     with (

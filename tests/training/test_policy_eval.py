@@ -11,6 +11,7 @@ from training.policy_eval import (
     auuc,
     dr_value,
     ips_value,
+    or_nan,
     perfect_qini_curve,
     qini_coefficient,
     qini_curve,
@@ -174,3 +175,14 @@ def test_uplift_by_decile_is_calibrated_for_the_true_effect():
     gap = (table["observed"] - table["predicted"]).abs() / table["observed_se"]
     assert (gap < 4).all(), table
     assert np.corrcoef(table["observed"], table["predicted"])[0, 1] > 0.95
+
+
+def test_nothing_to_rank_raises_and_or_nan_reads_it_as_nan() -> None:
+    """An outcome nobody shows (a coupon redeemed only after the coupon action: none among the
+    other action's and control rows) has no perfect ranking to normalise by."""
+    uplift, treated, y = np.linspace(0, 1, 20), np.arange(20) % 2 == 0, np.zeros(20)
+    with pytest.raises(NextbestError, match="no effect to rank"):
+        qini_coefficient(uplift, treated, y)
+    assert np.isnan(or_nan(qini_coefficient, uplift, treated, y))
+    assert np.isnan(or_nan(auuc, uplift, treated, y))
+    assert or_nan(qini_coefficient, SCORE, TREATED, np.array([1, 0, 1, 0, 0, 0.0])) > 0
