@@ -271,11 +271,12 @@ class Decisions:
 def decide(bundle: Bundle, rows: pd.DataFrame, X: np.ndarray, exposed: list[str]) -> Decisions:
     """The bundle's decisions for held-out rows, by the serving code (value, eligibility, rank)."""
     catalog, config = bundle.config.catalog, bundle.config
-    scores = {k: v for k, v in bundle.score_matrix(X).items() if not np.isnan(v).all()}
+    every = bundle.score_matrix(X)  # NaN for a score without a model, as in batch scoring
+    scores = {k: v for k, v in every.items() if not np.isnan(v).all()}
     uplift = bundle.uplift_matrix(X)
     cost = np.array([a.cost for a in catalog.actions], dtype=np.float64)
     expected = net_value(uplift, scores, cost, config.objective, config.outcomes).expected_value
-    namespace = pd.concat([rows[list(bundle.builder.feature_names_)], pd.DataFrame(scores)], axis=1)
+    namespace = pd.concat([rows[list(bundle.builder.feature_names_)], pd.DataFrame(every)], axis=1)
     allowed = eligibility_mask(catalog, namespace) & np.isin(catalog.ids, exposed)[None, :]
     learned = learned_arms(Candidates(catalog.ids, cost, expected, allowed))
     return Decisions(scores, uplift, cost, expected, allowed, learned)

@@ -23,6 +23,7 @@ from training.models.churn import ChurnModel
 from training.models.ltv import LtvModel
 from training.models.satisfaction import SatisfactionModel
 from training.snapshots import build_snapshots, data_span, resolve_as_of, split_for
+from training.validation import check_rule_names, check_rule_scores
 
 ROLES = ("churn", "satisfaction", "value")
 MIN_LABELS = 200  # fewer labelled rows than this cannot train and test a model honestly
@@ -78,6 +79,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
     ds = open_dataset(data)
     with ds.connect() as con:
         builder = FeatureBuilder(config.features).fit(con)
+        check_rule_names(config, builder.feature_names_)
         dates = resolve_as_of(config, data_span(con, config))
         say(f"building snapshots as of {', '.join(map(str, dates))}")
         frame = build_snapshots(con, builder, config, dates)
@@ -91,6 +93,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
                 model, data_set = trained
                 log_score_run(model, data_set, result.metrics[role], model.figures(data_set))
                 models[role] = model
+        check_rule_scores(config, result.skipped)
         say("training uplift models on the exposures")
         with ds.connect() as con:
             uplift = train_uplift(con, builder, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import duckdb
@@ -11,8 +12,8 @@ from training.contract import open_dataset, validate_dataset
 from training.errors import ConfigError, NextbestError
 from training.features import FeatureBuilder
 
-#: the scores every eligibility rule may read besides the features
-SCORE_NAMES = ("churn_probability", "satisfaction", "ltv")
+#: the scores eligibility rules may read besides the features, and the role that makes each
+SCORE_ROLES = {"churn_probability": "churn", "satisfaction": "satisfaction", "ltv": "value"}
 
 
 def validate_all(data: Path | None, config_path: Path | None) -> list[str]:
@@ -32,19 +33,40 @@ def validate_all(data: Path | None, config_path: Path | None) -> list[str]:
         lines += summary.lines()
         if config is not None:
             with open_dataset(data).connect() as con:
-                check_rule_names(con, config)
+                check_rule_names(config, FeatureBuilder(config.features).fit(con).feature_names_)
                 lines += outcome_notes(con, config)
     lines.append("OK: valid" + (" (data and config agree)" if data and config else ""))
     return lines
 
 
-def check_rule_names(con: duckdb.DuckDBPyConnection, config: Config) -> None:
-    """Every name an eligibility rule reads must be a feature of this data set or a score."""
-    features = FeatureBuilder(config.features).fit(con).feature_names_
+def check_rule_names(config: Config, features: Iterable[str]) -> None:
+    """Every name an eligibility rule reads must be a feature of this data set, or a score whose
+    role an outcome of the config has (a rule on a score that cannot exist is never true)."""
+    roles = {spec.role for spec in config.outcomes.values()}
+    for action in config.catalog.actions:
+        for name in sorted(action.rule.names if action.rule is not None else ()):
+            if name in SCORE_ROLES and SCORE_ROLES[name] not in roles:
+                raise ConfigError(
+                    f"{config.actions}: action '{action.id}': eligibility reads '{name}', but no "
+                    f"outcome has the {SCORE_ROLES[name]} role"
+                )
     try:
-        check_eligibility_names(config.catalog, [*features, *SCORE_NAMES])
+        check_eligibility_names(config.catalog, [*features, *SCORE_ROLES])
     except ConfigError as exc:
         raise ConfigError(f"{config.actions}: {exc}") from None
+
+
+def check_rule_scores(config: Config, skipped: Mapping[str, str]) -> None:
+    """No eligibility rule may read a score whose model training skipped (`skipped`: role ->
+    why): the action would silently never be eligible."""
+    for action in config.catalog.actions:
+        for name in sorted(action.rule.names if action.rule is not None else ()):
+            role = SCORE_ROLES.get(name, "")
+            if role in skipped:
+                raise ConfigError(
+                    f"{config.actions}: action '{action.id}': eligibility reads '{name}', but the "
+                    f"{role} score was not trained ({skipped[role]})"
+                )
 
 
 def outcome_notes(con: duckdb.DuckDBPyConnection, config: Config) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,32 @@ def test_a_randomized_test_without_roles_trains_uplift_alone_and_targets_the_seg
     assert chosen["A"] > 0.6 and chosen["B"] < 0.2, chosen
     means = actions.groupby("segment")["uplift_converted"].mean()
     assert means["A"] - means["B"] > 0.05, means
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("tenur > 3", "eligibility reads unknown name 'tenur' (did you mean 'tenure'?)"),
+        ("ltv > 100", "eligibility reads 'ltv', but no outcome has the value role"),
+        (
+            "satisfaction < 5",
+            "eligibility reads 'satisfaction', but the satisfaction score was not trained (no nps",
+        ),
+    ],
+)
+def test_a_rule_that_can_never_be_read_stops_training(
+    tmp_path: Path, mlflow_store: str, rule: str, message: str
+) -> None:
+    """As `nextbest validate` would: no bundle whose action can never be eligible is registered."""
+    import mlflow
+
+    from training.errors import ConfigError
+
+    data = static_only_churn_set(tmp_path / "telco_like", n=600)
+    (data / "actions.yaml").write_text(
+        f'actions:\n  - {{id: call, name: Call, cost: 1.0, eligibility: "{rule}"}}\n'
+    )
+    with pytest.raises(ConfigError, match=re.escape(f"actions.yaml: action 'call': {message}")):
+        train(data, data / "config.yaml")
+    assert mlflow.MlflowClient().search_registered_models() == []
