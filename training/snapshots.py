@@ -71,8 +71,8 @@ def resolve_as_of(config: Config, span: DataSpan) -> list[date]:
 
 
 def active_spine(con: duckdb.DuckDBPyConnection, as_of: date, churn: OutcomeSpec | None) -> str:
-    """SQL for the customers who are customers at `as_of`: not churned before it and, once the
-    journey has begun, seen before it (an event other than a churn event, or an exposure); a
+    """SQL for the customers who are customers at `as_of`: not churned before it (`_churned_sql`)
+    and, once the journey has begun, seen before it (an event other than a churn event, or an exposure); a
     customer first seen later had not joined yet. Until anyone is seen, every customer is active:
     a snapshot export (attributes as of a date, churn events after it) scores all its customers
     on any date, less those who churned.
@@ -81,10 +81,10 @@ def active_spine(con: duckdb.DuckDBPyConnection, as_of: date, churn: OutcomeSpec
     event (1M customers / 64M events: 0.4 GiB and 1.5 s instead of 3.4 GiB and 7.7 s)."""
     ts = f"TIMESTAMP '{as_of.isoformat()}'"
     churned, not_churn = "", "true"
-    if churn is not None and churn.kind == "any":
+    if churn is not None and churn.kind in ("any", "none"):
         types = ", ".join("'" + t.replace("'", "''") + "'" for t in churn.event_types)
-        churned = f"AND customer_id NOT IN (SELECT DISTINCT customer_id FROM events WHERE ts < {ts} AND event_type IN ({types}))"
-        not_churn = f"event_type NOT IN ({types})"
+        churned = f"AND customer_id NOT IN ({_churned_sql(churn, types, ts)})"
+        not_churn = f"event_type NOT IN ({types})" if churn.kind == "any" else "true"
     events = f"FROM events WHERE ts < {ts} AND {not_churn}"
     exposures = f"FROM exposures WHERE ts < {ts}"
     return f"""
@@ -93,6 +93,22 @@ def active_spine(con: duckdb.DuckDBPyConnection, as_of: date, churn: OutcomeSpec
                OR customer_id IN (SELECT DISTINCT customer_id {events}
                                   UNION SELECT DISTINCT customer_id {exposures}))
         {churned}"""
+
+
+def _churned_sql(churn: OutcomeSpec, types: str, ts: str) -> str:
+    """Customers who had churned before `ts`: an explicit churn event (kind `any`), or, for churn
+    by inactivity (kind `none`), no event of its types in the horizon before `ts`, counted from
+    their last such event or, without one, from when they were first seen; the outcome window
+    would have called them churned already, and a lapsed customer kept in every snapshot would be
+    a trivially predicted "churn" over and over."""
+    if churn.kind == "any":
+        return (
+            f"SELECT DISTINCT customer_id FROM events WHERE ts < {ts} AND event_type IN ({types})"
+        )
+    return f"""
+        SELECT customer_id FROM events WHERE ts < {ts} GROUP BY customer_id
+        HAVING coalesce(max(ts) FILTER (WHERE event_type IN ({types})), min(ts))
+               < {ts} - INTERVAL {churn.horizon_days} DAY"""
 
 
 def check_scoring_date(as_of: date, span: DataSpan, trained_as_of: Sequence[date] = ()) -> None:

@@ -58,11 +58,20 @@ def test_customers_first_seen_later_have_not_joined(tmp_path: Path) -> None:
     assert active(data, date(2026, 3, 2)) == ["A", "B", "C"]
 
 
-def test_churn_by_inactivity_removes_nobody(tmp_path: Path) -> None:
-    data = dataset(tmp_path / "d", [("B", "2026-01-10", "churn")], [])
-    silence = OutcomeSpec(role="churn", kind="none", event_types=("visit",), horizon_days=30)
-    assert active(data, date(2026, 2, 1), silence) == ["B"]  # the only one seen
-    assert active(data, date(2026, 2, 1), None) == ["B"]
+def test_churn_by_inactivity_removes_the_lapsed(tmp_path: Path) -> None:
+    """Kind `none` (no purchase in 30 days is churn): a customer whose last purchase, or first
+    sight without one, is over 30 days before the date had churned already."""
+    events = [
+        ("A", "2026-01-25", "purchase"),  # bought 7 days before: active
+        ("B", "2025-12-01", "purchase"),  # last bought 62 days before: lapsed
+        ("B", "2026-01-20", "visit"),  # a visit is not a purchase
+        ("C", "2026-01-15", "visit"),  # first seen 17 days before, never bought yet: active
+        ("D", "2025-11-01", "visit"),  # first seen 92 days before, never bought: lapsed
+    ]
+    data = dataset(tmp_path / "d", events, [])
+    silence = OutcomeSpec(role="churn", kind="none", event_types=("purchase",), horizon_days=30)
+    assert active(data, date(2026, 2, 1), silence) == ["A", "C"]
+    assert active(data, date(2026, 2, 1), None) == IDS  # without a churn outcome, all seen ones
 
 
 def test_no_active_customer_is_an_error(tmp_path: Path) -> None:
