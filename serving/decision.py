@@ -227,7 +227,7 @@ class Decider:
         explored = False
         if control_group:
             first = None
-        elif epsilon > 0 and rng.random() < epsilon:
+        elif epsilon > 0 and len(candidates) > 1 and rng.random() < epsilon:
             first, explored = candidates[int(rng.integers(len(candidates)))], True
         else:
             first = best

@@ -265,23 +265,26 @@ def _write_dataset(
 ) -> None:
     """Write Parquet tables and the YAMLs into a temporary sibling directory, then swap it in."""
     out_dir = out_dir.absolute()
-    _check_replaceable(out_dir)
+    texts = {"config.yaml": _yaml(config), "actions.yaml": _yaml({"actions": actions})}
+    _check_replaceable(out_dir, texts)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         for name, frame in tables.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        (tmp / "config.yaml").write_text(_yaml(config))
-        (tmp / "actions.yaml").write_text(_yaml({"actions": actions}))
+        for name, text in texts.items():
+            (tmp / name).write_text(text)
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    """Only a missing or empty directory, or one holding a previous import, may be replaced."""
+def _check_replaceable(out_dir: Path, texts: Mapping[str, str]) -> None:
+    """Only a missing or empty directory, or one holding a previous import of the same kind with
+    its YAMLs as written, may be replaced: not a user's files, an edited config, or another data
+    set's import (whose config differs)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise NextbestError(f"{out_dir}: exists and is not a directory")
     if not out_dir.is_dir():
@@ -292,6 +295,12 @@ def _check_replaceable(out_dir: Path) -> None:
             f"{out_dir}: refusing to replace a directory with files the importer did not write "
             f"({', '.join(foreign[:5])})"
         )
+    for name, text in texts.items():
+        if (out_dir / name).is_file() and (out_dir / name).read_text() != text:
+            raise NextbestError(
+                f"{out_dir}: refusing to replace it: its {name} is not the one this import "
+                "writes (edited, or another data set's import); remove it or choose another --out"
+            )
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:

@@ -124,6 +124,17 @@ def test_logged_propensities_are_the_frequencies_of_the_choices(bundle: Bundle, 
         assert abs(count / draws - p) < 4 * np.sqrt(p * (1 - p) / draws) + 1e-9, chosen
 
 
+def test_nothing_to_choose_from_is_not_exploration(bundle: Bundle, features) -> None:
+    decider = Decider(with_decisioning(bundle, control_share=0.0, exploration=0.5))
+    row = rows_of(bundle, features)[0]
+    everything = tuple(bundle.config.catalog.ids)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        ask = DecisionRequest(str(features["customer_id"].iloc[0]), "call_center", 3, everything)
+        decision = decider.decide(row, ask, None, rng)
+        assert decision.chosen == CONTROL and not decision.explored and decision.propensity == 1.0
+
+
 def test_a_cold_start_is_decided_and_flagged(bundle: Bundle) -> None:
     decision = Decider(bundle).decide(
         None, DecisionRequest("new", "call_center"), None, np.random.default_rng(0)

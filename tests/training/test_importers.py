@@ -184,6 +184,20 @@ def test_refuses_to_replace_a_directory_with_other_files(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "src.csv"]
 
 
+def test_refuses_to_replace_another_import_or_an_edited_config(tmp_path: Path) -> None:
+    out = tmp_path / "h"
+    import_hillstrom(_hillstrom_source(tmp_path / "src.csv"), out)
+    before = (out / "exposures.parquet").read_bytes()
+    telco = _telco_source(tmp_path / "telco.csv")
+    with pytest.raises(NextbestError, match="its config.yaml is not the one this import writes"):
+        import_telco(telco, out)
+    assert (out / "exposures.parquet").read_bytes() == before
+    (out / "actions.yaml").write_text((out / "actions.yaml").read_text() + "# my note\n")
+    with pytest.raises(NextbestError, match="its actions.yaml is not the one"):
+        import_hillstrom(tmp_path / "src.csv", out)
+    assert "# my note" in (out / "actions.yaml").read_text()
+
+
 def test_wrong_source_file_is_a_user_error(tmp_path: Path) -> None:
     src = _hillstrom_source(tmp_path / "src.csv")
     with pytest.raises(NextbestError, match="not the IBM Telco churn file"):
