@@ -10,7 +10,7 @@ import pytest
 from tests.training.test_uplift import ACTIONS, simulate
 from training.errors import NextbestError
 from training.uplift import SLearner, TLearner
-from training.uplift_choice import Line, SelectedUplift, calibration_line, load_uplift
+from training.uplift_choice import MAX_SLOPE, Line, SelectedUplift, calibration_line, load_uplift
 
 PARAMS = {"n_estimators": 40, "num_leaves": 7, "min_child_samples": 40}
 
@@ -35,10 +35,11 @@ def test_few_noisy_rows_leave_the_learner_trusted() -> None:
     assert calibration_line(predicted, pseudo).slope > 0.9
 
 
-def test_calibration_never_amplifies_nor_inverts() -> None:
+def test_calibration_stretches_at_most_max_slope_and_never_inverts() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=5_000)
-    assert calibration_line(x, 3 * x).slope == 1.0
+    assert calibration_line(x, 1.5 * x).slope == pytest.approx(1.5, abs=1e-6)  # under-dispersed
+    assert calibration_line(x, 3 * x).slope == MAX_SLOPE
     assert calibration_line(x, -x).slope == 0.0
     flat = calibration_line(np.full(10, 2.0), np.arange(10.0))
     assert flat == Line(2.0, 0.0)

@@ -26,7 +26,7 @@ from training.exposures import (
 )
 from training.features import FeatureBuilder, to_matrix
 from training.uplift import LEARNERS, SLearner
-from training.uplift_choice import UpliftModel
+from training.uplift_choice import MAX_SLOPE, UpliftModel
 from training.uplift_train import (
     FAST_PARAMS,
     UpliftResult,
@@ -95,9 +95,9 @@ def test_learns_one_learner_per_outcome_and_action_with_a_comparison(small_world
             assert per_action["chosen"].sum() == 1
             best = per_action.loc[per_action["dr_targeting"].idxmax()]
             assert bool(best["chosen"]) and selected.choice_[str(action)] == best["learner"]
-            assert 0 <= best["slope"] <= 1
+            assert 0 <= best["slope"] <= MAX_SLOPE
             assert selected.lines_[str(action)].slope == best["slope"]
-            assert per_action["slope"].between(0, 1).all()  # every learner's own slope
+            assert per_action["slope"].between(0, MAX_SLOPE).all()  # every learner's own slope
         assert (rows["ci"] > 0).all() and np.isfinite(rows["dr_value"]).all()
         assert selected.actions_ == actions
     churn = table[table["outcome"] == "churn"]["dr_value"]
