@@ -53,9 +53,10 @@ def test_a_snapshot_export_is_active_on_every_date_less_its_churners(tmp_path: P
 def test_customers_first_seen_later_have_not_joined(tmp_path: Path) -> None:
     events = [("A", "2026-01-02", "visit"), ("C", "2026-03-01", "visit")]
     data = dataset(tmp_path / "d", events, [("B", "2026-01-20")])
-    # A visited, B was exposed (an exposure shows a customer exists), C and D not seen yet
-    assert active(data, date(2026, 2, 1)) == ["A", "B"]
-    assert active(data, date(2026, 3, 2)) == ["A", "B", "C"]
+    # A visited, B was exposed (an exposure shows a customer exists), C not seen yet, D never
+    # seen at all: a silent customer, active on every date
+    assert active(data, date(2026, 2, 1)) == ["A", "B", "D"]
+    assert active(data, date(2026, 3, 2)) == ["A", "B", "C", "D"]
 
 
 def test_churn_by_inactivity_removes_the_lapsed(tmp_path: Path) -> None:
