@@ -133,11 +133,12 @@ class DecisionLog:
             )
 
     def contacts(self, customer_id: str, since: datetime) -> list[Contact]:
-        """Actions the customer accepted since `since` (the contact policy's history)."""
+        """Actions the customer accepted since `since` (the contact policy's history). Only the
+        latest feedback on each shown action counts: a retried POST is one contact, and an
+        acceptance corrected to a decline is none."""
         with self._lock:
             rows = self._con.execute(
-                "SELECT action_id, ts FROM feedback WHERE customer_id = ? AND outcome = ? AND ts >= ?",
-                (customer_id, ACCEPTED, _iso(since)),
+                LATEST_ACCEPTED, (customer_id, ACCEPTED, _iso(since))
             ).fetchall()
         return [Contact(a, datetime.fromisoformat(ts)) for a, ts in rows]
 
@@ -148,6 +149,14 @@ class DecisionLog:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+LATEST_ACCEPTED = """
+    SELECT action_id, ts FROM (
+        SELECT action_id, ts, outcome, row_number() OVER (
+            PARTITION BY decision_id, action_id ORDER BY ts DESC, rowid DESC) AS k
+        FROM feedback WHERE customer_id = ?)
+    WHERE k = 1 AND outcome = ? AND ts >= ?"""
 
 
 def _iso(ts: datetime) -> str:

@@ -54,6 +54,18 @@ def test_feedback_on_shown_actions_becomes_contacts(tmp_path: Path) -> None:
     assert log.contacts("C1", NOW + timedelta(days=1)) == []
 
 
+def test_only_the_latest_feedback_on_a_shown_action_counts(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "log.sqlite")
+    retried, corrected = record(), record()
+    for decision in (retried, corrected):
+        log.record(decision)
+        log.feedback(decision.decision_id, "credit", "accepted", NOW + timedelta(minutes=1))
+    log.feedback(retried.decision_id, "credit", "accepted", NOW + timedelta(minutes=2))
+    log.feedback(corrected.decision_id, "credit", "declined", NOW + timedelta(minutes=2))
+    contacts = log.contacts("C1", NOW - timedelta(days=90))
+    assert [(c.action_id, c.ts) for c in contacts] == [("credit", NOW + timedelta(minutes=2))]
+
+
 def test_feedback_must_name_a_logged_decision_and_a_shown_action(tmp_path: Path) -> None:
     log = DecisionLog(tmp_path / "log.sqlite")
     shown = record()
