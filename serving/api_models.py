@@ -19,7 +19,8 @@ ContextValue = Annotated[str, StringConstraints(max_length=256)] | int | float |
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict types too: `"max_actions": true` or `"3"` is a mistake to report, not a 1 or a 3
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendRequest(_Strict):

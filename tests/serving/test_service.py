@@ -182,6 +182,12 @@ BAD_BODIES = {
         "max_actions": "x",
     },
     "max_actions zero": {"customer_id": "C1", "channel": "call_center", "max_actions": 0},
+    "max_actions a boolean": {"customer_id": "C1", "channel": "call_center", "max_actions": True},
+    "max_actions a numeric string": {
+        "customer_id": "C1",
+        "channel": "call_center",
+        "max_actions": "3",
+    },
     "exclude not a list": {"customer_id": "C1", "channel": "call_center", "exclude": "a"},
     "unknown field": {"customer_id": "C1", "channel": "call_center", "max_action": 2},
     "unknown channel": {"customer_id": "C1", "channel": "carrier_pigeon"},
