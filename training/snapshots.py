@@ -136,8 +136,8 @@ def count_active(con: duckdb.DuckDBPyConnection, table: str, as_of: date) -> int
     [(n,)] = con.execute(f"SELECT count(*) FROM {table}").fetchall()
     if n == 0:
         raise NextbestError(
-            f"--as-of {as_of}: no customer is active at that date (active: no churn event before "
-            "it and, once the journey has begun, an event or exposure before it)"
+            f"--as-of {as_of}: no customer is active at that date (active: not churned before "
+            "it and, once the journey has begun, seen before it or never seen at all)"
         )
     return int(n)
 
