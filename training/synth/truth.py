@@ -6,7 +6,11 @@ their difference is the action's effect, not sampling noise. Along each sampled
 path of contacts, complaints and satisfaction, churn and revenue are taken in expectation (survival
 probabilities instead of a coin flip), which makes the estimates far less noisy than counting events.
 Outcome definitions match the demo config: churn = P(cancel within 90 days), value = expected revenue
-(bills + purchases) within 90 days, satisfaction = expected NPS answer (0-10) at the window's end.
+(bills + purchases) within 90 days, satisfaction = the expected value of the *last* NPS answer in the
+window (`kind: last`), given there is one: the NPS mean of each week weighted by the chance that the
+customer is still there, answers that week and not later. At 3% answers a week that is close to the
+window's average; the NPS at the window's end (the first definition) read the action's full,
+built-up effect, about three times what any label shows.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from training.synth import dynamics as dyn
 from training.synth.actions import ARMS, start_action
+from training.synth.journey import NPS_WEEKLY_RATE
 from training.synth.world import PLAN_BASKET, Population
 
 HORIZON_WEEKS = 13
@@ -52,9 +57,16 @@ def _expected_path(
     revenue = np.zeros(n)
     basket = PLAN_BASKET[pop.plan]
     call_rate, chat_rate = dyn.contact_rates(pop)
+    answered = np.zeros(n)  # sum over weeks of P(alive, answers this week and never later)
+    nps = np.zeros(n)  # ... times that week's expected answer
     for k in range(HORIZON_WEEKS):
         share = LAST_WEEK_SHARE if k == HORIZON_WEEKS - 1 else 1.0
         w = week + k
+        last = (
+            survival * NPS_WEEKLY_RATE * share * (1.0 - NPS_WEEKLY_RATE) ** (HORIZON_WEEKS - 1 - k)
+        )
+        answered += last
+        nps += last * dyn.nps_mean(st.sat)  # drawn from the week's opening satisfaction
         contacts = poisson_from_uniform(rng.random(n), call_rate + chat_rate)
         fails = rng.random((n, MAX_CONTACTS)) < (1.0 - dyn.resolve_probability(pop, st))[:, None]
         unresolved = (fails & (np.arange(MAX_CONTACTS) < contacts[:, None])).sum(axis=1)
@@ -69,7 +81,7 @@ def _expected_path(
         )  # a churner keeps half the week on average
         survival *= 1.0 - hazard
         dyn.advance(pop, st, rng, unresolved, complaints, contacts.astype(float), w)
-    return 1.0 - survival, revenue, dyn.nps_mean(st.sat)
+    return 1.0 - survival, revenue, nps / answered
 
 
 def poisson_from_uniform(u: np.ndarray, lam: np.ndarray, kmax: int = 30) -> np.ndarray:
