@@ -81,11 +81,15 @@ def truth_rows(data: Path, version: str) -> TruthRows:
     return TruthRows(bundle.config, X, d, net, known & ~held, known & held, uplift)
 
 
+def judged_arms(t: TruthRows) -> np.ndarray:
+    """(judged rows, arms) the arms each evaluation row with truth may get: nothing always."""
+    return np.column_stack([np.ones(t.judge.sum(), bool), t.decisions.allowed[t.judge]])
+
+
 def oracle_share(t: TruthRows, chosen: np.ndarray) -> float:
     """True value of the arms `chosen` for the evaluation rows with truth, over the oracle's."""
     net = t.net[t.judge]
-    eligible = np.column_stack([np.ones(len(net), bool), t.decisions.allowed[t.judge]])
-    best = np.argmax(np.where(eligible, net, -np.inf), axis=1)
+    best = np.argmax(np.where(judged_arms(t), net, -np.inf), axis=1)
     rows = np.arange(len(net))
     return float(net[rows, chosen].mean() / net[rows, best].mean())
 
@@ -97,8 +101,7 @@ def feature_ceiling(t: TruthRows) -> float:
     for j in range(1, t.net.shape[1]):
         data = lgb.Dataset(t.X[t.fit], t.net[t.fit, j])
         predicted[:, j] = lgb.train(CEILING_PARAMS, data, CEILING_ROUNDS).predict(t.X[t.judge])
-    eligible = np.column_stack([np.ones(t.judge.sum(), bool), t.decisions.allowed[t.judge]])
-    return oracle_share(t, np.argmax(np.where(eligible, predicted, -np.inf), axis=1))
+    return oracle_share(t, np.argmax(np.where(judged_arms(t), predicted, -np.inf), axis=1))
 
 
 def truth_swaps(t: TruthRows) -> dict[str, float]:

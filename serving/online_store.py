@@ -135,17 +135,16 @@ def write_store(
 
 def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
     """FeatureBuilder rows of every customer active at `as_of` (the customers batch scoring scores)."""
+    from serving.population import ACTIVE, create_active
     from training.contract import open_dataset, validate_dataset
-    from training.snapshots import active_spine, check_scoring_date, count_active, data_span
+    from training.snapshots import check_scoring_date, data_span
 
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
         check_scoring_date(as_of, span, bundle.metadata.as_of)
-        churn = bundle.config.outcome_for_role("churn")
-        con.execute(f"CREATE TEMP TABLE _active AS {active_spine(con, as_of, churn and churn[1])}")
-        count_active(con, "_active", as_of)
-        return bundle.builder.transform(con, spine="_active")
+        create_active(con, bundle.config, as_of)
+        return bundle.builder.transform(con, spine=ACTIVE)
 
 
 def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> StoreInfo:

@@ -51,15 +51,20 @@ class Population:
     chunks: list[ChunkRange]
 
 
+def create_active(con: duckdb.DuckDBPyConnection, config: Config, as_of: date) -> int:
+    """Create the ACTIVE spine table (customers still customers at `as_of`); its row count, never 0."""
+    churn = config.outcome_for_role("churn")
+    spine = active_spine(con, as_of, churn and churn[1])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {ACTIVE} AS {spine}")
+    return count_active(con, ACTIVE, as_of)
+
+
 def plan_population(
     con: duckdb.DuckDBPyConnection, config: Config, as_of: date, chunk_customers: int
 ) -> Population:
     """Create the ACTIVE spine (customers still customers at `as_of`) and cut it into ranges of
     about `chunk_customers` each."""
-    churn = config.outcome_for_role("churn")
-    spine = active_spine(con, as_of, churn and churn[1])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {ACTIVE} AS {spine}")
-    customers = count_active(con, ACTIVE, as_of)
+    customers = create_active(con, config, as_of)
     k = max(1, -(-int(customers) // chunk_customers))  # ceil
     if k == 1:
         return Population(int(customers), [ChunkRange(0, None, None)])

@@ -29,10 +29,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from training.config import Objective, OutcomeSpec
+from training.config import SCORE_NAMES, Objective, OutcomeSpec
 
 FloatArray = NDArray[np.float64]
-LTV_SCORE = "ltv"  # the value-role score's name (training.bundle.SCORE_NAMES, kept free of mlflow)
+LTV_SCORE = SCORE_NAMES["value"]
 
 
 class NetValue(NamedTuple):

@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 from mlflow.pyfunc import PythonModel, PythonModelContext  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
-from training.config import Config  # noqa: E402
+from training.config import SCORE_NAMES, Config  # noqa: E402
 from training.errors import NextbestError  # noqa: E402
 from training.features import FeatureBuilder, to_matrix  # noqa: E402
 from training.models.base import ScoreModel  # noqa: E402
@@ -39,7 +39,6 @@ CHAMPION = "champion"
 DEFAULT_REF = f"models:/{REGISTERED_MODEL}@{CHAMPION}"
 FORMAT = 1
 ROLES = ("churn", "satisfaction", "value")
-SCORE_NAMES = {"churn": "churn_probability", "satisfaction": "satisfaction", "value": "ltv"}
 SCORE_COLUMNS = tuple(SCORE_NAMES[role] for role in ROLES)
 # The only classes a bundle may name, per role: a bundle's JSON can never load arbitrary code.
 MODEL_CLASSES = {

@@ -56,6 +56,12 @@ class FeatureSettings(BaseModel):
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "config.yaml"
 Role = Literal["churn", "satisfaction", "value"]
+#: the score each role's model serves, by the name rules, the API and the batch output use
+SCORE_NAMES: dict[str, str] = {
+    "churn": "churn_probability",
+    "satisfaction": "satisfaction",
+    "value": "ltv",
+}
 Kind = Literal["any", "count", "sum", "last", "none"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_OUTCOMES = {"customer_id", "as_of"}

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import duckdb
 
-from training.config import Config, check_eligibility_names, load_config
+from training.config import SCORE_NAMES, Config, check_eligibility_names, load_config
 from training.contract import open_dataset, validate_dataset
 from training.errors import ConfigError, NextbestError
 from training.features import FeatureBuilder
 
 #: the scores eligibility rules may read besides the features, and the role that makes each
-SCORE_ROLES = {"churn_probability": "churn", "satisfaction": "satisfaction", "ltv": "value"}
+SCORE_ROLES: dict[str, str] = {name: role for role, name in SCORE_NAMES.items()}
 
 
 def validate_all(data: Path | None, config_path: Path | None) -> list[str]:

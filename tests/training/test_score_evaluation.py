@@ -9,13 +9,13 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.training.test_train import mlflow_store, static_only_churn_set  # noqa: F401 (fixture)
+from tests.training.test_train import static_only_churn_set
 from training.evaluation import evaluate
 from training.train import train
 
 
 @pytest.mark.slow
-def test_a_scores_only_bundle_gets_a_score_report(tmp_path: Path, mlflow_store: str) -> None:  # noqa: F811
+def test_a_scores_only_bundle_gets_a_score_report(tmp_path: Path, store: Path) -> None:
     data = static_only_churn_set(tmp_path / "telco_like")
     result = train(data, data / "config.yaml")
     evaluation, scores, path = evaluate(data, result.version, tmp_path / "report")
