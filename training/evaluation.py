@@ -28,11 +28,12 @@ import pandas as pd
 from serving.arbitration import Candidates, arbitrate, eligibility_mask, investment_curve
 from serving.value import net_value
 from training.bundle import Bundle
+from training.config import OutcomeSpec
 from training.exposures import CONTROL, build_exposure_set, evaluation_exposures
 from training.features import categorical_names, to_matrix
 from training.policy_eval import auuc, or_nan, qini_coefficient, qini_curve, uplift_by_decile
 from training.uplift import SLearner
-from training.uplift_train import FAST_PARAMS, orientation
+from training.uplift_train import FAST_PARAMS, base_objective, orientation
 from training.value_estimates import (
     LoggedOutcomes,
     incremental_value,
@@ -111,20 +112,23 @@ def objective_weights(
 
 
 def nuisance_outcomes(
-    frame: pd.DataFrame, names: list[str], held: np.ndarray, outcomes: list[str],
+    frame: pd.DataFrame, names: list[str], held: np.ndarray, outcomes: dict[str, OutcomeSpec],
     arms: list[str], categorical: list[int],
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Per outcome, (n_held, arms) expected outcome under each arm from an S-learner fitted on
-    the training customers' exposures (never on the rows it predicts)."""
+    the training customers' exposures (never on the rows it predicts), with the objective the
+    uplift learners use for that outcome."""
     X_held = to_matrix(frame[held], names)
     mu = {}
-    for outcome in outcomes:
+    for outcome, spec in outcomes.items():
         train = (~held) & frame[outcome].notna().to_numpy()
         rows = frame[train]
-        model = SLearner(categorical=categorical, **FAST_PARAMS).fit(
+        y = rows[outcome].to_numpy(dtype=np.float64)
+        objective = base_objective(spec, y)
+        model = SLearner(categorical=categorical, **FAST_PARAMS, objective=objective).fit(
             to_matrix(rows, names),
             rows["action_id"].to_numpy(dtype=str),
-            rows[outcome].to_numpy(dtype=np.float64),
+            y,
             rows["propensity"].to_numpy(dtype=np.float64),
         )
         predicted = model.predict_outcomes(X_held)
@@ -327,7 +331,8 @@ def evaluate_bundle(
     weights = objective_weights(bundle, d.scores, len(rows))
     categorical = set(categorical_names(rows, names))
     cats = [j for j, name in enumerate(names) if name in categorical]
-    mu = nuisance_outcomes(frame, names, held_mask, list(weights), arms, cats)
+    specs = {o: bundle.config.outcomes[o] for o in weights}
+    mu = nuisance_outcomes(frame, names, held_mask, specs, arms, cats)
     logged = LoggedOutcomes(
         held.treatment, held.propensity, held.labels, mu, weights, np.r_[0.0, d.cost]
     )

@@ -20,7 +20,8 @@ Learners (Künzel et al. 2019; Kennedy 2023):
   on two folds so that no row's pseudo-outcome uses a model that saw it.
 
 Outcomes may be binary (y in {0, 1}: LightGBM `binary`, effects in probability) or continuous
-(`regression`). Persistence is pickle-free: `to_dict()` holds LightGBM model strings and JSON-able
+(`regression`; or `tweedie`, a log link for non-negative amounts and counts, where an action's
+effect is often proportional to what the customer would spend anyway). Persistence is pickle-free: `to_dict()` holds LightGBM model strings and JSON-able
 state, `from_dict()` rebuilds a learner whose predictions are bit-identical.
 """
 
@@ -42,10 +43,27 @@ FORMAT_VERSION = 1
 # pure maths
 
 
-def outcome_objective(y: np.ndarray) -> str:
-    """LightGBM objective for an outcome: `binary` when every value is 0 or 1, else `regression`."""
-    values = np.unique(y)
-    return "binary" if np.isin(values, (0.0, 1.0)).all() and len(values) <= 2 else "regression"
+#: what a learner's `objective` may ask for; "auto" is binary for 0/1 outcomes, else regression
+OBJECTIVES = ("auto", "binary", "regression", "tweedie")
+
+
+def is_binary(y: np.ndarray) -> bool:
+    """Whether every value is 0 or 1."""
+    return bool(np.isin(np.unique(y), (0.0, 1.0)).all())
+
+
+def outcome_objective(y: np.ndarray, objective: str = "auto") -> str:
+    """LightGBM objective for an outcome: "auto" gives `binary` when every value is 0 or 1, else
+    `regression`; "tweedie" (log link, for non-negative amounts and counts) needs y >= 0."""
+    if objective not in OBJECTIVES:
+        raise NextbestError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    if objective == "auto":
+        return "binary" if is_binary(y) else "regression"
+    if objective == "binary" and not is_binary(y):
+        raise NextbestError("objective 'binary' needs outcomes that are all 0 or 1")
+    if objective == "tweedie" and not (np.min(y, initial=0.0) >= 0 and np.any(y > 0)):
+        raise NextbestError("objective 'tweedie' needs non-negative outcomes, not all zero")
+    return objective
 
 
 def clip_propensity(propensity: np.ndarray, low: float) -> np.ndarray:
@@ -147,6 +165,7 @@ class UpliftLearner(BaseEstimator):
         colsample: float = 1.0,
         categorical: Sequence[int] | None = None,
         min_propensity: float = 0.01,
+        objective: str = "auto",
         n_jobs: int = 1,
         random_state: int = 0,
     ) -> None:
@@ -157,6 +176,7 @@ class UpliftLearner(BaseEstimator):
         self.colsample = colsample
         self.categorical = categorical
         self.min_propensity = min_propensity
+        self.objective = objective
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -192,7 +212,7 @@ class UpliftLearner(BaseEstimator):
                     f"{type(self).__name__}: propensity must hold {len(y)} values in (0, 1]"
                 )
         self.actions_ = sorted(str(a) for a in set(treatment.tolist()) - {CONTROL})
-        self.objective_ = outcome_objective(y)
+        self.objective_ = outcome_objective(y, self.objective)
         self.n_features_in_ = X.shape[1]
         self.models_ = {}
         self.state_ = {}
@@ -264,6 +284,8 @@ class UpliftLearner(BaseEstimator):
             raise NextbestError(f"{type(self).__name__}: an arm has no rows to fit on")
         if self._shared_bins is None:
             self._shared_bins = BinnedFeatures(self._X, self.categorical or [])
+        if objective == "tweedie" and not np.any(y > 0):
+            objective = "regression"  # LightGBM's tweedie refuses an all-zero arm; its mean is 0
         return self._train(self._shared_bins.subset(rows, y, weight), objective)
 
     def _train(self, data: lgb.Dataset, objective: str) -> lgb.Booster:

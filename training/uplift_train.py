@@ -48,6 +48,7 @@ from training.uplift import (
     UpliftLearner,
     XLearner,
     aipw_pseudo_outcome,
+    is_binary,
 )
 from training.uplift_choice import SelectedUplift, calibration_line
 
@@ -87,6 +88,16 @@ def orientation(spec: OutcomeSpec) -> tuple[float, float]:
     """(sign, offset) mapping an outcome to "greater is better": y' = offset + sign * y; churn
     becomes retention 1 − churn (still binary, so Qini keeps its meaning)."""
     return (-1.0, 1.0) if spec.role == "churn" else (1.0, 0.0)
+
+
+def base_objective(spec: OutcomeSpec, y: np.ndarray) -> str:
+    """The learners' outcome-model objective for an outcome: sums and counts of non-negative
+    amounts get LightGBM's tweedie (log link): an action's effect on spend is mostly proportional
+    to what the customer would spend anyway, which a log link models with one split where an
+    additive model needs many. Anything else: "auto" (binary or regression)."""
+    if spec.kind in ("sum", "count") and not is_binary(y) and y.min() >= 0 and np.any(y > 0):
+        return "tweedie"
+    return "auto"
 
 
 def policy_actions(uplift: np.ndarray, actions: list[str]) -> np.ndarray:
@@ -276,6 +287,7 @@ def learn_outcome(
     reason = skip_reason(treatment, y, fit, judge)
     if reason is not None:
         return reason
+    params = params | {"objective": base_objective(spec, y)}
     return compare_learners(X, treatment, y, propensity, fit, judge, spec, categorical, params)
 
 

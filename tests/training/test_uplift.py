@@ -222,6 +222,60 @@ def test_outcome_objective_follows_the_outcome():
     assert outcome_objective(np.array([0.0, 2.5])) == "regression"
 
 
+def test_outcome_objective_checks_what_is_asked_for():
+    assert outcome_objective(np.array([0.0, 2.5]), "tweedie") == "tweedie"
+    assert outcome_objective(np.array([0.0, 1.0]), "regression") == "regression"
+    with pytest.raises(NextbestError, match="'tweedie' needs non-negative outcomes"):
+        outcome_objective(np.array([-1.0, 2.5]), "tweedie")
+    with pytest.raises(NextbestError, match="'tweedie' needs non-negative outcomes"):
+        outcome_objective(np.zeros(3), "tweedie")
+    with pytest.raises(NextbestError, match="'binary' needs outcomes that are all 0 or 1"):
+        outcome_objective(np.array([0.0, 2.0]), "binary")
+    with pytest.raises(NextbestError, match="objective must be one of"):
+        outcome_objective(np.array([0.0, 2.0]), "poisson")
+
+
+def spend_world(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Randomized spend test: baseline spend varies 20-fold with x0, and the offer lifts spend by
+    50% where x1 > 0 and nothing elsewhere (a proportional effect, as offers on spend have).
+    Returns X, treatment, spend and the true uplift."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    base = np.exp(1.0 + 1.0 * X[:, 0])
+    lift = 0.5 * (X[:, 1] > 0)
+    treated = rng.random(n) < 0.5
+    mean = base * (1.0 + lift * treated)
+    spend = rng.gamma(2.0, mean / 2.0) * (rng.random(n) < 0.8)  # 20% spend nothing
+    return X, np.where(treated, "offer", CONTROL), spend, 0.8 * base * lift
+
+
+def test_tweedie_recovers_a_proportional_spend_effect_better_than_regression():
+    X, treatment, spend, _ = spend_world(12000, seed=11)
+    X_test, _, _, true_uplift = spend_world(4000, seed=12)
+    gains = []
+    for cls in (SLearner, TLearner, XLearner):  # the learners whose outcome models use the link
+        corr = {}
+        for objective in ("auto", "tweedie"):
+            learner = cls(**PARAMS, objective=objective).fit(X, treatment, spend)
+            assert learner.objective_ == ("regression" if objective == "auto" else "tweedie")
+            corr[objective] = np.corrcoef(learner.predict(X_test)[:, 0], true_uplift)[0, 1]
+        assert corr["tweedie"] > 0.7
+        gains.append(corr["tweedie"] - corr["auto"])
+    assert min(gains) > 0 and np.mean(gains) > 0.02  # measured 0.03-0.05 each
+
+
+def test_tweedie_learners_fit_an_arm_where_nobody_spent():
+    X, treatment, spend, _ = spend_world(3000, seed=13)
+    treatment = np.where(np.arange(3000) % 10 == 0, "rare_offer", treatment)
+    spend[treatment == "rare_offer"] = 0.0
+    for cls in (TLearner, XLearner, DRLearner):
+        learner = cls(**PARAMS, objective="tweedie").fit(X, treatment, spend)
+        uplift = learner.predict(X)
+        assert np.isfinite(uplift).all(), cls.__name__
+        assert learner.actions_ == ["offer", "rare_offer"]
+        assert uplift[:, 1].mean() < 0 < uplift[:, 0].mean()  # nobody spends after the rare offer
+
+
 def test_aipw_pseudo_outcome_by_hand():
     # row 0 treated (y=1, mu_a=.6, p=.5), row 1 control (y=0, mu_c=.3, p=.25), row 2 other arm
     phi = aipw_pseudo_outcome(

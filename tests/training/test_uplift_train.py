@@ -30,6 +30,7 @@ from training.uplift_choice import MAX_SLOPE, UpliftModel
 from training.uplift_train import (
     FAST_PARAMS,
     UpliftResult,
+    base_objective,
     learn_outcome,
     orientation,
     policy_actions,
@@ -66,6 +67,33 @@ def test_churn_is_oriented_as_retention() -> None:
         {"role": "value", "kind": "sum", "event_types": ["purchase"], "horizon_days": 90}
     )
     assert orientation(churn) == (-1.0, 1.0) and orientation(value) == (1.0, 0.0)
+
+
+def test_sums_and_counts_of_non_negative_amounts_get_the_log_link() -> None:
+    def spec(kind: str) -> OutcomeSpec:
+        return OutcomeSpec.model_validate(
+            {"kind": kind, "event_types": ["purchase"], "horizon_days": 90}
+        )
+
+    spend = np.array([0.0, 12.5, 40.0])
+    assert base_objective(spec("sum"), spend) == "tweedie"
+    assert base_objective(spec("count"), np.array([0.0, 2.0, 5.0])) == "tweedie"
+    assert base_objective(spec("sum"), np.array([-3.0, 12.5])) == "auto"  # refunds: additive
+    assert base_objective(spec("count"), np.array([0.0, 1.0])) == "auto"  # binary stays binary
+    assert base_objective(spec("sum"), np.zeros(3)) == "auto"
+    assert base_objective(spec("last"), np.array([3.0, 9.0])) == "auto"  # a score, not an amount
+
+
+def test_value_learners_use_the_log_link(small_world: Path) -> None:
+    result = uplift_on(small_world)
+    objectives = {
+        outcome: {learner.objective_ for learner in selected.learners_.values()}
+        for outcome, selected in result.learners.items()
+    }
+    config = load_config()
+    for outcome, spec in config.outcomes.items():
+        expected = {"sum": "tweedie", "any": "binary"}.get(spec.kind, "regression")
+        assert objectives[outcome] == {expected}, outcome
 
 
 @pytest.mark.slow
