@@ -4,6 +4,7 @@ train -> promote -> score -> the notebook that explores the champion."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,12 @@ def test_train_promote_score_and_explore(small_world: Path, project: dict[str, s
     ]
     assert set(actions.customer_id) <= set(scores.customer_id)
     assert (actions[actions["rank"] == 1].expected_value > 0).all()
+
+    report = Path(project["ROOT"]) / "report"
+    evaluated = nextbest(project, "evaluate", "--data", small_world, "--out", report).stdout
+    assert re.search(r"^learned +DR +[-+]\d", evaluated, re.MULTILINE)
+    assert re.search(r"^verdict: (the learned policy|not distinguishable)", evaluated, re.MULTILINE)
+    assert (report / "report.html").is_file() and (report / "evaluation.json").is_file()
 
     # a second, identical training is not worse: promotion moves the champion to version 2
     nextbest(project, "train", "--data", small_world)

@@ -221,6 +221,7 @@ def evaluate(
         if evaluation.has_truth:
             text += f"   true {row['true_value']:+9.2f}  ({row['oracle_share']:.0%} of oracle)"
         out.print(text, highlight=False)
+    out.print(f"verdict: {evaluation.verdict()}", highlight=False)
     out.print(f"report: {path / 'report.html'} ({evaluation.exposures:,} held-out exposures)")
 
 

@@ -51,6 +51,23 @@ INVESTMENT_POINTS = 1001  # points kept of the investment curve (one per pair wo
 MIN_ROWS = 50  # held-out rows an (outcome, action) comparison needs for Qini and calibration
 
 
+def verdict(value: float, half_width: float, exposures: int) -> str:
+    """What a DR estimate of the learned policy (incremental over doing nothing, with its 95%
+    half-width) lets a CX team conclude, in one sentence."""
+    if not (np.isfinite(value) and np.isfinite(half_width)):
+        return "no estimate: the held-out exposures cannot judge the learned policy"
+    low, high = value - half_width, value + half_width
+    if low > 0:
+        return "the learned policy earns more than doing nothing (95% confidence)"
+    if high < 0:
+        return "the learned policy loses money against doing nothing (95% confidence): do not deploy it"
+    return (
+        f"not distinguishable from doing nothing on {exposures:,} held-out exposures "
+        f"(95% interval {low:+.2f} to {high:+.2f} per customer): more exposures, a randomized "
+        "control group above all, would settle it"
+    )
+
+
 @dataclass
 class Evaluation:
     """Everything the ROI report shows; every table is plain pandas."""
@@ -66,6 +83,11 @@ class Evaluation:
     curves: pd.DataFrame  # outcome, action_id, share_targeted, qini (normalised by treated count)
     calibration: pd.DataFrame  # outcome, action_id, decile, predicted, observed, observed_se
     investment: pd.DataFrame  # spend and incremental value per customer, greedy by ROI
+
+    def verdict(self) -> str:
+        """`verdict` of the learned policy's DR value."""
+        learned = next(r for r in self.policies.to_dict("records") if r["policy"] == "learned")
+        return verdict(float(learned["dr_value"]), float(learned["dr_ci"]), self.exposures)
 
     def headline(self) -> dict[str, float]:
         """Flat metrics for MLflow: `policy.<name>.<column>`."""

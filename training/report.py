@@ -353,6 +353,7 @@ def headline_facts(ev: Evaluation) -> list[tuple[str, str]]:
         ("target the highest churn risk (DR)",
          format_money_ci(churn.get("dr_value"), churn.get("dr_ci"), money)),
         ("customers the learned policy treats", format_share(learned.get("treated_share"))),
+        ("verdict", ev.verdict()),
     ]  # fmt: skip
     if ev.has_truth:
         learned_true, churn_true = learned.get("true_value"), churn.get("true_value")

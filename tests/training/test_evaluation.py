@@ -11,7 +11,13 @@ import pytest
 from training.bundle import Bundle
 from training.contract import open_dataset
 from training.errors import NextbestError
-from training.evaluation import Evaluation, baseline_policies, evaluate_bundle, objective_weights
+from training.evaluation import (
+    Evaluation,
+    baseline_policies,
+    evaluate_bundle,
+    objective_weights,
+    verdict,
+)
 from training.synth.generate import default_truth_dir
 
 BASELINES = {"nothing", "random", "best_single", "churn_targeting"}
@@ -95,6 +101,15 @@ def test_baselines_follow_their_definitions() -> None:
     assert out["best_single"][0].tolist() == [1, 1, 0, 1]
     # 25% treated by the learned policy -> the top 25% by churn get "b" (most retention)
     assert out["churn_targeting"][0].tolist() == [2, 0, 0, 0]
+
+
+def test_the_verdict_follows_the_interval() -> None:
+    assert verdict(3.0, 2.0, 500).startswith("the learned policy earns more than doing nothing")
+    assert "loses money" in verdict(-3.0, 2.0, 500) and "do not deploy" in verdict(-3.0, 2.0, 500)
+    unsure = verdict(-1.0, 10.8, 3101)
+    assert "not distinguishable from doing nothing on 3,101 held-out exposures" in unsure
+    assert "-11.80 to +9.80" in unsure
+    assert verdict(float("nan"), float("nan"), 0).startswith("no estimate")
 
 
 def test_baselines_when_nobody_is_eligible_for_anything() -> None:

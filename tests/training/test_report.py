@@ -8,6 +8,7 @@ A real Evaluation of a bundle with uplift models on the small world is built onc
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from dataclasses import replace
@@ -21,7 +22,7 @@ import pytest
 from training.bundle import Bundle
 from training.contract import open_dataset
 from training.errors import NextbestError
-from training.evaluation import Evaluation, evaluate_bundle
+from training.evaluation import Evaluation, evaluate_bundle, verdict
 from training.report import (
     MISSING,
     REPORT_FILE,
@@ -118,6 +119,9 @@ def test_every_policy_and_action_is_named_and_nan_reads_as_a_dash(
     oracle = cells(page, "oracle")  # the oracle is known in truth only: no DR or IPS estimate
     assert oracle[2:4] == [MISSING, MISSING]
     assert not re.search(r"\bnan\b", page, re.IGNORECASE)
+    learned = evaluation.policies.set_index("policy").loc["learned"]
+    said = verdict(learned.dr_value, learned.dr_ci, evaluation.exposures)
+    assert html.escape(said) in page  # the headline's verdict
 
 
 @pytest.mark.slow
