@@ -21,8 +21,9 @@ Learners (Künzel et al. 2019; Kennedy 2023):
 
 Outcomes may be binary (y in {0, 1}: LightGBM `binary`, effects in probability) or continuous
 (`regression`; or `tweedie`, a log link for non-negative amounts and counts, where an action's
-effect is often proportional to what the customer would spend anyway). Persistence is pickle-free: `to_dict()` holds LightGBM model strings and JSON-able
-state, `from_dict()` rebuilds a learner whose predictions are bit-identical.
+effect is often proportional to what the customer would spend anyway). Persistence is
+pickle-free: `to_dict()` holds LightGBM model strings and JSON-able state, `from_dict()` rebuilds
+a learner whose predictions are bit-identical.
 """
 
 from __future__ import annotations
