@@ -82,6 +82,7 @@ def test_train_promote_score_and_explore(small_world: Path, project: dict[str, s
 
     report = Path(project["ROOT"]) / "report"
     evaluated = nextbest(project, "evaluate", "--data", small_world, "--out", report).stdout
+    assert re.search(r"^value +normalized_gini +0\.\d{4} +\(baseline ", evaluated, re.MULTILINE)
     assert re.search(r"^learned +DR +[-+]\d", evaluated, re.MULTILINE)
     assert re.search(r"^verdict: (the learned policy|not distinguishable)", evaluated, re.MULTILINE)
     assert (report / "report.html").is_file() and (report / "evaluation.json").is_file()

@@ -39,7 +39,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 #: the score metrics `nextbest evaluate` prints (all of them are in the report)
-HEADLINE_SCORE_METRICS = ("roc_auc", "brier", "mae", "spearman")
+HEADLINE_SCORE_METRICS = ("roc_auc", "brier", "mae", "spearman", "normalized_gini")
 
 DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (DESIGN.md §2)")]
 ConfigOpt = Annotated[
@@ -208,8 +208,9 @@ def evaluate(
         evaluation, scores, path = run(data, model, out_dir, truth)
     for metric in scores.metrics.to_dict("records"):
         if metric["metric"] in HEADLINE_SCORE_METRICS:
-            text = f"{metric['role']:12s} {metric['metric']:10s} {metric['model']:10.4f}"
-            out.print(text + f"   (baseline {metric['baseline']:.4f})", highlight=False)
+            model, baseline = (round(metric[k], 4) + 0.0 for k in ("model", "baseline"))  # no -0
+            text = f"{metric['role']:12s} {metric['metric']:15s} {model:10.4f}"
+            out.print(text + f"   (baseline {baseline:.4f})", highlight=False)
     if evaluation is None:
         out.print(f"report: {path / 'report.html'} (scores only: no uplift models to judge)")
         return
