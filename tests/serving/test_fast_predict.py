@@ -10,7 +10,7 @@ import pytest
 from serving.fast_predict import FastBooster
 
 
-@pytest.fixture(scope="module", params=["binary", "regression"])
+@pytest.fixture(scope="module", params=["binary", "regression", "tweedie"])
 def booster(request: pytest.FixtureRequest) -> lgb.Booster:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 6))
