@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
 from training.synth.world import Population
 
@@ -17,6 +18,7 @@ CONTRACT_LOGIT = np.array([0.7, -0.6, -1.2])  # monthly, annual, two-year
 BASE_CHURN_LOGIT = -5.6
 SAT_AR = 0.85  # weekly persistence of satisfaction shocks
 FAIL_DECAY = 0.75  # weekly decay of the memory of service failures
+NPS_ANSWER_SD = 1.2  # noise of one survey answer around the customer's NPS mean
 
 
 @dataclass
@@ -144,8 +146,22 @@ def visit_rate(pop: Population, st: State) -> np.ndarray:
 
 
 def nps_mean(sat: np.ndarray) -> np.ndarray:
-    """Expected NPS answer (0-10) of a customer with latent satisfaction `sat`."""
+    """The NPS answer's centre for latent satisfaction `sat`: an answer is this plus noise
+    (`NPS_ANSWER_SD`), rounded and kept to 0-10."""
     return np.clip(7.0 + 1.8 * sat, 0.0, 10.0)
+
+
+def nps_answer(sat: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Survey answers (integers 0-10) given standard-normal `noise`."""
+    return np.clip(np.round(nps_mean(sat) + NPS_ANSWER_SD * noise), 0, 10)
+
+
+def expected_nps_answer(sat: np.ndarray) -> np.ndarray:
+    """E[nps_answer]: the mean of the rounded, bounded answer, which near 10 (or 0) is pulled
+    inwards from `nps_mean` (by 0.3 points at a centre of 9.5), and so are effects there."""
+    centre = nps_mean(sat)[..., None]
+    cuts = (np.arange(10) + 0.5 - centre) / NPS_ANSWER_SD  # answer k <=> between cuts k-1 and k
+    return (1.0 - ndtr(cuts)).sum(axis=-1)  # E[K] = sum over k=1..10 of P(K >= k)
 
 
 def advance(

@@ -136,8 +136,8 @@ def simulate_week(
     col.add(billed.astype(np.int64), "purchase", C["billing"], pop.fee[billed], ts=bill_ts[billed])
     col.add(rng.poisson(0.1 * (0.5 + pop.engagement) / 1.5) * active, "email_open", C["email"])
     nps = (rng.random(n) < NPS_WEEKLY_RATE) & active
-    answer = dyn.nps_mean(st.sat[nps]) + rng.normal(0, 1.2, int(nps.sum()))
-    col.add(nps.astype(np.int64), "nps", C["email"], np.clip(np.round(answer), 0, 10))
+    answer = dyn.nps_answer(st.sat[nps], rng.normal(0, 1.0, int(nps.sum())))
+    col.add(nps.astype(np.int64), "nps", C["email"], answer)
 
     churned = active & (rng.random(n) < dyn.churn_hazard(pop, st, week))
     churn_at = rng.integers(0, WEEK_S, size=n)

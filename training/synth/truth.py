@@ -7,8 +7,9 @@ path of contacts, complaints and satisfaction, churn and revenue are taken in ex
 probabilities instead of a coin flip), which makes the estimates far less noisy than counting events.
 Outcome definitions match the demo config: churn = P(cancel within 90 days), value = expected revenue
 (bills + purchases) within 90 days, satisfaction = the expected value of the *last* NPS answer in the
-window (`kind: last`), given there is one: the NPS mean of each week weighted by the chance that the
-customer is still there, answers that week and not later. At 3% answers a week that is close to the
+window (`kind: last`), given there is one: each week's expected answer (rounded and bounded to
+0-10 like a real one) weighted by the chance that the customer is still there, answers that week
+and not later. At 3% answers a week that is close to the
 window's average; the NPS at the window's end (the first definition) read the action's full,
 built-up effect, about three times what any label shows.
 """
@@ -66,7 +67,7 @@ def _expected_path(
             survival * NPS_WEEKLY_RATE * share * (1.0 - NPS_WEEKLY_RATE) ** (HORIZON_WEEKS - 1 - k)
         )
         answered += last
-        nps += last * dyn.nps_mean(st.sat)  # drawn from the week's opening satisfaction
+        nps += last * dyn.expected_nps_answer(st.sat)  # from the week's opening satisfaction
         contacts = poisson_from_uniform(rng.random(n), call_rate + chat_rate)
         fails = rng.random((n, MAX_CONTACTS)) < (1.0 - dyn.resolve_probability(pop, st))[:, None]
         unresolved = (fails & (np.arange(MAX_CONTACTS) < contacts[:, None])).sum(axis=1)

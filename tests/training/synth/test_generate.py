@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from training.contract import validate_dataset
+from training.synth import dynamics as dyn
 from training.synth.actions import ACTION_IDS, ARMS
 from training.synth.generate import synthesize
 from training.synth.world import WorldConfig
@@ -99,16 +100,18 @@ def test_ground_truth_matches_what_happened(small_world: Path) -> None:
     real = con.sql(
         f"""SELECT x.customer_id, x.ts,
               count(*) FILTER (WHERE e.event_type = 'churn') AS churn,
-              coalesce(sum(e.value) FILTER (WHERE e.event_type = 'purchase'), 0) AS value
+              coalesce(sum(e.value) FILTER (WHERE e.event_type = 'purchase'), 0) AS value,
+              arg_max(e.value, e.ts) FILTER (WHERE e.event_type = 'nps') AS satisfaction
             FROM x LEFT JOIN read_parquet('{small_world}/events.parquet') e
               ON e.customer_id = x.customer_id AND e.ts >= x.ts AND e.ts < x.ts + INTERVAL 90 DAY
             GROUP BY ALL"""
     ).df()
     both = truth.merge(real, on=["customer_id", "ts"])
     assert len(both) == len(truth) > 2000
-    for outcome, tol in (("churn", 4), ("value", 4)):
+    for outcome, tol in (("churn", 4), ("value", 4), ("satisfaction", 4)):
         expected = _arm_value(both, outcome)
         diff = both[outcome].to_numpy() - expected
+        diff = diff[~np.isnan(diff)]  # satisfaction: only where the window holds an answer
         se = diff.std() / np.sqrt(len(diff))
         assert abs(diff.mean()) < tol * se, (outcome, diff.mean(), se)
 
@@ -143,6 +146,18 @@ def test_several_actions_are_best_somewhere_and_none_often(truth_today: pd.DataF
     shares = best.value_counts(normalize=True)
     assert 0.3 < shares["none"] < 0.8
     assert (shares.drop("none") > 0.01).sum() >= 3
+
+
+def test_expected_nps_answer_is_the_mean_of_real_answers() -> None:
+    """The truth's satisfaction uses the rounded, 0-10 answer's mean, not its centre: near the top
+    of the scale the two differ by more than the effects being measured."""
+    rng = np.random.default_rng(0)
+    sat = np.repeat(np.array([-3.0, -1.0, 0.0, 1.0, 1.4, 2.0]), 200_000)
+    answers = dyn.nps_answer(sat, rng.normal(size=sat.size)).reshape(6, -1)
+    expected = dyn.expected_nps_answer(sat).reshape(6, -1)[:, 0]
+    np.testing.assert_allclose(answers.mean(axis=1), expected, atol=0.01)
+    centre = dyn.nps_mean(sat).reshape(6, -1)[:, 0]
+    assert centre[4] - expected[4] > 0.2  # 9.52 centre, 9.26 mean: the old truth's error
 
 
 def test_inverse_cdf_poisson_has_the_right_law() -> None:
