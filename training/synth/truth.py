@@ -9,9 +9,9 @@ Outcome definitions match the demo config: churn = P(cancel within 90 days), val
 (bills + purchases) within 90 days, satisfaction = the expected value of the *last* NPS answer in the
 window (`kind: last`), given there is one: each week's expected answer (rounded and bounded to
 0-10 like a real one) weighted by the chance that the customer is still there, answers that week
-and not later. At 3% answers a week that is close to the
-window's average; the NPS at the window's end (the first definition) read the action's full,
-built-up effect, about three times what any label shows.
+and not later. At 3% answers a week that is close to the window's average; the NPS at the
+window's end (the first definition) read the action's full, built-up effect, about three times
+what any label shows, and the answer's unrounded centre (the second) overstated it near 10.
 """
 
 from __future__ import annotations
