@@ -296,7 +296,7 @@ def render_html(
             ]
             sections.append(_section("headline", "Headline", SCORES_ONLY_TEXT, _definitions(facts)))
         sections.append(score_section(scores))
-    version = ev.model_version if ev is not None else scores.model_version if scores else ""
+    version = model_version(ev, scores)
     kind = "ROI report" if ev is not None else "score report"
     return _page(f"nextbest {kind}: model version {version}", "\n".join(sections))
 
@@ -585,16 +585,21 @@ def metadata(
 ) -> dict[str, Any]:
     """What evaluation.json records: what was judged, the headline metrics and the files."""
     out: dict[str, Any] = {}
+    if ev is not None or scores is not None:
+        out["model_version"] = model_version(ev, scores)
     if ev is not None:
-        out |= {"model_version": ev.model_version, "currency": ev.currency,
-                "exposures": ev.exposures, "arms": list(ev.arms), "has_truth": ev.has_truth}  # fmt: skip
-    elif scores is not None:
-        out["model_version"] = scores.model_version
+        out |= {"currency": ev.currency, "exposures": ev.exposures, "arms": list(ev.arms),
+                "has_truth": ev.has_truth}  # fmt: skip
     out["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     out["headline"] = headline(ev, scores)
     written = {p.name for p in folder.iterdir()} | {METADATA_FILE} if folder else OUTPUT_FILES
     out["files"] = sorted(written)
     return out
+
+
+def model_version(ev: Evaluation | None, scores: ScoreEvaluation | None) -> str:
+    """The version the report judges: the uplift evaluation's, else the scores'."""
+    return ev.model_version if ev is not None else scores.model_version if scores else ""
 
 
 def headline(ev: Evaluation | None, scores: ScoreEvaluation | None) -> dict[str, float]:
@@ -623,7 +628,7 @@ def log_report(
 
     from training.tracking import ensure_experiment
 
-    version = ev.model_version if ev is not None else scores.model_version if scores else ""
+    version = model_version(ev, scores)
     ensure_experiment()
     with mlflow.start_run(run_name=RUN_NAME, tags={"model_version": version}) as run:
         if ev is not None:

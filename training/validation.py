@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -43,13 +43,12 @@ def check_rule_names(config: Config, features: Iterable[str]) -> None:
     """Every name an eligibility rule reads must be a feature of this data set, or a score whose
     role an outcome of the config has (a rule on a score that cannot exist is never true)."""
     roles = {spec.role for spec in config.outcomes.values()}
-    for action in config.catalog.actions:
-        for name in sorted(action.rule.names if action.rule is not None else ()):
-            if name in SCORE_ROLES and SCORE_ROLES[name] not in roles:
-                raise ConfigError(
-                    f"{config.actions}: action '{action.id}': eligibility reads '{name}', but no "
-                    f"outcome has the {SCORE_ROLES[name]} role"
-                )
+    for action, name, role in rule_scores(config):
+        if role not in roles:
+            raise ConfigError(
+                f"{config.actions}: action '{action}': eligibility reads '{name}', but no "
+                f"outcome has the {role} role"
+            )
     try:
         check_eligibility_names(config.catalog, [*features, *SCORE_ROLES])
     except ConfigError as exc:
@@ -59,14 +58,20 @@ def check_rule_names(config: Config, features: Iterable[str]) -> None:
 def check_rule_scores(config: Config, skipped: Mapping[str, str]) -> None:
     """No eligibility rule may read a score whose model training skipped (`skipped`: role ->
     why): the action would silently never be eligible."""
+    for action, name, role in rule_scores(config):
+        if role in skipped:
+            raise ConfigError(
+                f"{config.actions}: action '{action}': eligibility reads '{name}', but the "
+                f"{role} score was not trained ({skipped[role]})"
+            )
+
+
+def rule_scores(config: Config) -> Iterator[tuple[str, str, str]]:
+    """(action id, score name, its role) for every score an eligibility rule reads."""
     for action in config.catalog.actions:
         for name in sorted(action.rule.names if action.rule is not None else ()):
-            role = SCORE_ROLES.get(name, "")
-            if role in skipped:
-                raise ConfigError(
-                    f"{config.actions}: action '{action.id}': eligibility reads '{name}', but the "
-                    f"{role} score was not trained ({skipped[role]})"
-                )
+            if name in SCORE_ROLES:
+                yield action.id, name, SCORE_ROLES[name]
 
 
 def outcome_notes(con: duckdb.DuckDBPyConnection, config: Config) -> list[str]:
