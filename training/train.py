@@ -7,7 +7,7 @@ a randomized test with no role at all (one action, one conversion outcome) train
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,14 @@ from training.models.base import ScoreModel, TrainingSet
 from training.models.churn import ChurnModel
 from training.models.ltv import LtvModel
 from training.models.satisfaction import SatisfactionModel
-from training.snapshots import build_snapshots, data_span, resolve_as_of, split_for
+from training.snapshots import (
+    DataSpan,
+    build_snapshots,
+    censoring_note,
+    data_span,
+    resolve_as_of,
+    split_for,
+)
 from training.validation import check_rule_names, check_rule_scores
 
 ROLES = ("churn", "satisfaction", "value")
@@ -40,6 +47,7 @@ class TrainResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     uplift: dict[str, str] = field(default_factory=dict)  # outcome -> chosen learner class
+    uplift_skipped: dict[str, str] = field(default_factory=dict)  # outcome -> why no uplift
 
 
 def make_model(role: str, spec: OutcomeSpec) -> ScoreModel:
@@ -51,13 +59,17 @@ def make_model(role: str, spec: OutcomeSpec) -> ScoreModel:
     return LtvModel(value_event_types=tuple(spec.event_types))
 
 
-def skip_reason(frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[str]) -> str | None:
-    """Why a score cannot be trained on this data, or None if it can."""
+def skip_reason(
+    frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[str], censoring: str | None = None
+) -> str | None:
+    """Why a score cannot be trained on this data, or None if it can; `censoring` (from
+    snapshots.censoring_note) says why labels are missing when their windows were censored."""
     if not present & set(spec.event_types):
         return f"no {'/'.join(spec.event_types)} events in the data"
     labels = frame[name].dropna()
     if len(labels) < MIN_LABELS:
-        return f"only {len(labels)} labelled rows for outcome '{name}' (need {MIN_LABELS})"
+        why = f": {censoring}" if censoring else ""
+        return f"only {len(labels)} labelled rows for outcome '{name}' (need {MIN_LABELS}){why}"
     if spec.kind in ("any", "none"):
         positives = int(labels.sum())
         if min(positives, len(labels) - positives) < MIN_POSITIVES:
@@ -65,8 +77,54 @@ def skip_reason(frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[
     return None
 
 
-def train(data: Path, config_path: Path | None = None, step: Step | None = None) -> TrainResult:
-    """Train every score the data supports and register one bundle version in MLflow."""
+def priced_outcomes(config: Config, trained_roles: Collection[str]) -> list[str]:
+    """The outcomes whose uplift the objective turns into money (serving.value.net_value): the
+    value outcome, the churn outcome when avoided churn is worth a *trained* LTV score, the
+    satisfaction outcome at a non-zero weight, and the outcomes given a value per unit."""
+    objective, priced = config.objective, []
+    for name, spec in config.outcomes.items():
+        if (
+            name == objective.value_outcome
+            or name in objective.outcome_values
+            or (spec.role == "churn" and objective.retention_value == "ltv"
+                and "value" in trained_roles)
+            or (spec.role == "satisfaction" and objective.satisfaction_weight != 0)
+        ):  # fmt: skip
+            priced.append(name)
+    return priced
+
+
+def check_actions_valued(
+    config: Config, trained_roles: Collection[str], uplift: dict[str, str], skipped: dict[str, str]
+) -> None:
+    """Refuse a bundle that has actions but cannot put money on any of them (every outcome the
+    objective prices lacks an uplift model): batch scoring would silently recommend nothing.
+    `uplift` maps outcome -> learner; `skipped` outcome -> why it has none."""
+    if not config.catalog.actions:
+        return
+    priced = priced_outcomes(config, trained_roles)
+    if set(priced) & set(uplift):
+        return
+    if not priced:
+        why = "the objective prices no outcome (objective.value_outcome, retention_value, ...)"
+    else:
+        why = "; ".join(f"{o}: {skipped.get(o, 'no uplift model')}" for o in priced)
+    raise NextbestError(
+        f"no action can be valued in money, so every recommendation would be empty: {why}. "
+        "Fix the data or config, or register a bundle of scores alone with --scores-only"
+    )
+
+
+def train(
+    data: Path,
+    config_path: Path | None = None,
+    step: Step | None = None,
+    scores_only: bool = False,
+) -> TrainResult:
+    """Train every score the data supports and register one bundle version in MLflow.
+
+    Raises NextbestError when the catalog has actions but no uplift model can value any of them,
+    unless `scores_only` (a bundle of scores alone, asked for explicitly)."""
     from training.bundle import Bundle, log_bundle
     from training.tracking import configure_tracking, log_score_run, training_run
     from training.uplift_train import log_uplift_run, train_uplift
@@ -80,7 +138,8 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
     with ds.connect() as con:
         builder = FeatureBuilder(config.features).fit(con)
         check_rule_names(config, builder.feature_names_)
-        dates = resolve_as_of(config, data_span(con, config))
+        span = data_span(con, config)
+        dates = resolve_as_of(config, span)
         say(f"building snapshots as of {', '.join(map(str, dates))}")
         frame = build_snapshots(con, builder, config, dates)
         present = {t for (t,) in con.execute("SELECT DISTINCT event_type FROM events").fetchall()}
@@ -88,7 +147,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
     models: dict[str, ScoreModel] = {}
     with training_run(ds, builder, config, config_path, dates) as run:
         for role in ROLES:
-            trained = _train_role(role, config, frame, builder, present, result, say)
+            trained = _train_role(role, config, frame, builder, present, span, result, say)
             if trained is not None:
                 model, data_set = trained
                 log_score_run(model, data_set, result.metrics[role], model.figures(data_set))
@@ -105,6 +164,13 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
         if uplift is not None:
             log_uplift_run(uplift)
             result.uplift = {o: type(m).__name__ for o, m in uplift.learners.items()}
+            result.uplift_skipped = dict(uplift.skipped)
+        if scores_only:
+            uplift = None
+        else:
+            check_actions_valued(
+                config, models, result.uplift, uplift.skipped if uplift is not None else {}
+            )
         say("registering the bundle")
         bundle = Bundle(
             builder=builder,
@@ -123,6 +189,7 @@ def _train_role(
     frame: pd.DataFrame,
     builder: FeatureBuilder,
     present: set[str],
+    span: DataSpan,
     result: TrainResult,
     say: Step,
 ) -> tuple[ScoreModel, TrainingSet] | None:
@@ -131,7 +198,9 @@ def _train_role(
         result.skipped[role] = "no outcome has this role in the config"
         return None
     name, spec = found
-    reason = skip_reason(frame, name, spec, present)
+    configured = config.snapshots.observed_until is not None
+    censoring = censoring_note(frame["as_of"], spec, span, configured) if len(frame) else None
+    reason = skip_reason(frame, name, spec, present, censoring)
     if reason is not None:
         result.skipped[role] = reason
         return None

@@ -23,6 +23,8 @@ so they are compared on the same footing.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +42,8 @@ from training.exposures import (
     uplift_arrays,
 )
 from training.features import FeatureBuilder
-from training.policy_eval import dr_value, or_nan, qini_coefficient
+from training.policy_eval import dr_contributions, dr_value, or_nan, qini_coefficient
+from training.snapshots import censoring_note, data_span
 from training.uplift import (
     LEARNERS,
     BinnedFeatures,
@@ -66,6 +69,9 @@ FAST_PARAMS: dict[str, Any] = {
 TARGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # budgets a ranking is judged at
 MIN_LABELS = 200  # labelled exposures an outcome needs before any learner is fitted on it
 MIN_CONTROL = 20  # control rows (in training and in the held-out part) needed to estimate uplift
+DEFAULT_LEARNER = "SLearner"  # served unless a paired comparison shows another is better
+Z_CHOICE = float(os.environ.get("NB_DEV_Z", "2.5"))  # DEV
+REFIT = os.environ.get("NB_DEV_REFIT", "1") == "1"  # DEV
 
 
 @dataclass
@@ -172,20 +178,30 @@ def top_share_policies(
 
 def fit_learners(
     X: np.ndarray, treatment: np.ndarray, y: np.ndarray, propensity: np.ndarray,
-    categorical: list[int], params: dict[str, Any],
+    categorical: list[int], params: dict[str, Any], names: Collection[str] | None = None,
 ) -> dict[str, UpliftLearner]:  # fmt: skip
-    """Every learner of uplift.LEARNERS fitted on the rows, all on one binning of X; the
-    X-learner borrows the T-learner's outcome models (its first stage is that T-learner)."""
+    """The learners of uplift.LEARNERS named in `names` (default: all) fitted on the rows, all
+    on one binning of X; the X-learner borrows the T-learner's outcome models when both are
+    fitted (its first stage is that T-learner)."""
+    wanted = [n for n in LEARNERS if names is None or n in names]
     fitted: dict[str, UpliftLearner] = {}
     binned = BinnedFeatures(X, categorical)
-    for name in sorted(LEARNERS, key=lambda n: n != "TLearner"):  # the T-learner first
+    for name in sorted(wanted, key=lambda n: n != "TLearner"):  # the T-learner first
         learner = make_learner(name, categorical, params)
         if isinstance(learner, XLearner) and isinstance(fitted.get("TLearner"), TLearner):
             first = fitted["TLearner"]
             fitted[name] = learner.fit(X, treatment, y, propensity, binned, first_stage=first)
         else:
             fitted[name] = learner.fit(X, treatment, y, propensity, binned)
-    return {name: fitted[name] for name in LEARNERS}
+    return {name: fitted[name] for name in wanted}
+
+
+def paired_z(candidate: np.ndarray, default: np.ndarray) -> float:
+    """How many standard errors the mean per-row gain `candidate - default` lies above 0: the
+    paired comparison of two policies judged on the same rows (0 when they never differ)."""
+    diff = np.asarray(candidate, dtype=np.float64) - np.asarray(default, dtype=np.float64)
+    sd = float(np.std(diff, ddof=1)) if len(diff) > 1 else 0.0
+    return float(np.mean(diff) / (sd / np.sqrt(len(diff)))) if sd > 0 else 0.0
 
 
 def compare_learners(
@@ -202,9 +218,10 @@ def compare_learners(
     """Fit every learner on the `fit` rows; on the `judge` rows judge, per action, the DR
     values of the policies its ranking induces — "this action for the top 10%, 20%, … 90%" —
     and of "this action where its uplift is positive", with Qini beside them (and the
-    all-actions policy of each learner as action "all"). Per action the learner with the best
-    mean DR value over the top-share policies is chosen and calibrated against DR
-    pseudo-outcomes of the `judge` rows."""
+    all-actions policy of each learner as action "all"). Per action the default learner is
+    kept unless another beats it in a paired comparison on the same rows (`choose_per_action`);
+    the choice is calibrated (shrunk) against DR pseudo-outcomes of the `judge` rows, then
+    refitted on the `fit` and `judge` rows together, which is what is served."""
     fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, params)
     outcome_model = fitted["TLearner"]
     assert isinstance(outcome_model, TLearner)
@@ -216,10 +233,13 @@ def compare_learners(
     mu = offset + sign * raw_mu
     arms = [CONTROL, *actions]
 
+    def terms(policy: np.ndarray) -> np.ndarray:
+        return dr_contributions(policy, t_held, y_held, p_held, mu, arms=arms)
+
     def value(policy: np.ndarray) -> tuple[float, float]:
         return tuple(dr_value(policy, t_held, y_held, p_held, mu, arms=arms))  # type: ignore[return-value]
 
-    rows, raw = [], {}
+    rows, raw, targeting = [], {}, {}
     for name, learner in fitted.items():
         raw[name] = learner.predict(X[held])
         uplift = sign * raw[name]
@@ -231,13 +251,20 @@ def compare_learners(
         for j, action in enumerate(actions):
             treat = sign_policy(uplift[:, j])
             dr, ci = value(np.where(treat, action, CONTROL))
-            curve = [
-                value(np.where(m, action, CONTROL))[0] for m in top_share_policies(uplift[:, j])
-            ]
+            # per row, the mean term of the top-share policies: their paired comparison
+            targeting[name, action] = np.mean(
+                [terms(np.where(m, action, CONTROL)) for m in top_share_policies(uplift[:, j])],
+                axis=0,
+            )
             rows.append({"learner": name, "action": action, "dr_value": dr, "ci": ci,
-                         "dr_targeting": float(np.mean(curve)),
+                         "dr_targeting": float(np.mean(targeting[name, action])),
                          "treated_share": float(treat.mean()), "qini": qini[action]})  # fmt: skip
     table = pd.DataFrame(rows)
+    pairs = list(zip(table["learner"].astype(str), table["action"].astype(str), strict=True))
+    table["z_vs_default"] = [
+        paired_z(targeting[p], targeting[DEFAULT_LEARNER, p[1]]) if p[1] != "all" else np.nan
+        for p in pairs
+    ]
     choice = choose_per_action(table, actions)
     slopes: dict[tuple[str, str], float] = {}
     lines = {}
@@ -252,20 +279,31 @@ def compare_learners(
             slopes[name, action] = line.slope
             if name == choice[action]:
                 lines[action] = line
-    pairs = list(zip(table["learner"].astype(str), table["action"].astype(str), strict=True))
     table["chosen"] = [a != "all" and choice.get(a) == name for name, a in pairs]
     table["slope"] = [slopes.get(pair, np.nan) for pair in pairs]
-    return table, SelectedUplift(fitted, choice, lines)
+    served = fitted
+    if REFIT:
+        every = fit | judge
+        served = fit_learners(X[every], treatment[every], y[every], propensity[every],
+                              categorical, params, names=set(choice.values()))  # fmt: skip
+    return table, SelectedUplift(served, choice, lines)
 
 
 def choose_per_action(table: pd.DataFrame, actions: list[str]) -> dict[str, str]:
-    """Per action, the learner whose ranking induces the best held-out policies: the highest DR
-    value averaged over the top-share policies (`dr_targeting`; ties: the first listed)."""
+    """Per action, `DEFAULT_LEARNER` unless another learner's policies beat its policies on the
+    same held-out rows by more than `Z_CHOICE` standard errors of the paired difference
+    (`z_vs_default`); among those, the one with the largest margin.
+
+    Measured (issue 15): choosing by the highest mean DR value alone picked on differences far
+    inside their intervals, i.e. on noise, and mostly picked T-learners, the weakest learner on
+    most simulated worlds."""
     choice = {}
     for action in actions:
         rows = table[table["action"] == action]
-        values = rows["dr_targeting"].to_numpy(dtype=np.float64)
-        choice[action] = str(rows["learner"].iloc[int(np.argmax(values))])
+        z = rows["z_vs_default"].to_numpy(dtype=np.float64)
+        best = int(np.argmax(np.where(np.isfinite(z), z, -np.inf)))
+        beats = z[best] > Z_CHOICE
+        choice[action] = str(rows["learner"].iloc[best]) if beats else DEFAULT_LEARNER
     return choice
 
 
@@ -316,10 +354,17 @@ def train_uplift(
     # gain little (measured: two outcomes at 200k exposures, 195 s -> 98 s, same models).
     one_core = params | {"n_jobs": 1}
 
+    span = data_span(con, config)
+    configured = config.snapshots.observed_until is not None
+
     def learn(item: tuple[str, OutcomeSpec]) -> tuple[pd.DataFrame, SelectedUplift] | str:
         outcome, spec = item
         labelled = frame[frame[outcome].notna()]
-        return learn_outcome(labelled, outcome, spec, names, cats, one_core)
+        result = learn_outcome(labelled, outcome, spec, names, cats, one_core)
+        if isinstance(result, str) and len(labelled) < MIN_LABELS:
+            note = censoring_note(frame["as_of"], spec, span, configured)
+            result = f"{result}: {note}" if note else result
+        return result
 
     with ThreadPoolExecutor(max_workers=cores) as pool:
         results = list(pool.map(learn, config.outcomes.items()))

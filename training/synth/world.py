@@ -33,6 +33,9 @@ class Campaign:
     week: int
     targeted: bool
     reach: float = 0.3
+    #: indices into actions.ARMS a randomized campaign draws from (None: every arm); control
+    #: (0) among them keeps a control group
+    arms: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,21 @@ def draw_population(rng: np.random.Generator, first: int, n: int, cfg: WorldConf
         service_need=need,
         digital=np.clip(rng.beta(2.0, 2.0, size=n) + 0.25 * young - 0.25 * (age >= 3), 0, 1),
     )
+
+
+#: `nextbest synth --design`: the campaign history of the simulated business
+DESIGNS: dict[str, tuple[Campaign, ...]] = {
+    # several waves, randomized and targeted (the demo world)
+    "waves": WorldConfig().campaigns,
+    # one randomized campaign on one date, every action against control
+    "single": (Campaign(78, targeted=False, reach=0.6),),
+    # one randomized offer (a retention discount) against control, on one date
+    "offer": (Campaign(78, targeted=False, reach=0.6, arms=(0, 1)),),
+}
+
+
+def design_config(design: str) -> WorldConfig:
+    """The world of a named campaign design (a key of DESIGNS)."""
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}; got {design!r}")
+    return WorldConfig(campaigns=DESIGNS[design])
