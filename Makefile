@@ -45,7 +45,7 @@ setup: $(BIN)/nextbest
 
 ## lock: re-resolve requirements.lock from the ranges in pyproject.toml
 lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 -o requirements.lock
 
 ## lint: ruff (lint + format check) and mypy on training/ and serving/
 lint: setup
