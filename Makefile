@@ -93,7 +93,7 @@ demo: data validate features train promote report score materialize live
 
 ## live: start the service on STORE, print one customer's ranked actions from POST /recommend, stop it
 live: setup
-	$(BIN)/python -m serving.live_demo --store $(STORE) --actions out/score/actions.parquet
+	$(BIN)/python -m serving.online.live_demo --store $(STORE) --actions out/score/actions.parquet
 
 ## materialize: the online feature store of DATA as of SCORE_AS_OF with @champion, for the service (STORE)
 materialize: setup
