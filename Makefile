@@ -47,11 +47,12 @@ setup: $(BIN)/nextbest
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-## lint: ruff (lint + format check) and mypy on training/ and serving/
+## lint: ruff (lint + format check), mypy, and the import layers (import-linter, pyproject.toml)
 lint: setup
 	$(BIN)/ruff check training serving tests bench
 	$(BIN)/ruff format --check training serving tests bench
 	$(BIN)/mypy training serving
+	$(BIN)/lint-imports
 
 ## test: lint, then the whole test suite (what .ci/run calls)
 test: lint

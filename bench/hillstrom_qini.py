@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from training.config import load_config
+from training.config import CONTROL, load_config
 from training.data.contract import open_dataset
-from training.data.exposures import CONTROL, build_exposure_set, uplift_arrays
+from training.data.exposures import build_exposure_set, uplift_arrays
 from training.data.importers import import_hillstrom
 from training.features.definition import FeatureBuilder
 from training.uplift.learners import LEARNERS

@@ -101,7 +101,7 @@ def prepare(workdir: Path, env: dict[str, str]) -> tuple[Path, Path]:
     )
     bare = workdir / "bare_model.txt"
     script = (
-        "from training.registry.bundle import load_bundle; "
+        "from training.registry.mlflow_models import load_bundle; "
         f"load_bundle(None).models['churn'].booster_.save_model({str(bare)!r})"
     )
     run([sys.executable, "-c", script], env, workdir)

@@ -23,10 +23,9 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from training.config import load_config
 from training.data.contract import open_dataset
 from training.data.importers import import_telco
-from training.data.snapshots import build_snapshots, data_span, resolve_as_of
+from training.data.snapshots import TrainingSet, build_snapshots, data_span, resolve_as_of
 from training.evaluation import metrics
 from training.features.definition import FeatureBuilder, categorical_names, to_matrix
-from training.scores.base import TrainingSet
 from training.scores.churn import ChurnModel, logistic_baseline
 
 REPO = Path(__file__).resolve().parents[1]

@@ -43,7 +43,7 @@ def evaluate(data: Path) -> dict[str, float]:
     from training.data.contract import open_dataset
     from training.evaluation.metrics import expected_calibration_error
     from training.pipelines.train import train
-    from training.registry.bundle import load_bundle
+    from training.registry.mlflow_models import load_bundle
 
     start = time.perf_counter()
     result = train(data)

@@ -1,7 +1,7 @@
 """Uplift figures of issue 4 on a simulated data set: training time and the policy's true value.
 
 Runs `training.pipelines.train.train` on the data set (into a private MLflow store), timing the uplift step
-through the progress callback, then `training.evaluation.decisions.evaluate` on the held-out exposures with
+through the progress callback, then `training.pipelines.evaluate.evaluate` on the held-out exposures with
 the simulator's truth. Prints one JSON line for bench/run.py.
 
 It also measures the *feature ceiling*: LightGBM regressions of every arm's **true** net value (the
@@ -52,11 +52,11 @@ class TruthRows(NamedTuple):
 
 def truth_rows(data: Path, version: str) -> TruthRows:
     """Decisions of bundle `version` for every exposure, with the truth where it exists."""
+    from training.config import CONTROL
     from training.data.contract import open_dataset
-    from training.data.exposures import CONTROL
     from training.evaluation.decisions import decide, held_out_exposures, objective_weights
     from training.features.definition import to_matrix
-    from training.registry.bundle import load_bundle
+    from training.registry.mlflow_models import load_bundle
     from training.synth.generate import default_truth_dir
     from training.synth.oracle import (
         load_exposure_truth,
@@ -133,7 +133,7 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{args.store.resolve() / 'mlflow.db'}"
     os.chdir(args.store)  # artifacts (./mlruns) go beside the store
 
-    from training.evaluation.decisions import evaluate
+    from training.pipelines.evaluate import evaluate
     from training.pipelines.train import train
 
     marks: dict[str, float] = {}

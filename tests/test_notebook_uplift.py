@@ -16,7 +16,8 @@ import nbformat
 import pytest
 
 from tests.conftest import REPO
-from training.registry.bundle import CHAMPION, REGISTERED_MODEL, Bundle
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import CHAMPION, REGISTERED_MODEL
 
 NOTEBOOK = REPO / "notebooks" / "uplift_roi.ipynb"
 TIMEOUT_SECONDS = 600

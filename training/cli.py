@@ -200,7 +200,7 @@ def evaluate(
     the ROI report (HTML)."""
     import pandas as pd
 
-    from training.evaluation.decisions import evaluate as run
+    from training.pipelines.evaluate import evaluate as run
     from training.registry.tracking import configure_tracking
 
     configure_tracking()
@@ -266,8 +266,8 @@ def score(
     ] = 200_000,
 ) -> None:
     """Score every customer as of a date with the registered bundle (DESIGN.md §6 output)."""
-    from serving.batch.job import BatchSettings
     from serving.batch.job import score as run
+    from serving.batch.settings import BatchSettings
     from training.registry.tracking import configure_tracking
 
     day = parse_date(as_of, "--as-of")

@@ -17,25 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from training.config import Config
+from training.config import SCORE_COLUMNS, Config
+from training.features.definition import to_matrix
 from training.policy.arbitration import Candidates, arbitrate, eligibility_mask
 from training.policy.control import control_mask
 from training.policy.value import net_value
+from training.registry.bundle import Bundle
 
-if TYPE_CHECKING:
-    from training.registry.bundle import Bundle
-
-SCORE_COLUMNS = (
-    "churn_probability",
-    "satisfaction",
-    "ltv",
-)  # training.registry.bundle.SCORE_COLUMNS
 CONTROL_COLUMN = "control_group"
 SELECTED_COLUMN = "selected"
 ELIGIBLE, VALUE = "eligible", "expected_value"
@@ -53,7 +46,6 @@ def has_actions(bundle: Bundle) -> bool:
 
 def model_matrix(bundle: Bundle, features: pd.DataFrame) -> np.ndarray:
     """The model matrix of FeatureBuilder rows, as the bundle's models read it."""
-    from training.features.definition import to_matrix
 
     return to_matrix(bundle.prepare(features), bundle.builder.feature_names_)
 

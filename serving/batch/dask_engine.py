@@ -34,14 +34,14 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from serving.batch.chunks import empty_candidates, score_chunk
 from serving.batch.population import Population, iter_features
+from serving.batch.settings import BatchSettings
 from training.errors import NextbestError
+from training.registry.bundle import Bundle
 from training.scores.distributed import dask_client
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from serving.batch.job import BatchSettings
-    from training.registry.bundle import Bundle
 
 STAGING_DIR = "_features"
 IN_FLIGHT_PER_WORKER = 2  # partitions computed ahead per worker: keeps workers busy, memory bounded
@@ -68,7 +68,6 @@ class BundleFiles:
 
     def load(self) -> Bundle:
         """Write the folder to a temporary directory and read it with Bundle.load."""
-        from training.registry.bundle import Bundle
 
         with tempfile.TemporaryDirectory(prefix="nextbest-bundle-") as tmp:
             for name, content in self.files.items():

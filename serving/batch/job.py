@@ -22,7 +22,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
@@ -37,44 +37,19 @@ from serving.batch.output import (
     write_outputs,
 )
 from serving.batch.population import Population, iter_features, plan_population
+from serving.batch.settings import BatchSettings
 from training.atomic import atomic_directory
 from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
 from training.policy.campaign import CampaignLimits
-
-if TYPE_CHECKING:
-    from training.registry.bundle import Bundle
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import load_bundle
 
 MANIFEST = "_nextbest.json"
 OUTPUT_FILES = {SCORES_FILE, ACTIONS_FILE, MANIFEST}
-Engine = Literal["local", "dask"]
 T = TypeVar("T")
 _DONE = object()
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """How a batch job runs; none of it changes what it writes.
-
-    `chunk_customers` bounds memory (one chunk's features and candidates at a time: ~1 KiB per
-    customer with the demo's ~150 features). `scheduler` is a Dask scheduler address (None: a
-    LocalCluster of `workers` single-threaded processes).
-    """
-
-    engine: Engine = "local"
-    chunk_customers: int = 200_000
-    budget: float | None = None
-    scheduler: str | None = None
-    workers: int = 2
-
-    def __post_init__(self) -> None:
-        if self.chunk_customers < 1:
-            raise NextbestError(f"--chunk-size: {self.chunk_customers}; needs at least 1 customer")
-        if self.budget is not None and self.budget < 0:
-            raise NextbestError(f"--budget: {self.budget}; a budget cannot be negative")
-        if self.workers < 1:
-            raise NextbestError(f"--workers: {self.workers}; needs at least 1")
 
 
 @dataclass(frozen=True)
@@ -123,7 +98,6 @@ def score(
     progress: Progress | None = None,
 ) -> ScoreSummary:
     """Validate, load the bundle, score every active customer chunk by chunk and write the output."""
-    from training.registry.bundle import load_bundle
 
     settings = settings or BatchSettings()
     check_output_dir(out)

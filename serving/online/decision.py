@@ -19,20 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from serving.online.store import FeatureRow
+from training.config import CONTROL, SCORE_COLUMNS, SCORE_NAMES
 from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
 from training.policy.control import in_control
 from training.policy.value import net_value
-
-if TYPE_CHECKING:
-    from training.registry.bundle import Bundle
-
-CONTROL = "control"  # the exposures contract's "no action" (training.data.exposures.CONTROL)
+from training.registry.bundle import Bundle
 
 
 class UnknownChannelError(ValueError):
@@ -91,7 +87,6 @@ class Decider:
     def __init__(self, bundle: Bundle, stored_outputs: bool = False) -> None:
         """`stored_outputs`: the online store was materialized with this very bundle, so its rows'
         model outputs are what the models would compute (serving.online.store.model_outputs)."""
-        from training.registry.bundle import SCORE_COLUMNS, SCORE_NAMES
 
         self.bundle = bundle
         self.stored_outputs = stored_outputs

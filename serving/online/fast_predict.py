@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
+from training.registry.bundle import Bundle
 from training.uplift.selection import base_learners
-
-if TYPE_CHECKING:
-    from training.registry.bundle import Bundle
 
 _PREDICT_NORMAL, _PREDICT_RAW, _PREDICT_CONTRIB = 0, 1, 3  # C_API_PREDICT_* of c_api.h
 _FLOAT64 = 1  # C_API_DTYPE_FLOAT64

@@ -19,11 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from training.features.definition import feature_descriptions
+from training.registry.bundle import Bundle
 from training.uplift.selection import base_learners
 
 if TYPE_CHECKING:
     from serving.online.decision import RankedAction
-    from training.registry.bundle import Bundle
 
 TOP_FEATURES = 3  # candidate features per action; the first with a known value is used
 COLD_START = "New or unknown customer: this answer uses the channel and population averages only."

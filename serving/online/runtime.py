@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from serving.online.decision import Decider
 from serving.online.fast_predict import accelerate
 from serving.online.reasons import Explainer
 from serving.online.settings import ServingSettings
 from serving.online.store import OnlineStore
-
-if TYPE_CHECKING:
-    from training.registry.bundle import Bundle
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import load_bundle, resolve_version
 
 
 @dataclass(frozen=True)
@@ -45,14 +43,12 @@ def store_identity(path: Path) -> tuple[int, int]:
 
 def current_key(settings: ServingSettings) -> tuple[str, tuple[int, int]]:
     """What the registry reference and the store path point to now."""
-    from training.registry.bundle import resolve_version
 
     return str(resolve_version(settings.model).version), store_identity(settings.online_store)
 
 
 def load_runtime(settings: ServingSettings) -> Runtime:
     """Load the bundle and open its store; a store of another feature definition is refused."""
-    from training.registry.bundle import load_bundle
 
     bundle = accelerate(load_bundle(settings.model))
     store = OnlineStore(settings.online_store)

@@ -23,16 +23,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from training.atomic import atomic_file
+from training.config import SCORE_COLUMNS
+from training.data.contract import open_dataset, validate_dataset
+from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
-
-if TYPE_CHECKING:
-    from training.registry.bundle import Bundle
+from training.features.definition import to_matrix
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import load_bundle
 
 FORMAT = 2  # 2: model outputs beside the features
 DEFAULT_PATH = Path("out/online_store.sqlite")
@@ -91,7 +94,6 @@ def model_outputs(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
     """(n, 3 + outcomes x actions) float64: the scores in SCORE_COLUMNS order, then each uplift
     outcome of `bundle.uplift` (in its order) over the catalog's actions; the layout
     `serving.online.decision.Decider` unpacks."""
-    from training.registry.bundle import SCORE_COLUMNS
 
     scores = bundle.score_matrix(matrix)
     uplift = bundle.uplift_matrix(matrix)
@@ -136,8 +138,6 @@ def write_store(
 def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
     """FeatureBuilder rows of every customer active at `as_of` (the customers batch scoring scores)."""
     from serving.batch.population import ACTIVE, create_active
-    from training.data.contract import open_dataset, validate_dataset
-    from training.data.snapshots import check_scoring_date, data_span
 
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     with open_dataset(data).connect() as con:
@@ -149,8 +149,6 @@ def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
 
 def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> StoreInfo:
     """Compute the bundle's features of every active customer as of `as_of` into the store `out`."""
-    from training.features.definition import to_matrix
-    from training.registry.bundle import load_bundle
 
     bundle = load_bundle(model_ref)
     features = active_features(bundle, data, as_of)

@@ -48,7 +48,8 @@ def register_champion(small_world: Path) -> str:
 
     from tests.training.registry.test_bundle import register, train_all
     from tests.training.uplift.test_fit import uplift_on
-    from training.registry.bundle import CHAMPION, REGISTERED_MODEL, Bundle
+    from training.registry.bundle import Bundle
+    from training.registry.mlflow_models import CHAMPION, REGISTERED_MODEL
 
     trained = train_all(small_world)
     base = trained.bundle()

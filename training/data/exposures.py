@@ -17,13 +17,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from training.config import Config, check_exposure_actions
+from training.config import CONTROL, Config, check_exposure_actions
 from training.data.outcomes import compute_outcomes, is_label_observed
 from training.data.snapshots import data_span, holdout_mask
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder, categorical_names, to_matrix
 
-CONTROL = "control"
 HOLDOUT_SHARE = 0.3  # held-out customers: never fitted on (learner selection + evaluation)
 EVALUATION_SHARE = 0.15  # of those, the customers only `nextbest evaluate` judges on
 KEY_COLUMNS = ("customer_id", "as_of", "action_id", "propensity")

@@ -19,11 +19,34 @@ from training.config import Config, OutcomeSpec
 from training.data.outcomes import compute_outcomes, is_label_observed
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder, categorical_names, to_matrix
-from training.scores.base import TrainingSet
 
 HOLDOUT_SHARE = 0.2  # customers kept out of fitting: early stopping, calibration and the test
 MAX_AUTO_SNAPSHOTS = 4
 MIN_HISTORY_DAYS = 90  # an automatic as-of date needs this much history before it
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """One score's data: fit, early-stopping/calibration, and a later test slice (time-aware).
+
+    Baselines read what they need (last NPS answer, historical revenue) from the matrix by name.
+    """
+
+    feature_names: list[str]
+    categorical: list[str]
+    X_fit: np.ndarray
+    y_fit: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    horizon_days: int = 90
+
+    def column(self, X: np.ndarray, name: str) -> np.ndarray | None:
+        """Column `name` of a matrix of this set, or None if the data set has no such feature."""
+        if name not in self.feature_names:
+            return None
+        return X[:, self.feature_names.index(name)]
 
 
 @dataclass(frozen=True)

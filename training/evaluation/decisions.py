@@ -19,14 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from training.config import OutcomeSpec
-from training.data.exposures import CONTROL, build_exposure_set, evaluation_exposures
+from training.config import CONTROL, OutcomeSpec
+from training.data.exposures import build_exposure_set, evaluation_exposures
+from training.errors import NextbestError
 from training.evaluation.value_estimates import (
     LoggedOutcomes,
     incremental_value,
@@ -37,12 +38,10 @@ from training.features.definition import categorical_names, to_matrix
 from training.policy.arbitration import Candidates, arbitrate, eligibility_mask, investment_curve
 from training.policy.value import net_value
 from training.registry.bundle import Bundle
+from training.synth.oracle import load_exposure_truth, true_net_values, truth_columns
 from training.uplift.fit import FAST_PARAMS, base_objective, orientation
 from training.uplift.learners import SLearner
 from training.uplift.metrics import auuc, or_nan, qini_coefficient, qini_curve, uplift_by_decile
-
-if TYPE_CHECKING:
-    from training.evaluation.scores import ScoreEvaluation
 
 CHURN_TARGET_SHARE = (
     0.2  # share targeted by "highest churn risk" when the learned policy treats nobody
@@ -330,9 +329,6 @@ def evaluate_bundle(
     con: duckdb.DuckDBPyConnection, bundle: Bundle, truth_dir: Path | None = None, seed: int = 0
 ) -> Evaluation:
     """Evaluate `bundle` on the held-out exposures of the data set behind `con`."""
-    from training.errors import NextbestError
-    from training.synth.oracle import load_exposure_truth, true_net_values, truth_columns
-
     catalog, config = bundle.config.catalog, bundle.config
     if not bundle.uplift or not catalog.actions:
         raise NextbestError("evaluate: the bundle has no uplift models or no actions to judge")
@@ -414,31 +410,3 @@ def with_truth(
            "treated_share": float(np.mean(oracle_arms > 0)), "true_value": oracle,
            "oracle_share": 1.0, "truth_rows": int(known.sum())}  # fmt: skip
     return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-
-
-def evaluate(
-    data: Path, model_ref: str | None, out: Path, truth_dir: Path | None = None
-) -> tuple[Evaluation | None, ScoreEvaluation, Path]:
-    """`nextbest evaluate`: validate, evaluate the bundle (uplift policies where it has uplift
-    models and actions, the score models always), write the report folder, log to MLflow.
-
-    Simulator truth is used when `truth_dir` is given, or found beside the data (`<data>_truth`).
-    The uplift evaluation is None for a scores-only bundle.
-    """
-    from training.data.contract import open_dataset, validate_dataset
-    from training.evaluation.report import log_report, write_report
-    from training.evaluation.scores import evaluate_scores
-    from training.registry.bundle import load_bundle
-    from training.synth.generate import default_truth_dir
-
-    bundle = load_bundle(model_ref)
-    validate_dataset(data, known_actions=bundle.config.catalog.ids)
-    if truth_dir is None and default_truth_dir(Path(data)).is_dir():
-        truth_dir = default_truth_dir(Path(data))
-    with open_dataset(data).connect() as con:
-        uplift = bool(bundle.uplift and bundle.config.catalog.actions)
-        evaluation = evaluate_bundle(con, bundle, truth_dir) if uplift else None
-        scores = evaluate_scores(con, bundle)
-    path = write_report(evaluation, out, scores)
-    log_report(evaluation, path, scores)
-    return evaluation, scores, path

@@ -14,18 +14,32 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.config import Config, OutcomeSpec, load_config
+from training.config import ROLES, Config, OutcomeSpec, load_config
 from training.data.contract import open_dataset, validate_dataset
-from training.data.snapshots import build_snapshots, data_span, resolve_as_of, split_for
+from training.data.snapshots import (
+    TrainingSet,
+    build_snapshots,
+    data_span,
+    resolve_as_of,
+    split_for,
+)
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder
 from training.pipelines.validate import check_rule_names, check_rule_scores
-from training.scores.base import ScoreModel, TrainingSet
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import log_bundle
+from training.registry.tracking import (
+    configure_tracking,
+    log_score_run,
+    log_uplift_run,
+    training_run,
+)
+from training.scores.base import ScoreModel
 from training.scores.churn import ChurnModel
 from training.scores.ltv import LtvModel
 from training.scores.satisfaction import SatisfactionModel
+from training.uplift.fit import train_uplift
 
-ROLES = ("churn", "satisfaction", "value")
 MIN_LABELS = 200  # fewer labelled rows than this cannot train and test a model honestly
 MIN_POSITIVES = 20  # for binary outcomes: fewer positives (or negatives) than this either
 
@@ -67,10 +81,6 @@ def skip_reason(frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[
 
 def train(data: Path, config_path: Path | None = None, step: Step | None = None) -> TrainResult:
     """Train every score the data supports and register one bundle version in MLflow."""
-    from training.registry.bundle import Bundle, log_bundle
-    from training.registry.tracking import configure_tracking, log_score_run, training_run
-    from training.uplift.fit import log_uplift_run, train_uplift
-
     say = step or (lambda _msg: None)
     config = load_config(config_path)
     say("validating the data set")

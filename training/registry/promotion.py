@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from training.errors import NextbestError
-from training.registry.bundle import CHAMPION, METRICS_TAG, REGISTERED_MODEL, resolve_version
+from training.registry.mlflow_models import CHAMPION, METRICS_TAG, REGISTERED_MODEL, resolve_version
 
 DEFAULT_TOLERANCE = 0.01
 

@@ -24,8 +24,10 @@ import numpy as np
 
 from training.config import Config
 from training.data.contract import Dataset
+from training.data.snapshots import TrainingSet
 from training.features.definition import FeatureBuilder
-from training.scores.base import ScoreModel, TrainingSet
+from training.scores.base import ScoreModel
+from training.uplift.fit import UpliftResult
 
 if TYPE_CHECKING:
     import mlflow
@@ -289,3 +291,34 @@ def _sizes(data: TrainingSet) -> dict[str, str]:
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     """Metrics MLflow can chart: finite floats only (a NaN AUC on a one-class slice is dropped)."""
     return {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+
+
+def log_uplift_run(result: UpliftResult) -> str:
+    """A nested MLflow run "uplift" under the active training run: the chosen learner per outcome
+    (params), `<outcome>.<learner>.<metric>` metrics, and the comparison as CSV and JSON."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_uplift_run needs an active training_run")
+    with mlflow.start_run(run_name="uplift", nested=True) as run:
+        mlflow.log_params(
+            {
+                f"{o}.{a}": chosen
+                for o, m in result.learners.items()
+                for a, chosen in m.describe().items()
+            }
+            | {"exposures": result.exposures}
+            | {f"skipped.{o}": why[:500] for o, why in result.skipped.items()}
+        )
+        metrics: dict[str, float] = {}
+        for record in result.comparison.to_dict("records"):
+            prefix = f"{record['outcome']}.{record['action']}.{record['learner']}"
+            for key, value in record.items():
+                if key not in ("outcome", "action", "learner", "chosen") and np.isfinite(value):
+                    metrics[f"{prefix}.{key}"] = float(value)
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(result.comparison.to_csv(index=False), "uplift/comparison.csv")
+        records = json.loads(result.comparison.to_json(orient="records"))
+        summary = {"comparison": records, "skipped": result.skipped}
+        mlflow.log_dict(summary, "uplift/comparison.json")
+    return str(run.info.run_id)

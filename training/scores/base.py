@@ -26,36 +26,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.base import BaseEstimator
 
+from training.data.snapshots import TrainingSet
 from training.errors import NextbestError
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"
 META_FILE = "model.json"
 NO_VALIDATION_ROUNDS = 100  # boosting rounds when there is no validation slice to stop on
-
-
-@dataclass(frozen=True)
-class TrainingSet:
-    """One score's data: fit, early-stopping/calibration, and a later test slice (time-aware).
-
-    Baselines read what they need (last NPS answer, historical revenue) from the matrix by name.
-    """
-
-    feature_names: list[str]
-    categorical: list[str]
-    X_fit: np.ndarray
-    y_fit: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    horizon_days: int = 90
-
-    def column(self, X: np.ndarray, name: str) -> np.ndarray | None:
-        """Column `name` of a matrix of this set, or None if the data set has no such feature."""
-        if name not in self.feature_names:
-            return None
-        return X[:, self.feature_names.index(name)]
 
 
 @runtime_checkable

@@ -24,9 +24,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from training.data.snapshots import TrainingSet
 from training.errors import NextbestError
 from training.evaluation import metrics, plots
-from training.scores.base import LightGBMScoreModel, TrainingSet, subsample_rows
+from training.scores.base import LightGBMScoreModel, subsample_rows
 from training.scores.constraints import monotone_constraints
 
 ISOTONIC_MIN_ROWS = 1000  # isotonic needs this many calibration rows ...

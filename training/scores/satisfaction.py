@@ -12,8 +12,9 @@ from typing import Any, Self
 import numpy as np
 from matplotlib.figure import Figure
 
+from training.data.snapshots import TrainingSet
 from training.evaluation import metrics, plots
-from training.scores.base import LightGBMScoreModel, TrainingSet
+from training.scores.base import LightGBMScoreModel
 
 
 def carry_forward(

@@ -22,7 +22,6 @@ so they are compared on the same footing.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +30,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from training.config import Config, OutcomeSpec
+from training.config import CONTROL, Config, OutcomeSpec
 from training.data.exposures import (
-    CONTROL,
     build_exposure_set,
     selection_exposures,
     split_exposures,
@@ -337,34 +335,3 @@ def train_uplift(
         learners[outcome] = selected
     comparison = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return UpliftResult(learners, comparison, skipped, exposures=len(frame))
-
-
-def log_uplift_run(result: UpliftResult) -> str:
-    """A nested MLflow run "uplift" under the active training run: the chosen learner per outcome
-    (params), `<outcome>.<learner>.<metric>` metrics, and the comparison as CSV and JSON."""
-    import mlflow
-
-    if mlflow.active_run() is None:
-        raise RuntimeError("log_uplift_run needs an active training_run")
-    with mlflow.start_run(run_name="uplift", nested=True) as run:
-        mlflow.log_params(
-            {
-                f"{o}.{a}": chosen
-                for o, m in result.learners.items()
-                for a, chosen in m.describe().items()
-            }
-            | {"exposures": result.exposures}
-            | {f"skipped.{o}": why[:500] for o, why in result.skipped.items()}
-        )
-        metrics: dict[str, float] = {}
-        for record in result.comparison.to_dict("records"):
-            prefix = f"{record['outcome']}.{record['action']}.{record['learner']}"
-            for key, value in record.items():
-                if key not in ("outcome", "action", "learner", "chosen") and np.isfinite(value):
-                    metrics[f"{prefix}.{key}"] = float(value)
-        mlflow.log_metrics(metrics)
-        mlflow.log_text(result.comparison.to_csv(index=False), "uplift/comparison.csv")
-        records = json.loads(result.comparison.to_json(orient="records"))
-        summary = {"comparison": records, "skipped": result.skipped}
-        mlflow.log_dict(summary, "uplift/comparison.json")
-    return str(run.info.run_id)

@@ -35,9 +35,9 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from training.config import CONTROL
 from training.errors import NextbestError
 
-CONTROL = "control"
 FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from training.config import CONTROL
 from training.errors import NextbestError
 
-CONTROL = "control"
 Z_95 = 1.959963984540054
 
 

@@ -14,11 +14,12 @@ import pytest
 from serving.batch.chunks import actions_table, score_chunk, unpack
 from serving.batch.output import OutputSpec, write_outputs
 from serving.batch.population import iter_features, plan_population
+from training.config import SCORE_COLUMNS
 from training.data.contract import open_dataset
 from training.policy.arbitration import rank_one
 from training.policy.campaign import CampaignLimits
 from training.policy.control import control_mask
-from training.registry.bundle import SCORE_COLUMNS, Bundle
+from training.registry.bundle import Bundle
 
 AS_OF = date(2026, 11, 2)
 UPLIFT = ["uplift_churn", "uplift_satisfaction", "uplift_value", "uplift_visit"]

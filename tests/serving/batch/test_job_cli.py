@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.batch.job import BatchSettings, score
+from serving.batch.job import score
+from serving.batch.settings import BatchSettings
 from tests.serving.conftest import AS_OF, Registry
 
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))

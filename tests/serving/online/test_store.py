@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 def test_materialized_rows_are_the_bundle_matrix(world: World) -> None:
     from serving.online.store import active_features
     from training.features.definition import to_matrix
-    from training.registry.bundle import load_bundle
+    from training.registry.mlflow_models import load_bundle
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import Config, load_config
+from training.config import CONTROL, Config, load_config
 from training.data.contract import open_dataset
 from training.data.exposures import (
-    CONTROL,
     ExposureSet,
     build_exposure_set,
     evaluation_exposures,

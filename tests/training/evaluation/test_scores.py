@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.training.pipelines.test_train import static_only_churn_set
-from training.evaluation.decisions import evaluate
+from training.pipelines.evaluate import evaluate
 from training.pipelines.train import train
 
 

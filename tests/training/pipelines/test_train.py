@@ -22,7 +22,7 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.mark.slow
 def test_trains_every_score_and_registers_one_bundle(small_world: Path, mlflow_store: str) -> None:
-    from training.registry.bundle import load_bundle
+    from training.registry.mlflow_models import load_bundle
 
     result = train(small_world)
     assert result.version == "1"

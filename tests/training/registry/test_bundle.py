@@ -24,22 +24,21 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
 
-from training.config import Config, load_config  # noqa: E402
+from training.config import SCORE_COLUMNS, Config, load_config  # noqa: E402
 from training.data.contract import open_dataset  # noqa: E402
-from training.data.snapshots import build_snapshots, data_span, resolve_as_of, split_for  # noqa: E402
+from training.data.snapshots import (  # noqa: E402
+    TrainingSet,
+    build_snapshots,
+    data_span,
+    resolve_as_of,
+    split_for,
+)
 from training.errors import NextbestError  # noqa: E402
 from training.features.definition import FeatureBuilder, to_matrix  # noqa: E402
-from training.registry.bundle import (  # noqa: E402
-    NO_CHAMPION,
-    SCORE_COLUMNS,
-    Bundle,
-    BundleMetadata,
-    load_bundle,
-    log_bundle,
-    parse_ref,
-)
+from training.registry.bundle import Bundle, BundleMetadata
+from training.registry.mlflow_models import NO_CHAMPION, load_bundle, log_bundle, parse_ref
 from training.registry.tracking import data_fingerprint, training_run  # noqa: E402
-from training.scores.base import ScoreModel, TrainingSet  # noqa: E402
+from training.scores.base import ScoreModel  # noqa: E402
 from training.scores.churn import ChurnModel  # noqa: E402
 from training.scores.ltv import LtvModel  # noqa: E402
 from training.scores.satisfaction import SatisfactionModel  # noqa: E402

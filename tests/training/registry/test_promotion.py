@@ -13,7 +13,7 @@ from rich.console import Console
 
 from tests.training.registry.test_bundle import Trained, register, train_all
 from training.errors import NextbestError
-from training.registry.bundle import NO_CHAMPION, load_bundle
+from training.registry.mlflow_models import NO_CHAMPION, load_bundle
 from training.registry.promotion import Comparison, compare, promote, promotion_table, render
 from training.scores.churn import ChurnModel
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training.scores.base import LightGBMScoreModel, TrainingSet
+from training.data.snapshots import TrainingSet
+from training.scores.base import LightGBMScoreModel
 from training.scores.churn import ChurnModel
 from training.scores.ltv import LtvModel
 from training.scores.satisfaction import SatisfactionModel

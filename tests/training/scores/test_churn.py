@@ -8,9 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from training.data.snapshots import TrainingSet
 from training.errors import NextbestError
 from training.evaluation import metrics
-from training.scores.base import LightGBMScoreModel, TrainingSet
+from training.scores.base import LightGBMScoreModel
 from training.scores.churn import (
     Calibrator,
     ChurnModel,

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from training.scores.base import LightGBMScoreModel, TrainingSet
+from training.data.snapshots import TrainingSet
+from training.scores.base import LightGBMScoreModel
 from training.scores.ltv import LtvModel, historical_average
 
 from .conftest import TEST_JOBS

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from training.scores.base import LightGBMScoreModel, TrainingSet
+from training.data.snapshots import TrainingSet
+from training.scores.base import LightGBMScoreModel
 from training.scores.satisfaction import SatisfactionModel, carry_forward
 
 from .conftest import TEST_JOBS

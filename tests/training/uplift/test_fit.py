@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import OutcomeSpec, load_config
+from training.config import CONTROL, OutcomeSpec, load_config
 from training.data.contract import open_dataset
 from training.data.exposures import (
-    CONTROL,
     ExposureSet,
     build_exposure_set,
     evaluation_exposures,

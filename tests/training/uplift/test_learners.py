@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from training.config import CONTROL
 from training.errors import NextbestError
 from training.uplift.learners import (
-    CONTROL,
     BinnedFeatures,
     DRLearner,
     SLearner,
