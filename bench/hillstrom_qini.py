@@ -7,7 +7,7 @@ e-mail (mens rows left out). Each is split 70/30, stratified by treatment x outc
 on every split each model is fitted on the 70% and scored on the 30% with `qini_coefficient`
 (scikit-uplift's normalisation):
 
-- nextbest: what uplift training serves (training.uplift_train.compare_learners: the default
+- nextbest: what uplift training serves (training.uplift.fit.compare_learners: the default
   learner unless a paired comparison picks another, calibrated, refitted on all the 70%), with
   its own inner split of the 70% to choose on;
 - s_script, t_script: the plain LightGBM S- and T-learner of bench/uplift_peers.py;
@@ -33,13 +33,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from training.config import load_config
-from training.contract import open_dataset
-from training.exposures import CONTROL, build_exposure_set, uplift_arrays
-from training.features import FeatureBuilder
-from training.importers import import_hillstrom
-from training.policy_eval import qini_coefficient
-from training.snapshots import holdout_mask
+from training.config import CONTROL, load_config
+from training.data.contract import open_dataset
+from training.data.exposures import build_exposure_set, uplift_arrays
+from training.data.importers import import_hillstrom
+from training.data.snapshots import holdout_mask
+from training.features.definition import FeatureBuilder
+from training.uplift.metrics import qini_coefficient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from uplift_peers import s_script, t_script  # noqa: E402
@@ -83,7 +83,7 @@ def hillstrom_arrays(src: Path, work: Path) -> dict[str, Arrays]:
 def nextbest(ids: np.ndarray) -> Model:
     """nextbest's served model, choosing on a customer-hash share of the training rows."""
     from training.config import OutcomeSpec
-    from training.uplift_train import FAST_PARAMS, compare_learners
+    from training.uplift.fit import FAST_PARAMS, compare_learners
 
     def fit(X: np.ndarray, arm: np.ndarray, y: np.ndarray, cats: list[int],
             X_new: np.ndarray) -> np.ndarray:  # fmt: skip

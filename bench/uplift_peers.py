@@ -1,6 +1,6 @@
 """Peer panel (issue 15): nextbest's policy beside plain uplift scripts, same split, same run.
 
-For one simulated data set and one config this trains nextbest (`training.train.train`, into a
+For one simulated data set and one config this trains nextbest (`training.pipelines.train.train`, into a
 private MLflow store), then fits the peers on exactly the rows nextbest may learn from (every
 exposure outside the evaluation customers that `nextbest evaluate` judges on) and judges every
 policy on the evaluation customers against the simulator's truth: the true net value of the arms
@@ -88,7 +88,7 @@ def nextbest_refit(frame: pd.DataFrame, names: list[str], cats: list[int], confi
     """(n_new, len(ids)) uplift of nextbest's uplift training as the code stands now, fitted
     on `frame` (its own split keeps the evaluation customers out): for measuring a change
     without retraining the score models (`--version`)."""
-    from training.uplift_train import FAST_PARAMS, learn_outcome
+    from training.uplift.fit import FAST_PARAMS, learn_outcome
 
     labelled = frame[frame[outcome].notna()]
     spec = config.outcomes[outcome]
@@ -105,13 +105,18 @@ def nextbest_refit(frame: pd.DataFrame, names: list[str], cats: list[int], confi
 
 def panel(data: Path, version: str, refit: bool = False) -> dict[str, float]:
     """Oracle share of nextbest's policy and of every peer's, on the evaluation customers."""
-    from serving.arbitration import Candidates
-    from serving.value import net_value
-    from training.bundle import load_bundle
-    from training.contract import open_dataset
-    from training.evaluation import decide, held_out_exposures, learned_arms, objective_weights
-    from training.exposures import CONTROL
-    from training.features import categorical_names, to_matrix
+    from training.config import CONTROL
+    from training.data.contract import open_dataset
+    from training.evaluation.decisions import (
+        decide,
+        held_out_exposures,
+        learned_arms,
+        objective_weights,
+    )
+    from training.features.definition import categorical_names, to_matrix
+    from training.policy.arbitration import Candidates
+    from training.policy.value import net_value
+    from training.registry.mlflow_models import load_bundle
     from training.synth.generate import default_truth_dir
     from training.synth.oracle import load_exposure_truth, true_net_values, truth_columns
 
@@ -212,7 +217,7 @@ def main() -> None:
     config = args.config.resolve() if args.config else None
     os.chdir(args.store)  # artifacts (./mlruns) go beside the store
 
-    from training.train import train
+    from training.pipelines.train import train
 
     if args.version:
         figures = panel(data, args.version, args.refit)
