@@ -167,9 +167,11 @@ def main() -> None:
     for name, a in comparisons.items():
         splits = [qini_on_split(a, seed) for seed in SEEDS]
         summary[name] = {
-            model: {"mean": float(np.mean([s[model] for s in splits])),
-                    "sd": float(np.std([s[model] for s in splits], ddof=1)),
-                    "splits": [round(s[model], 4) for s in splits]}  # fmt: skip
+            model: {
+                "mean": float(np.mean([s[model] for s in splits])),
+                "sd": float(np.std([s[model] for s in splits], ddof=1)),
+                "splits": [round(s[model], 4) for s in splits],
+            }  # fmt: skip
             for model in splits[0]
         }
     print(json.dumps({"seeds": list(SEEDS), "comparisons": summary}))

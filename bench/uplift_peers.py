@@ -22,12 +22,15 @@ prints one JSON line: {"nextbest": share, "s_script": share, ..., "uplift_second
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
@@ -70,7 +73,7 @@ def t_script(
     mu = []
     for a in range(k + 1):
         rows = arm == a
-        if rows.sum() < 2 * SCRIPT_PARAMS["min_child_samples"]:  # type: ignore[operator]
+        if not rows.any():
             mu.append(None)
             continue
         data = lgb.Dataset(X[rows], y[rows], categorical_feature=cats)
@@ -103,12 +106,17 @@ def nextbest_refit(frame: pd.DataFrame, names: list[str], cats: list[int], confi
     return out
 
 
-def panel(data: Path, version: str, refit: bool = False) -> dict[str, float]:
-    """Oracle share of nextbest's policy and of every peer's, on the evaluation customers."""
-    from training.config import CONTROL
+def panel(
+    data: Path, version: str, objectives: list[str], refit: bool = False, verdict: bool = False
+) -> dict[str, dict[str, float | str]]:
+    """Per objective ("trained": the bundle's own; "revenue": money = revenue uplift alone), the
+    oracle share of nextbest's policy and of every peer's on the evaluation customers; with
+    `verdict`, also `nextbest evaluate`'s verdict on the learned policy."""
+    from training.config import CONTROL, Objective
     from training.data.contract import open_dataset
     from training.evaluation.decisions import (
         decide,
+        evaluate_bundle,
         held_out_exposures,
         learned_arms,
         objective_weights,
@@ -120,55 +128,73 @@ def panel(data: Path, version: str, refit: bool = False) -> dict[str, float]:
     from training.synth.generate import default_truth_dir
     from training.synth.oracle import load_exposure_truth, true_net_values, truth_columns
 
-    bundle = load_bundle(version)
-    config, ids = bundle.config, list(bundle.config.catalog.ids)
+    trained = load_bundle(version)
+    ids = list(trained.config.catalog.ids)
     with open_dataset(data).connect() as con:
-        frame, held, exposed = held_out_exposures(con, bundle)
-    names = list(bundle.builder.feature_names_)
+        frame, held, exposed = held_out_exposures(con, trained)
+    names = list(trained.builder.feature_names_)
     frame = frame.reset_index(drop=True)
     rows = frame[held].reset_index(drop=True)
     X_held = to_matrix(rows, names)
-    d = decide(bundle, rows, X_held, exposed)
-    weights = objective_weights(bundle, d.scores, len(rows))
-    arms = [CONTROL, *ids]
-    truth = load_exposure_truth(default_truth_dir(data), rows)
-    net = true_net_values(truth, arms, weights, truth_columns(config), np.r_[0.0, d.cost])
-    known = ~np.isnan(net).any(axis=1)
-    eligible = np.column_stack([np.ones(known.sum(), bool), d.allowed[known]])
-    oracle = np.argmax(np.where(eligible, net[known], -np.inf), axis=1)
-    index = np.arange(known.sum())
-    oracle_value = float(net[known][index, oracle].mean())
-
-    def share(chosen: np.ndarray) -> float:
-        return float(net[known][index, chosen[known]].mean() / oracle_value)
-
-    out = {"nextbest": share(d.learned), "oracle_eur": oracle_value, "truth_rows": int(known.sum())}
     cats_set = set(categorical_names(frame, names))
     cats = [j for j, n in enumerate(names) if n in cats_set]
+    arms = [CONTROL, *ids]
     code = {a: i for i, a in enumerate(arms)}
-    for peer, fit in PEERS.items():
-        start = time.perf_counter()
-        uplift = {}
-        for outcome in weights:
-            train = (~held) & frame[outcome].notna().to_numpy()
-            X = to_matrix(frame[train], names)
-            arm = frame.loc[train, "action_id"].map(code).to_numpy(dtype=np.int64)
-            y = frame.loc[train, outcome].to_numpy(dtype=np.float64)
-            uplift[outcome] = fit(X, arm, y, cats, X_held, len(ids))
-        expected = net_value(uplift, d.scores, d.cost, config.objective, config.outcomes)
-        chosen = learned_arms(Candidates(config.catalog.ids, d.cost, expected.expected_value,
-                                         d.allowed))  # fmt: skip
-        out[peer] = share(chosen)
-        out[f"{peer}_seconds"] = time.perf_counter() - start
-    if refit:
-        start = time.perf_counter()
-        uplift = {o: nextbest_refit(frame, names, cats, config, o, X_held, ids) for o in weights}
-        expected = net_value(uplift, d.scores, d.cost, config.objective, config.outcomes)
-        chosen = learned_arms(Candidates(config.catalog.ids, d.cost, expected.expected_value,
-                                         d.allowed))  # fmt: skip
-        out["refit"] = share(chosen)
-        out["refit_seconds"] = time.perf_counter() - start
-    out["treated_share"] = float(np.mean(d.learned > 0))
+    truth = load_exposure_truth(default_truth_dir(data), rows)
+    cache: dict[tuple[str, str], np.ndarray] = {}
+    seconds: dict[str, float] = {}
+
+    def peer_uplift(peer: str, outcome: str) -> np.ndarray:
+        if (peer, outcome) not in cache:
+            start = time.perf_counter()
+            if peer == "refit":
+                cache[peer, outcome] = nextbest_refit(frame, names, cats, trained.config, outcome,
+                                                      X_held, ids)  # fmt: skip
+            else:
+                train = (~held) & frame[outcome].notna().to_numpy()
+                X = to_matrix(frame[train], names)
+                arm = frame.loc[train, "action_id"].map(code).to_numpy(dtype=np.int64)
+                y = frame.loc[train, outcome].to_numpy(dtype=np.float64)
+                cache[peer, outcome] = PEERS[peer](X, arm, y, cats, X_held, len(ids))
+            seconds[peer] = seconds.get(peer, 0.0) + time.perf_counter() - start
+        return cache[peer, outcome]
+
+    out: dict[str, dict[str, float | str]] = {}
+    for objective in objectives:
+        bundle = trained
+        if objective == "revenue":
+            money = Objective(value_outcome=trained.config.objective.value_outcome)
+            bundle = copy.copy(trained)
+            bundle.config = trained.config.model_copy(update={"objective": money})
+        config = bundle.config
+        d = decide(bundle, rows, X_held, exposed)
+        weights = objective_weights(bundle, d.scores, len(rows))
+        net = true_net_values(truth, arms, weights, truth_columns(config), np.r_[0.0, d.cost])
+        known = ~np.isnan(net).any(axis=1)
+        eligible = np.column_stack([np.ones(known.sum(), bool), d.allowed[known]])
+        oracle = np.argmax(np.where(eligible, net[known], -np.inf), axis=1)
+        index = np.arange(known.sum())
+        oracle_value = float(net[known][index, oracle].mean())
+
+        def share(chosen: np.ndarray) -> float:
+            return float(net[known][index, chosen[known]].mean() / oracle_value)  # noqa: B023
+
+        res: dict[str, float | str] = {"nextbest": share(d.learned), "oracle_eur": oracle_value,
+                                       "truth_rows": int(known.sum()),
+                                       "treated_share": float(np.mean(d.learned > 0))}  # fmt: skip
+        for peer in [*PEERS, *(["refit"] if refit else [])]:
+            uplift = {o: peer_uplift(peer, o) for o in weights}
+            value = net_value(uplift, d.scores, d.cost, config.objective, config.outcomes)
+            candidates = Candidates(config.catalog.ids, d.cost, value.expected_value, d.allowed)
+            res[peer] = share(learned_arms(candidates))
+        if verdict:
+            with open_dataset(data).connect() as con:
+                evaluation = evaluate_bundle(con, bundle)
+            learned = evaluation.policies.set_index("policy").loc["learned"]
+            res |= {"verdict": evaluation.verdict(), "dr_value": float(learned["dr_value"]),
+                    "dr_ci": float(learned["dr_ci"])}  # fmt: skip
+        out[objective] = res
+    out["seconds"] = dict(seconds)
     return out
 
 
@@ -203,6 +229,93 @@ def write_config(folder: Path, objective: str) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------------------------
+# the panel: shapes x seeds, one child process each (bench/run.py --peers-only)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One simulated world of the panel: size, campaign design (`nextbest synth --design`), the
+    config it trains with, and the objectives it is judged under."""
+
+    customers: int
+    design: str
+    config: str  # write_config's objective: full or offer
+    seeds: tuple[int, ...]
+    objectives: tuple[str, ...] = ("trained",)
+    verdict: bool = False
+
+    def label(self, objective: str) -> str:
+        money = {"full": "full objective", "offer": "one offer, churn only"}[self.config]
+        money = "revenue-only objective" if objective == "revenue" else money
+        return f"{self.design}, {self.customers // 1000}k customers, {money}"
+
+
+_QUICK = [
+    Shape(20_000, "waves", "full", (1, 2, 3, 4, 5), ("trained", "revenue"), verdict=True),
+    Shape(20_000, "single", "full", (1, 2, 3), ("trained", "revenue")),
+    Shape(20_000, "offer", "offer", (1, 2, 3)),
+]
+PANEL = {
+    "quick": _QUICK,
+    "full": [
+        *_QUICK,
+        Shape(50_000, "waves", "full", (1, 2, 3), ("trained", "revenue")),
+        Shape(50_000, "single", "full", (1, 2)),
+        Shape(200_000, "waves", "full", (1,), ("trained", "revenue")),
+    ],
+}
+MODELS = ("nextbest", *PEERS)
+
+Measure = Callable[[list[str]], tuple[float, float, str]]
+
+
+def run_shape(shape: Shape, seed: int, workdir: Path, measure: Measure) -> dict[str, Any]:
+    """Simulate (or reuse) the shape's data for `seed`, train and judge in a child process."""
+    exe = Path(sys.executable)
+    data = workdir / f"{shape.design}_{shape.customers}_{seed}"
+    if not data.exists():
+        measure([str(exe.with_name("nextbest")), "synth", "--customers", str(shape.customers),
+                 "--seed", str(seed), "--design", shape.design, "--out", str(data)])  # fmt: skip
+    config = write_config(workdir, shape.config)
+    store = workdir / f"store_{data.name}_{shape.config}"
+    cmd = [str(exe), str(Path(__file__).resolve()), "--data", str(data), "--config", str(config),
+           "--store", str(store), "--objectives", ",".join(shape.objectives)]  # fmt: skip
+    seconds, gib, out = measure(cmd + (["--verdict"] if shape.verdict else []))
+    return json.loads(out.splitlines()[-1]) | {"wall_seconds": seconds, "peak_gib": gib}
+
+
+def peer_rows(shape: Shape, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """bench/run.py rows (as dicts of Row's fields): one per objective, every model's oracle
+    share as mean ± sd over the seeds; met when nextbest's mean is at least the best peer's
+    less one standard error of their paired difference over the seeds."""
+    rows = []
+    for objective in shape.objectives:
+        shares = {m: np.array([r[objective][m] for r in results]) for m in MODELS}
+        mean = {m: float(v.mean()) for m, v in shares.items()}
+        sd = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in shares.items()}
+        best = max(PEERS, key=lambda m: mean[m])
+        diff = shares["nextbest"] - shares[best]
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        detail = "; ".join(f"{m} {mean[m]:.3f} ± {sd[m]:.3f}" for m in MODELS)
+        detail += f" (seeds {', '.join(str(s) for s in shape.seeds)}; per seed nextbest "
+        detail += ", ".join(f"{v:.2f}" for v in shares["nextbest"]) + ")"
+        if shape.verdict and objective == "trained":
+            earns = sum(str(r[objective]["verdict"]).startswith("the learned policy earns")
+                        for r in results)  # fmt: skip
+            detail += (
+                f"; evaluate's verdict 'earns more than doing nothing' on {earns} of {len(results)}"
+            )
+        uplift = [r["uplift_seconds"] for r in results]
+        rows.append({
+            "figure": f"oracle share, {shape.label(objective)}",
+            "seconds": float(np.mean(uplift)), "peak_gib": max(r["peak_gib"] for r in results),
+            "target": f">= best peer ({best})", "ok": bool(diff.mean() + se >= 0),
+            "detail": detail + f"; uplift training {np.mean(uplift):.0f} s at {results[0]['exposures']:,} exposures",
+        })  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -210,6 +323,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--version", help="judge this bundle of the store instead of training")
     parser.add_argument("--refit", action="store_true", help="also the current uplift code")
+    parser.add_argument("--objectives", default="trained", help="trained and/or revenue")
+    parser.add_argument("--verdict", action="store_true", help="also nextbest evaluate's verdict")
     args = parser.parse_args()
     args.store.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{args.store.resolve() / 'mlflow.db'}"
@@ -219,14 +334,18 @@ def main() -> None:
 
     from training.pipelines.train import train
 
-    if args.version:
-        figures = panel(data, args.version, args.refit)
-    else:
+    objectives = args.objectives.split(",")
+    figures: dict[str, Any] = {}
+    version = args.version
+    if version is None:
         marks: dict[str, float] = {}
+        start = time.perf_counter()
         result = train(data, config, step=lambda m: marks.__setitem__(m, time.perf_counter()))
-        start = next(t for m, t in marks.items() if m.startswith(UPLIFT_STEP))
-        figures = panel(data, str(result.version), args.refit)
-        figures["uplift_seconds"] = marks["registering the bundle"] - start
+        uplift_start = next(t for m, t in marks.items() if m.startswith(UPLIFT_STEP))
+        figures["uplift_seconds"] = marks["registering the bundle"] - uplift_start
+        figures["train_seconds"] = time.perf_counter() - start
+        version = str(result.version)
+    figures |= panel(data, version, objectives, args.refit, args.verdict)
     figures["exposures"] = int(pd.read_parquet(data / "exposures.parquet", columns=[]).shape[0])
     print(json.dumps(figures))
 

@@ -22,7 +22,6 @@ so they are compared on the same footing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,17 +58,25 @@ FAST_PARAMS: dict[str, Any] = {
     "n_estimators": 150,
     "learning_rate": 0.05,
     "num_leaves": 15,
-    "min_child_samples": 100,
+    "min_child_samples": 100,  # uplift fits replace it by sized_params (rows / 100)
     "colsample": 0.5,
     "n_jobs": 2,  # cores: outcomes train side by side on them (train_uplift); threads to predict
     "random_state": 0,
 }
+# The S-learner sees the arm only in the trees that sample its column, and spends its first
+# rounds on the outcome's main effects: every tree gets every column, and twice the rounds
+S_COLSAMPLE = 1.0
+S_ROUNDS_FACTOR = 2
+MIN_CHILD_PER_ROWS = 100  # leaves hold at least rows / 100 rows (within MIN_CHILD_RANGE)
+MIN_CHILD_RANGE = (20, 200)
 TARGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # budgets a ranking is judged at
 MIN_LABELS = 200  # labelled exposures an outcome needs before any learner is fitted on it
 MIN_CONTROL = 20  # control rows (in training and in the held-out part) needed to estimate uplift
 DEFAULT_LEARNER = "SLearner"  # served unless a paired comparison shows another is better
-Z_CHOICE = float(os.environ.get("NB_DEV_Z", "2.5"))  # DEV
-REFIT = os.environ.get("NB_DEV_REFIT", "1") == "1"  # DEV
+# Another learner must beat the default by this many standard errors of the paired difference
+# (one-sided, about 1% after comparing three alternatives): a choice on noise costs more than
+# the default's occasional shortfall (README, the peer panel)
+Z_CHOICE = 2.5
 
 
 @dataclass
@@ -145,8 +152,20 @@ def skip_reason(
     return None
 
 
+def sized_params(params: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Base-model parameters for a fit on `rows` rows: leaves of at least rows / 100 rows (20 to
+    200), so that trees on a few thousand rows can still split and trees on 100k+ rows do not
+    chase the noise of a hundred customers."""
+    low, high = MIN_CHILD_RANGE
+    return params | {"min_child_samples": int(np.clip(rows // MIN_CHILD_PER_ROWS, low, high))}
+
+
 def make_learner(name: str, categorical: list[int], params: dict[str, Any]) -> UpliftLearner:
-    """A fresh learner of class `name` (a key of uplift.LEARNERS)."""
+    """A fresh learner of class `name` (a key of uplift.LEARNERS); the S-learner gets every
+    column in every tree and `S_ROUNDS_FACTOR` times the rounds."""
+    if name == "SLearner":
+        rounds = int(params.get("n_estimators", 100)) * S_ROUNDS_FACTOR
+        params = params | {"colsample": S_COLSAMPLE, "n_estimators": rounds}
     return LEARNERS[name](categorical=categorical, **params)
 
 
@@ -220,7 +239,8 @@ def compare_learners(
     kept unless another beats it in a paired comparison on the same rows (`choose_per_action`);
     the choice is calibrated (shrunk) against DR pseudo-outcomes of the `judge` rows, then
     refitted on the `fit` and `judge` rows together, which is what is served."""
-    fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, params)
+    sized = sized_params(params, int(fit.sum()))
+    fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, sized)
     outcome_model = fitted["TLearner"]
     assert isinstance(outcome_model, TLearner)
     actions = list(outcome_model.actions_)
@@ -279,11 +299,9 @@ def compare_learners(
                 lines[action] = line
     table["chosen"] = [a != "all" and choice.get(a) == name for name, a in pairs]
     table["slope"] = [slopes.get(pair, np.nan) for pair in pairs]
-    served = fitted
-    if REFIT:
-        every = fit | judge
-        served = fit_learners(X[every], treatment[every], y[every], propensity[every],
-                              categorical, params, names=set(choice.values()))  # fmt: skip
+    every = fit | judge
+    served = fit_learners(X[every], treatment[every], y[every], propensity[every], categorical,
+                          sized_params(params, int(every.sum())), names=set(choice.values()))  # fmt: skip
     return table, SelectedUplift(served, choice, lines)
 
 
