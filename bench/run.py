@@ -415,19 +415,41 @@ def bench_uplift_only(n: int, keep: bool = False) -> list[Row]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def bench_peers(mode: str, keep: bool = False) -> list[Row]:
-    """Issue 15's peer panel over the shapes of `uplift_peers.PANEL[mode]`, then Hillstrom."""
+def bench_peers(mode: str, keep: bool = False, workers: int = 3) -> list[Row]:
+    """Issue 15's peer panel over the shapes of `uplift_peers.PANEL[mode]`, then Hillstrom.
+
+    Jobs (one shape x seed each, and Hillstrom) run `workers` at a time, each its own child
+    process; every finished job's figures are appended to `<workdir>/peers.jsonl` as they come."""
+    from concurrent.futures import ThreadPoolExecutor
+
     sys.path.insert(0, str(REPO / "bench"))
     from uplift_peers import PANEL, peer_rows, run_shape
 
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-peers-"))
-    rows: list[Row] = []
+    log = workdir / "peers.jsonl"
+    shapes = PANEL[mode]
+    jobs = sorted(
+        ((i, seed) for i, shape in enumerate(shapes) for seed in shape.seeds),
+        key=lambda job: (shapes[job[0]].seeds.index(job[1]), job[0]),
+    )  # every shape's first seed first
+
+    def run(job: tuple[int, int]) -> dict[str, object]:
+        result = run_shape(shapes[job[0]], job[1], workdir, run_measured)
+        with log.open("a") as out:
+            out.write(json.dumps({"shape": job[0], "seed": job[1]} | result) + "\n")
+        return result
+
     try:
-        for shape in PANEL[mode]:
-            results = [run_shape(shape, seed, workdir, run_measured) for seed in shape.seeds]
-            rows += [Row(**r) for r in peer_rows(shape, results)]
-            render(rows)
-        return rows + bench_hillstrom()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {job: pool.submit(run, job) for job in jobs[: workers - 1]}
+            hillstrom = pool.submit(bench_hillstrom)
+            futures |= {job: pool.submit(run, job) for job in jobs[workers - 1 :]}
+            results = {job: future.result() for job, future in futures.items()}
+            rows: list[Row] = []
+            for i, shape in enumerate(shapes):
+                done = [results[(i, seed)] for seed in shape.seeds]
+                rows += [Row(**r) for r in peer_rows(shape, done)]
+            return rows + hillstrom.result()
     finally:
         if keep:
             print(f"data kept in {workdir}")
