@@ -14,8 +14,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = frozenset(
-    {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json"}
+    {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/schema.json"}
 )
+OPEN_PREFIXES = ("/static_content/",)  # the Swagger UI page's assets
 
 
 async def _reply(send: Send, status: int, message: str) -> None:
@@ -80,7 +81,8 @@ class ApiKeyMiddleware:
         return f"ApiKeyMiddleware(header={self._header.decode()!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         given: Any = dict(scope["headers"]).get(self._header, b"")
