@@ -32,6 +32,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from serving.online import openapi
 from serving.online.api_models import (
     ActionOut,
     FeedbackRequest,
@@ -57,7 +58,6 @@ from serving.online.http_guards import (
     JsonApiMiddleware,
     one_error_object,
 )
-from serving.online.openapi import DocumentedService, pages
 from serving.online.runtime import Runtime, current_key, load_runtime
 from serving.online.settings import ServingSettings
 from training.errors import NextbestError
@@ -77,7 +77,7 @@ DECISIONS = bentoml.metrics.Counter(
 )
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-desktop.include_router(pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
+desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
 API_PATHS = ("/recommend", "/score", "/feedback")
 
 
@@ -118,7 +118,7 @@ class NotReady(BentoMLException):
     threads=1,
     traffic={"timeout": 10},
     logging={"access": {"enabled": SETTINGS.access_log}},
-    service_class=DocumentedService,  # its OpenAPI document: serving/online/openapi.py
+    service_class=openapi.DocumentedService,  # its OpenAPI document: serving/online/openapi.py
 )
 @bentoml.asgi_app(desktop, path="/")
 class Nextbest:
