@@ -69,7 +69,11 @@ def make_model(role: str, spec: OutcomeSpec) -> ScoreModel:
 
 
 def skip_reason(
-    frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[str], censoring: str | None = None
+    frame: pd.DataFrame,
+    name: str,
+    spec: OutcomeSpec,
+    present: set[str],
+    censoring: str | None = None,
 ) -> str | None:
     """Why a score cannot be trained on this data, or None if it can; `censoring` (from
     snapshots.censoring_note) says why labels are missing when their windows were censored."""
