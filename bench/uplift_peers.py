@@ -318,16 +318,40 @@ def peer_rows(shape: Shape, results: list[dict[str, Any]]) -> list[dict[str, Any
     return rows
 
 
+def summarize(log: Path, mode: str) -> list[dict[str, Any]]:
+    """`peer_rows` of the jobs a panel run has finished so far (its `peers.jsonl`): for reading
+    a run that is still going or was cut short (each row names its seeds)."""
+    done: dict[int, list[dict[str, Any]]] = {}
+    for line in log.read_text().splitlines():
+        job = json.loads(line)
+        done.setdefault(int(job["shape"]), []).append(job)
+    rows = []
+    for i, jobs in sorted(done.items()):
+        shape = PANEL[mode][i]
+        jobs.sort(key=lambda job: int(job["seed"]))
+        seeds = tuple(int(job["seed"]) for job in jobs)
+        rows += peer_rows(Shape(**{**shape.__dict__, "seeds": seeds}), jobs)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--summarize", type=Path, help="print the rows of a run's peers.jsonl")
+    parser.add_argument("--mode", default="quick", help="the panel mode of --summarize's run")
+    parser.add_argument("--data", type=Path)
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--store", type=Path)
     parser.add_argument("--version", help="judge this bundle of the store instead of training")
     parser.add_argument("--refit", action="store_true", help="also the current uplift code")
     parser.add_argument("--objectives", default="trained", help="trained and/or revenue")
     parser.add_argument("--verdict", action="store_true", help="also nextbest evaluate's verdict")
     args = parser.parse_args()
+    if args.summarize:
+        for row in summarize(args.summarize, args.mode):
+            print(f"{row['figure']}: {row['detail']} [{'met' if row['ok'] else 'NOT met'}]")
+        return
+    if args.data is None or args.store is None:
+        parser.error("--data and --store are needed to run one shape")
     args.store.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{args.store.resolve() / 'mlflow.db'}"
     data = args.data.resolve()
