@@ -43,9 +43,11 @@ $(BIN)/nextbest: pyproject.toml requirements.lock
 ## setup: create .venv and install nextbest with the pinned versions of requirements.lock
 setup: $(BIN)/nextbest
 
-## lock: re-resolve requirements.lock from the ranges in pyproject.toml
-lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+## lock: re-resolve requirements.lock (every extra) and requirements-serve.lock (core + serve, same pins)
+lock: setup
+	$(BIN)/uv pip compile -q pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra serve --python-version 3.11 \
+		-c requirements.lock -o requirements-serve.lock
 
 ## lint: ruff (lint + format check), mypy, and the import layers (import-linter, pyproject.toml)
 lint: setup
