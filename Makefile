@@ -26,7 +26,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve live browser bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve bento live browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -106,6 +106,11 @@ materialize: setup
 serve: setup
 	@test -f $(STORE) || $(MAKE) --no-print-directory materialize
 	$(NB) serve --host $(HOST) --port $(PORT) --store $(STORE) $(if $(MODEL),--model $(MODEL))
+
+## bento: a Bento that runs on its own: MODEL (default @champion) and STORE baked in (WHEELHOUSE=dir: offline image)
+bento: setup
+	@test -f $(STORE) || $(MAKE) --no-print-directory materialize
+	$(NB) bento --store $(STORE) $(if $(MODEL),--model $(MODEL)) $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
 
 ## browser: install Debian's chromium and chromedriver (the agent-desktop test drives them; root)
 browser:

@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from training.errors import ConfigError
 
@@ -24,6 +32,11 @@ class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(default=None, description="registry reference; None: @champion")
+    bundle_dir: Path | None = Field(
+        default=None,
+        description="a bundle folder (nextbest export-bundle, or the one baked into a Bento): "
+        "served instead of a registry reference, without MLflow",
+    )
     online_store: Path = Field(default=Path("out/online_store.sqlite"))
     decision_log: Path = Field(default=Path("out/decision_log.sqlite"))
     log_synchronous: Literal["FULL", "NORMAL"] = Field(
@@ -37,6 +50,13 @@ class ServingSettings(BaseModel):
     workers: int = Field(default=2, ge=1)
     reload_seconds: float = Field(default=30.0, ge=0, description="champion poll; 0: never")
     access_log: bool = Field(default=False, description="off: it costs ~20% throughput")
+
+    @field_validator("bundle_dir")
+    @classmethod
+    def _one_bundle_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("model") is not None:
+            raise ValueError(f"set it or {PREFIX}MODEL, not both")
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

@@ -19,15 +19,17 @@ import math
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import lightgbm as lgb
 import numpy as np
-from matplotlib.figure import Figure
 from sklearn.base import BaseEstimator
 
 from training.data.snapshots import TrainingSet
 from training.errors import NextbestError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"

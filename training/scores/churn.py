@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-from matplotlib.figure import Figure
 from scipy import optimize, special
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
@@ -26,9 +25,12 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from training.data.snapshots import TrainingSet
 from training.errors import NextbestError
-from training.evaluation import metrics, plots
+from training.evaluation import metrics
 from training.scores.base import LightGBMScoreModel, subsample_rows
 from training.scores.constraints import monotone_constraints
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ISOTONIC_MIN_ROWS = 1000  # isotonic needs this many calibration rows ...
 ISOTONIC_MIN_POSITIVES = 50  # ... and this many positives among them; else Platt scaling
@@ -262,6 +264,8 @@ class ChurnModel(LightGBMScoreModel):
         return out
 
     def figures(self, data: TrainingSet) -> dict[str, Figure]:
+        from training.evaluation import plots  # matplotlib: the train extra
+
         p = self.predict(data.X_test)
         return {
             "calibration": plots.calibration_curve(data.y_test, p),

@@ -7,14 +7,16 @@ with a log link so predictions are never negative. The baseline is the historica
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from training.data.snapshots import TrainingSet
-from training.evaluation import metrics, plots
+from training.evaluation import metrics
 from training.scores.base import LightGBMScoreModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def historical_average(data: TrainingSet, X: np.ndarray, value_event_type: str) -> np.ndarray:
@@ -117,6 +119,8 @@ class LtvModel(LightGBMScoreModel):
         return out
 
     def figures(self, data: TrainingSet) -> dict[str, Figure]:
+        from training.evaluation import plots  # matplotlib: the train extra
+
         pred = self.predict(data.X_test)
         return {
             "lift_by_decile": plots.lift_by_decile(data.y_test, pred),

@@ -7,14 +7,16 @@ detractor classes can be derived from it. The baseline carries the last answer f
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from training.data.snapshots import TrainingSet
-from training.evaluation import metrics, plots
+from training.evaluation import metrics
 from training.scores.base import LightGBMScoreModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def carry_forward(
@@ -110,6 +112,8 @@ class SatisfactionModel(LightGBMScoreModel):
         return out
 
     def figures(self, data: TrainingSet) -> dict[str, Figure]:
+        from training.evaluation import plots  # matplotlib: the train extra
+
         return {
             "predicted_vs_actual": plots.predicted_vs_actual(
                 data.y_test, self.predict(data.X_test)
