@@ -26,7 +26,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve bento live browser bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve bento live notebooks browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -111,6 +111,10 @@ serve: setup
 bento: setup
 	@test -f $(STORE) || $(MAKE) --no-print-directory materialize
 	$(NB) bento --store $(STORE) $(if $(MODEL),--model $(MODEL)) $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
+
+## notebooks: run notebooks/*.ipynb on the tests' small world and save them there with their outputs
+notebooks: setup
+	NEXTBEST_RENDER_NOTEBOOKS=$(CURDIR)/notebooks $(BIN)/pytest -q -n 2 tests/test_notebook_scores.py tests/test_notebook_uplift.py
 
 ## browser: install Debian's chromium and chromedriver (the agent-desktop test drives them; root)
 browser:
