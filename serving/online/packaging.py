@@ -12,6 +12,7 @@ Bento and its requirements install from them alone (`--no-index`): the image bui
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -110,8 +111,10 @@ def build_bento(
         folder = Path(tmp)
         version, info = stage(folder, project or project_root(), model, Path(store), wheelhouse)
         command = [sys.executable, "-m", "bentoml", "build", str(folder), "--output", "tag"]
+        # the build imports the service: this shell's serving settings must not leak into it
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
         done = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
-            command, cwd=folder, capture_output=True, text=True, timeout=BUILD_SECONDS
+            command, cwd=folder, env=env, capture_output=True, text=True, timeout=BUILD_SECONDS
         )
     if done.returncode != 0:
         raise NextbestError(f"bentoml build failed: {(done.stderr or done.stdout)[-2000:]}")
