@@ -7,6 +7,11 @@ class NextbestError(Exception):
     """Base class for errors caused by the user's input (data, configuration, arguments)."""
 
 
+class FeatureCountError(NextbestError, ValueError):
+    """A matrix whose number of feature columns is not the one a model was fitted on: a
+    NextbestError for the command line, a ValueError for scikit-learn's estimator contract."""
+
+
 class ContractError(NextbestError):
     """A data set breaks the input contract of DESIGN.md §2.
 
