@@ -7,9 +7,9 @@ class NextbestError(Exception):
     """Base class for errors caused by the user's input (data, configuration, arguments)."""
 
 
-class FeatureCountError(NextbestError, ValueError):
-    """A matrix whose number of feature columns is not the one a model was fitted on: a
-    NextbestError for the command line, a ValueError for scikit-learn's estimator contract."""
+class EstimatorInputError(NextbestError, ValueError):
+    """Input an estimator cannot take (a matrix of another width than it was fitted on, labels
+    that are not 0/1): a NextbestError for the command line, a ValueError for scikit-learn."""
 
 
 class ContractError(NextbestError):

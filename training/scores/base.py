@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
 from training.data.snapshots import TrainingSet
-from training.errors import FeatureCountError, NextbestError
+from training.errors import EstimatorInputError, NextbestError
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"
@@ -103,10 +103,10 @@ def subsample_rows(y: np.ndarray, max_rows: int | None, stratify: bool, seed: in
 
 
 def check_width(X: np.ndarray, n_features: int, owner: str) -> np.ndarray:
-    """`X` itself when it has the fitted number of columns, else a FeatureCountError whose message
+    """`X` itself when it has the fitted number of columns, else a EstimatorInputError whose message
     is scikit-learn's ("X has 5 features, but ... is expecting 172 features as input")."""
     if X.shape[1] != n_features:
-        raise FeatureCountError(
+        raise EstimatorInputError(
             f"X has {X.shape[1]} features, but {owner} is expecting {n_features} features as "
             "input (the feature columns of the model matrix it was fitted on)"
         )
@@ -255,7 +255,13 @@ class LightGBMScoreModel(BaseEstimator):
         """(X, y) checked as scikit-learn does, and the column names resolved: `feature_names`,
         else a DataFrame's columns, else x0, x1, ..."""
         X, y = validate_data(
-            self, X, y, dtype=list(FLOATS), ensure_all_finite=False, y_numeric=not self._labels
+            self,
+            X,
+            y,
+            dtype=list(FLOATS),
+            ensure_all_finite=False,
+            ensure_min_samples=2,  # LightGBM cannot bin a single row
+            y_numeric=not self._labels,
         )
         given = list(self.feature_names) or list(getattr(self, "feature_names_in_", []))
         names = given or [f"x{j}" for j in range(X.shape[1])]

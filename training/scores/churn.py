@@ -22,9 +22,10 @@ import numpy as np
 from scipy import optimize, special
 from sklearn.base import ClassifierMixin
 from sklearn.isotonic import isotonic_regression
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted
 
-from training.errors import NextbestError
+from training.errors import EstimatorInputError, NextbestError
 from training.scores.base import LightGBMScoreModel
 from training.scores.constraints import monotone_constraints
 
@@ -197,8 +198,13 @@ class ChurnModel(ClassifierMixin, LightGBMScoreModel):
 
     def _check_target(self, y: np.ndarray) -> np.ndarray:
         check_classification_targets(y)
+        if type_of_target(y) == "multiclass":
+            raise EstimatorInputError(
+                "ChurnModel: the churn outcome must be 0/1, not several classes "
+                "(Only binary classification is supported.)"
+            )
         if y.dtype.kind not in "biuf" or not np.isin(y, (0.0, 1.0)).all():
-            raise NextbestError("ChurnModel: the churn outcome must be 0/1")
+            raise EstimatorInputError("ChurnModel: the churn outcome must be 0/1")
         return np.asarray(y, dtype=np.float64)
 
     def _fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> None:
@@ -220,10 +226,12 @@ class ChurnModel(ClassifierMixin, LightGBMScoreModel):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The likelier class per row: 1.0 where the churn probability is above 1/2."""
-        return self.classes_[(self.predict_score(X) > 0.5).astype(np.int64)]
+        churn = self.predict_score(X) > 0.5
+        return self.classes_[churn.astype(np.int64)]
 
     def predict_score(self, X: np.ndarray) -> np.ndarray:
         """Calibrated churn probability per row of the model matrix: the score."""
+        check_is_fitted(self, "calibrator_")
         return self.calibrator_.apply(self._raw(X))
 
     def _extra_state(self) -> dict[str, Any]:
