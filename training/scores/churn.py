@@ -23,10 +23,9 @@ from scipy import optimize, special
 from sklearn.base import ClassifierMixin
 from sklearn.isotonic import isotonic_regression
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted
 
 from training.errors import EstimatorInputError, NextbestError
-from training.scores.base import LightGBMScoreModel
+from training.scores.base import LightGBMScoreModel, require_fitted
 from training.scores.constraints import monotone_constraints
 
 ISOTONIC_MIN_ROWS = 1000  # isotonic needs this many calibration rows ...
@@ -231,7 +230,7 @@ class ChurnModel(ClassifierMixin, LightGBMScoreModel):
 
     def predict_score(self, X: np.ndarray) -> np.ndarray:
         """Calibrated churn probability per row of the model matrix: the score."""
-        check_is_fitted(self, "calibrator_")
+        require_fitted(self, "calibrator_")
         return self.calibrator_.apply(self._raw(X))
 
     def _extra_state(self) -> dict[str, Any]:
