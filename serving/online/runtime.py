@@ -11,13 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.online.bundle_source import load_served, served_key
 from serving.online.decision import Decider
 from serving.online.fast_predict import accelerate
 from serving.online.reasons import Explainer
 from serving.online.settings import ServingSettings
 from serving.online.store import OnlineStore
 from training.registry.bundle import Bundle
-from training.registry.mlflow_models import load_bundle, resolve_version
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Runtime:
     explainer: Explainer
     store: OnlineStore
     version: str
-    key: tuple[str, tuple[int, int]]  # (model version, store file identity): what reload compares
+    key: tuple[str, tuple[int, int]]  # (bundle key, store file identity): what reload compares
 
     @property
     def bundle(self) -> Bundle:
@@ -42,19 +42,20 @@ def store_identity(path: Path) -> tuple[int, int]:
 
 
 def current_key(settings: ServingSettings) -> tuple[str, tuple[int, int]]:
-    """What the registry reference and the store path point to now."""
+    """What the bundle setting (registry reference or folder) and the store path point to now."""
 
-    return str(resolve_version(settings.model).version), store_identity(settings.online_store)
+    return served_key(settings), store_identity(settings.online_store)
 
 
 def load_runtime(settings: ServingSettings) -> Runtime:
     """Load the bundle and open its store; a store of another feature definition is refused."""
 
-    bundle = accelerate(load_bundle(settings.model))
+    loaded, bundle_key = load_served(settings)
+    bundle = accelerate(loaded)
     store = OnlineStore(settings.online_store)
     store.check_compatible(bundle.builder.version)
     version = bundle.version or ""
-    key = (version, store_identity(settings.online_store))
+    key = (bundle_key, store_identity(settings.online_store))
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
     return Runtime(
         Decider(bundle, stored_outputs=own_store), Explainer(bundle), store, version, key

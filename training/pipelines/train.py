@@ -26,6 +26,7 @@ from training.data.snapshots import (
     split_for,
 )
 from training.errors import NextbestError
+from training.evaluation.score_metrics import score_figures, score_metrics
 from training.features.definition import FeatureBuilder
 from training.pipelines.validate import check_rule_names, check_rule_scores
 from training.registry.bundle import Bundle
@@ -36,7 +37,7 @@ from training.registry.tracking import (
     log_uplift_run,
     training_run,
 )
-from training.scores.base import ScoreModel
+from training.scores.base import LightGBMScoreModel, ScoreModel, fit_on
 from training.scores.churn import ChurnModel
 from training.scores.ltv import LtvModel
 from training.scores.satisfaction import SatisfactionModel
@@ -59,13 +60,13 @@ class TrainResult:
     uplift_skipped: dict[str, str] = field(default_factory=dict)  # outcome -> why no uplift
 
 
-def make_model(role: str, spec: OutcomeSpec) -> ScoreModel:
+def make_model(role: str, spec: OutcomeSpec) -> LightGBMScoreModel:
     """The estimator for a score, parameterised by its outcome definition."""
     if role == "churn":
         return ChurnModel()
     if role == "satisfaction":
         return SatisfactionModel(survey_type=spec.event_types[0])
-    return LtvModel(value_event_types=tuple(spec.event_types))
+    return LtvModel(value_event_types=tuple(spec.event_types), horizon_days=spec.horizon_days)
 
 
 def skip_reason(
@@ -159,7 +160,7 @@ def train(
             trained = _train_role(role, config, frame, builder, present, span, result, say)
             if trained is not None:
                 model, data_set = trained
-                log_score_run(model, data_set, result.metrics[role], model.figures(data_set))
+                log_score_run(model, data_set, result.metrics[role], score_figures(model, data_set))
                 models[role] = model
         check_rule_scores(config, result.skipped)
         say("training uplift models on the exposures")
@@ -215,8 +216,8 @@ def _train_role(
         return None
     say(f"training {role} on outcome '{name}'")
     data_set = split_for(frame, name, builder.feature_names_, spec.horizon_days)
-    model = make_model(role, spec).fit_set(data_set)
-    result.metrics[role] = model.evaluate(data_set)
+    model = fit_on(make_model(role, spec), data_set)
+    result.metrics[role] = score_metrics(model, data_set)
     return model, data_set
 
 

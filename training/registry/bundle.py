@@ -59,6 +59,9 @@ class BundleMetadata(BaseModel):
     catalog_version: str = ""
     skipped: dict[str, str] = Field(default_factory=dict, description="role -> reason")
     nextbest_version: str = ""
+    registry_version: str = Field(
+        default="", description="the registry version it was exported as (empty in the registry)"
+    )
 
 
 # ------------------------------------------------------------------------------ the bundle
@@ -94,7 +97,8 @@ class Bundle:
                 "nextbest_version": package_version("nextbest"),
             }
         )
-        self.version: str | None = None  # the registry version, once loaded from the registry
+        # the registry version, once loaded from the registry or from a folder it was exported to
+        self.version: str | None = None
         self._categories = {
             s.name: list(s.categories) for s in builder.static_ if s.kind == "categorical"
         }
@@ -105,7 +109,7 @@ class Bundle:
         for the scores whose role was not trained."""
         out = {name: np.full(len(X), np.nan) for name in SCORE_COLUMNS}
         for role, model in self.models.items():
-            out[SCORE_NAMES[role]] = np.asarray(model.predict(X), dtype=np.float64)
+            out[SCORE_NAMES[role]] = np.asarray(model.predict_score(X), dtype=np.float64)
         return out
 
     def uplift_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -224,6 +228,7 @@ class Bundle:
             raise NextbestError(f"{folder}: metadata and builder.json disagree on the features")
         bundle = cls(builder, config, models, metadata, uplift)
         bundle.metadata = metadata  # as saved (nextbest_version of the training code)
+        bundle.version = metadata.registry_version or None  # an exported bundle keeps its version
         return bundle
 
 
