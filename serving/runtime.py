@@ -36,6 +36,10 @@ class Runtime:
     def bundle(self) -> Bundle:
         return self.decider.bundle
 
+    def close(self) -> None:
+        """Release the store's file (a replaced store's disk space is freed only then)."""
+        self.store.close()
+
 
 def store_identity(path: Path) -> tuple[int, int]:
     """Inode and modification time: a re-materialized store (a rename onto the path) changes it."""
@@ -56,9 +60,13 @@ def load_runtime(settings: ServingSettings) -> Runtime:
 
     bundle = accelerate(load_bundle(settings.model))
     store = OnlineStore(settings.online_store)
-    store.check_compatible(bundle.builder.version)
+    try:
+        store.check_compatible(bundle.builder.version)
+    except BaseException:
+        store.close()
+        raise
     version = bundle.version or ""
-    key = (version, store_identity(settings.online_store))
+    key = (version, store.identity)  # the inode actually opened, not a second look at the path
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
     return Runtime(
         Decider(bundle, stored_outputs=own_store), Explainer(bundle), store, version, key

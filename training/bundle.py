@@ -25,6 +25,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read once, when mlf
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from lightgbm.basic import LightGBMError  # noqa: E402
 from mlflow.pyfunc import PythonModel, PythonModelContext  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
@@ -32,6 +33,7 @@ from training.config import SCORE_NAMES, Config  # noqa: E402
 from training.errors import NextbestError  # noqa: E402
 from training.features import FeatureBuilder, to_matrix  # noqa: E402
 from training.models.base import ScoreModel  # noqa: E402
+from training.registry.checksums import checksums, verify  # noqa: E402
 from training.uplift_choice import UpliftModel, load_uplift  # noqa: E402
 
 REGISTERED_MODEL = "nextbest"
@@ -217,25 +219,32 @@ class Bundle:
         config = self.config.model_dump(mode="json", warnings=False)
         _write_json(folder / "config.json", config)
         meta = self.metadata.model_dump(mode="json") | {"models": classes}
-        _write_json(folder / "metadata.json", meta)
+        _write_json(folder / "metadata.json", meta | {"checksums": checksums(folder)})
         return folder
 
     @classmethod
     def load(cls, folder: Path | str) -> Bundle:
-        """Read a bundle written by `save`; model classes only from the allow-list."""
+        """Read a bundle written by `save`; model classes only from the allow-list, every file
+        checked against its recorded checksum before it is parsed."""
         folder = Path(folder)
         try:
             meta = _read_json(folder / "metadata.json")
             classes: dict[str, str] = meta.pop("models")
+            recorded = meta.pop("checksums", None)
+            if recorded is not None:  # bundles saved before checksums were recorded have none
+                verify(folder, recorded)
             builder = FeatureBuilder.from_dict(_read_json(folder / "builder.json"))
             config = Config.model_validate(_read_json(folder / "config.json"))
         except (OSError, KeyError, ValueError) as exc:
             raise NextbestError(f"{folder}: not a readable nextbest bundle ({exc})") from None
-        models = {role: _model_class(role, path).load(folder / "models" / role)
-                  for role, path in classes.items()}  # fmt: skip
-        uplift = {name: load_uplift(_read_json(folder / "uplift" / f"{name}.json"))
-                  for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
-        metadata = BundleMetadata.model_validate(meta)
+        try:
+            models = {role: _model_class(role, path).load(folder / "models" / role)
+                      for role, path in classes.items()}  # fmt: skip
+            uplift = {name: load_uplift(_read_json(folder / "uplift" / f"{name}.json"))
+                      for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
+            metadata = BundleMetadata.model_validate(meta)
+        except (OSError, KeyError, ValueError, TypeError, LightGBMError) as exc:
+            raise NextbestError(f"{folder}: a model of the bundle is unreadable ({exc})") from None
         if metadata.format != FORMAT:
             raise NextbestError(f"{folder}: bundle format {metadata.format} is not {FORMAT}")
         if metadata.feature_version != builder.version:
@@ -424,6 +433,10 @@ def load_bundle(ref: str | None = None) -> Bundle:
     mv = resolve_version(ref)
     bundle_uri = f"{_model_artifacts(mv)}/artifacts/bundle"
     local = _local_path(bundle_uri)
+    if local is None and _is_local(bundle_uri):
+        raise NextbestError(
+            f"{bundle_uri}: the artifacts of model version {mv.version} are missing"
+        )
     if local is not None:
         bundle = Bundle.load(local)
     else:
@@ -439,6 +452,12 @@ def _model_artifacts(mv: Any) -> str:
     if getattr(mv, "model_id", None):
         return str(mlflow.MlflowClient().get_logged_model(mv.model_id).artifact_location)
     return str(mlflow.MlflowClient().get_model_version_download_uri(mv.name, mv.version))
+
+
+def _is_local(uri: str) -> bool:
+    from mlflow.utils.uri import is_local_uri
+
+    return bool(is_local_uri(uri, is_tracking_or_registry_uri=False))
 
 
 def _local_path(uri: str) -> Path | None:
