@@ -7,10 +7,11 @@ The pipeline, the same for both engines:
     -> per chunk: DuckDB features -> serving.chunks.score_chunk      (engine: local or Dask)
     -> in chunk order: scores, arbitration, campaign selection -> Parquet (serving.batch_output)
 
-The output directory belongs to the job: it holds `scores.parquet` (DESIGN.md §6 plus
+The output directory belongs to the job (checked writable before any work): it holds `scores.parquet` (DESIGN.md §6 plus
 `control_group`), when the bundle has uplift models and a non-empty catalog `actions.parquet`
 (DESIGN.md §6 plus `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so a
-killed job leaves the previous complete output or none; a directory with other files is refused.
+killed job leaves the previous complete output or none, and readers never miss it (an atomic
+exchange, training.atomic); a directory with other files is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from serving.batch_output import (
 from serving.campaign import CampaignLimits
 from serving.chunks import has_actions, score_chunk
 from serving.population import Population, iter_features, plan_population
-from training.atomic import atomic_directory
+from training.atomic import atomic_directory, check_writable
 from training.contract import open_dataset, validate_dataset
 from training.errors import NextbestError
 from training.snapshots import check_scoring_date, data_span
@@ -87,11 +88,13 @@ class ScoreSummary:
 
 
 def check_output_dir(out: Path) -> None:
-    """Refuse to replace a directory that holds anything but a previous nextbest output."""
+    """Refuse, before any work, to replace a directory that holds anything but a previous nextbest
+    output, or to write where the job cannot (an unwritable or missing parent)."""
     if out.exists() and (not out.is_dir() or set(p.name for p in out.iterdir()) - OUTPUT_FILES):
         raise NextbestError(
             f"{out}: exists and holds files nextbest did not write; choose an empty or new --out"
         )
+    check_writable(out)
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from training.atomic import atomic_file
+from training.atomic import atomic_file, check_writable
 from training.errors import NextbestError
 
 if TYPE_CHECKING:
@@ -153,6 +153,7 @@ def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None
     from training.bundle import load_bundle
     from training.features import to_matrix
 
+    check_writable(out)
     bundle = load_bundle(model_ref)
     features = active_features(bundle, data, as_of)
     names = bundle.builder.feature_names_

@@ -54,11 +54,16 @@ def current_key(settings: ServingSettings) -> tuple[str, tuple[int, int]]:
     return str(resolve_version(settings.model).version), store_identity(settings.online_store)
 
 
-def load_runtime(settings: ServingSettings) -> Runtime:
-    """Load the bundle and open its store; a store of another feature definition is refused."""
-    from training.bundle import load_bundle
+def load_runtime(settings: ServingSettings, previous: Runtime | None = None) -> Runtime:
+    """Load the bundle and open its store; a store of another feature definition is refused.
+    When only the store changed, `previous`'s bundle is kept (a store swap reads no model file)."""
+    from training.bundle import load_bundle, resolve_version
 
-    bundle = accelerate(load_bundle(settings.model))
+    version = str(resolve_version(settings.model).version)
+    if previous is not None and previous.version == version:
+        bundle = previous.bundle
+    else:
+        bundle = accelerate(load_bundle(settings.model))
     store = OnlineStore(settings.online_store)
     try:
         store.check_compatible(bundle.builder.version)

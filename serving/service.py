@@ -218,6 +218,7 @@ class Nextbest:
         self._stop = threading.Event()
         self._wake = threading.Event()  # a request saw the store change: check now
         self._last_failure: str | None = None
+        self._retiring: list[tuple[float, Runtime]] = []  # (close after, replaced runtime)
         self._try_load()
         if self.settings.reload_seconds > 0:
             threading.Thread(target=self._reload_loop, name="nextbest-reload", daemon=True).start()
@@ -228,7 +229,7 @@ class Nextbest:
         """Load (or replace) the runtime; on any failure keep serving what is loaded and say why,
         in one log line per new reason, in /readyz and in /metrics."""
         try:
-            runtime = load_runtime(self.settings)
+            runtime = load_runtime(self.settings, self.runtime)
         except Exception as exc:  # a bad artifact or store must never take the worker down
             self._failed("load_failed", exc)
             return
@@ -247,19 +248,26 @@ class Nextbest:
             runtime.store.info.customers,
         )
         if old is not None:
-            self._retire(old)
+            self._retiring.append((time.monotonic() + RETIRE_SECONDS, old))
             del old
         gc.collect()
         gc.freeze()
         gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
-    def _retire(self, old: Runtime) -> None:
-        """Close the replaced runtime once requests that took it have finished, and let the garbage
-        collector have it (frozen objects are never collected: unfreeze first)."""
-        self._stop.wait(RETIRE_SECONDS)
-        old.close()
-        del old
+    def _retire_due(self) -> None:
+        """Close replaced runtimes once the requests that took them have finished, and let the
+        garbage collector have them (frozen objects are never collected: unfreeze first)."""
+        now = time.monotonic()
+        due = [runtime for when, runtime in self._retiring if when <= now]
+        if not due:
+            return
+        self._retiring = [(when, r) for when, r in self._retiring if when > now]
+        for runtime in due:
+            runtime.close()
+        del due, runtime
         gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def _failed(self, outcome: str, exc: BaseException) -> None:
         reason = escape_controls(f"{type(exc).__name__}: {exc}")[:500]
@@ -280,6 +288,7 @@ class Nextbest:
                 return
             try:
                 self._check()
+                self._retire_due()
             except Exception as exc:
                 self._failed("load_failed", exc)
             self._stop.wait(min(self.settings.reload_seconds, 0.5))  # woken often: not a busy loop
