@@ -67,21 +67,42 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-class RouteLabelMiddleware:
-    """Requests to a path the service does not have are passed on as `UNKNOWN_PATH` (and answered
-    404 as before), so BentoML's per-path metrics get one series for all of them instead of ~20
-    per distinct URL: a scanner cannot grow /metrics without bound. Also stamps the request's
-    arrival time (`ARRIVED`), which the decision's deadline is measured from."""
+def known_path(path: str, known: Collection[str], prefixes: tuple[str, ...]) -> bool:
+    return path in known or path.startswith(prefixes)
 
-    def __init__(self, app: ASGIApp, known: Collection[str], prefixes: Collection[str]) -> None:
-        self.app, self.known, self.prefixes = app, frozenset(known), tuple(prefixes)
+
+def bound_metric_labels(known: Collection[str], prefixes: tuple[str, ...]) -> None:
+    """Make BentoML's per-path traffic metrics count every path the service does not have as
+    `UNKNOWN_PATH` (and route it there: a 404 as before), so a scanner's distinct URLs add no
+    series to /metrics (~20 each otherwise). BentoML puts that middleware outside any the
+    service adds, so its call is wrapped here; a BentoML without it is left alone."""
+    try:
+        from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+    except ImportError:  # pragma: no cover - another BentoML layout: the metrics test says so
+        return
+    original = RunnerTrafficMetricsMiddleware.__call__
+    if getattr(original, "bounds_labels", False):
+        return
+    known = frozenset(known)
+
+    async def bounded(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not known_path(scope["path"], known, prefixes):
+            scope = dict(scope, path=UNKNOWN_PATH, raw_path=UNKNOWN_PATH.encode())
+        await original(self, scope, receive, send)
+
+    bounded.bounds_labels = True  # type: ignore[attr-defined]
+    RunnerTrafficMetricsMiddleware.__call__ = bounded  # type: ignore[method-assign]
+
+
+class ArrivalMiddleware:
+    """Stamps each request's arrival time (`ARRIVED`): the decision's deadline is measured from it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[ARRIVED] = time.monotonic()
-            path = scope["path"]
-            if path not in self.known and not path.startswith(self.prefixes):
-                scope = dict(scope, path=UNKNOWN_PATH, raw_path=UNKNOWN_PATH.encode())
         await self.app(scope, receive, send)
 
 

@@ -64,10 +64,11 @@ from serving.http_guards import (
     ARRIVED,
     OPEN_PATHS,
     ApiKeyMiddleware,
+    ArrivalMiddleware,
     BodyLimitMiddleware,
     JsonApiMiddleware,
     ReadyDetailMiddleware,
-    RouteLabelMiddleware,
+    bound_metric_labels,
 )
 from serving.log_safety import escape_controls, install
 from serving.online_store import StoreChangedError
@@ -453,8 +454,8 @@ class Nextbest:
 
 
 SERVICE = cast("bentoml.Service[Any]", Nextbest)  # what the decorators made of the class
-# the first added is the outermost: unknown paths are relabelled before BentoML's metrics see them
-SERVICE.add_asgi_middleware(RouteLabelMiddleware, known=KNOWN_PATHS, prefixes=KNOWN_PREFIXES)
+bound_metric_labels(KNOWN_PATHS, KNOWN_PREFIXES)
+SERVICE.add_asgi_middleware(ArrivalMiddleware)
 SERVICE.add_asgi_middleware(ReadyDetailMiddleware, detail=ready_detail)
 SERVICE.add_asgi_middleware(JsonApiMiddleware, paths=API_PATHS)
 SERVICE.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_request_bytes)

@@ -67,10 +67,10 @@ def exchange(a: Path, b: Path) -> bool:
 
 @contextmanager
 def output_lock(target: Path) -> Iterator[None]:
-    """An exclusive lock on `.NAME.lock` beside `target`, held while it is replaced: writers that
-    finish together swap one after the other (the last one's output wins, none fails)."""
-    lock = target.parent / f".{target.name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+    """An exclusive lock on `target`'s parent directory (flock; no lock file is left behind), held
+    while `target` is replaced: writers that finish together swap one after the other (the last
+    one's output wins, none fails)."""
+    fd = os.open(target.parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
