@@ -81,15 +81,26 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def workers(served: Served) -> set[int]:
-    pids = set()
+    """Worker processes of the server: its descendants running a BentoML worker."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == served.process.pid:
-            continue
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, grew = {served.process.pid}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    pids = set()
+    for pid in family - {served.process.pid}:
         try:
-            same_group = os.getpgid(int(entry.name)) == served.process.pid
-            if same_group and b"worker" in (entry / "cmdline").read_bytes():
-                pids.add(int(entry.name))
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            if b"_bentoml_impl.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.add(pid)
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return pids
 

@@ -54,13 +54,20 @@ def current_key(settings: ServingSettings) -> tuple[str, tuple[int, int]]:
     return str(resolve_version(settings.model).version), store_identity(settings.online_store)
 
 
-def load_runtime(settings: ServingSettings, previous: Runtime | None = None) -> Runtime:
+def load_runtime(
+    settings: ServingSettings, previous: Runtime | None = None, keep_bundle: bool = False
+) -> Runtime:
     """Load the bundle and open its store; a store of another feature definition is refused.
-    When only the store changed, `previous`'s bundle is kept (a store swap reads no model file)."""
+    When only the store changed, or `keep_bundle` (the new champion cannot be loaded), `previous`'s
+    bundle is kept: a store swap reads no model file."""
     from training.bundle import load_bundle, resolve_version
 
-    version = str(resolve_version(settings.model).version)
-    if previous is not None and previous.version == version:
+    if (
+        previous is not None
+        and keep_bundle
+        or previous is not None
+        and previous.version == str(resolve_version(settings.model).version)
+    ):
         bundle = previous.bundle
     else:
         bundle = accelerate(load_bundle(settings.model))

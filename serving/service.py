@@ -72,7 +72,7 @@ from serving.http_guards import (
 )
 from serving.log_safety import escape_controls, install
 from serving.online_store import StoreChangedError
-from serving.runtime import Runtime, current_key, load_runtime
+from serving.runtime import Runtime, current_key, load_runtime, store_identity
 from serving.settings import ServingSettings
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
@@ -230,16 +230,18 @@ class Nextbest:
         """Load (or replace) the runtime; on any failure keep serving what is loaded and say why,
         in one log line per new reason, in /readyz and in /metrics."""
         try:
-            runtime = load_runtime(self.settings, self.runtime)
+            runtime: Runtime | None = load_runtime(self.settings, self.runtime)
+            self._last_failure = None
+            STATUS.last_error = None
         except Exception as exc:  # a bad artifact or store must never take the worker down
             self._failed("load_failed", exc)
+            runtime = self._new_store_only()
+        if runtime is None:
             return
         old, self.runtime = self.runtime, runtime  # one swap: requests see old or new, whole
-        self._last_failure = None
         STATUS.loads += 1
         STATUS.loaded_at = _now_iso()
         STATUS.model_version, STATUS.store_inode = runtime.version, runtime.key[1][0]
-        STATUS.last_error = None
         RELOADS.labels(outcome="loaded").inc()
         logger.info(
             "event=%s model_version=%s store_as_of=%s store_customers=%d",
@@ -254,6 +256,18 @@ class Nextbest:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+    def _new_store_only(self) -> Runtime | None:
+        """After a failed load: the current bundle on a store that changed meanwhile, so a bad
+        champion does not also hold back a store swap (None: nothing to do, or that fails too)."""
+        current = self.runtime
+        try:
+            if current is None or store_identity(self.settings.online_store) == current.key[1]:
+                return None
+            return load_runtime(self.settings, current, keep_bundle=True)
+        except Exception as exc:
+            self._failed("load_failed", exc)
+            return None
 
     def _retire_due(self) -> None:
         """Close replaced runtimes once the requests that took them have finished, and let the

@@ -23,19 +23,27 @@ HEADER = "X-Agent-Token"  # the fault server's renamed API-key header
 
 
 def worker_pids(server: Server) -> set[int]:
-    """PIDs of the service's worker processes (same process group as the server, not the server)."""
-    pids = set()
+    """PIDs of the service's worker processes: descendants of the server running a worker."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == server.process.pid:
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != server.process.pid:
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
                 continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, grew = {server.process.pid}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    pids = set()
+    for pid in family - {server.process.pid}:
+        try:
+            if b"_bentoml_impl.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.add(pid)
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        if b"worker" in cmdline:
-            pids.add(int(entry.name))
     return pids
 
 
@@ -100,16 +108,20 @@ class Load:
 
 @contextmanager
 def load(
-    server: Server, customers: list[str], threads: int = 4, timeout: float = 10, pause: float = 0
+    server: Server,
+    customers: list[str],
+    threads: int = 4,
+    timeout: float = 10,
+    tag: str = "r",
 ) -> Iterator[Load]:
-    """Keep `threads` clients asking /recommend until the block ends."""
+    """Keep `threads` clients asking /recommend until the block ends; request ids `<tag><k>-<n>`."""
     result, stop, lock = Load(), threading.Event(), threading.Lock()
     counter = iter(range(10**9))
 
     def client(k: int) -> None:
         while not stop.is_set():
             n = next(counter)
-            rid = f"r{k}-{n}"
+            rid = f"{tag}{k}-{n}"
             body = {
                 "customer_id": customers[n % len(customers)],
                 "channel": "call_center",
@@ -128,8 +140,6 @@ def load(
                 result.statuses.append(status)
                 if status == 200:
                     result.answered[rid] = answer["decision_id"]
-            if pause:
-                time.sleep(pause)
 
     workers = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
     for worker in workers:
