@@ -47,11 +47,12 @@ setup: $(BIN)/nextbest
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-## lint: ruff (lint + format check) and mypy on training/ and serving/
+## lint: ruff (lint + format check), mypy, and the import layers (import-linter, pyproject.toml)
 lint: setup
 	$(BIN)/ruff check training serving tests bench
 	$(BIN)/ruff format --check training serving tests bench
 	$(BIN)/mypy training serving
+	$(BIN)/lint-imports
 
 ## test: lint, then the whole test suite (what .ci/run calls)
 test: lint
@@ -93,7 +94,7 @@ demo: data validate features train promote report score materialize live
 
 ## live: start the service on STORE, print one customer's ranked actions from POST /recommend, stop it
 live: setup
-	$(BIN)/python -m serving.live_demo --store $(STORE) --actions out/score/actions.parquet
+	$(BIN)/python -m serving.online.live_demo --store $(STORE) --actions out/score/actions.parquet
 
 ## materialize: the online feature store of DATA as of SCORE_AS_OF with @champion, for the service (STORE)
 materialize: setup

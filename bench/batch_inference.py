@@ -39,10 +39,10 @@ def timed_predict(spent: list[float]) -> Callable[..., Any]:
 
 
 def measure(data: Path, model: str, customers: int) -> dict[str, float]:
-    from serving.chunks import model_matrix
-    from serving.population import chunk_features, plan_population
-    from training.bundle import load_bundle
-    from training.contract import open_dataset
+    from serving.batch.chunks import model_matrix
+    from serving.batch.population import chunk_features, plan_population
+    from training.data.contract import open_dataset
+    from training.registry.mlflow_models import load_bundle
 
     bundle = load_bundle(model)
     with open_dataset(data).connect() as con:

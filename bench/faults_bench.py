@@ -64,7 +64,7 @@ def prepare(workdir: Path, env: dict[str, str]) -> Path:
 
 def set_champion(version: str, env: dict[str, str], cwd: Path) -> None:
     script = (
-        "import mlflow; from training.tracking import configure_tracking; configure_tracking(); "
+        "import mlflow; from training.registry.tracking import configure_tracking; configure_tracking(); "
         f"mlflow.MlflowClient().set_registered_model_alias('nextbest', 'champion', '{version}')"
     )
     run([sys.executable, "-c", script], env, cwd)
@@ -245,10 +245,7 @@ def get_status(port: int, path: str) -> int:
 def corrupt_champion(
     served: Served, workdir: Path, env: dict[str, str], service_env: dict[str, str]
 ) -> dict[str, object]:
-    script = (
-        "from training.bundle import _local_path, _model_artifacts, resolve_version; "
-        "print(_local_path(_model_artifacts(resolve_version('2')) + '/artifacts/bundle'))"
-    )
+    script = "from training.registry.mlflow_models import bundle_folder; print(bundle_folder('2'))"
     folder = Path(
         subprocess.run(
             [sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True
@@ -291,7 +288,7 @@ def start_unready(service_env: dict[str, str], workdir: Path) -> dict[str, objec
     env = service_env | {"BENTOML_HOME": str(workdir / f"bentoml-{port}")}
     out = open(workdir / "unready.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Nextbest",
+        [sys.executable, "-m", "bentoml", "serve", "serving.online.service:Nextbest",
          "--host", "127.0.0.1", "--port", str(port)],
         env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -333,7 +330,7 @@ def main() -> None:
             "NEXTBEST_DECISION_LOG": str(log),
             "NEXTBEST_RELOAD_SECONDS": "0.5",
         }
-        served = start("serving.service:Nextbest", service_env, workdir)
+        served = start("serving.online.service:Nextbest", service_env, workdir)
         try:
             print(json.dumps(metrics_flood(served)), flush=True)
             print(json.dumps(rename_swaps(served, store, workdir / "spare.sqlite")), flush=True)

@@ -118,8 +118,8 @@ def make_synthetic(
 
 def _run(data_dir: Path, queue: mp.Queue) -> None:
     """Child process: fit + transform, report timings and peak RSS."""
-    from training.contract import open_dataset
-    from training.features import FeatureBuilder
+    from training.data.contract import open_dataset
+    from training.features.definition import FeatureBuilder
 
     con = open_dataset(data_dir).connect()
     last = con.execute("SELECT max(ts) FROM events").fetchall()[0][0]

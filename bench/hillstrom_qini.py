@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from training.config import load_config
-from training.contract import open_dataset
-from training.exposures import CONTROL, build_exposure_set, uplift_arrays
-from training.features import FeatureBuilder
-from training.importers import import_hillstrom
-from training.policy_eval import qini_coefficient
-from training.uplift import LEARNERS
+from training.config import CONTROL, load_config
+from training.data.contract import open_dataset
+from training.data.exposures import build_exposure_set, uplift_arrays
+from training.data.importers import import_hillstrom
+from training.features.definition import FeatureBuilder
+from training.uplift.learners import LEARNERS
+from training.uplift.metrics import qini_coefficient
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "datasets" / "hillstrom.csv"

@@ -101,7 +101,7 @@ def prepare(workdir: Path, env: dict[str, str]) -> tuple[Path, Path]:
     )
     bare = workdir / "bare_model.txt"
     script = (
-        "from training.bundle import load_bundle; "
+        "from training.registry.mlflow_models import load_bundle; "
         f"load_bundle(None).models['churn'].booster_.save_model({str(bare)!r})"
     )
     run([sys.executable, "-c", script], env, workdir)
@@ -338,7 +338,7 @@ def main() -> None:
                 print(json.dumps(figure | {"service": "bare"}), flush=True)
         finally:
             stop(bare)
-        served = start("serving.service:Nextbest", service_env, workdir)
+        served = start("serving.online.service:Nextbest", service_env, workdir)
         try:
             body = {"customer_id": known_customer(store, served.port), "channel": "call_center"}
             for figure in measure(served.port, "/recommend", body, args.open_seconds, log):

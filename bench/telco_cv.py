@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from training import metrics
 from training.config import load_config
-from training.contract import open_dataset
-from training.features import FeatureBuilder, categorical_names, to_matrix
-from training.importers import import_telco
-from training.models.base import TrainingSet
-from training.models.churn import ChurnModel, logistic_baseline
-from training.snapshots import build_snapshots, data_span, resolve_as_of
+from training.data.contract import open_dataset
+from training.data.importers import import_telco
+from training.data.snapshots import TrainingSet, build_snapshots, data_span, resolve_as_of
+from training.evaluation import metrics
+from training.features.definition import FeatureBuilder, categorical_names, to_matrix
+from training.scores.churn import ChurnModel, logistic_baseline
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "datasets" / "Telco-Customer-Churn.csv"

@@ -40,10 +40,10 @@ def realised_churn(data: Path, ids: pd.Series) -> np.ndarray:
 def evaluate(data: Path) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
-    from training.bundle import load_bundle
-    from training.contract import open_dataset
-    from training.metrics import expected_calibration_error
-    from training.train import train
+    from training.data.contract import open_dataset
+    from training.evaluation.metrics import expected_calibration_error
+    from training.pipelines.train import train
+    from training.registry.mlflow_models import load_bundle
 
     start = time.perf_counter()
     result = train(data)

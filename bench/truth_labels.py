@@ -26,9 +26,9 @@ Z95 = 1.96
 def labelled_exposures(data: Path, config_path: Path | None) -> tuple[pd.DataFrame, list[str]]:
     """Every exposure with its outcome labels (censored: NaN), and the outcome names."""
     from training.config import load_config
-    from training.contract import open_dataset
-    from training.exposures import build_exposure_set
-    from training.features import FeatureBuilder
+    from training.data.contract import open_dataset
+    from training.data.exposures import build_exposure_set
+    from training.features.definition import FeatureBuilder
 
     config = load_config(config_path)
     with open_dataset(data).connect() as con:

@@ -1,7 +1,7 @@
 """Uplift figures of issue 4 on a simulated data set: training time and the policy's true value.
 
-Runs `training.train.train` on the data set (into a private MLflow store), timing the uplift step
-through the progress callback, then `training.evaluation.evaluate` on the held-out exposures with
+Runs `training.pipelines.train.train` on the data set (into a private MLflow store), timing the uplift step
+through the progress callback, then `training.pipelines.evaluate.evaluate` on the held-out exposures with
 the simulator's truth. Prints one JSON line for bench/run.py.
 
 It also measures the *feature ceiling*: LightGBM regressions of every arm's **true** net value (the
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 UPLIFT_STEP = "training uplift models"
 if TYPE_CHECKING:
     from training.config import Config
-    from training.evaluation import Decisions
+    from training.evaluation.decisions import Decisions
 
 CEILING_PARAMS = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 31,
                   "min_child_samples": 50, "num_threads": 2, "verbose": -1}  # fmt: skip
@@ -52,11 +52,11 @@ class TruthRows(NamedTuple):
 
 def truth_rows(data: Path, version: str) -> TruthRows:
     """Decisions of bundle `version` for every exposure, with the truth where it exists."""
-    from training.bundle import load_bundle
-    from training.contract import open_dataset
-    from training.evaluation import decide, held_out_exposures, objective_weights
-    from training.exposures import CONTROL
-    from training.features import to_matrix
+    from training.config import CONTROL
+    from training.data.contract import open_dataset
+    from training.evaluation.decisions import decide, held_out_exposures, objective_weights
+    from training.features.definition import to_matrix
+    from training.registry.mlflow_models import load_bundle
     from training.synth.generate import default_truth_dir
     from training.synth.oracle import (
         load_exposure_truth,
@@ -107,9 +107,9 @@ def feature_ceiling(t: TruthRows) -> float:
 def truth_swaps(t: TruthRows) -> dict[str, float]:
     """Oracle share of the learned policy when one outcome's predicted uplift is replaced by the
     truth: which outcome's uplift model limits the policy most."""
-    from serving.arbitration import Candidates
-    from serving.value import net_value
-    from training.evaluation import learned_arms
+    from training.evaluation.decisions import learned_arms
+    from training.policy.arbitration import Candidates
+    from training.policy.value import net_value
 
     config, d = t.config, t.decisions
     uplift = {o: u[t.judge] for o, u in d.uplift.items()}
@@ -133,8 +133,8 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{args.store.resolve() / 'mlflow.db'}"
     os.chdir(args.store)  # artifacts (./mlruns) go beside the store
 
-    from training.evaluation import evaluate
-    from training.train import train
+    from training.pipelines.evaluate import evaluate
+    from training.pipelines.train import train
 
     marks: dict[str, float] = {}
 

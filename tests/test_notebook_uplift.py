@@ -16,7 +16,8 @@ import nbformat
 import pytest
 
 from tests.conftest import REPO
-from training.bundle import CHAMPION, REGISTERED_MODEL, Bundle
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import CHAMPION, REGISTERED_MODEL
 
 NOTEBOOK = REPO / "notebooks" / "uplift_roi.ipynb"
 TIMEOUT_SECONDS = 600
@@ -38,8 +39,8 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 def project(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A project directory whose MLflow store holds a bundle with uplift models as @champion; the
     variables that point the notebook at it and at the small world."""
-    from tests.training.test_bundle import migrated_store, register, train_all
-    from tests.training.test_uplift_train import uplift_on
+    from tests.training.registry.test_bundle import migrated_store, register, train_all
+    from tests.training.uplift.test_fit import uplift_on
 
     root = tmp_path_factory.mktemp("uplift-project")
     shutil.copy(migrated_store(tmp_path_factory), root / "mlflow.db")

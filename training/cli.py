@@ -139,7 +139,7 @@ def validate(
     config: ConfigOpt = None,
 ) -> None:
     """Check a data set against the contract, and a config + action catalog, before anything runs."""
-    from training.validation import validate_all
+    from training.pipelines.validate import validate_all
 
     for line in validate_all(data, config):
         out.print(line, highlight=False)
@@ -156,7 +156,7 @@ def features(
     ] = None,
 ) -> None:
     """Compute point-in-time features of every customer as of a date and write them to Parquet."""
-    from training.feature_export import write_features
+    from training.pipelines.features import write_features
 
     with err.status("computing features"):
         summary = write_features(data, out_file, config, parse_date(as_of, "--as-of"))
@@ -175,8 +175,8 @@ def train(
     """Train every score the data supports, log the runs to MLflow and register a bundle version.
 
     `--engine dask` boosts the score models with LightGBM's Dask estimators on a cluster."""
-    from training.dask_train import training_engine
-    from training.train import train as run
+    from training.pipelines.train import train as run
+    from training.scores.distributed import training_engine
 
     with training_engine(_engine(engine), scheduler, workers), err.status("training") as status:
         result = run(data, config, step=lambda msg: status.update(msg))
@@ -207,8 +207,8 @@ def evaluate(
     the ROI report (HTML)."""
     import pandas as pd
 
-    from training.evaluation import evaluate as run
-    from training.tracking import configure_tracking
+    from training.pipelines.evaluate import evaluate as run
+    from training.registry.tracking import configure_tracking
 
     configure_tracking()
     with err.status("evaluating on held-out data"):
@@ -244,9 +244,9 @@ def promote(
 ) -> None:
     """Move the @champion alias to a version, only if it is not worse than the current champion."""
     from training.config import load_config
-    from training.promote import promote as run
-    from training.promote import render
-    from training.tracking import configure_tracking
+    from training.registry.promotion import promote as run
+    from training.registry.promotion import render
+    from training.registry.tracking import configure_tracking
 
     configure_tracking()
     result = run(model, force=force, tolerance=load_config(config).promotion.tolerance)
@@ -273,9 +273,9 @@ def score(
     ] = 200_000,
 ) -> None:
     """Score every customer as of a date with the registered bundle (DESIGN.md §6 output)."""
-    from serving.batch import BatchSettings
-    from serving.batch import score as run
-    from training.tracking import configure_tracking
+    from serving.batch.job import score as run
+    from serving.batch.settings import BatchSettings
+    from training.registry.tracking import configure_tracking
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
@@ -298,7 +298,7 @@ def score(
 
 
 class RichProgress:
-    """serving.batch_output.Progress on a Rich progress bar: one task per phase."""
+    """serving.batch.output.Progress on a Rich progress bar: one task per phase."""
 
     def __init__(self, bar: Progress) -> None:
         self.bar = bar
@@ -336,8 +336,8 @@ def materialize(
     model: ModelOpt = None,
 ) -> None:
     """Write the online feature store: the bundle's features of every active customer as of a date."""
-    from serving.online_store import materialize as run
-    from training.tracking import configure_tracking
+    from serving.online.store import materialize as run
+    from training.registry.tracking import configure_tracking
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
@@ -371,7 +371,7 @@ def serve(
     import sys
     import tempfile
 
-    from serving.settings import ServingSettings
+    from serving.online.settings import ServingSettings
 
     flags = {"model": model, "online_store": store, "decision_log": log, "workers": workers}
     settings = ServingSettings.from_env().model_copy(
@@ -384,7 +384,7 @@ def serve(
     # BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir when a server starts: a home per port
     # keeps a second service on this host from erasing this one's metrics
     env.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / f"nextbest-bentoml-{port}"))
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Nextbest"]
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.online.service:Nextbest"]
     os.execvpe(sys.executable, [*command, "--host", host, "--port", str(port)], env)  # noqa: S606
 
 
@@ -398,7 +398,7 @@ def export_exposures(
     ] = False,
 ) -> None:
     """Turn the decision log into contract exposures (with logged propensities) for retraining."""
-    from serving.decision_log import export_exposures as run
+    from serving.online.decision_log import export_exposures as run
 
     rows, path = run(log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} exposures to {path}")
@@ -412,7 +412,7 @@ OutDirOpt = Annotated[Path, typer.Option("--out", help="directory to write the d
 @user_errors
 def import_telco(src: SrcOpt, out_dir: OutDirOpt) -> None:
     """IBM Telco churn: customers as static attributes, churners as explicit churn events."""
-    from training.importers import import_telco as run
+    from training.data.importers import import_telco as run
 
     _report_import(run(_require_file(src), out_dir).root)
 
@@ -421,7 +421,7 @@ def import_telco(src: SrcOpt, out_dir: OutDirOpt) -> None:
 @user_errors
 def import_hillstrom(src: SrcOpt, out_dir: OutDirOpt) -> None:
     """Hillstrom's randomized e-mail test: exposures with propensity 1/3, visits and purchases."""
-    from training.importers import import_hillstrom as run
+    from training.data.importers import import_hillstrom as run
 
     _report_import(run(_require_file(src), out_dir).root)
 

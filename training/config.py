@@ -62,6 +62,11 @@ SCORE_NAMES: dict[str, str] = {
     "satisfaction": "satisfaction",
     "value": "ltv",
 }
+#: the score roles in their fixed order, and their columns in the API and the batch output
+ROLES: tuple[str, ...] = tuple(SCORE_NAMES)
+SCORE_COLUMNS: tuple[str, ...] = tuple(SCORE_NAMES[role] for role in ROLES)
+#: the exposures contract's "no action": the arm every uplift is measured against
+CONTROL = "control"
 Kind = Literal["any", "count", "sum", "last", "none"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_OUTCOMES = {"customer_id", "as_of"}

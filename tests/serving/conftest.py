@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from training.bundle import Bundle
+from training.registry.bundle import Bundle
 
 AS_OF = date(2026, 11, 2)
 API_KEY = "test-key-not-a-secret"
@@ -46,9 +46,10 @@ def register_champion(small_world: Path) -> str:
     """Register the small world's bundle with uplift learners and make it the champion."""
     import mlflow
 
-    from tests.training.test_bundle import register, train_all
-    from tests.training.test_uplift_train import uplift_on
-    from training.bundle import CHAMPION, REGISTERED_MODEL, Bundle
+    from tests.training.registry.test_bundle import register, train_all
+    from tests.training.uplift.test_fit import uplift_on
+    from training.registry.bundle import Bundle
+    from training.registry.mlflow_models import CHAMPION, REGISTERED_MODEL
 
     trained = train_all(small_world)
     base = trained.bundle()
@@ -65,8 +66,8 @@ def world(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     """The small world served: champion registered, store materialized as of AS_OF."""
     import shutil
 
-    from serving.online_store import materialize
-    from tests.training.test_bundle import migrated_store
+    from serving.online.store import materialize
+    from tests.training.registry.test_bundle import migrated_store
 
     root = tmp_path_factory.mktemp("serving")
     db = root / "mlflow.db"
@@ -88,7 +89,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A running `bentoml serve` of serving.service:Nextbest."""
+    """A running `bentoml serve` of serving.online.service:Nextbest."""
 
     url: str
     log: Path
@@ -142,7 +143,7 @@ def start_server(
         | settings
     )
     output = log_path.with_suffix(".out")
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Nextbest"]
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.online.service:Nextbest"]
     with open(output, "wb") as sink:
         process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],
@@ -188,8 +189,8 @@ def server(world: World) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def uplift_bundle(small_world: Path) -> Bundle:
     """The three score models and the uplift learners of the small world, in one bundle."""
-    from tests.training.test_bundle import train_all
-    from tests.training.test_uplift_train import uplift_on
+    from tests.training.registry.test_bundle import train_all
+    from tests.training.uplift.test_fit import uplift_on
 
     base = train_all(small_world).bundle()
     learners = uplift_on(small_world).learners
@@ -214,7 +215,7 @@ def registry(
     """Register the bundle once per module; MLFLOW_TRACKING_URI points at the store meanwhile."""
     import mlflow
 
-    from tests.training.test_bundle import migrated_store, register, train_all, use_store
+    from tests.training.registry.test_bundle import migrated_store, register, train_all, use_store
 
     with pytest.MonkeyPatch.context() as patch:
         db = use_store(migrated_store(tmp_path_factory), tmp_path_factory.mktemp("store"), patch)

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.training.test_bundle import migrated_store, use_store
+from tests.training.registry.test_bundle import migrated_store, use_store
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tests.training.test_contract import append_row, broken, set_cell
+from tests.training.data.test_contract import append_row, broken, set_cell
 from training.cli import app
 
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))

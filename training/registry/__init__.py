@@ -1,1 +1,1 @@
-"""The model registry side of a bundle: what is stored, and checks on it before anything reads it."""
+"""The model bundle (pure) and its MLflow side: registration, look-up, run tracking and promotion."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.test_bundle import train_all
-from training.bundle import Bundle
+from tests.training.registry.test_bundle import train_all
+from training.registry.bundle import Bundle
 from training.registry.checksums import CorruptArtifactError, checksums, verify
 
 
@@ -48,7 +48,7 @@ def test_a_truncated_model_no_longer_aborts_the_process(saved: Path) -> None:
     """Without the check LightGBM dies with SIGABRT on this file; with it, a Python error."""
     model = saved / "models" / "churn" / "model.txt"
     model.write_bytes(model.read_bytes()[:200])
-    code = f"from training.bundle import Bundle\nBundle.load({str(saved)!r})"
+    code = f"from training.registry.bundle import Bundle\nBundle.load({str(saved)!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1 and "CorruptArtifactError" in done.stderr
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from training.contract import validate_dataset
+from training.data.contract import validate_dataset
 from training.synth import dynamics as dyn
 from training.synth.actions import ACTION_IDS, ARMS
 from training.synth.generate import synthesize

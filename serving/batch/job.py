@@ -1,0 +1,167 @@
+"""Nightly batch scoring (`nextbest score`): every current customer's scores and ranked actions as
+of a date, streamed in chunks and written atomically. Customers who churned before the date are not
+scored: there is nobody left to act on.
+
+The pipeline, the same for both engines:
+    validate -> load bundle -> active customers -> chunks of customer ids (serving.batch.population)
+    -> per chunk: DuckDB features -> serving.batch.chunks.score_chunk      (engine: local or Dask)
+    -> in chunk order: scores, arbitration, campaign selection -> Parquet (serving.batch.output)
+
+The output directory belongs to the job (checked writable before any work): it holds `scores.parquet` (DESIGN.md §6 plus
+`control_group`), when the bundle has uplift models and a non-empty catalog `actions.parquet`
+(DESIGN.md §6 plus `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so a
+killed job leaves the previous complete output or none, and readers never miss it (an atomic
+exchange, training.atomic); a directory with other files is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import pandas as pd
+
+from serving.batch.chunks import has_actions, score_chunk
+from serving.batch.output import (
+    ACTIONS_FILE,
+    SCORES_FILE,
+    OutputSpec,
+    OutputStats,
+    Progress,
+    write_outputs,
+)
+from serving.batch.population import Population, iter_features, plan_population
+from serving.batch.settings import BatchSettings
+from training.atomic import atomic_directory, check_writable
+from training.data.contract import open_dataset, validate_dataset
+from training.data.snapshots import check_scoring_date, data_span
+from training.errors import NextbestError
+from training.policy.campaign import CampaignLimits
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import load_bundle
+
+MANIFEST = "_nextbest.json"
+OUTPUT_FILES = {SCORES_FILE, ACTIONS_FILE, MANIFEST}
+T = TypeVar("T")
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    customers: int
+    as_of: date
+    model_version: str
+    out: Path
+    stats: OutputStats | None = None
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse, before any work, to replace a directory that holds anything but a previous nextbest
+    output, or to write where the job cannot (an unwritable or missing parent)."""
+    if out.exists() and (not out.is_dir() or set(p.name for p in out.iterdir()) - OUTPUT_FILES):
+        raise NextbestError(
+            f"{out}: exists and holds files nextbest did not write; choose an empty or new --out"
+        )
+    check_writable(out)
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """`items`, with the next one computed in a background thread while the caller works on the
+    current one. DuckDB (features) and LightGBM (scores) both release the GIL, so the two stages
+    overlap on two cores; only the background thread touches the iterator (and its connection)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextbest-prefetch") as pool:
+        ahead = pool.submit(next, items, _DONE)
+        while (item := ahead.result()) is not _DONE:
+            ahead = pool.submit(next, items, _DONE)
+            yield item  # type: ignore[misc]
+
+
+def local_frames(
+    con: duckdb.DuckDBPyConnection, bundle: Bundle, population: Population
+) -> Generator[pd.DataFrame]:
+    """The local engine: each chunk's features (computed one chunk ahead), then its candidates
+    frame, in this process."""
+    for _, features in prefetched(iter_features(con, bundle.builder, population)):
+        yield score_chunk(bundle, features)
+
+
+def score(
+    data: Path,
+    as_of: date,
+    out: Path,
+    model_ref: str | None = None,
+    settings: BatchSettings | None = None,
+    progress: Progress | None = None,
+) -> ScoreSummary:
+    """Validate, load the bundle, score every active customer chunk by chunk and write the output."""
+
+    settings = settings or BatchSettings()
+    check_output_dir(out)
+    bundle = load_bundle(model_ref)
+    validate_dataset(data, known_actions=bundle.config.catalog.ids)
+    with open_dataset(data).connect() as con:
+        span = data_span(con, bundle.config)
+        check_scoring_date(as_of, span, bundle.metadata.as_of)
+        population = plan_population(con, bundle.config, as_of, settings.chunk_customers)
+        spec = OutputSpec(
+            config=bundle.config,
+            model_version=bundle.version or "",
+            as_of=as_of,
+            customers=population.customers,
+            with_actions=has_actions(bundle),
+            limits=CampaignLimits.of(bundle.config.catalog, settings.budget),
+        )
+        with atomic_directory(out) as tmp:
+            stats = _run_engine(con, bundle, population, settings, spec, tmp, progress)
+            _write_manifest(tmp / MANIFEST, spec, stats)
+    return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats)
+
+
+def _run_engine(
+    con: duckdb.DuckDBPyConnection,
+    bundle: Bundle,
+    population: Population,
+    settings: BatchSettings,
+    spec: OutputSpec,
+    tmp: Path,
+    progress: Progress | None,
+) -> OutputStats:
+    """Feed the chosen engine's candidates frames to the writer."""
+    if settings.engine == "local":
+        with closing(local_frames(con, bundle, population)) as frames:  # joins the prefetch
+            return write_outputs(tmp, frames, spec, progress)
+    from serving.batch.dask_engine import dask_frames
+
+    with dask_frames(con, bundle, population, settings, tmp) as frames:
+        return write_outputs(tmp, frames, spec, progress)
+
+
+def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
+    """A small JSON summary of the run (no timestamp: re-runs write the same bytes)."""
+    manifest: dict[str, object] = {
+        "as_of": spec.as_of.isoformat(),
+        "model_version": spec.model_version,
+        "customers": stats.customers,
+        "control_group": stats.control,
+    }
+    if stats.action_rows is not None:
+        manifest |= {"actions": stats.action_rows, "selected": stats.selected}
+    if stats.allocation is not None:
+        manifest["campaign"] = {
+            "budget": spec.limits.budget,
+            "volume_caps": {
+                a: c
+                for a, c in zip(spec.config.catalog.ids, spec.limits.volume_caps, strict=True)
+                if c != float("inf")
+            },
+            "spend": round(stats.allocation.spend, 6),
+            "expected_value": round(stats.allocation.value, 6),
+        }
+    path.write_text(json.dumps(manifest, indent=2))

@@ -1,0 +1,34 @@
+"""How a batch job runs (`nextbest score` options): engine, chunk size, budget, Dask cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from training.errors import NextbestError
+
+Engine = Literal["local", "dask"]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a batch job runs; none of it changes what it writes.
+
+    `chunk_customers` bounds memory (one chunk's features and candidates at a time: ~1 KiB per
+    customer with the demo's ~150 features). `scheduler` is a Dask scheduler address (None: a
+    LocalCluster of `workers` single-threaded processes).
+    """
+
+    engine: Engine = "local"
+    chunk_customers: int = 200_000
+    budget: float | None = None
+    scheduler: str | None = None
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.chunk_customers < 1:
+            raise NextbestError(f"--chunk-size: {self.chunk_customers}; needs at least 1 customer")
+        if self.budget is not None and self.budget < 0:
+            raise NextbestError(f"--budget: {self.budget}; a budget cannot be negative")
+        if self.workers < 1:
+            raise NextbestError(f"--workers: {self.workers}; needs at least 1")

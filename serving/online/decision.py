@@ -1,0 +1,244 @@
+"""The decision for one customer: stored features + request context -> scores, uplift, net value,
+eligibility, contact policy, ranking, then the learning loop (control group, exploration).
+
+Pure: no I/O. The caller passes the stored features (None for a customer the store lacks: a
+cold start, decided on the request's channel and the models' answer for unknown features), the
+contact-policy mask and a random generator. Ranking is `training.policy.arbitration.rank_one` on
+`training.policy.value.net_value`, exactly what batch scoring ranks, so for the same customer and features
+the greedy ranking here equals rank 1.. of the batch `actions` table.
+
+The learning loop (DESIGN.md §5) makes every decision a draw from a known policy:
+- customers of the global control group (`training.policy.control.in_control`) get no action;
+- otherwise, with probability `exploration` the first action is drawn uniformly from the arms
+  (every action the customer may receive, plus doing nothing), else it is the greedy best.
+`propensity` is the probability of the logged first action (or of "control"), marginal over both:
+the inverse-propensity weight the next training needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.online.store import FeatureRow
+from training.config import CONTROL, SCORE_COLUMNS, SCORE_NAMES
+from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
+from training.policy.control import in_control
+from training.policy.value import net_value
+from training.registry.bundle import Bundle
+
+
+class UnknownChannelError(ValueError):
+    """The request names a channel no catalog action is offered on."""
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    """What the caller asks: who, on which channel, how many actions, which ones never."""
+
+    customer_id: str
+    channel: str
+    max_actions: int = 3
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RankedAction:
+    """One recommended action with its value; `index` is its position in the catalog."""
+
+    index: int
+    action_id: str
+    expected_value: float
+    roi: float
+    uplift: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer and what the decision log records about it."""
+
+    scores: dict[str, float | None]
+    actions: list[RankedAction]
+    chosen: str  # the first action's id, or CONTROL when no action is shown
+    propensity: float
+    control_group: bool
+    explored: bool
+    cold_start: bool
+    greedy: list[str] = field(default_factory=list)  # the ranking before the learning loop
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything computed for one customer before ranking, all (k,) in catalog order."""
+
+    scores: dict[str, float]
+    uplift: dict[str, NDArray[np.float64]]
+    expected_value: NDArray[np.float64]
+    roi: NDArray[np.float64]
+    eligible: NDArray[np.bool_]
+
+
+class Decider:
+    """The bundle's one-customer decision function, with what can be precomputed done once."""
+
+    def __init__(self, bundle: Bundle, stored_outputs: bool = False) -> None:
+        """`stored_outputs`: the online store was materialized with this very bundle, so its rows'
+        model outputs are what the models would compute (serving.online.store.model_outputs)."""
+
+        self.bundle = bundle
+        self.stored_outputs = stored_outputs
+        self.catalog = bundle.config.catalog
+        self.decisioning = bundle.config.decisioning
+        self.action_ids = self.catalog.ids
+        self.cost = np.array([a.cost for a in self.catalog.actions], dtype=np.float64)
+        self.score_columns = SCORE_COLUMNS
+        self.trained_scores = tuple(SCORE_NAMES[role] for role in bundle.models)
+        self.n_features = len(bundle.builder.feature_names_)
+        self._rule_features = self._rule_feature_decoders(bundle)
+        self.channels = frozenset(c for a in self.catalog.actions for c in a.channels or ())
+
+    @staticmethod
+    def _rule_feature_decoders(bundle: Bundle) -> dict[str, tuple[int, tuple[str, ...] | None]]:
+        """For each feature a rule reads: its vector index and, if categorical, its categories."""
+        names = bundle.builder.feature_names_
+        categories = {s.name: tuple(s.categories) for s in bundle.builder.static_
+                      if s.kind == "categorical"}  # fmt: skip
+        read = {
+            n for a in bundle.config.catalog.actions if a.rule is not None for n in a.rule.names
+        }
+        return {n: (names.index(n), categories.get(n)) for n in sorted(read & set(names))}
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def check(self, request: DecisionRequest) -> None:
+        """Refuse an unknown channel or unknown action ids in `exclude` (the caller's mistakes)."""
+        if self.channels and request.channel not in self.channels:
+            known = ", ".join(sorted(self.channels))
+            raise UnknownChannelError(f"unknown channel {request.channel!r} (channels: {known})")
+        exclude_mask(self.action_ids, request.exclude)
+
+    def scores(self, row: FeatureRow | None) -> dict[str, float | None]:
+        """The three scores alone (null for an untrained one)."""
+        scores, _ = self.model_outputs(row, with_uplift=False)
+        return {name: _finite(value) for name, value in scores.items()}
+
+    def model_outputs(
+        self, row: FeatureRow | None, with_uplift: bool = True
+    ) -> tuple[dict[str, float], dict[str, NDArray[np.float64]]]:
+        """Scores and uplift per outcome ((k,) in catalog order): read from the store's row when it
+        was materialized with this bundle, else from the models (cold starts, another bundle)."""
+        if self.stored_outputs and row is not None and row.outputs is not None:
+            out, n = row.outputs, len(self.score_columns)
+            scores = {name: float(out[i]) for i, name in enumerate(self.score_columns)}
+            k = len(self.action_ids)
+            uplift = {o: out[n + i * k : n + (i + 1) * k] for i, o in enumerate(self.bundle.uplift)}
+            return scores, uplift
+        X = self.vector(row)[None, :]
+        scores = {name: float(v[0]) for name, v in self.bundle.score_matrix(X).items()}
+        if not with_uplift:
+            return scores, {}
+        return scores, {name: u[0] for name, u in self.bundle.uplift_matrix(X).items()}
+
+    def vector(self, row: FeatureRow | None) -> NDArray[np.float32]:
+        """The model row: the stored vector, or all-missing for a cold start."""
+        if row is None:
+            return np.full(self.n_features, np.nan, dtype=np.float32)
+        return row.vector
+
+    def namespace(self, row: FeatureRow | None, scores: dict[str, float]) -> dict[str, object]:
+        """Rule inputs: stored values (float64, category text), else decoded from the vector."""
+        values: dict[str, object] = dict(scores)
+        for name, (index, categories) in self._rule_features.items():
+            if row is not None and name in row.namespace:
+                values[name] = row.namespace[name]
+            elif row is None or np.isnan(row.vector[index]):
+                values[name] = None
+            else:
+                code = float(row.vector[index])
+                values[name] = categories[int(code)] if categories is not None else code
+        return values
+
+    def evaluate(self, row: FeatureRow | None, channel: str) -> Evaluation:
+        """Scores, uplift, net value and eligibility of every catalog action for one customer."""
+        scores, uplift = self.model_outputs(row)
+        known = {name: scores[name] for name in self.trained_scores}
+        config = self.bundle.config
+        value = net_value(uplift, known, self.cost, config.objective, config.outcomes)
+        eligible = np.asarray(
+            eligibility_mask(self.catalog, self.namespace(row, scores), channel), dtype=bool
+        )
+        return Evaluation(scores, uplift, value.expected_value, value.roi, eligible)
+
+    def decide(
+        self,
+        row: FeatureRow | None,
+        request: DecisionRequest,
+        allowed: NDArray[np.bool_] | None,
+        rng: np.random.Generator,
+    ) -> Decision:
+        """The whole decision: evaluate, rank greedily, then apply the control group and exploration."""
+        evaluation = self.evaluate(row, request.channel)
+        mask = evaluation.eligible & exclude_mask(self.action_ids, request.exclude)
+        if allowed is not None:
+            mask &= allowed
+        greedy = rank_one(evaluation.expected_value, mask, cost=self.cost)
+        arms = np.flatnonzero(mask & np.isfinite(evaluation.expected_value))
+        control_group = in_control(
+            request.customer_id, self.decisioning.control_share, self.decisioning.control_salt
+        )
+        first, propensity, explored = self._learning_loop(greedy, arms, control_group, rng)
+        order = [] if first is None else [first, *(j for j in greedy if j != first)]
+        shown = [self._ranked(j, evaluation) for j in order[: request.max_actions]]
+        return Decision(
+            scores={n: _finite(evaluation.scores[n]) for n in self.score_columns},
+            actions=shown,
+            chosen=CONTROL if first is None else self.action_ids[first],
+            propensity=propensity,
+            control_group=control_group,
+            explored=explored,
+            cold_start=row is None,
+            greedy=[self.action_ids[j] for j in greedy],
+        )
+
+    def _learning_loop(
+        self,
+        greedy: Sequence[int],
+        arms: NDArray[np.intp],
+        control_group: bool,
+        rng: np.random.Generator,
+    ) -> tuple[int | None, float, bool]:
+        """(first action or None for control, its propensity, whether exploration chose it)."""
+        share, epsilon = self.decisioning.control_share, self.decisioning.exploration
+        best = greedy[0] if greedy else None
+        candidates: list[int | None] = [*map(int, arms), None]  # None: do nothing
+
+        def policy(arm: int | None) -> float:
+            """Probability that a customer outside the control group gets `arm` first."""
+            return (1 - epsilon) * (arm == best) + epsilon / len(candidates)
+
+        explored = False
+        if control_group:
+            first = None
+        elif epsilon > 0 and len(candidates) > 1 and rng.random() < epsilon:
+            first, explored = candidates[int(rng.integers(len(candidates)))], True
+        else:
+            first = best
+        propensity = (1 - share) * policy(first) + (share if first is None else 0.0)
+        return first, float(propensity), explored
+
+    def _ranked(self, j: int, evaluation: Evaluation) -> RankedAction:
+        return RankedAction(
+            index=j,
+            action_id=self.action_ids[j],
+            expected_value=float(evaluation.expected_value[j]),
+            roi=float(evaluation.roi[j]),
+            uplift={name: float(u[j]) for name, u in evaluation.uplift.items()},
+        )
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an untrained score is null."""
+    return value if np.isfinite(value) else None

@@ -1,0 +1,226 @@
+"""The decision log: every decision and every piece of feedback, durable in one SQLite file (WAL).
+
+Each service worker opens its own connection; SQLite's WAL lets them write one at a time while
+readers go on. A record is committed before its answer is sent (`record` returns only then), so
+the log holds exactly one row per answered decision: the evidence the ROI report and the next
+training read. With `synchronous=NORMAL` (the service's default) a committed decision survives a
+crash of the service but not of the machine; FULL adds an fsync per commit (~4 ms here, more than
+the whole decision) so it also survives a power loss (`ServingSettings.log_synchronous`).
+
+`export_exposures` turns the log into the data contract's `exposures` table (DESIGN.md §2):
+one row per decision of a known customer, the first action shown (or `control`) with the
+probability with which it was chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from training.atomic import atomic_file
+from training.errors import NextbestError
+from training.policy.contact import Contact
+
+ACCEPTED = "accepted"
+BUSY_TIMEOUT_MS = 10_000
+Synchronous = Literal["FULL", "NORMAL"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id   TEXT PRIMARY KEY,
+    ts            TEXT NOT NULL,
+    customer_id   TEXT NOT NULL,
+    channel       TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    action_id     TEXT NOT NULL,
+    propensity    REAL NOT NULL,
+    control_group INTEGER NOT NULL,
+    explored      INTEGER NOT NULL,
+    cold_start    INTEGER NOT NULL,
+    actions       TEXT NOT NULL,
+    context       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, ts);
+CREATE TABLE IF NOT EXISTS feedback (
+    decision_id TEXT NOT NULL REFERENCES decisions (decision_id),
+    customer_id TEXT NOT NULL,
+    action_id   TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    ts          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_customer ON feedback (customer_id, outcome, ts);
+"""
+
+
+class UnknownDecisionError(NextbestError):
+    """Feedback names a decision the log does not hold."""
+
+
+class NotOfferedError(NextbestError):
+    """Feedback names an action the decision did not show."""
+
+
+class ContactConflictError(NextbestError):
+    """An acceptance the contact policy forbids: the customer already received the action (from
+    another decision) inside its cool-down or frequency limit."""
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One answered decision, as logged."""
+
+    decision_id: str
+    ts: datetime
+    customer_id: str
+    channel: str
+    model_version: str
+    action_id: str  # the first action shown, or "control"
+    propensity: float
+    control_group: bool
+    explored: bool
+    cold_start: bool
+    actions: tuple[str, ...]  # every action shown, in order
+    context: dict[str, object]
+
+
+class DecisionLog:
+    """One process's connection to the log; thread-safe (one writer at a time per process)."""
+
+    def __init__(self, path: Path | str, synchronous: Synchronous = "NORMAL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+        )
+        self._lock = threading.Lock()
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute(f"PRAGMA synchronous={synchronous}")
+        self._con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        with self._lock:
+            self._con.executescript(_SCHEMA)
+
+    def record(self, record: DecisionRecord) -> None:
+        """Insert and commit one decision (autocommit: one transaction per statement)."""
+        row = asdict(record)
+        row["ts"] = _iso(record.ts)
+        row["actions"] = json.dumps(list(record.actions))
+        row["context"] = json.dumps(record.context, sort_keys=True)
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO decisions VALUES (:decision_id, :ts, :customer_id, :channel, "
+                ":model_version, :action_id, :propensity, :control_group, :explored, :cold_start, "
+                ":actions, :context)",
+                row,
+            )
+
+    def feedback(
+        self,
+        decision_id: str,
+        action_id: str,
+        outcome: str,
+        ts: datetime,
+        allowed: Callable[[list[Contact]], bool] | None = None,
+    ) -> None:
+        """Store feedback on an action a logged decision showed; committed before returning.
+
+        An acceptance is checked by `allowed` against the customer's other contacts inside the
+        same write transaction (BEGIN IMMEDIATE holds SQLite's write lock across processes), so of
+        two concurrent acceptances of one action, the second sees the first and is refused."""
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._con.execute(
+                    "SELECT customer_id, actions FROM decisions WHERE decision_id = ?",
+                    (decision_id,),
+                ).fetchone()
+                if found is None:
+                    raise UnknownDecisionError(f"unknown decision_id {decision_id!r}")
+                if action_id not in json.loads(found[1]):
+                    raise NotOfferedError(
+                        f"action {action_id!r} was not offered in decision {decision_id}"
+                    )
+                if outcome == ACCEPTED and allowed is not None:
+                    others = self._contacts(found[0], datetime.min.replace(tzinfo=UTC), decision_id)
+                    if not allowed(others):
+                        raise ContactConflictError(
+                            f"action {action_id!r} was already received by this customer inside "
+                            "its cool-down or frequency limit; acceptance not recorded"
+                        )
+                self._con.execute(
+                    "INSERT INTO feedback VALUES (?, ?, ?, ?, ?)",
+                    (decision_id, found[0], action_id, outcome, _iso(ts)),
+                )
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+
+    def contacts(self, customer_id: str, since: datetime) -> list[Contact]:
+        """Actions the customer accepted since `since` (the contact policy's history). Only the
+        latest feedback on each shown action counts: a retried POST is one contact, and an
+        acceptance corrected to a decline is none."""
+        with self._lock:
+            return self._contacts(customer_id, since, "")
+
+    def _contacts(self, customer_id: str, since: datetime, other_than: str) -> list[Contact]:
+        """Latest accepted contacts of decisions other than `other_than` (caller holds the lock)."""
+        rows = self._con.execute(
+            LATEST_ACCEPTED, (customer_id, other_than, ACCEPTED, _iso(since))
+        ).fetchall()
+        return [Contact(a, datetime.fromisoformat(ts)) for a, ts in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._con.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+LATEST_ACCEPTED = """
+    SELECT action_id, ts FROM (
+        SELECT action_id, ts, outcome, row_number() OVER (
+            PARTITION BY decision_id, action_id ORDER BY ts DESC, rowid DESC) AS k
+        FROM feedback WHERE customer_id = ? AND decision_id != ?)
+    WHERE k = 1 AND outcome = ? AND ts >= ?"""
+
+
+def _iso(ts: datetime) -> str:
+    """UTC ISO-8601 with microseconds: sorts as text in time order."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def exposures_frame(log: Path, include_cold_start: bool = False) -> pd.DataFrame:
+    """The contract's exposures (customer_id, ts, action_id, propensity) of the logged decisions.
+
+    Cold-start decisions are left out unless asked for: their customers are not in the data set the
+    log's decisions were made on, and the contract refuses exposures of unknown customers.
+    """
+    if not Path(log).is_file():
+        raise NextbestError(f"{log}: no decision log")
+    with sqlite3.connect(f"file:{Path(log).resolve()}?mode=ro", uri=True) as con:
+        where = "" if include_cold_start else "WHERE cold_start = 0"
+        frame = pd.read_sql_query(
+            f"SELECT customer_id, ts, action_id, propensity FROM decisions {where} ORDER BY ts",  # noqa: S608
+            con,
+        )
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
+    return frame
+
+
+def export_exposures(log: Path, out: Path, include_cold_start: bool = False) -> tuple[int, Path]:
+    """Write `out/exposures.parquet` atomically; returns (rows, file)."""
+    frame = exposures_frame(log, include_cold_start)
+    target = Path(out) / "exposures.parquet"
+    with atomic_file(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return len(frame), target

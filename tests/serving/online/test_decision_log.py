@@ -1,0 +1,113 @@
+"""The decision log: decisions and feedback committed durably, read back by the contact policy and
+exported as contract exposures; several processes write one log without losing a record."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from serving.online.decision_log import (
+    DecisionLog,
+    DecisionRecord,
+    NotOfferedError,
+    UnknownDecisionError,
+    export_exposures,
+)
+
+NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+def record(
+    customer: str = "C1", actions: tuple[str, ...] = ("credit",), **kw: object
+) -> DecisionRecord:
+    values: dict = dict(
+        decision_id=uuid.uuid4().hex,
+        ts=NOW,
+        customer_id=customer,
+        channel="call_center",
+        model_version="3",
+        action_id=actions[0] if actions else "control",
+        propensity=0.9,
+        control_group=False,
+        explored=False,
+        cold_start=False,
+        actions=actions,
+        context={"call_reason": "billing"},
+    )
+    return DecisionRecord(**(values | kw))
+
+
+def test_feedback_on_shown_actions_becomes_contacts(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "log.sqlite")
+    first = record(actions=("credit", "call"))
+    log.record(first)
+    log.feedback(first.decision_id, "call", "accepted", NOW + timedelta(minutes=1))
+    log.feedback(first.decision_id, "credit", "declined", NOW + timedelta(minutes=1))
+    contacts = log.contacts("C1", NOW - timedelta(days=90))
+    assert [(c.action_id, c.ts) for c in contacts] == [("call", NOW + timedelta(minutes=1))]
+    assert log.contacts("C2", NOW - timedelta(days=90)) == []
+    assert log.contacts("C1", NOW + timedelta(days=1)) == []
+
+
+def test_only_the_latest_feedback_on_a_shown_action_counts(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "log.sqlite")
+    retried, corrected = record(), record()
+    for decision in (retried, corrected):
+        log.record(decision)
+        log.feedback(decision.decision_id, "credit", "accepted", NOW + timedelta(minutes=1))
+    log.feedback(retried.decision_id, "credit", "accepted", NOW + timedelta(minutes=2))
+    log.feedback(corrected.decision_id, "credit", "declined", NOW + timedelta(minutes=2))
+    contacts = log.contacts("C1", NOW - timedelta(days=90))
+    assert [(c.action_id, c.ts) for c in contacts] == [("credit", NOW + timedelta(minutes=2))]
+
+
+def test_feedback_must_name_a_logged_decision_and_a_shown_action(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "log.sqlite")
+    shown = record()
+    log.record(shown)
+    with pytest.raises(UnknownDecisionError):
+        log.feedback("nope", "credit", "accepted", NOW)
+    with pytest.raises(NotOfferedError):
+        log.feedback(shown.decision_id, "call", "accepted", NOW)
+
+
+def _write(path: str, n: int) -> None:
+    log = DecisionLog(path)
+    for _ in range(n):
+        log.record(record())
+    log.close()
+
+
+def test_concurrent_processes_lose_no_record(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.sqlite")
+    DecisionLog(path).close()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write, args=(path, 150)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    assert DecisionLog(path).count() == 450
+
+
+def test_export_writes_contract_exposures_without_cold_starts(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "log.sqlite")
+    log.record(record("C1", ("credit",), propensity=0.95))
+    log.record(record("C2", (), control_group=True, propensity=0.06))
+    log.record(record("new", ("credit",), cold_start=True))
+    rows, path = export_exposures(tmp_path / "log.sqlite", tmp_path / "out")
+    frame = pd.read_parquet(path)
+    assert rows == 2
+    assert frame[["customer_id", "action_id", "propensity"]].values.tolist() == [
+        ["C1", "credit", 0.95],
+        ["C2", "control", 0.06],
+    ]
+    assert frame["ts"].iloc[0] == pd.Timestamp("2026-11-02 09:30")
+    rows, _ = export_exposures(tmp_path / "log.sqlite", tmp_path / "out", include_cold_start=True)
+    assert rows == 3

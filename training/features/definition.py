@@ -1,0 +1,634 @@
+"""Point-in-time features: THE one feature definition shared by training, batch and online scoring.
+
+`FeatureBuilder.fit` learns vocabularies (event types, channels, actions, static attributes) from the
+training data; `transform` then computes, for each (customer, as-of time T), features from events and
+exposures with ``ts < T`` only, always with the same columns in the same order. Windows ``w`` come from
+`FeatureSettings.windows` (default 7, 30, 90, 365 days); an event is in the window when
+``T - w days <= ts < T``. "days since" features are fractional days, NaN when nothing happened.
+Names are lowercase with every character outside ``[a-z0-9_]`` replaced by ``_`` (a leading digit
+gets an ``x`` prefix; a clash with another name gets a ``_2`` suffix).
+
+Features, in output order (numeric ones float32, string attributes pandas Categorical):
+
+- static attributes of ``customers`` as-is (numeric, boolean as 0/1, strings as categoricals with the
+  fitted categories, unseen -> NaN); a DATE/TIMESTAMP attribute X becomes ``days_since_X``
+  (future -> NaN).
+- ``days_since_first_event``, ``days_since_last_event``, ``events_<w>d``.
+- per fitted event type t: ``<t>_count_<w>d``, ``days_since_last_<t>`` (left out where the fixed
+  blocks below already define that name); for types that carry values also ``<t>_value_sum_<w>d``
+  and, for windows of 90 days or more, ``<t>_value_mean_<w>d``.
+- per fitted channel c: ``channel_<c>_count_<w>d``.
+- contact centre (always present; 0/NaN when the types are absent): ``contacts_<w>d``,
+  ``unresolved_contacts_<w>d`` and ``resolution_rate_<w>d`` (from the boolean ``resolved`` events
+  column, NaN without it; the rate is NaN when no contact has a known outcome),
+  ``contact_minutes_<w>d`` (sum of contact values), ``complaints_<w>d``,
+  ``days_since_last_complaint``, ``revenue_<w>d``, ``purchases_<w>d``, ``days_since_last_purchase``.
+- per survey type s (nps, csat), over answers with a value: ``<s>_last``, ``<s>_prev``,
+  ``<s>_trend`` (last - previous answer), ``<s>_mean_365d``, ``<s>_mean_all`` and ``<s>_answers``
+  (mean and number of answers over the whole history; the mean is NaN when none), ``days_since_last_<s>``.
+- exposures: ``exposures_90d``, ``exposures_365d``, ``days_since_last_exposure`` and per fitted
+  action a (``control`` included): ``<a>_exposures_365d``, ``days_since_<a>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import date, datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from training.config import FeatureSettings
+from training.errors import ConfigError, ContractError, NextbestError
+from training.features import sql as fs
+
+# Bump when the meaning of any feature changes: saved builders of another version are refused.
+DEFINITION_VERSION = "2"
+FORMAT = 1
+MAX_CATEGORIES = 100
+CHUNK_ROWS = 50_000_000  # joined event rows per aggregate query: bounds DuckDB's memory
+EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type", "value")
+_NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|DECIMAL.*)$")
+_DATE = re.compile(r"^(DATE|TIMESTAMP.*)$")
+_TEXT = re.compile(r"^(VARCHAR|ENUM.*)$")
+
+AsOf = date | datetime | str
+Con = duckdb.DuckDBPyConnection
+
+
+def sanitize(raw: str) -> str:
+    """A feature-name fragment: lowercase, non [a-z0-9_] -> "_", never empty or digit-first."""
+    name = re.sub(r"[^a-z0-9_]", "_", str(raw).lower()) or "blank"
+    return "x" + name if name[0].isdigit() else name
+
+
+def to_timestamp(as_of: AsOf) -> pd.Timestamp:
+    """A naive timestamp (UTC if it had a zone) from a date, datetime or ISO string."""
+    try:
+        ts = pd.Timestamp(as_of)
+    except (ValueError, TypeError) as exc:
+        raise NextbestError(f"as_of: cannot read {as_of!r} as a date or timestamp") from exc
+    if pd.isna(ts):
+        raise NextbestError(f"as_of: cannot read {as_of!r} as a date or timestamp")
+    return ts.tz_convert(None) if ts.tzinfo is not None else ts
+
+
+def _ts_literal(ts: Any) -> str:
+    return f"TIMESTAMP '{pd.Timestamp(ts).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+# ------------------------------------------------------------------------------ database helpers
+def _columns(con: Con, table: str) -> dict[str, str] | None:
+    """Column name -> DuckDB type of a table or view, or None when it does not exist."""
+    try:
+        rows = con.execute(f"DESCRIBE {fs.quote_ident(table)}").fetchall()
+    except duckdb.CatalogException:
+        return None
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _require(con: Con, table: str, needed: Iterable[str]) -> dict[str, str]:
+    """Columns of a table or view that must exist with the given columns."""
+    cols = _columns(con, table)
+    if cols is None:
+        raise ContractError(table, None, "table or view not found")
+    for col in needed:
+        if col not in cols:
+            raise ContractError(table, col, "required column is missing")
+    return cols
+
+
+def _scalar(con: Con, sql: str) -> Any:
+    """The single value of a one-row, one-column query (fetched to the end)."""
+    rows = con.execute(sql).fetchall()
+    return rows[0][0] if rows else None
+
+
+@contextmanager
+def _insertion_order(con: Con, keep: bool) -> Iterator[None]:
+    """Temporarily set DuckDB's preserve_insertion_order (off lets big aggregations stream)."""
+    old = bool(_scalar(con, "SELECT current_setting('preserve_insertion_order')"))
+    con.execute(f"SET preserve_insertion_order = {keep}")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {old}")
+
+
+def _static_kind(duck_type: str) -> str | None:
+    """Feature kind of a customers column type; None for types that are not features."""
+    if duck_type == "BOOLEAN":
+        return "bool"
+    if _NUMERIC.match(duck_type):
+        return "numeric"
+    if _DATE.match(duck_type):
+        return "date"
+    return "categorical" if _TEXT.match(duck_type) else None
+
+
+def _top(con: Con, table: str, column: str, limit: int | None) -> list[tuple[str, int, int]]:
+    """(value, rows, rows with a non-null `value` column) of the most frequent values, ties by value."""
+    col = fs.quote_ident(column)
+    nv = "count(value)" if table == "events" else "0"
+    sql = (
+        f"SELECT CAST({col} AS VARCHAR) AS k, count(*) AS n, {nv} AS nv "
+        f"FROM {fs.quote_ident(table)} WHERE {col} IS NOT NULL GROUP BY k ORDER BY n DESC, k"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [(str(k), int(n), int(v)) for k, n, v in con.execute(sql).fetchall()]
+
+
+# -------------------------------------------------------------------------------- the builder
+class FeatureBuilder:
+    """Fitted, serialisable point-in-time feature definition (sklearn-like: fit / transform)."""
+
+    def __init__(self, settings: FeatureSettings = FeatureSettings()) -> None:  # noqa: B008
+        self.settings = settings
+
+    def fit(self, con: Con) -> FeatureBuilder:
+        """Learn vocabularies and attribute kinds from the canonical views of `con`."""
+        s = self.settings
+        if not s.windows or min(s.windows) <= 0:
+            raise ConfigError(f"features.windows: need positive day counts, got {s.windows}")
+        events = _require(con, "events", EVENT_COLUMNS)
+        customers = _require(con, "customers", ("customer_id",))
+        types = _top(con, "events", "event_type", s.max_event_types)
+        self.event_types_ = [t for t, _, _ in types]
+        self.value_types_ = [t for t, _, nv in types if nv > 0]
+        self.channels_ = [c for c, _, _ in _top(con, "events", "channel", s.max_channels)]
+        exposures = _columns(con, "exposures")
+        has_actions = exposures is not None and "action_id" in exposures
+        actions = _top(con, "exposures", "action_id", None) if has_actions else []
+        self.actions_ = sorted(a for a, _, _ in actions)
+        self.has_resolved_ = events.get(s.resolved_column) == "BOOLEAN"
+        self.static_ = _fit_static(con, customers)
+        self._finish()
+        return self
+
+    def _finish(self) -> None:
+        """Derive the definition, specs, names and version from the fitted state."""
+        s = self.settings
+        self.definition_ = fs.Definition(
+            windows=tuple(sorted(set(s.windows))),
+            event_types=tuple(self.event_types_),
+            value_types=tuple(self.value_types_),
+            channels=tuple(self.channels_),
+            actions=tuple(self.actions_),
+            static=tuple(self.static_),
+            contact_types=tuple(s.contact_event_types),
+            complaint_types=tuple(s.complaint_event_types),
+            purchase_type=s.purchase_event_type,
+            survey_types=tuple(s.survey_event_types),
+            has_resolved=self.has_resolved_,
+            resolved_column=s.resolved_column,
+        )
+        names = {
+            f"{kind}:{raw}": sanitize(raw)
+            for kind, values in (
+                ("type", self.event_types_),
+                ("channel", self.channels_),
+                ("action", self.actions_),
+                ("survey", s.survey_event_types),
+            )
+            for raw in values
+        }
+        self.specs_ = fs.specs(self.definition_, names)
+        self.feature_names_ = [spec.name for spec in self.specs_]
+        self.version_ = self._version()
+
+    @property
+    def version(self) -> str:
+        """Hash of the feature definition and the fitted state (what a model bundle records)."""
+        self._check_fitted()
+        return self.version_
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "settings": self.settings.model_dump(mode="json"),
+            "event_types": list(self.event_types_),
+            "value_types": list(self.value_types_),
+            "channels": list(self.channels_),
+            "actions": list(self.actions_),
+            "has_resolved": self.has_resolved_,
+            "static": [asdict(s) | {"categories": list(s.categories)} for s in self.static_],
+        }
+
+    def _version(self) -> str:
+        """Hash of the definition version, the fitted state and the resulting specs."""
+        specs = [asdict(spec) for spec in self.specs_]
+        blob = {"definition": DEFINITION_VERSION, "state": self._state(), "specs": specs}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fitted state, with the feature names and the definition version."""
+        self._check_fitted()
+        return self._state() | {"feature_names": self.feature_names_, "version": self.version_}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> FeatureBuilder:
+        """Rebuild a fitted builder; refuses a state this code would compute differently."""
+        if state.get("format") != FORMAT:
+            raise NextbestError(f"feature state format {state.get('format')!r} is not {FORMAT}")
+        self = cls(FeatureSettings(**state["settings"]))
+        self.event_types_ = list(state["event_types"])
+        self.value_types_ = list(state["value_types"])
+        self.channels_ = list(state["channels"])
+        self.actions_ = list(state["actions"])
+        self.has_resolved_ = bool(state["has_resolved"])
+        self.static_ = [
+            fs.StaticColumn(s["column"], s["name"], s["kind"], tuple(s["categories"]))
+            for s in state["static"]
+        ]
+        self._finish()
+        if state.get("version", self.version_) != self.version_:
+            raise NextbestError(
+                f"feature definition changed: saved version {state['version']}, this code gives "
+                f"{self.version_}; retrain with this version of nextbest"
+            )
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "specs_"):
+            raise NextbestError("FeatureBuilder is not fitted: call fit() or from_dict() first")
+
+    def fit_transform(
+        self, con: Con, as_of: AsOf | None = None, spine: str | None = None
+    ) -> pd.DataFrame:
+        """`fit` then `transform` on the same connection."""
+        return self.fit(con).transform(con, as_of=as_of, spine=spine)
+
+    def transform(
+        self,
+        con: Con,
+        as_of: AsOf | None = None,
+        spine: str | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> pd.DataFrame:
+        """Features of every customer as of one time, or of every (customer_id, as_of) spine row.
+
+        Output: one row per spine row (customers sorted by id for one as-of; spine order for a
+        spine) with columns customer_id, as_of, then `feature_names_`. Without as_of and spine,
+        as of midnight after the last event. `chunk_rows` (joined event rows per query) trades
+        memory for extra scans; it never changes the result.
+        """
+        self._check_fitted()
+        if as_of is not None and spine is not None:
+            raise NextbestError("transform: give either as_of or spine, not both")
+        resolved = (self.settings.resolved_column,) if self.has_resolved_ else ()
+        _require(con, "events", (*EVENT_COLUMNS, *resolved))
+        customers = _require(con, "customers", ("customer_id",))
+        for s in self.static_:
+            if s.column not in customers:
+                raise ContractError("customers", s.column, "attribute seen in training is missing")
+        table = f"_nextbest_spine_{uuid.uuid4().hex}"
+        try:
+            _make_spine(con, table, as_of, spine)
+            return _features(con, self.definition_, self.specs_, table, chunk_rows)
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {fs.quote_ident(table)}")
+
+
+def _fit_static(con: Con, columns: dict[str, str]) -> list[fs.StaticColumn]:
+    """Kind and categories of every customers attribute that can be a feature."""
+    out = []
+    for column, duck_type in columns.items():
+        kind = _static_kind(duck_type)
+        if column == "customer_id" or kind is None:
+            continue
+        name = ("days_since_" if kind == "date" else "") + sanitize(column)
+        cats: tuple[str, ...] = ()
+        if kind == "categorical":
+            cats = tuple(sorted(c for c, _, _ in _top(con, "customers", column, MAX_CATEGORIES)))
+        out.append(fs.StaticColumn(column, name, kind, cats))
+    return out
+
+
+def _make_spine(con: Con, table: str, as_of: AsOf | None, spine: str | None) -> None:
+    """Temp table (i, customer_id, as_of): all customers at one time, or a copy of `spine`."""
+    with _insertion_order(con, keep=True):
+        if spine is not None:
+            _require(con, spine, ("customer_id", "as_of"))
+            con.execute(fs.spine_from_table(table, spine))
+            bad = con.execute(
+                f"SELECT customer_id, as_of FROM {fs.quote_ident(table)} "
+                "WHERE customer_id IS NULL OR as_of IS NULL LIMIT 1"
+            ).fetchall()
+            if bad:
+                column = "as_of" if bad[0][1] is None else "customer_id"
+                raise ContractError(spine, column, "has an empty value", bad[0])
+            return
+        if as_of is None:
+            last = _scalar(con, "SELECT max(ts) FROM events") or pd.Timestamp.now()
+            ts = pd.Timestamp(last).normalize() + pd.Timedelta(days=1)
+        else:
+            ts = to_timestamp(as_of)
+        con.execute(fs.spine_from_customers(table, _ts_literal(ts)))
+
+
+# ------------------------------------------------------------------------- numpy assembly
+class _Grouped:
+    """Aggregated rows (i, code, [b], stats); selecting codes gathers only their rows."""
+
+    def __init__(self, table: pa.Table, n_codes: int) -> None:
+        code = table["code"].to_numpy()
+        self.order = np.argsort(code, kind="stable")
+        self.bounds = np.searchsorted(code, np.arange(n_codes + 2), sorter=self.order)
+        self.cols: dict[str, np.ndarray] = {}
+        for name in table.column_names:
+            if name != "code":
+                self.cols[name] = _numpy(table[name])
+            table = table.drop_columns([name])  # free each Arrow column once converted
+
+    def select(self, codes: tuple[int, ...] | None) -> dict[str, np.ndarray]:
+        """Rows of some codes (None: all rows, in no particular order)."""
+        if codes is None:
+            return self.cols
+        rows = np.concatenate([self.order[self.bounds[c] : self.bounds[c + 1]] for c in codes])
+        return {k: v[rows] for k, v in self.cols.items()}
+
+
+def _numpy(col: pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy: null sums become 0, other nulls NaN."""
+    if pa.types.is_floating(col.type):
+        return col.to_numpy()  # nulls -> NaN
+    return pc.fill_null(col, 0).to_numpy()
+
+
+class _Stats:
+    """Window statistics of one selection of aggregated rows, per spine row, computed lazily."""
+
+    def __init__(self, rows: dict[str, np.ndarray], n: int, n_buckets: int) -> None:
+        self.rows, self.n, self.nb = rows, n, n_buckets
+        self.flat = rows["i"].astype(np.int64) * n_buckets + rows.get("b", 0)
+        self.cache: dict[str, np.ndarray] = {}
+
+    def cum(self, col: str) -> np.ndarray:
+        """(n, buckets) sums of `col` over the rows in each window (cumulative over buckets)."""
+        if col not in self.cache:
+            weights = np.nan_to_num(self.rows[col].astype(np.float64))
+            sums = np.bincount(self.flat, weights=weights, minlength=self.n * self.nb)
+            self.cache[col] = np.cumsum(sums.reshape(self.n, self.nb), axis=1)
+        return self.cache[col]
+
+    def extreme(self, col: str, largest: bool) -> np.ndarray:
+        """Per spine row min (or max) of `col`, NaN where there is no row."""
+        out = np.full(self.n, -np.inf if largest else np.inf, dtype=np.float32)
+        (np.maximum if largest else np.minimum).at(out, self.rows["i"], self.rows[col])
+        out[np.isinf(out)] = np.nan
+        return out
+
+    def value(self, col: str) -> np.ndarray:
+        """Per spine row value of `col` (one row per spine row at most), NaN where missing."""
+        out = np.full(self.n, np.nan, dtype=np.float32)
+        out[self.rows["i"]] = self.rows[col]
+        return out
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _column(spec: fs.Spec, st: _Stats) -> np.ndarray:
+    """The values of one feature from the statistics of its selection."""
+    w, stat = spec.window, spec.stat
+    if spec.source == "surveys":
+        if stat == "trend":
+            return st.value("last") - st.value("prev")
+        if stat == "n_all":  # a count: no answers is 0, not unknown
+            return np.nan_to_num(st.value(stat), nan=0.0)
+        return st.value({"age": "amin"}.get(stat, stat))
+    if stat == "count":
+        return st.cum("n")[:, w]
+    if stat == "sum":
+        return st.cum("sv")[:, w]
+    if stat == "mean":
+        return _ratio(st.cum("sv")[:, w], st.cum("nv")[:, w])
+    if stat == "unresolved":
+        return st.cum("nrf")[:, w]
+    if stat == "rate":
+        done = st.cum("nrt")[:, w]
+        return _ratio(done, done + st.cum("nrf")[:, w])
+    if stat in ("last", "first"):
+        return st.extreme("amax" if stat == "first" else "amin", largest=stat == "first")
+    raise ValueError(f"unknown feature statistic {spec.source}.{stat}")
+
+
+def _source_sql(con: Con, d: fs.Definition, source: str, scope: fs.Scope) -> str | None:
+    """The aggregate query of a source, or None when its input does not exist."""
+    if source == "events":
+        return fs.events_sql(d, scope)
+    if source == "channels":
+        return fs.channels_sql(d, scope)
+    if source == "surveys":
+        return fs.surveys_sql(d, scope) if d.survey_types else None
+    exposures = _columns(con, "exposures") or {}
+    if all(c in exposures for c in ("customer_id", "ts", "action_id")):
+        return fs.exposures_sql(d, scope)
+    return None
+
+
+_CODES = {
+    "events": lambda d: len(d.type_codes),
+    "channels": lambda d: len(d.channels),
+    "surveys": lambda d: len(d.survey_types),
+    "exposures": lambda d: len(d.actions),
+}
+
+
+def _scopes(con: Con, table: str, chunk_rows: int) -> list[fs.Scope]:
+    """Customer-id ranges of the spine, each joining about `chunk_rows` event rows at most.
+
+    Chunking bounds DuckDB's hash tables (memory) at the price of one more scan per chunk.
+    """
+    spine = fs.quote_ident(table)
+    latest = _scalar(con, f"SELECT max(as_of) FROM {spine}")
+    bound = _ts_literal(latest if latest is not None else pd.Timestamp(0))
+    stats = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {spine}").fetchall()
+    rows, customers = stats[0]
+    joined = (_scalar(con, "SELECT count(*) FROM events") or 0) * rows / max(customers, 1)
+    k = min(int(joined // max(chunk_rows, 1)) + 1, max(customers, 1))
+    if k == 1:
+        return [fs.Scope(table, bound)]
+    cuts = [j / k for j in range(1, k)]
+    edges = sorted(set(_scalar(con, f"SELECT quantile_disc(customer_id, {cuts}) FROM {spine}")))
+    lows: list[str | None] = [None, *edges]
+    highs: list[str | None] = [*edges, None]
+    return [fs.Scope(table, bound, lo, hi) for lo, hi in zip(lows, highs, strict=True)]
+
+
+def _aggregate(con: Con, d: fs.Definition, source: str, scopes: list[fs.Scope]) -> pa.Table:
+    """A source's aggregated rows over all chunks."""
+    if source in ("surveys", "exposures"):  # small inputs: one pass
+        scopes = [fs.Scope(scopes[0].spine, scopes[0].bound)]
+    tables = []
+    for scope in scopes:
+        sql = _source_sql(con, d, source, scope)
+        assert sql is not None
+        tables.append(con.sql(sql).to_arrow_table())
+    return pa.concat_tables(tables)
+
+
+def _fill_source(
+    con: Con,
+    d: fs.Definition,
+    specs: list[tuple[int, fs.Spec]],
+    scopes: list[fs.Scope],
+    n: int,
+    out: np.ndarray,
+) -> None:
+    """Run one source's aggregate queries and write its features into their columns of `out`."""
+    source = specs[0][1].source
+    if _source_sql(con, d, source, scopes[0]) is None:
+        for k, spec in specs:
+            out[:, k] = 0.0 if spec.stat == "count" else np.nan
+        return
+    grouped = _Grouped(_aggregate(con, d, source, scopes), _CODES[source](d))
+    n_buckets = len(fs.EXPOSURE_WINDOWS if source == "exposures" else d.windows) + 1
+    stats: tuple[tuple[int, ...] | None, _Stats] | None = None
+    for k, spec in specs:
+        if stats is None or stats[0] != spec.select:
+            stats = (spec.select, _Stats(grouped.select(spec.select), n, n_buckets))
+        out[:, k] = _column(spec, stats[1])
+
+
+def _features(
+    con: Con, d: fs.Definition, specs: list[fs.Spec], table: str, chunk_rows: int
+) -> pd.DataFrame:
+    """Compute every feature of the spine rows in `table` and assemble the output frame."""
+    with _insertion_order(con, keep=False):
+        head = con.sql(fs.static_sql(d, table)).to_arrow_table()
+        n = head.num_rows
+        if _scalar(con, f"SELECT count(*) FROM {fs.quote_ident(table)}") != n:
+            raise ContractError("customers", "customer_id", "is not unique")
+        numeric = [(k, s) for k, s in enumerate(specs) if s.stat != "category"]
+        out = np.empty((n, len(numeric)), dtype=np.float32, order="F")
+        position = {k: j for j, (k, _) in enumerate(numeric)}
+        statics = {s.column: f"_s{j}" for j, s in enumerate(d.static)}
+        for k, spec in numeric:
+            if spec.source == "static":
+                out[:, position[k]] = head[statics[spec.column]].to_numpy()
+            elif spec.source == "missing":
+                out[:, position[k]] = np.nan
+        scopes = _scopes(con, table, chunk_rows)
+        for source in ("events", "channels", "surveys", "exposures"):
+            mine = [(position[k], s) for k, s in numeric if s.source == source]
+            if mine:
+                _fill_source(con, d, mine, scopes, n, out)
+    return _assemble(head, d, specs, numeric, out)
+
+
+def _assemble(
+    head: pa.Table,
+    d: fs.Definition,
+    specs: list[fs.Spec],
+    numeric: list[tuple[int, fs.Spec]],
+    out: np.ndarray,
+) -> pd.DataFrame:
+    """customer_id, as_of, then the features in spec order; categoricals with fitted categories."""
+    frame = pd.DataFrame(out, columns=[s.name for _, s in numeric], copy=False)
+    frame.insert(0, "customer_id", head["customer_id"].to_pandas())
+    frame.insert(1, "as_of", head["as_of"].to_pandas())
+    by_column = {s.column: (j, s) for j, s in enumerate(d.static)}
+    for k, spec in enumerate(specs):
+        if spec.stat == "category":
+            j, static = by_column[spec.column]
+            cats = pa.array(static.categories, pa.string())
+            codes = pc.fill_null(pc.index_in(head[f"_s{j}"], value_set=cats), -1)
+            values = pd.Categorical.from_codes(
+                codes.to_numpy(), categories=pd.Index(static.categories)
+            )
+            frame.insert(k + 2, spec.name, pd.Series(values, copy=False))
+    return frame
+
+
+# ------------------------------------------------------------------------------ descriptions
+_WINDOWED = [
+    (r"events_(\d+)d", "events"),
+    (r"contacts_(\d+)d", "contacts with customer service"),
+    (r"unresolved_contacts_(\d+)d", "unresolved contacts"),
+    (r"resolution_rate_(\d+)d", "share of contacts resolved"),
+    (r"contact_minutes_(\d+)d", "minutes in contact with customer service"),
+    (r"complaints_(\d+)d", "complaints"),
+    (r"revenue_(\d+)d", "revenue"),
+    (r"purchases_(\d+)d", "purchases"),
+    (r"exposures_(\d+)d", "actions received"),
+    (r"channel_(.+)_count_(\d+)d", "events via {0}"),
+    (r"(.+)_value_sum_(\d+)d", "total {0} value"),
+    (r"(.+)_value_mean_(\d+)d", "average {0} value"),
+    (r"(.+)_exposures_(\d+)d", "times given {0}"),
+    (r"(.+)_mean_(\d+)d", "average {S} answer"),
+    (r"(.+)_count_(\d+)d", "{0} events"),
+]
+_FIXED = {
+    "days_since_first_event": "days since the first recorded event",
+    "days_since_last_event": "days since the last event",
+    "days_since_last_exposure": "days since the last action",
+}
+_PLAIN = [
+    (r"(.+)_last", "last {S} answer"),
+    (r"(.+)_prev", "previous {S} answer"),
+    (r"(.+)_trend", "change between the last two {S} answers"),
+    (r"(.+)_mean_all", "average {S} answer ever given"),
+    (r"(.+)_answers", "number of {S} answers given"),
+    (r"days_since_last_(.+)", "days since the last {0}"),
+    (r"days_since_(.+)", "days since {0}"),
+]
+
+
+def _describe(name: str) -> str:
+    """Human text of one feature name, from its pattern."""
+    if name in _FIXED:
+        return _FIXED[name]
+    for pattern, text in _WINDOWED:
+        m = re.fullmatch(pattern, name)
+        if m:
+            days = int(m.groups()[-1])
+            label = m.group(1).replace("_", " ") if len(m.groups()) > 1 else ""
+            what = text.format(label, S=label.upper())
+            return f"{what} in the last {'day' if days == 1 else f'{days} days'}"
+    for pattern, text in _PLAIN:
+        m = re.fullmatch(pattern, name)
+        if m:
+            label = m.group(1).replace("_", " ")
+            return text.format(label, S=label.upper())
+    return name.replace("_", " ")
+
+
+def feature_descriptions(names: Iterable[str]) -> dict[str, str]:
+    """Agent-facing text for feature names, e.g. complaints_30d -> "complaints in the last 30 days"."""
+    return {name: _describe(name) for name in names}
+
+
+def to_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """The float32 model matrix of `names`: numbers as they are, categoricals as codes (NaN if
+    missing). LightGBM reads the codes as categorical features, so training, batch and online all
+    predict from plain numpy with no pandas on the hot path."""
+    out = np.empty((len(frame), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        col = frame[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy().astype(np.float32)
+            codes[codes < 0] = np.nan
+            out[:, j] = codes
+        else:
+            out[:, j] = col.to_numpy(dtype=np.float32, na_value=np.nan)
+    return out
+
+
+def categorical_names(frame: pd.DataFrame, names: list[str]) -> list[str]:
+    """The features of `names` that are categorical in `frame`."""
+    return [n for n in names if isinstance(frame[n].dtype, pd.CategoricalDtype)]

@@ -1,0 +1,164 @@
+"""`nextbest train`: snapshots -> one model per score -> MLflow runs -> one registered bundle.
+
+Orchestration only: every step lives in its own module. Scores whose outcome the data cannot
+support (no such events, too few labels) are skipped with the reason, and the others still train;
+a randomized test with no role at all (one action, one conversion outcome) trains uplift alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from training.config import ROLES, Config, OutcomeSpec, load_config
+from training.data.contract import open_dataset, validate_dataset
+from training.data.snapshots import (
+    TrainingSet,
+    build_snapshots,
+    data_span,
+    resolve_as_of,
+    split_for,
+)
+from training.errors import NextbestError
+from training.features.definition import FeatureBuilder
+from training.pipelines.validate import check_rule_names, check_rule_scores
+from training.registry.bundle import Bundle
+from training.registry.mlflow_models import log_bundle
+from training.registry.tracking import (
+    configure_tracking,
+    log_score_run,
+    log_uplift_run,
+    training_run,
+)
+from training.scores.base import ScoreModel
+from training.scores.churn import ChurnModel
+from training.scores.ltv import LtvModel
+from training.scores.satisfaction import SatisfactionModel
+from training.uplift.fit import train_uplift
+
+MIN_LABELS = 200  # fewer labelled rows than this cannot train and test a model honestly
+MIN_POSITIVES = 20  # for binary outcomes: fewer positives (or negatives) than this either
+
+Step = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    version: str
+    as_of: list[str]
+    rows: int
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    uplift: dict[str, str] = field(default_factory=dict)  # outcome -> chosen learner class
+
+
+def make_model(role: str, spec: OutcomeSpec) -> ScoreModel:
+    """The estimator for a score, parameterised by its outcome definition."""
+    if role == "churn":
+        return ChurnModel()
+    if role == "satisfaction":
+        return SatisfactionModel(survey_type=spec.event_types[0])
+    return LtvModel(value_event_types=tuple(spec.event_types))
+
+
+def skip_reason(frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[str]) -> str | None:
+    """Why a score cannot be trained on this data, or None if it can."""
+    if not present & set(spec.event_types):
+        return f"no {'/'.join(spec.event_types)} events in the data"
+    labels = frame[name].dropna()
+    if len(labels) < MIN_LABELS:
+        return f"only {len(labels)} labelled rows for outcome '{name}' (need {MIN_LABELS})"
+    if spec.kind in ("any", "none"):
+        positives = int(labels.sum())
+        if min(positives, len(labels) - positives) < MIN_POSITIVES:
+            return f"outcome '{name}' has {positives} positives in {len(labels)} rows"
+    return None
+
+
+def train(data: Path, config_path: Path | None = None, step: Step | None = None) -> TrainResult:
+    """Train every score the data supports and register one bundle version in MLflow."""
+    say = step or (lambda _msg: None)
+    config = load_config(config_path)
+    say("validating the data set")
+    validate_dataset(data, known_actions=config.catalog.ids)
+    configure_tracking()
+    ds = open_dataset(data)
+    with ds.connect() as con:
+        builder = FeatureBuilder(config.features).fit(con)
+        check_rule_names(config, builder.feature_names_)
+        dates = resolve_as_of(config, data_span(con, config))
+        say(f"building snapshots as of {', '.join(map(str, dates))}")
+        frame = build_snapshots(con, builder, config, dates)
+        present = {t for (t,) in con.execute("SELECT DISTINCT event_type FROM events").fetchall()}
+    result = TrainResult(version="", as_of=[d.isoformat() for d in dates], rows=len(frame))
+    models: dict[str, ScoreModel] = {}
+    with training_run(ds, builder, config, config_path, dates) as run:
+        for role in ROLES:
+            trained = _train_role(role, config, frame, builder, present, result, say)
+            if trained is not None:
+                model, data_set = trained
+                log_score_run(model, data_set, result.metrics[role], model.figures(data_set))
+                models[role] = model
+        check_rule_scores(config, result.skipped)
+        say("training uplift models on the exposures")
+        with ds.connect() as con:
+            uplift = train_uplift(con, builder, config)
+        if not models and uplift is None:
+            why = "; ".join(f"{r}: {w}" for r, w in result.skipped.items())
+            raise NextbestError(
+                f"nothing to train: {why}; and no exposures with actions for uplift"
+            )
+        if uplift is not None:
+            log_uplift_run(uplift)
+            result.uplift = {o: type(m).__name__ for o, m in uplift.learners.items()}
+        say("registering the bundle")
+        bundle = Bundle(
+            builder=builder,
+            config=config,
+            models=models,
+            metadata=_metadata(result, builder, config) | {"data": run.fingerprint},
+            uplift=uplift.learners if uplift is not None else None,
+        )
+        result.version = log_bundle(bundle, frame.head(5))
+    return result
+
+
+def _train_role(
+    role: str,
+    config: Config,
+    frame: pd.DataFrame,
+    builder: FeatureBuilder,
+    present: set[str],
+    result: TrainResult,
+    say: Step,
+) -> tuple[ScoreModel, TrainingSet] | None:
+    found = config.outcome_for_role(role)  # type: ignore[arg-type]
+    if found is None:
+        result.skipped[role] = "no outcome has this role in the config"
+        return None
+    name, spec = found
+    reason = skip_reason(frame, name, spec, present)
+    if reason is not None:
+        result.skipped[role] = reason
+        return None
+    say(f"training {role} on outcome '{name}'")
+    data_set = split_for(frame, name, builder.feature_names_, spec.horizon_days)
+    model = make_model(role, spec).fit_set(data_set)
+    result.metrics[role] = model.evaluate(data_set)
+    return model, data_set
+
+
+def _metadata(result: TrainResult, builder: FeatureBuilder, config: Config) -> dict[str, object]:
+    return {
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "as_of": result.as_of,
+        "rows": result.rows,
+        "metrics": result.metrics,
+        "skipped": result.skipped,
+        "feature_version": builder.version,
+        "catalog_version": config.catalog.version,
+    }

@@ -1,0 +1,1 @@
+"""Score models (churn, satisfaction, lifetime value) on the scikit-learn estimator contract."""

@@ -1,0 +1,1 @@
+"""The simulator: synthetic customer journeys and experiments, with their ground truth kept apart."""

@@ -1,0 +1,337 @@
+"""Uplift training: four meta-learners per outcome, the best chosen per action on held-out customers.
+Outcomes are learned side by side, one per core.
+
+For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
+70% of the customers' exposures (the training customers of the score models too) and judged on
+15% of the others (`selection_exposures`), per action, by the doubly-robust (DR) value of the
+policies each one's ranking induces — "this action for the top 10%, 20%, ... 90% by predicted
+uplift, nothing for the others" — averaged over those budgets, with the Qini coefficient and the DR
+value of "where the uplift is positive" beside it. Per action the winner's predictions are
+calibrated on the same selection rows (training.uplift.selection) and the result joins the bundle.
+The last 15% of the customers (`evaluation_exposures`) are never used here, not even to choose:
+`nextbest evaluate` judges the bundle on them, so its figures carry no winner's curse.
+
+Orientation: every criterion is "greater is better". For the churn outcome the learners model
+churn itself (so `predict` stays the uplift on churn, which training.policy.value negates), but policies
+and metrics use retention, 1 − churn: a policy's `dr_value` is then its retention rate.
+
+The DR value needs the expected outcome of each selection row under each arm; it comes from the
+T-learner fitted on the training part (never on the rows it judges), shared by all four learners
+so they are compared on the same footing.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from training.config import CONTROL, Config, OutcomeSpec
+from training.data.exposures import (
+    build_exposure_set,
+    selection_exposures,
+    split_exposures,
+    uplift_arrays,
+)
+from training.features.definition import FeatureBuilder
+from training.uplift.learners import (
+    LEARNERS,
+    BinnedFeatures,
+    TLearner,
+    UpliftLearner,
+    XLearner,
+    aipw_pseudo_outcome,
+    is_binary,
+)
+from training.uplift.metrics import dr_value, or_nan, qini_coefficient
+from training.uplift.selection import SelectedUplift, calibration_line
+
+# Small, regularised LightGBM bases (many small-effect actions reward shrinkage over depth);
+# half the features per tree halves the time. 200k exposures x 5 actions x 4 outcomes: see bench.
+FAST_PARAMS: dict[str, Any] = {
+    "n_estimators": 150,
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_child_samples": 100,
+    "colsample": 0.5,
+    "n_jobs": 2,  # cores: outcomes train side by side on them (train_uplift); threads to predict
+    "random_state": 0,
+}
+TARGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # budgets a ranking is judged at
+MIN_LABELS = 200  # labelled exposures an outcome needs before any learner is fitted on it
+MIN_CONTROL = 20  # control rows (in training and in the held-out part) needed to estimate uplift
+
+
+@dataclass
+class UpliftResult:
+    """The chosen learners per outcome (fitted on the training customers' exposures), the
+    held-out comparison of all learners (one row per outcome x learner), and outcomes skipped
+    with the reason."""
+
+    learners: dict[str, SelectedUplift]
+    comparison: pd.DataFrame
+    skipped: dict[str, str] = field(default_factory=dict)
+    exposures: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# pure helpers
+
+
+def orientation(spec: OutcomeSpec) -> tuple[float, float]:
+    """(sign, offset) mapping an outcome to "greater is better": y' = offset + sign * y; churn
+    becomes retention 1 − churn (still binary, so Qini keeps its meaning)."""
+    return (-1.0, 1.0) if spec.role == "churn" else (1.0, 0.0)
+
+
+def base_objective(spec: OutcomeSpec, y: np.ndarray) -> str:
+    """The learners' outcome-model objective for an outcome: sums and counts of non-negative
+    amounts get LightGBM's tweedie (log link): an action's effect on spend is mostly proportional
+    to what the customer would spend anyway, which a log link models with one split where an
+    additive model needs many. Anything else: "auto" (binary or regression)."""
+    if spec.kind in ("sum", "count") and not is_binary(y) and y.min() >= 0 and np.any(y > 0):
+        return "tweedie"
+    return "auto"
+
+
+def policy_actions(uplift: np.ndarray, actions: list[str]) -> np.ndarray:
+    """Per row: the action with the highest (oriented) uplift if it is positive, else control."""
+    if uplift.shape[1] == 0:
+        return np.full(len(uplift), CONTROL)
+    best = np.argmax(uplift, axis=1)
+    chosen = np.asarray(actions, dtype=object)[best]
+    return np.where(uplift[np.arange(len(uplift)), best] > 0, chosen, CONTROL).astype(str)
+
+
+def qini_per_action(
+    uplift: np.ndarray, actions: list[str], treatment: np.ndarray, y: np.ndarray
+) -> dict[str, float]:
+    """Qini coefficient of each action's (oriented) uplift over its rows and the control rows;
+    NaN when that comparison has no effect to rank (no treated rows, no responders)."""
+    out = {}
+    for j, action in enumerate(actions):
+        rows = (treatment == action) | (treatment == CONTROL)
+        if not np.any(treatment == action):
+            out[action] = float("nan")
+            continue
+        out[action] = or_nan(qini_coefficient, uplift[rows, j], treatment[rows] == action, y[rows])
+    return out
+
+
+def skip_reason(
+    treatment: np.ndarray, y: np.ndarray, fit: np.ndarray, judge: np.ndarray
+) -> str | None:
+    """Why an outcome's labelled exposures (`fit` rows to learn on, `judge` rows to choose on)
+    cannot support uplift learning, or None."""
+    if len(y) < MIN_LABELS:
+        return f"only {len(y)} labelled exposures (need {MIN_LABELS})"
+    if len(np.unique(y)) < 2:
+        return "the outcome is constant over the exposures"
+    for part, name in ((fit, "training"), (judge, "selection")):
+        if int(np.sum(treatment[part] == CONTROL)) < MIN_CONTROL:
+            return f"fewer than {MIN_CONTROL} control exposures in the {name} part"
+        if not np.any(treatment[part] != CONTROL):
+            return f"no treated exposures in the {name} part"
+    return None
+
+
+def make_learner(name: str, categorical: list[int], params: dict[str, Any]) -> UpliftLearner:
+    """A fresh learner of class `name` (a key of uplift.LEARNERS)."""
+    return LEARNERS[name](categorical=categorical, **params)
+
+
+# ---------------------------------------------------------------------------------------------
+# selection for one outcome
+
+
+def sign_policy(uplift: np.ndarray) -> np.ndarray:
+    """Treat where the (oriented) uplift is positive: the policy one action's uplift induces."""
+    return uplift > 0
+
+
+def top_share_policies(
+    uplift: np.ndarray, shares: tuple[float, ...] = TARGET_SHARES
+) -> list[np.ndarray]:
+    """Masks treating the top `share` of rows by (oriented) uplift, one per share: the policies a
+    ranking induces at every budget, so that a choice does not hinge on one threshold (which
+    is not known per outcome: the cost is paid once, across all outcomes)."""
+    order = np.argsort(-uplift, kind="stable")
+    masks = []
+    for share in shares:
+        mask = np.zeros(len(uplift), dtype=bool)
+        mask[order[: int(round(share * len(uplift)))]] = True
+        masks.append(mask)
+    return masks
+
+
+def fit_learners(
+    X: np.ndarray, treatment: np.ndarray, y: np.ndarray, propensity: np.ndarray,
+    categorical: list[int], params: dict[str, Any],
+) -> dict[str, UpliftLearner]:  # fmt: skip
+    """Every learner of uplift.LEARNERS fitted on the rows, all on one binning of X; the
+    X-learner borrows the T-learner's outcome models (its first stage is that T-learner)."""
+    fitted: dict[str, UpliftLearner] = {}
+    binned = BinnedFeatures(X, categorical)
+    for name in sorted(LEARNERS, key=lambda n: n != "TLearner"):  # the T-learner first
+        learner = make_learner(name, categorical, params)
+        if isinstance(learner, XLearner) and isinstance(fitted.get("TLearner"), TLearner):
+            first = fitted["TLearner"]
+            fitted[name] = learner.fit(X, treatment, y, propensity, binned, first_stage=first)
+        else:
+            fitted[name] = learner.fit(X, treatment, y, propensity, binned)
+    return {name: fitted[name] for name in LEARNERS}
+
+
+def compare_learners(
+    X: np.ndarray,
+    treatment: np.ndarray,
+    y: np.ndarray,
+    propensity: np.ndarray,
+    fit: np.ndarray,
+    judge: np.ndarray,
+    spec: OutcomeSpec,
+    categorical: list[int],
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, SelectedUplift]:
+    """Fit every learner on the `fit` rows; on the `judge` rows judge, per action, the DR
+    values of the policies its ranking induces — "this action for the top 10%, 20%, … 90%" —
+    and of "this action where its uplift is positive", with Qini beside them (and the
+    all-actions policy of each learner as action "all"). Per action the learner with the best
+    mean DR value over the top-share policies is chosen and calibrated against DR
+    pseudo-outcomes of the `judge` rows."""
+    fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, params)
+    outcome_model = fitted["TLearner"]
+    assert isinstance(outcome_model, TLearner)
+    actions = list(outcome_model.actions_)
+    held = judge & np.isin(treatment, [CONTROL, *actions])
+    sign, offset = orientation(spec)
+    raw_mu = outcome_model.predict_outcomes(X[held])
+    y_held, t_held, p_held = offset + sign * y[held], treatment[held], propensity[held]
+    mu = offset + sign * raw_mu
+    arms = [CONTROL, *actions]
+
+    def value(policy: np.ndarray) -> tuple[float, float]:
+        return tuple(dr_value(policy, t_held, y_held, p_held, mu, arms=arms))  # type: ignore[return-value]
+
+    rows, raw = [], {}
+    for name, learner in fitted.items():
+        raw[name] = learner.predict(X[held])
+        uplift = sign * raw[name]
+        policy = policy_actions(uplift, actions)
+        overall, ci = value(policy)
+        rows.append({"learner": name, "action": "all", "dr_value": overall, "ci": ci,
+                     "treated_share": float(np.mean(policy != CONTROL)), "qini": np.nan})  # fmt: skip
+        qini = qini_per_action(uplift, actions, t_held, y_held)
+        for j, action in enumerate(actions):
+            treat = sign_policy(uplift[:, j])
+            dr, ci = value(np.where(treat, action, CONTROL))
+            curve = [
+                value(np.where(m, action, CONTROL))[0] for m in top_share_policies(uplift[:, j])
+            ]
+            rows.append({"learner": name, "action": action, "dr_value": dr, "ci": ci,
+                         "dr_targeting": float(np.mean(curve)),
+                         "treated_share": float(treat.mean()), "qini": qini[action]})  # fmt: skip
+    table = pd.DataFrame(rows)
+    choice = choose_per_action(table, actions)
+    slopes: dict[tuple[str, str], float] = {}
+    lines = {}
+    for j, action in enumerate(actions):
+        # pseudo-outcomes of every held-out row: their mean given x is the effect only over all
+        # arms (the AIPW correction terms balance out across arms, not within two of them)
+        pseudo = aipw_pseudo_outcome(
+            y[held], t_held == action, t_held == CONTROL, raw_mu[:, j + 1], raw_mu[:, 0], p_held
+        )
+        for name in raw:  # every learner's slope is reported; the chosen one's line is served
+            line = calibration_line(raw[name][:, j], pseudo)
+            slopes[name, action] = line.slope
+            if name == choice[action]:
+                lines[action] = line
+    pairs = list(zip(table["learner"].astype(str), table["action"].astype(str), strict=True))
+    table["chosen"] = [a != "all" and choice.get(a) == name for name, a in pairs]
+    table["slope"] = [slopes.get(pair, np.nan) for pair in pairs]
+    return table, SelectedUplift(fitted, choice, lines)
+
+
+def choose_per_action(table: pd.DataFrame, actions: list[str]) -> dict[str, str]:
+    """Per action, the learner whose ranking induces the best held-out policies: the highest DR
+    value averaged over the top-share policies (`dr_targeting`; ties: the first listed)."""
+    choice = {}
+    for action in actions:
+        rows = table[table["action"] == action]
+        values = rows["dr_targeting"].to_numpy(dtype=np.float64)
+        choice[action] = str(rows["learner"].iloc[int(np.argmax(values))])
+    return choice
+
+
+# ---------------------------------------------------------------------------------------------
+# orchestration
+
+
+def learn_outcome(
+    labelled: pd.DataFrame, outcome: str, spec: OutcomeSpec, names: list[str],
+    categorical: list[int], params: dict[str, Any],
+) -> tuple[pd.DataFrame, SelectedUplift] | str:  # fmt: skip
+    """One outcome's uplift from its labelled exposures: every learner fitted on the training
+    customers and compared on the selection customers, the choice per action calibrated there;
+    or why the exposures cannot support it (a skip reason). Evaluation customers' rows may be
+    in `labelled`; nothing here reads them."""
+    X, treatment, y, propensity = uplift_arrays(labelled, outcome, names)
+    fit = ~np.asarray(split_exposures(labelled), dtype=bool)
+    judge = np.asarray(selection_exposures(labelled), dtype=bool)
+    reason = skip_reason(treatment, y, fit, judge)
+    if reason is not None:
+        return reason
+    params = params | {"objective": base_objective(spec, y)}
+    return compare_learners(X, treatment, y, propensity, fit, judge, spec, categorical, params)
+
+
+def train_uplift(
+    con: duckdb.DuckDBPyConnection,
+    builder: FeatureBuilder,
+    config: Config,
+    params: dict[str, Any] | None = None,
+) -> UpliftResult | None:
+    """Learn, compare and choose uplift models for every outcome the exposures support.
+
+    None when the catalog is empty (scores only) or the data set has no exposures.
+    """
+    if not config.catalog.actions:
+        return None
+    (count,) = con.execute("SELECT count(*) FROM exposures").fetchall()[0]
+    if count == 0:
+        return None
+    params = FAST_PARAMS | (params or {})
+    exposures = build_exposure_set(con, builder, config)
+    frame, names = exposures.frame, exposures.feature_names
+    cats = exposures.categorical
+    cores = max(1, int(params["n_jobs"]))
+    # Outcomes are learned side by side, one single-threaded booster per core: LightGBM trains
+    # outside the GIL, and on per-arm fits of a few 10k rows two OpenMP threads per booster
+    # gain little (measured: two outcomes at 200k exposures, 195 s -> 98 s, same models).
+    one_core = params | {"n_jobs": 1}
+
+    def learn(item: tuple[str, OutcomeSpec]) -> tuple[pd.DataFrame, SelectedUplift] | str:
+        outcome, spec = item
+        labelled = frame[frame[outcome].notna()]
+        return learn_outcome(labelled, outcome, spec, names, cats, one_core)
+
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        results = list(pool.map(learn, config.outcomes.items()))
+    learners: dict[str, SelectedUplift] = {}
+    tables, skipped = [], {}
+    for outcome, result in zip(config.outcomes, results, strict=True):
+        if isinstance(result, str):
+            skipped[outcome] = result
+            continue
+        table, selected = result
+        for learner in selected.learners_.values():
+            learner.set_params(n_jobs=params["n_jobs"])  # threads to predict with, once served
+        table.insert(0, "outcome", outcome)
+        tables.append(table)
+        learners[outcome] = selected
+    comparison = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return UpliftResult(learners, comparison, skipped, exposures=len(frame))

@@ -1,0 +1,151 @@
+"""The uplift model a bundle serves for one outcome: per action, the learner that won on held-out
+exposures, with a calibration of its predictions.
+
+Meta-learners differ by action: an S-learner may rank a frequent action best while an X-learner
+wins on a rare one. `SelectedUplift` keeps, for every action, the chosen learner's column and a
+linear calibration `intercept + slope * prediction`, fitted on held-out exposures against
+doubly-robust pseudo-outcomes (`calibration_line`). Raw meta-learner effects are mostly
+over-dispersed (noise reads as heterogeneity), which makes a net-value policy act on noise; the
+slope shrinks them towards their average by as much as the held-out data says. An S-learner's are
+often under-dispersed instead (its trees split on the arm rarely, which shrinks effects towards
+zero), so the slope may also stretch them, up to `MAX_SLOPE`.
+
+Persistence is pickle-free like the learners': `to_dict` nests their `to_dict`s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from training.errors import NextbestError
+from training.uplift.learners import UpliftLearner
+
+FORMAT_VERSION = 1
+SLOPE_PRIOR_SD = 0.5  # prior sd of the calibration slope around 1: data must speak to shrink
+# At most this stretch of the predictions' spread: on the 200k simulated world, allowing slopes
+# above 1 moved the policy from 0.621 to 0.638 of the oracle (S-learners stretched 1.4-1.8x),
+# and from 0.636 to 0.636 again with a cap of 2 or 3; the cap bounds what one noisy fit can do.
+MAX_SLOPE = 2.0
+
+
+class Line(NamedTuple):
+    """Calibration of one action's predicted uplift: calibrated = intercept + slope * predicted."""
+
+    intercept: float
+    slope: float
+
+
+def calibration_line(
+    predicted: np.ndarray, pseudo: np.ndarray, prior_sd: float = SLOPE_PRIOR_SD
+) -> Line:
+    """Shrink predictions towards their mean by the slope of DR pseudo-outcomes on them.
+
+    E[pseudo | x] is the true effect, so the least-squares slope says how much of the
+    predictions' spread is real. On few or very noisy rows that slope is itself noise, so it is
+    combined with a prior centred on 1 ("trust the learner", sd `prior_sd`) by precision, then
+    clipped to [0, MAX_SLOPE]: never inverted, and stretched only as far as the data and the cap
+    allow. The mean prediction is kept (the held-out mean of pseudo-outcomes is too noisy to
+    move it).
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    pseudo = np.asarray(pseudo, dtype=np.float64)
+    centre, variance = float(predicted.mean()), float(np.var(predicted))
+    if variance <= 0 or len(predicted) < 3:
+        return Line(centre, 0.0 if variance <= 0 else 1.0)
+    slope = float(np.cov(predicted, pseudo, bias=True)[0, 1] / variance)
+    residual = pseudo - pseudo.mean() - slope * (predicted - centre)
+    se2 = float(np.var(residual)) / (variance * (len(predicted) - 2))
+    posterior = (
+        (slope / se2 + 1.0 / prior_sd**2) / (1.0 / se2 + 1.0 / prior_sd**2) if se2 > 0 else slope
+    )
+    slope = float(np.clip(posterior, 0.0, MAX_SLOPE))
+    return Line(centre * (1.0 - slope), slope)
+
+
+class SelectedUplift:
+    """Per action: which fitted learner predicts it and the calibration line; `predict` has the
+    learners' interface (one column per action in `actions_`)."""
+
+    def __init__(
+        self,
+        learners: dict[str, UpliftLearner],
+        choice: dict[str, str],
+        lines: dict[str, Line] | None = None,
+    ) -> None:
+        actions = sorted(choice)
+        unknown = sorted(set(choice.values()) - set(learners))
+        if unknown:
+            raise NextbestError(f"SelectedUplift: no learner named {', '.join(unknown)}")
+        for action, name in choice.items():
+            if action not in learners[name].actions_:
+                raise NextbestError(f"SelectedUplift: {name} never saw action '{action}'")
+        used = set(choice.values())
+        self.learners_ = {name: m for name, m in learners.items() if name in used}
+        self.choice_ = dict(choice)
+        self.lines_ = {
+            a: Line(*lines[a]) if lines and a in lines else Line(0.0, 1.0) for a in actions
+        }
+        self.actions_ = actions
+
+    @property
+    def n_features_in_(self) -> int:
+        return next(iter(self.learners_.values())).n_features_in_
+
+    def predict_raw(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated uplift: the chosen learner's column for every action."""
+        predictions = {name: m.predict(X) for name, m in self.learners_.items()}
+        columns = [
+            predictions[self.choice_[a]][:, self.learners_[self.choice_[a]].actions_.index(a)]
+            for a in self.actions_
+        ]
+        return np.column_stack(columns) if columns else np.empty((len(X), 0))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated uplift of each action vs control, (n, len(actions_))."""
+        raw = self.predict_raw(X)
+        intercept = np.array([self.lines_[a].intercept for a in self.actions_])
+        slope = np.array([self.lines_[a].slope for a in self.actions_])
+        return intercept + slope * raw
+
+    def describe(self) -> dict[str, str]:
+        """Action -> "XLearner (slope 0.62)", for logs and reports."""
+        return {a: f"{self.choice_[a]} (slope {self.lines_[a].slope:.2f})" for a in self.actions_}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "learners": {name: m.to_dict() for name, m in self.learners_.items()},
+            "choice": self.choice_,
+            "lines": {a: list(line) for a, line in self.lines_.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelectedUplift:
+        if data.get("format_version") != FORMAT_VERSION or data.get("class") != cls.__name__:
+            raise NextbestError(f"cannot load {data.get('class')} as {cls.__name__}")
+        learners = {n: UpliftLearner.from_dict(d) for n, d in data["learners"].items()}
+        lines = {a: Line(*v) for a, v in data["lines"].items()}
+        return cls(learners, data["choice"], lines)
+
+
+UpliftModel = UpliftLearner | SelectedUplift
+
+
+def base_learners(model: UpliftModel, action_id: str | None = None) -> list[UpliftLearner]:
+    """The meta-learners behind a served uplift model (for one action: the one predicting it),
+    for code that reaches into their boosters (fast one-row prediction, explanations)."""
+    if isinstance(model, SelectedUplift):
+        if action_id is not None and action_id in model.choice_:
+            return [model.learners_[model.choice_[action_id]]]
+        return list(model.learners_.values())
+    return [model]
+
+
+def load_uplift(data: dict[str, Any]) -> UpliftModel:
+    """A served uplift model from its `to_dict` form, whichever class it is."""
+    if data.get("class") == SelectedUplift.__name__:
+        return SelectedUplift.from_dict(data)
+    return UpliftLearner.from_dict(data)
