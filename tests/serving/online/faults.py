@@ -90,6 +90,14 @@ def get(server: Server, path: str, header: str = HEADER) -> tuple[int, str]:
         conn.close()
 
 
+def status_of(server: Server, path: str) -> int:
+    """The status of a GET, or 0 when nothing answers (workers restarting)."""
+    try:
+        return get(server, path)[0]
+    except OSError:
+        return 0
+
+
 def readyz(server: Server) -> tuple[int, dict]:
     status, text = get(server, "/readyz")
     return status, json.loads(text)

@@ -39,6 +39,7 @@ from tests.serving.online.faults import (
     logged_by_rid,
     post,
     readyz,
+    status_of,
     swap_by_rename,
     wait_for,
     worker_pids,
@@ -371,12 +372,15 @@ def test_a_corrupt_champion_leaves_the_service_on_its_bundle(
     )  # fmt: skip
     assert done.returncode == 2 and "missing" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    faults.promote(faults.champion)
 
 
 def test_a_corrupt_champion_at_start_is_never_ready_and_never_crash_loops(
     faults: FaultWorld, tmp_path: Path
 ) -> None:
-    """(Runs after the test above made the corrupt version the champion.)"""
+    broken = faults.register()
+    cut_in_half(faults.bundle_dir(broken) / "models" / "satisfaction" / "model.txt")
+    faults.promote(broken)
     server = start_server(faults.world, tmp_path / "log.sqlite", wait_for="/healthz")
     try:
         time.sleep(3)
@@ -407,7 +411,7 @@ def test_kill_9_of_every_worker_under_load(fault_server: Server, faults: FaultWo
         for pid in worker_pids(fault_server):
             os.kill(pid, signal.SIGKILL)
         time.sleep(timeout + 1)
-        assert wait_for(lambda: get(fault_server, "/readyz")[0] == 200, 120)
+        assert wait_for(lambda: status_of(fault_server, "/readyz") == 200, 120)
         time.sleep(1.5)
     logged = {r: d for r, d in logged_by_rid(fault_server.log).items() if r.startswith("kill")}
     missing = [
