@@ -139,7 +139,7 @@ def load(
                 result.sent_at[rid] = time.time()
             try:
                 status, answer = post(server, "/recommend", body, timeout=timeout)
-            except (TimeoutError, OSError) as exc:
+            except (OSError, http.client.HTTPException) as exc:  # timed out, cut off by a kill
                 with lock:
                     result.gave_up.add(rid)
                     result.errors.append(type(exc).__name__)

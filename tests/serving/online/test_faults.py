@@ -47,7 +47,6 @@ from tests.serving.online.faults import (
 from training.registry.bundle import Bundle
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.xdist_group("faults")]
-NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
 
 
 @dataclass(frozen=True)
@@ -355,24 +354,26 @@ def test_a_corrupt_champion_leaves_the_service_on_its_bundle(
     log = service_log(fault_server)
     assert log.count("event=load_failed") <= 4  # one line per worker and reason, not per poll
     # the batch job refuses the same bundles in one line, exit status 2
-    env = os.environ | {"MLFLOW_TRACKING_URI": faults.world.tracking_uri}
-    for version in (broken_uplift, broken_model):
-        done = subprocess.run(
-            [NEXTBEST, "score", "--data", str(faults.world.data), "--as-of", AS_OF.isoformat(),
-             "--out", str(faults.world.root / "score"), "--model", version],
-            env=env, cwd=faults.world.root, capture_output=True, text=True,
-        )  # fmt: skip
-        assert done.returncode == 2, done.stderr[-2000:]
-        assert len(done.stderr.strip().splitlines()) == 1 and "checksum" in done.stderr
+    for version, says in ((broken_uplift, "checksum"), (broken_model, "checksum")):
+        assert score_refuses(faults, version, says)
     (faults.bundle_dir(broken_model) / "models" / "churn" / "model.txt").unlink()
-    done = subprocess.run(
-        [NEXTBEST, "score", "--data", str(faults.world.data), "--as-of", AS_OF.isoformat(),
-         "--out", str(faults.world.root / "score"), "--model", broken_model],
-        env=env, cwd=faults.world.root, capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode == 2 and "missing" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert score_refuses(faults, broken_model, "missing")
     faults.promote(faults.champion)
+
+
+def score_refuses(faults: FaultWorld, version: str, says: str) -> bool:
+    """`nextbest score --model version` ends with one line saying `says` and exit status 2."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    args = ["score", "--data", str(faults.world.data), "--as-of", AS_OF.isoformat()]
+    args += ["--out", str(faults.world.root / "score"), "--model", version]
+    env = {"MLFLOW_TRACKING_URI": faults.world.tracking_uri}
+    result = CliRunner().invoke(app, args, env=env)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and says in lines[0], result.output[-2000:]
+    return True
 
 
 def test_a_corrupt_champion_at_start_is_never_ready_and_never_crash_loops(
