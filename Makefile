@@ -78,7 +78,7 @@ train: setup
 evaluate: setup
 	$(NB) evaluate --data $(DATA) --out out/report $(if $(MODEL),--model $(MODEL))
 
-## report: the same as evaluate (DESIGN.md §4 names both)
+## report: the same as evaluate (docs/cli.md names both)
 report: evaluate
 
 ## promote: move @champion to the latest version (MODEL=N for another) if it is not worse

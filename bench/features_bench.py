@@ -65,7 +65,7 @@ def make_synthetic(
     n_types: int = len(EVENT_TYPES),
     n_channels: int = len(CHANNELS),
 ) -> Path:
-    """Write customers/events/exposures Parquet files of the DESIGN §2 shape; return `out`."""
+    """Write customers/events/exposures Parquet files of the docs/data.md shape; return `out`."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     ids = np.char.add("c", np.char.zfill(np.arange(customers).astype(str), 8))

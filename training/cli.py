@@ -1,4 +1,4 @@
-"""The `nextbest` command line: one program, one sub-command per step of DESIGN.md §4.
+"""The `nextbest` command line: one program, one sub-command per step (docs/cli.md).
 
 Commands are thin: they parse arguments, call the package and report. User errors (bad data, bad
 configuration) end with one line on stderr and exit status 2, never a traceback.
@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: the score metrics `nextbest evaluate` prints (all of them are in the report)
 HEADLINE_SCORE_METRICS = ("roc_auc", "brier", "mae", "spearman", "normalized_gini")
 
-DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (DESIGN.md §2)")]
+DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (docs/data.md)")]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config (default: the packaged demo config)")
 ]
@@ -272,7 +272,7 @@ def score(
         int, typer.Option("--chunk-size", help="customers per chunk (bounds memory)")
     ] = 200_000,
 ) -> None:
-    """Score every customer as of a date with the registered bundle (DESIGN.md §6 output)."""
+    """Score every customer as of a date with the registered bundle (output: docs/batch.md)."""
     from serving.batch.job import score as run
     from serving.batch.settings import BatchSettings
     from training.registry.tracking import configure_tracking
@@ -366,7 +366,7 @@ def serve(
         int | None, typer.Option("--workers", min=1, help="worker processes")
     ] = None,
 ) -> None:
-    """Start the BentoML service; other settings come from NEXTBEST_* variables (README)."""
+    """Start the BentoML service; other settings come from NEXTBEST_* variables (docs/api.md)."""
     import os
     import sys
     import tempfile

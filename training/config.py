@@ -1,4 +1,4 @@
-"""Typed, validated configuration: the YAML of DESIGN.md §3 and its action catalog, loaded in one place."""
+"""Typed, validated configuration: the YAML of docs/config.md and its action catalog (docs/catalog.md), loaded in one place."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class FeatureSettings(BaseModel):
     max_channels: int = Field(default=20, description="most frequent channels kept as features")
 
 
-# --- the configuration file (DESIGN.md §3) ----------------------------------------------------
+# --- the configuration file (docs/config.md) --------------------------------------------------
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "config.yaml"
 Role = Literal["churn", "satisfaction", "value"]
@@ -256,7 +256,7 @@ class Promotion(_Model):
 
 
 class Decisioning(_Model):
-    """The learning loop shared by the service and batch scoring (DESIGN.md §5).
+    """The learning loop shared by the service and batch scoring (docs/api.md, docs/batch.md).
 
     A stable share of customers (by a salted hash of their id) is a global control group that never
     gets an action, and online decisions explore: with probability `exploration` a uniformly random

@@ -8,7 +8,7 @@ class NextbestError(Exception):
 
 
 class ContractError(NextbestError):
-    """A data set breaks the input contract of DESIGN.md §2.
+    """A data set breaks the input contract of docs/data.md.
 
     The message always names the file, the column and an example row, so the user can find it.
     """

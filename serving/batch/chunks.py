@@ -7,7 +7,7 @@ control group (training.policy.control). It returns a *candidates frame*: one ro
 scores and, per catalog action, its eligibility, net value and uplifts in flat columns
 (`candidate_column`), a plain DataFrame that Parquet, Dask and the network carry as it is.
 
-`actions_table` turns a candidates frame into DESIGN.md §6 `actions` with the SAME ranking code as
+`actions_table` turns a candidates frame into `actions` (docs/batch.md) with the SAME ranking code as
 the online service (`training.policy.arbitration.arbitrate`, row by row equal to `rank_one`); it is cheap
 (numpy over (n, k)), so it runs where the output is written, after the population-wide budget
 allocation (training.policy.campaign) when one applies.
@@ -128,7 +128,7 @@ def unpack(frame: pd.DataFrame, config: Config) -> ChunkCandidates:
 def actions_table(
     chunk: ChunkCandidates, selected: NDArray[np.int64] | None = None
 ) -> pd.DataFrame:
-    """DESIGN.md §6 `actions` of one chunk: every eligible action of every customer not in the
+    """`actions` (docs/batch.md) of one chunk: every eligible action of every customer not in the
     control group, ranked by `arbitrate` (`include_non_positive`: rank 1 is always worth doing).
 
     `selected` is the chosen action index per customer (−1: none) under the campaign's budget and
@@ -154,7 +154,7 @@ def actions_table(
 
 
 def scores_table(frame: pd.DataFrame, model_version: str, as_of: date) -> pd.DataFrame:
-    """DESIGN.md §6 `scores` of one chunk, plus `control_group` (True: never given an action)."""
+    """`scores` (docs/batch.md) of one chunk, plus `control_group` (True: never given an action)."""
     table = frame[["customer_id", *SCORE_COLUMNS]].copy()
     table["model_version"] = model_version
     table["as_of"] = pd.Timestamp(as_of)

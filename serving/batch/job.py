@@ -7,10 +7,10 @@ The pipeline, the same for both engines:
     -> per chunk: DuckDB features -> serving.batch.chunks.score_chunk      (engine: local or Dask)
     -> in chunk order: scores, arbitration, campaign selection -> Parquet (serving.batch.output)
 
-The output directory belongs to the job (checked writable before any work): it holds `scores.parquet` (DESIGN.md §6 plus
-`control_group`), when the bundle has uplift models and a non-empty catalog `actions.parquet`
-(DESIGN.md §6 plus `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so a
-killed job leaves the previous complete output or none, and readers never miss it (an atomic
+The output directory belongs to the job (docs/batch.md; checked writable before any work): it holds
+`scores.parquet` (with `control_group`), when the bundle has uplift models and a non-empty catalog
+`actions.parquet` (with `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so
+a killed job leaves the previous complete output or none, and readers never miss it (an atomic
 exchange, training.atomic); a directory with other files is refused.
 """
 

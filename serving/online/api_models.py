@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (DESIGN.md §5), as strict pydantic models.
+"""Request and response bodies of the HTTP API (docs/api.md), as strict pydantic models.
 
 Unknown fields are refused (a typo such as `max_action` must not be silently ignored), sizes are
 bounded, and the published OpenAPI schema is generated from these classes.

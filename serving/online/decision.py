@@ -7,7 +7,7 @@ contact-policy mask and a random generator. Ranking is `training.policy.arbitrat
 `training.policy.value.net_value`, exactly what batch scoring ranks, so for the same customer and features
 the greedy ranking here equals rank 1.. of the batch `actions` table.
 
-The learning loop (DESIGN.md §5) makes every decision a draw from a known policy:
+The learning loop (docs/api.md) makes every decision a draw from a known policy:
 - customers of the global control group (`training.policy.control.in_control`) get no action;
 - otherwise, with probability `exploration` the first action is drawn uniformly from the arms
   (every action the customer may receive, plus doing nothing), else it is the greedy best.

@@ -7,7 +7,7 @@ training read. With `synchronous=NORMAL` (the service's default) a committed dec
 crash of the service but not of the machine; FULL adds an fsync per commit (~4 ms here, more than
 the whole decision) so it also survives a power loss (`ServingSettings.log_synchronous`).
 
-`export_exposures` turns the log into the data contract's `exposures` table (DESIGN.md §2):
+`export_exposures` turns the log into the data contract's `exposures` table (docs/data.md):
 one row per decision of a known customer, the first action shown (or `control`) with the
 probability with which it was chosen.
 """

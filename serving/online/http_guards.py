@@ -15,7 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = frozenset(
-    {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json"}
+    {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/schema.json"}
 )
 UNKNOWN_PATH = "/_unknown"  # what every path the service does not have is counted as
 ARRIVED = "nextbest.arrived"  # scope key: time.monotonic() when the request reached the service
@@ -138,6 +138,8 @@ class ApiKeyMiddleware:
     """401 unless the request carries the configured key in `header` (health, metrics and the page
     itself stay open; the page sends the key the agent types with its API calls)."""
 
+    open_prefixes = ("/static_content/",)  # the Swagger UI page's (/docs) assets
+
     def __init__(self, app: ASGIApp, key: str, header: str) -> None:
         self.app = app
         self._key = key.encode()
@@ -147,7 +149,8 @@ class ApiKeyMiddleware:
         return f"ApiKeyMiddleware(header={self._header.decode()!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(self.open_prefixes):
             await self.app(scope, receive, send)
             return
         given: Any = dict(scope["headers"]).get(self._header, b"")

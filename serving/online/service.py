@@ -1,4 +1,4 @@
-"""The BentoML service (DESIGN.md §5): `bentoml serve serving.online.service:Nextbest`, or `nextbest serve`.
+"""The BentoML service (docs/api.md): `bentoml serve serving.online.service:Nextbest`, or `nextbest serve`.
 
 Thin on purpose: it loads the runtime (bundle + online store), opens the decision log, and turns
 requests into calls of serving.online.decision / serving.online.reasons and log records. The hot path is numpy
@@ -39,6 +39,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from serving.online import openapi
 from serving.online.api_models import (
     ActionOut,
     FeedbackRequest,
@@ -50,6 +51,7 @@ from serving.online.api_models import (
     ScoreResponse,
     Scores,
 )
+from serving.online.cors import allow_cross_origin
 from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
 from serving.online.decision_log import (
     ContactConflictError,
@@ -108,6 +110,7 @@ UNAVAILABLE = bentoml.metrics.Counter(
 )
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
 API_PATHS = ("/recommend", "/score", "/feedback")
 KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/docs")
 KNOWN_PREFIXES = ("/static_content/",)
@@ -204,6 +207,7 @@ def ready_detail() -> dict[str, Any]:
     threads=1,
     traffic={"timeout": 10},
     logging={"access": {"enabled": SETTINGS.access_log}},
+    service_class=openapi.DocumentedService,  # its OpenAPI document: serving/online/openapi.py
 )
 @bentoml.asgi_app(desktop, path="/")
 class Nextbest:
@@ -477,6 +481,7 @@ if SETTINGS.api_key is not None:
     SERVICE.add_asgi_middleware(
         ApiKeyMiddleware, key=SETTINGS.api_key.get_secret_value(), header=SETTINGS.api_key_header
     )
+allow_cross_origin(SERVICE, SETTINGS)  # NEXTBEST_CORS_ORIGINS; outermost of all when set
 
 
 def _now_iso() -> str:

@@ -7,15 +7,17 @@ the API key is a secret (never printed, never logged).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from training.errors import ConfigError
 
 PREFIX = "NEXTBEST_"
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class ServingSettings(BaseModel):
@@ -42,6 +44,11 @@ class ServingSettings(BaseModel):
         default=10.0, gt=0, description="a decision not made this long after arrival is dropped"
     )
     access_log: bool = Field(default=False, description="off: it costs ~20% throughput")
+    cors_origins: str = Field(
+        default="",
+        description="comma-separated origins (https://desk.example.com) whose pages may call the "
+        "API from a browser; empty: no cross-origin access (the default)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -73,3 +80,20 @@ class ServingSettings(BaseModel):
             text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
             out[PREFIX + name.upper()] = text
         return out
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [o.strip() for o in value.split(",") if o.strip()]
+        for origin in origins:
+            if not ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path, e.g. "
+                    "https://desk.example.com"
+                )
+        return ",".join(origins)
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """The origins of NEXTBEST_CORS_ORIGINS; empty when cross-origin calls are off."""
+        return tuple(o for o in self.cors_origins.split(",") if o)

@@ -45,5 +45,5 @@ def test_bentoml_build_works_offline(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     built = list((tmp_path / "bentos" / "nextbest").glob("*/src"))
     assert len(built) == 1
-    assert (built[0] / "serving" / "static" / "desktop.html").is_file()
-    assert (built[0] / "serving" / "service.py").is_file()
+    assert (built[0] / "serving" / "online" / "static" / "desktop.html").is_file()
+    assert (built[0] / "serving" / "online" / "service.py").is_file()

@@ -101,7 +101,7 @@ def test_bad_date_and_missing_data_dir_are_user_errors(tmp_path: Path) -> None:
     assert_one_line_error(proc, "nowhere")
 
 
-# Every rule of DESIGN §2 through the command line: exit 2, one line naming file/column/example,
+# Every rule of docs/data.md through the command line: exit 2, one line naming file/column/example,
 # no traceback, nothing written. (The per-rule details live in test_contract.py; this is the
 # user's view of the same rules.)
 CONTRACT_CASES = {

@@ -1,4 +1,4 @@
-"""The input data contract of DESIGN.md §2: the one place that reads a data set directory.
+"""The input data contract (docs/data.md): the one place that reads a data set directory.
 
 Tables are exposed as typed DuckDB views over the files (never loaded into pandas), so the same code
 serves a 100-row test set and 80M events; `validate_dataset` checks every rule with a few scans.
@@ -160,7 +160,7 @@ def validate_dataset(
     memory_limit: str | None = None,
     threads: int | None = None,
 ) -> DatasetSummary:
-    """Check every rule of DESIGN.md §2 and raise ContractError on the first violation.
+    """Check every rule of docs/data.md and raise ContractError on the first violation.
 
     `known_actions` are the action catalog's ids: exposures of any other action (but `control`)
     are then errors. Nothing is written; each table costs one scan (events: plus an anti-join on

@@ -1,4 +1,4 @@
-"""Converters from real public data sets into the input contract (DESIGN.md §2), each with a config.
+"""Converters from real public data sets into the input contract (docs/data.md), each with a config.
 
 Each importer is a pure function from the source frame to contract tables, plus thin I/O that reads
 the source and writes the data set directory atomically (a crash leaves the old directory or none).
@@ -108,7 +108,7 @@ def telco_tables(raw: pd.DataFrame, snapshot: date) -> dict[str, pd.DataFrame]:
 
 
 def telco_config(snapshot: date) -> dict[str, Any]:
-    """Config of DESIGN.md §3 for the Telco data: churn within 90 days of the snapshot."""
+    """Config (docs/config.md) for the Telco data: churn within 90 days of the snapshot."""
     churn = {
         "role": "churn",
         "kind": "any",
@@ -183,7 +183,7 @@ def _hillstrom_events(raw: pd.DataFrame, ids: pd.Series, campaign_date: date) ->
 
 
 def hillstrom_config(campaign_date: date) -> dict[str, Any]:
-    """Config of DESIGN.md §3 for Hillstrom: visit, conversion and spend in the 14 days after."""
+    """Config (docs/config.md) for Hillstrom: visit, conversion and spend in the 14 days after."""
 
     def outcome(kind: str, event_type: str, role: str | None = None) -> dict[str, Any]:
         head = {"role": role} if role else {}

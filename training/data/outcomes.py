@@ -1,4 +1,4 @@
-"""Outcome labels: what happened in the window after each as-of date or exposure (DESIGN.md §3).
+"""Outcome labels: what happened in the window after each as-of date or exposure (docs/config.md).
 
 For a spine of (customer_id, as_of) rows, every configured outcome reduces the events of its types
 with ``as_of <= ts < as_of + horizon_days`` by its kind, in one DuckDB query.

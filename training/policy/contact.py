@@ -3,7 +3,7 @@
 An action counts as *received* when an agent reported it `accepted` through `/feedback` (the
 decision log's contacts). A recommendation that was declined or never acted on is not a contact:
 a customer who calls back an hour later is offered the same action again instead of being locked
-out of it by an offer they never got. Two limits per action (DESIGN.md §3):
+out of it by an offer they never got. Two limits per action (docs/catalog.md):
 
 - `cooldown_days`: not again until that many days after the last time it was received;
 - `max_per_90_days`: at most that many receipts in any trailing 90 days (this one included).

@@ -1,4 +1,4 @@
-"""The BentoML service over real HTTP on 127.0.0.1: the API contract of DESIGN.md §5, bad input
+"""The BentoML service over real HTTP on 127.0.0.1: the API contract of docs/api.md, bad input
 answered 4xx (never 5xx), authentication, size limits, metrics, and the decision log holding exactly
 one record per answered request after a concurrent burst.
 """

@@ -1,4 +1,4 @@
-"""The data contract (DESIGN.md §2): every rule breaks a valid data set in exactly one place."""
+"""The data contract (docs/data.md): every rule breaks a valid data set in exactly one place."""
 
 from __future__ import annotations
 
