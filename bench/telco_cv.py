@@ -25,8 +25,10 @@ from training.data.contract import open_dataset
 from training.data.importers import import_telco
 from training.data.snapshots import TrainingSet, build_snapshots, data_span, resolve_as_of
 from training.evaluation import metrics
+from training.evaluation.baselines import logistic_baseline
 from training.features.definition import FeatureBuilder, categorical_names, to_matrix
-from training.scores.churn import ChurnModel, logistic_baseline
+from training.scores.base import fit_on
+from training.scores.churn import ChurnModel
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "datasets" / "Telco-Customer-Churn.csv"
@@ -73,8 +75,8 @@ def cross_validate(
             X_test=X[test],
             y_test=y[test],
         )
-        model = ChurnModel().fit_set(data)
-        scores["model"].append(metrics.roc_auc(y[test], model.predict(X[test])))
+        model = fit_on(ChurnModel(), data)
+        scores["model"].append(metrics.roc_auc(y[test], model.predict_score(X[test])))
         baseline = logistic_baseline(replace(data, X_fit=X[train], y_fit=y[train]))
         assert baseline is not None
         scores["baseline"].append(metrics.roc_auc(y[test], baseline.predict_proba(X[test])[:, 1]))

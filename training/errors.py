@@ -7,6 +7,11 @@ class NextbestError(Exception):
     """Base class for errors caused by the user's input (data, configuration, arguments)."""
 
 
+class EstimatorInputError(NextbestError, ValueError):
+    """Input an estimator cannot take (a matrix of another width than it was fitted on, labels
+    that are not 0/1): a NextbestError for the command line, a ValueError for scikit-learn."""
+
+
 class ContractError(NextbestError):
     """A data set breaks the input contract of docs/data.md.
 

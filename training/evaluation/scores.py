@@ -17,10 +17,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from training.data.snapshots import build_snapshots, split_for
+from training.evaluation.score_metrics import BASELINE, score_figures, score_metrics
 from training.registry.bundle import Bundle
 
-BASELINE = "baseline_"
-#: the baseline each score is compared with, in words (the models' `evaluate` computes it)
+#: the baseline each score is compared with, in words (`score_metrics` computes it)
 BASELINES = {
     "churn": "logistic regression",
     "satisfaction": "the last survey answer carried forward",
@@ -71,8 +71,8 @@ def evaluate_scores(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> ScoreEval
         data = split_for(frame, outcome, list(builder.feature_names_), spec.horizon_days)
         if len(data.y_test) == 0:
             continue
-        rows += metric_rows(role, outcome, model.evaluate(data))
-        figures |= {f"{role}_{name}": fig for name, fig in model.figures(data).items()}
+        rows += metric_rows(role, outcome, score_metrics(model, data))
+        figures |= {f"{role}_{name}": fig for name, fig in score_figures(model, data).items()}
     columns = ["role", "outcome", "metric", "model", "baseline"]
     return ScoreEvaluation(
         bundle.version or "",

@@ -24,6 +24,7 @@ from training.data.snapshots import (
     split_for,
 )
 from training.errors import NextbestError
+from training.evaluation.score_metrics import score_figures, score_metrics
 from training.features.definition import FeatureBuilder
 from training.pipelines.validate import check_rule_names, check_rule_scores
 from training.registry.bundle import Bundle
@@ -34,7 +35,7 @@ from training.registry.tracking import (
     log_uplift_run,
     training_run,
 )
-from training.scores.base import ScoreModel
+from training.scores.base import LightGBMScoreModel, ScoreModel, fit_on
 from training.scores.churn import ChurnModel
 from training.scores.ltv import LtvModel
 from training.scores.satisfaction import SatisfactionModel
@@ -56,13 +57,13 @@ class TrainResult:
     uplift: dict[str, str] = field(default_factory=dict)  # outcome -> chosen learner class
 
 
-def make_model(role: str, spec: OutcomeSpec) -> ScoreModel:
+def make_model(role: str, spec: OutcomeSpec) -> LightGBMScoreModel:
     """The estimator for a score, parameterised by its outcome definition."""
     if role == "churn":
         return ChurnModel()
     if role == "satisfaction":
         return SatisfactionModel(survey_type=spec.event_types[0])
-    return LtvModel(value_event_types=tuple(spec.event_types))
+    return LtvModel(value_event_types=tuple(spec.event_types), horizon_days=spec.horizon_days)
 
 
 def skip_reason(frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[str]) -> str | None:
@@ -101,7 +102,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
             trained = _train_role(role, config, frame, builder, present, result, say)
             if trained is not None:
                 model, data_set = trained
-                log_score_run(model, data_set, result.metrics[role], model.figures(data_set))
+                log_score_run(model, data_set, result.metrics[role], score_figures(model, data_set))
                 models[role] = model
         check_rule_scores(config, result.skipped)
         say("training uplift models on the exposures")
@@ -147,8 +148,8 @@ def _train_role(
         return None
     say(f"training {role} on outcome '{name}'")
     data_set = split_for(frame, name, builder.feature_names_, spec.horizon_days)
-    model = make_model(role, spec).fit_set(data_set)
-    result.metrics[role] = model.evaluate(data_set)
+    model = fit_on(make_model(role, spec), data_set)
+    result.metrics[role] = score_metrics(model, data_set)
     return model, data_set
 
 

@@ -107,7 +107,7 @@ class Bundle:
         for the scores whose role was not trained."""
         out = {name: np.full(len(X), np.nan) for name in SCORE_COLUMNS}
         for role, model in self.models.items():
-            out[SCORE_NAMES[role]] = np.asarray(model.predict(X), dtype=np.float64)
+            out[SCORE_NAMES[role]] = np.asarray(model.predict_score(X), dtype=np.float64)
         return out
 
     def uplift_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,40 +1,37 @@
 """Churn probability: a LightGBM binary classifier with domain monotone constraints and a
-probability calibrator, judged against a logistic-regression baseline.
+probability calibrator (judged against a logistic-regression baseline in
+`training.evaluation.score_metrics`).
 
-The validation slice is used twice without overlap: its even rows stop the boosting early, its odd
-rows fit the calibrator (the rows are sorted by snapshot and customer, so both halves span every
-snapshot). Calibration matters because the probability is multiplied by money downstream (avoided
-churn x LTV), not only ranked.
+The validation rows (`fit(..., eval_set=(X_val, y_val))`) are used twice without overlap: the even
+rows stop the boosting early, the odd rows fit the calibrator (the rows are sorted by snapshot and
+customer, so both halves span every snapshot). Calibration matters because the probability is
+multiplied by money downstream (avoided churn x LTV), not only ranked.
+
+A scikit-learn binary classifier: `predict_proba` gives the calibrated probabilities of classes
+0/1 (`classes_`), `predict` the label (probability above 1/2), and `predict_score` the churn
+probability the scores table holds. The calibrator is a plain value (a dataclass of knots), not an
+estimator.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 from scipy import optimize, special
-from sklearn.compose import ColumnTransformer
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.impute import SimpleImputer
+from sklearn.base import ClassifierMixin
 from sklearn.isotonic import isotonic_regression
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
-from training.data.snapshots import TrainingSet
-from training.errors import NextbestError
-from training.evaluation import metrics, plots
-from training.scores.base import LightGBMScoreModel, subsample_rows
+from training.errors import EstimatorInputError, NextbestError
+from training.scores.base import LightGBMScoreModel, require_fitted
 from training.scores.constraints import monotone_constraints
 
 ISOTONIC_MIN_ROWS = 1000  # isotonic needs this many calibration rows ...
 ISOTONIC_MIN_POSITIVES = 50  # ... and this many positives among them; else Platt scaling
 PROBABILITY_FLOOR = 1e-4  # no customer is certain to stay or to leave
 CALIBRATIONS = ("auto", "isotonic", "sigmoid", "none")
-BASELINE_MAX_ROWS = 200_000  # the logistic baseline is fitted on a stratified sample beyond this
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,48 +120,10 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "auto") -> Cali
 
 
 # ---------------------------------------------------------------------------------------------
-# the logistic-regression baseline
-
-
-def logistic_baseline(data: TrainingSet, seed: int = 0) -> Pipeline | None:
-    """Median-imputed, standardised numbers and one-hot categoricals into a logistic regression,
-    fitted on X_fit (a stratified sample beyond BASELINE_MAX_ROWS); None with one class."""
-    y = data.y_fit
-    if len(np.unique(y)) < 2:
-        return None
-    cats = [data.feature_names.index(c) for c in data.categorical]
-    nums = [j for j in range(len(data.feature_names)) if j not in set(cats)]
-    numeric = make_pipeline(
-        SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()
-    )
-    onehot = make_pipeline(
-        SimpleImputer(strategy="constant", fill_value=-1, keep_empty_features=True),
-        OneHotEncoder(handle_unknown="ignore"),
-    )
-    prep = ColumnTransformer([("num", numeric, nums), ("cat", onehot, cats)])
-    model = make_pipeline(prep, LogisticRegression(max_iter=1000))
-    keep = subsample_rows(y, BASELINE_MAX_ROWS, stratify=True, seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a baseline, not the model
-        model.fit(data.X_fit[keep], y[keep])
-    return model
-
-
-def classification_metrics(y: np.ndarray, p: np.ndarray, prefix: str = "") -> dict[str, float]:
-    """ROC AUC, PR AUC, Brier score and ECE of probabilities `p` for 0/1 outcomes `y`."""
-    return {
-        f"{prefix}roc_auc": metrics.roc_auc(y, p),
-        f"{prefix}pr_auc": metrics.pr_auc(y, p),
-        f"{prefix}brier": metrics.brier(y, p),
-        f"{prefix}ece": metrics.expected_calibration_error(y, p),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # the model
 
 
-class ChurnModel(LightGBMScoreModel):
+class ChurnModel(ClassifierMixin, LightGBMScoreModel):
     """Probability that a customer churns within the outcome's horizon.
 
     Defaults are sized for both ends: 2.5M snapshot rows (capped at `max_fit_rows` by stratified
@@ -177,9 +136,13 @@ class ChurnModel(LightGBMScoreModel):
     main_metric = "roc_auc"
     greater_is_better = True
 
+    _labels = True
+
     def __init__(
         self,
         *,
+        feature_names: tuple[str, ...] = (),
+        categorical: tuple[str, ...] = (),
         n_estimators: int = 3000,
         learning_rate: float = 0.05,
         num_leaves: int | None = None,
@@ -196,6 +159,8 @@ class ChurnModel(LightGBMScoreModel):
         n_jobs: int = 2,
         random_state: int = 0,
     ) -> None:
+        self.feature_names = feature_names
+        self.categorical = categorical
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -225,54 +190,52 @@ class ChurnModel(LightGBMScoreModel):
             params["monotone_constraints_method"] = self.monotone_method
         return params
 
-    def fit_set(self, data: TrainingSet) -> Self:
-        """Boost on X_fit (early stopping on the even validation rows), then calibrate on the odd
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # churned or not
+        return tags
+
+    def _check_target(self, y: np.ndarray) -> np.ndarray:
+        check_classification_targets(y)
+        if type_of_target(y) == "multiclass":
+            raise EstimatorInputError(
+                "ChurnModel: the churn outcome must be 0/1, not several classes "
+                "(Only binary classification is supported.)"
+            )
+        if y.dtype.kind not in "biuf" or not np.isin(y, (0.0, 1.0)).all():
+            raise EstimatorInputError("ChurnModel: the churn outcome must be 0/1")
+        return np.asarray(y, dtype=np.float64)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> None:
+        """Boost on X (early stopping on the even validation rows), then calibrate on the odd
         validation rows."""
-        self._start(data)
         if self.calibration not in CALIBRATIONS:
             raise NextbestError(
                 f"calibration must be one of {CALIBRATIONS}, not {self.calibration!r}"
             )
-        if not np.isin(data.y_fit, (0.0, 1.0)).all():
-            raise NextbestError("ChurnModel: the churn outcome must be 0/1")
-        X, y = self._fit_rows(data, stratify=True)
-        self._train(X, y, data.X_val[0::2], data.y_val[0::2])
-        self.calibrator_ = fit_calibrator(
-            self._raw(data.X_val[1::2]), data.y_val[1::2], self.calibration
-        )
-        return self
+        self.classes_ = np.array([0.0, 1.0])
+        X, y = self._fit_rows(X, y, stratify=True)
+        self._train(X, y, X_val[0::2], y_val[0::2])
+        self.calibrator_ = fit_calibrator(self._raw(X_val[1::2]), y_val[1::2], self.calibration)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of staying and of churning, shape (n, 2), per `classes_`."""
+        p = self.predict_score(X)
+        return np.column_stack([1.0 - p, p])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated churn probability per row of the model matrix."""
+        """The likelier class per row: 1.0 where the churn probability is above 1/2."""
+        churn = self.predict_score(X) > 0.5
+        return self.classes_[churn.astype(np.int64)]
+
+    def predict_score(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated churn probability per row of the model matrix: the score."""
+        require_fitted(self, "calibrator_")
         return self.calibrator_.apply(self._raw(X))
-
-    def evaluate(self, data: TrainingSet) -> dict[str, float]:
-        """Metrics on the test slice, for the model and for the logistic baseline (prefixed)."""
-        y = data.y_test
-        out = classification_metrics(y, self.predict(data.X_test))
-        out["base_rate"] = float(np.mean(y)) if len(y) else float("nan")
-        out["n_test"] = float(len(y))
-        baseline = logistic_baseline(data, self.random_state)
-        p_base = (
-            baseline.predict_proba(data.X_test)[:, 1]
-            if baseline is not None and len(y)
-            else np.full(len(y), np.nan)
-        )
-        out.update(classification_metrics(y, p_base, prefix="baseline_"))
-        return out
-
-    def figures(self, data: TrainingSet) -> dict[str, Figure]:
-        p = self.predict(data.X_test)
-        return {
-            "calibration": plots.calibration_curve(data.y_test, p),
-            "feature_importance": plots.feature_importance(
-                self.feature_names_, self.gain_importance()
-            ),
-            "lift_by_decile": plots.lift_by_decile(data.y_test, p),
-        }
 
     def _extra_state(self) -> dict[str, Any]:
         return {"calibrator": self.calibrator_.to_dict()}
 
     def _restore_extra_state(self, state: dict[str, Any]) -> None:
+        self.classes_ = np.array([0.0, 1.0])
         self.calibrator_ = Calibrator.from_dict(state["calibrator"])

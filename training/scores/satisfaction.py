@@ -2,42 +2,21 @@
 
 Regression keeps the order and spacing of the answer scale and predicts its mean, which is what
 the uplift on satisfaction and the money per point of the objective need; promoter / passive /
-detractor classes can be derived from it. The baseline carries the last answer forward.
+detractor classes can be derived from it. Its baseline, the last answer carried forward, is in
+`training.evaluation.baselines`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
+from sklearn.base import RegressorMixin
 
-from training.data.snapshots import TrainingSet
-from training.evaluation import metrics, plots
 from training.scores.base import LightGBMScoreModel
 
 
-def carry_forward(
-    data: TrainingSet, X: np.ndarray, survey_type: str, fallback: float
-) -> np.ndarray:
-    """The baseline: each customer's last `survey_type` answer (`<survey_type>_last`), `fallback`
-    (the training mean) where there is none or the data set has no such feature."""
-    last = data.column(X, f"{survey_type}_last")
-    if last is None:
-        return np.full(len(X), fallback, dtype=np.float64)
-    return np.where(np.isnan(last), fallback, last).astype(np.float64)
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray, prefix: str = "") -> dict[str, float]:
-    """MAE, RMSE and Spearman rank correlation of predicted against actual answers."""
-    return {
-        f"{prefix}mae": metrics.mae(y, pred),
-        f"{prefix}rmse": metrics.rmse(y, pred),
-        f"{prefix}spearman": metrics.spearman(y, pred),
-    }
-
-
-class SatisfactionModel(LightGBMScoreModel):
+class SatisfactionModel(RegressorMixin, LightGBMScoreModel):
     """Expected next answer to the `survey_type` survey, clipped to the range of answers seen in
     training. Shares the tree-size rules and persistence of `LightGBMScoreModel`."""
 
@@ -49,6 +28,8 @@ class SatisfactionModel(LightGBMScoreModel):
     def __init__(
         self,
         *,
+        feature_names: tuple[str, ...] = (),
+        categorical: tuple[str, ...] = (),
         survey_type: str = "nps",
         n_estimators: int = 3000,
         learning_rate: float = 0.05,
@@ -63,6 +44,8 @@ class SatisfactionModel(LightGBMScoreModel):
         n_jobs: int = 2,
         random_state: int = 0,
     ) -> None:
+        self.feature_names = feature_names
+        self.categorical = categorical
         self.survey_type = survey_type
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -83,41 +66,16 @@ class SatisfactionModel(LightGBMScoreModel):
     def _objective(self) -> dict[str, Any]:
         return {"objective": "regression", "metric": "l2"}
 
-    def fit_set(self, data: TrainingSet) -> Self:
-        """L2 boosting on X_fit with early stopping on the whole validation slice."""
-        self._start(data)
-        X, y = self._fit_rows(data, stratify=False)
-        self.label_range_ = (float(np.min(data.y_fit)), float(np.max(data.y_fit)))
-        self.mean_ = float(np.mean(data.y_fit))
-        self._train(X, y, data.X_val, data.y_val)
-        return self
+    def _fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> None:
+        """L2 boosting on X with early stopping on all the validation rows."""
+        self.label_range_ = (float(np.min(y)), float(np.max(y)))
+        self.mean_ = float(np.mean(y))
+        X, y = self._fit_rows(X, y, stratify=False)
+        self._train(X, y, X_val, y_val)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Expected next answer per row, within the observed answer range."""
         return np.clip(self._raw(X), *self.label_range_)
-
-    def baseline(self, data: TrainingSet, X: np.ndarray) -> np.ndarray:
-        """Last answer carried forward (training mean where missing)."""
-        return carry_forward(data, X, self.survey_type, self.mean_)
-
-    def evaluate(self, data: TrainingSet) -> dict[str, float]:
-        """MAE, RMSE and Spearman on the test slice for the model and the carry-forward baseline."""
-        y = data.y_test
-        out = regression_metrics(y, self.predict(data.X_test))
-        out["mean_label"] = float(np.mean(y)) if len(y) else float("nan")
-        out["n_test"] = float(len(y))
-        out.update(regression_metrics(y, self.baseline(data, data.X_test), prefix="baseline_"))
-        return out
-
-    def figures(self, data: TrainingSet) -> dict[str, Figure]:
-        return {
-            "predicted_vs_actual": plots.predicted_vs_actual(
-                data.y_test, self.predict(data.X_test)
-            ),
-            "feature_importance": plots.feature_importance(
-                self.feature_names_, self.gain_importance()
-            ),
-        }
 
     def _extra_state(self) -> dict[str, Any]:
         return {"label_range": list(self.label_range_), "mean": self.mean_}

@@ -24,6 +24,14 @@ Outcomes may be binary (y in {0, 1}: LightGBM `binary`, effects in probability) 
 effect is often proportional to what the customer would spend anyway). Persistence is
 pickle-free: `to_dict()` holds LightGBM model strings and JSON-able state, `from_dict()` rebuilds
 a learner whose predictions are bit-identical.
+
+scikit-learn's estimator contract holds (keyword-only hyper-parameters stored verbatim, `clone`,
+input checks raising ValueError — `EstimatorInputError` — learned attributes ending in `_`), with
+the exceptions the `treatment` argument makes: `fit` takes (X, treatment, y, propensity), not
+(X, y), and `predict` returns one column per action. `parametrize_with_checks` therefore drives the
+learners through a thin adapter (tests/training/uplift/test_learners_estimator_checks.py) that
+alternates control and one action by row, passes no propensity (randomized), returns that action's
+column, and skips only the score threshold of the regressor checks (an effect is not the outcome).
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ from typing import Any, ClassVar, Self
 import lightgbm as lgb
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_array, column_or_1d
 
 from training.config import CONTROL
-from training.errors import NextbestError
+from training.errors import EstimatorInputError, NextbestError
 
 FORMAT_VERSION = 1
 
@@ -228,6 +238,8 @@ class UpliftLearner(BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Uplift of each action vs control, shape (n, len(actions_)), columns in `actions_` order."""
+        if not hasattr(self, "models_"):  # not check_is_fitted: it costs more than a row's uplift
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet.")
         X = self._check_matrix(X)
         return self._predict(X)
 
@@ -313,20 +325,31 @@ class UpliftLearner(BaseEstimator):
 
     # -- validation -------------------------------------------------------------------------
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # LightGBM routes missing values itself
+        return tags
+
     def _check_inputs(
-        self, X: np.ndarray, treatment: np.ndarray, y: np.ndarray
+        self, X: np.ndarray, treatment: np.ndarray, y: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        X = np.asarray(X, dtype=np.float64)
-        treatment = np.asarray(treatment).astype(str)
-        y = np.asarray(y, dtype=np.float64)
+        """scikit-learn's checks of X (2-D, dense, numeric, 2+ rows: both arms) and y (1-D,
+        finite), as EstimatorInputErrors; then the shapes and arms."""
         name = type(self).__name__
-        if X.ndim != 2 or treatment.shape != (len(X),) or y.shape != (len(X),):
-            raise NextbestError(
+        if y is None:
+            raise EstimatorInputError(f"{name} requires y to be passed, but the target y is None")
+        try:
+            X = check_array(X, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=2)
+            y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+            y = column_or_1d(y, warn=True)
+        except ValueError as exc:  # a TypeError (sparse, objects) says it plainly
+            raise EstimatorInputError(f"{name}: {exc}") from None
+        treatment = np.asarray(treatment).astype(str)
+        if treatment.shape != (len(X),) or y.shape != (len(X),):
+            raise EstimatorInputError(
                 f"{name}: X must be (n, d) with n treatments and n outcomes; got X {X.shape}, "
                 f"treatment {treatment.shape}, y {y.shape}"
             )
-        if not np.isfinite(y).all():
-            raise NextbestError(f"{name}: y holds missing or infinite values")
         arms = set(treatment.tolist())
         if CONTROL not in arms or len(arms) < 2:
             raise NextbestError(
@@ -335,10 +358,18 @@ class UpliftLearner(BaseEstimator):
         return X, treatment, y
 
     def _check_matrix(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise NextbestError(
-                f"{type(self).__name__}: expected (n, {self.n_features_in_}) features, got {X.shape}"
+        name, n = type(self).__name__, self.n_features_in_
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f":
+            X = X.astype(np.float64, copy=False)  # the serving path: no further checks
+        else:
+            try:
+                X = check_array(X, dtype=np.float64, ensure_all_finite=False)
+            except ValueError as exc:  # a TypeError (sparse, objects) says it plainly
+                raise EstimatorInputError(f"{name}: {exc}") from None
+        if X.shape[1] != n:
+            raise EstimatorInputError(
+                f"{name}: expected (n, {n}) features, got {X.shape} (X has {X.shape[1]} features, "
+                f"but {name} is expecting {n} features as input)"
             )
         return X
 

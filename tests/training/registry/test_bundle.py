@@ -34,11 +34,12 @@ from training.data.snapshots import (  # noqa: E402
     split_for,
 )
 from training.errors import NextbestError  # noqa: E402
+from training.evaluation.score_metrics import score_metrics  # noqa: E402
 from training.features.definition import FeatureBuilder, to_matrix  # noqa: E402
 from training.registry.bundle import Bundle, BundleMetadata
 from training.registry.mlflow_models import NO_CHAMPION, load_bundle, log_bundle, parse_ref
 from training.registry.tracking import data_fingerprint, training_run  # noqa: E402
-from training.scores.base import ScoreModel  # noqa: E402
+from training.scores.base import ScoreModel, fit_on  # noqa: E402
 from training.scores.churn import ChurnModel  # noqa: E402
 from training.scores.ltv import LtvModel  # noqa: E402
 from training.scores.satisfaction import SatisfactionModel  # noqa: E402
@@ -69,7 +70,7 @@ class Trained:
     def bundle(self, models: dict[str, ScoreModel] | None = None, **meta: Any) -> Bundle:
         """A bundle of these (or other) models, their metrics evaluated on the real test slices."""
         models = self.models if models is None else models
-        metrics = {r: m.evaluate(self.sets[r]) for r, m in models.items()}
+        metrics = {r: score_metrics(m, self.sets[r]) for r, m in models.items()}
         metadata = BundleMetadata(as_of=self.as_of, data=self.fingerprint, metrics=metrics, **meta)
         return Bundle(self.builder, self.config, models, metadata)
 
@@ -104,8 +105,8 @@ def _train_all(data_dir: Path) -> Trained:
         assert found is not None
         name, spec = found
         sets[role] = split_for(frame, name, builder.feature_names_, spec.horizon_days)
-        models[role] = cls(**FAST).fit_set(sets[role])
-        metrics[role] = models[role].evaluate(sets[role])
+        models[role] = fit_on(cls(**FAST), sets[role])
+        metrics[role] = score_metrics(models[role], sets[role])
     return Trained(
         data_dir, config, builder, frame, as_of, sets, models, metrics, data_fingerprint(ds)
     )
@@ -179,7 +180,7 @@ def test_scores_cover_three_columns_and_skipped_roles_are_nan(trained: Trained, 
     assert scores["churn_probability"].between(0, 1).all()
     assert (scores["ltv"] >= 0).all()
     X = to_matrix(features, trained.builder.feature_names_)
-    direct = trained.models["churn"].predict(X)
+    direct = trained.models["churn"].predict_score(X)
     np.testing.assert_array_equal(scores["churn_probability"].to_numpy(), direct)
     assert bundle.metadata.skipped == {"satisfaction": "no nps events"}
 

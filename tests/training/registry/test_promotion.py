@@ -15,6 +15,7 @@ from tests.training.registry.test_bundle import Trained, register, train_all
 from training.errors import NextbestError
 from training.registry.mlflow_models import NO_CHAMPION, load_bundle
 from training.registry.promotion import Comparison, compare, promote, promotion_table, render
+from training.scores.base import fit_on
 from training.scores.churn import ChurnModel
 
 
@@ -29,7 +30,7 @@ def shuffled_churn(trained: Trained) -> ChurnModel:
     rng = np.random.default_rng(0)
     data = trained.sets["churn"]
     noise = replace(data, y_fit=rng.permutation(data.y_fit), y_val=rng.permutation(data.y_val))
-    return ChurnModel(n_estimators=60, learning_rate=0.1, n_jobs=1).fit_set(noise)
+    return fit_on(ChurnModel(n_estimators=60, learning_rate=0.1, n_jobs=1), noise)
 
 
 def champion_version() -> str:

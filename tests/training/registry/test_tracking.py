@@ -14,6 +14,7 @@ import pytest
 from tests.training.registry.test_bundle import FAST, Trained, train_all
 from training.config import Config
 from training.data.contract import open_dataset
+from training.evaluation.score_metrics import score_figures
 from training.registry.tracking import (
     artifact_location,
     configure_tracking,
@@ -117,7 +118,7 @@ def test_training_run_records_data_and_scores(trained: Trained, store: Path) -> 
     ds = open_dataset(trained.data_dir)
     b = trained.builder
     with training_run(ds, b, trained.config, "cfg.yaml", trained.as_of) as training:
-        child = log_score_run(model, data, metrics, model.figures(data), {"roc_auc": 0.5})
+        child = log_score_run(model, data, metrics, score_figures(model, data), {"roc_auc": 0.5})
     assert training.fingerprint == fingerprint  # computed by the run
     run = training.run
 
@@ -151,7 +152,7 @@ def test_training_run_records_data_and_scores(trained: Trained, store: Path) -> 
     assert nested.data.params["n_estimators"] == str(FAST["n_estimators"])
     assert nested.data.params["data.n_test"] == str(len(data.y_test))
     figures = {a.path for a in client.list_artifacts(child, "figures")}
-    assert figures == {f"figures/{name}.png" for name in model.figures(data)}
+    assert figures == {f"figures/{name}.png" for name in score_figures(model, data)}
 
 
 def test_a_failing_training_run_is_marked_failed(trained: Trained, store: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from training.data.snapshots import TrainingSet
-from training.scores.base import LightGBMScoreModel
+from training.evaluation.score_metrics import score_metrics
+from training.scores.base import LightGBMScoreModel, fit_on
 from training.scores.churn import ChurnModel
 from training.scores.ltv import LtvModel
 from training.scores.satisfaction import SatisfactionModel
@@ -48,12 +49,12 @@ def trained(score_sets: dict[str, TrainingSet]) -> dict[str, LightGBMScoreModel]
         "satisfaction": SatisfactionModel(survey_type="nps", n_jobs=TEST_JOBS),
         "value": LtvModel(value_event_types=("purchase",), n_jobs=TEST_JOBS),
     }
-    return {role: model.fit_set(score_sets[role]) for role, model in models.items()}
+    return {role: fit_on(model, score_sets[role]) for role, model in models.items()}
 
 
 @pytest.fixture(scope="session")
 def evaluations(
     trained: dict[str, LightGBMScoreModel], score_sets: dict[str, TrainingSet]
 ) -> dict[str, dict[str, float]]:
-    """role -> evaluate() of the trained model on its test slice."""
-    return {role: model.evaluate(score_sets[role]) for role, model in trained.items()}
+    """role -> score_metrics() of the trained model on its test slice."""
+    return {role: score_metrics(model, score_sets[role]) for role, model in trained.items()}

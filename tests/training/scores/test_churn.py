@@ -11,7 +11,8 @@ import pytest
 from training.data.snapshots import TrainingSet
 from training.errors import NextbestError
 from training.evaluation import metrics
-from training.scores.base import LightGBMScoreModel
+from training.evaluation.score_metrics import score_metrics
+from training.scores.base import LightGBMScoreModel, fit_on
 from training.scores.churn import (
     Calibrator,
     ChurnModel,
@@ -38,7 +39,7 @@ def test_churn_is_calibrated_on_the_small_world(
 def test_probabilities_are_probabilities(
     trained: dict[str, LightGBMScoreModel], score_sets: dict[str, TrainingSet]
 ) -> None:
-    p = trained["churn"].predict(score_sets["churn"].X_test)
+    p = trained["churn"].predict_score(score_sets["churn"].X_test)
     assert p.dtype == np.float64 and np.all((p > 0) & (p < 1))
     assert abs(p.mean() - score_sets["churn"].y_test.mean()) < 0.03
 
@@ -50,15 +51,15 @@ def test_more_complaints_and_unresolved_contacts_never_lower_churn(
     X = data.X_test[:300].copy()
     rising = [j for j, name in enumerate(data.feature_names) if RISING.fullmatch(name)]
     assert len(rising) >= 9  # 30/90/365-day windows of all three kinds
-    before = model.predict(X)
+    before = model.predict_score(X)
     for extra in (1, 2, 5):
         worse = X.copy()
         worse[:, rising] += extra  # consistently: a complaint in the last 30 days is in 90 and 365
-        assert np.all(model.predict(worse) >= before)
+        assert np.all(model.predict_score(worse) >= before)
     rate = [j for j, n in enumerate(data.feature_names) if n.startswith("resolution_rate_")]
     lower = X.copy()
     lower[:, rate] = np.where(np.isnan(lower[:, rate]), np.nan, lower[:, rate] * 0.5)
-    assert np.all(model.predict(lower) >= before)
+    assert np.all(model.predict_score(lower) >= before)
 
 
 def test_monotone_constraints_reach_lightgbm(trained: dict[str, LightGBMScoreModel]) -> None:
@@ -131,12 +132,12 @@ def test_a_tiny_data_set_still_trains(score_sets: dict[str, TrainingSet]) -> Non
         X_test=data.X_test[:40],
         y_test=data.y_test[:40],
     )
-    model = ChurnModel(n_jobs=TEST_JOBS).fit_set(tiny)
+    model = fit_on(ChurnModel(n_jobs=TEST_JOBS), tiny)
     assert model.calibrator_.kind in ("sigmoid", "none")
     assert model.lgb_params_["num_leaves"] == 4 and model.lgb_params_["min_child_samples"] == 20
-    result = model.evaluate(tiny)
+    result = score_metrics(model, tiny)
     assert set(result) >= {"roc_auc", "baseline_roc_auc", "ece", "base_rate", "n_test"}
-    assert np.all((model.predict(tiny.X_test) > 0) & (model.predict(tiny.X_test) < 1))
+    assert np.all((model.predict_score(tiny.X_test) > 0) & (model.predict_score(tiny.X_test) < 1))
 
 
 def test_without_a_validation_slice_it_boosts_a_fixed_number_of_rounds(
@@ -144,8 +145,9 @@ def test_without_a_validation_slice_it_boosts_a_fixed_number_of_rounds(
 ) -> None:
     data = score_sets["churn"]
     empty = data.X_val[:0]
-    model = ChurnModel(n_estimators=30, n_jobs=TEST_JOBS).fit_set(
-        replace(data, X_val=empty, y_val=data.y_val[:0])
+    model = fit_on(
+        ChurnModel(n_estimators=30, n_jobs=TEST_JOBS),
+        replace(data, X_val=empty, y_val=data.y_val[:0]),
     )
     assert model.best_iteration_ == 30 and model.calibrator_.kind == "none"
 
@@ -153,11 +155,11 @@ def test_without_a_validation_slice_it_boosts_a_fixed_number_of_rounds(
 def test_a_non_binary_outcome_is_refused(score_sets: dict[str, TrainingSet]) -> None:
     data = score_sets["churn"]
     with pytest.raises(NextbestError, match="0/1"):
-        ChurnModel(n_jobs=TEST_JOBS).fit_set(replace(data, y_fit=data.y_fit * 2))
+        fit_on(ChurnModel(n_jobs=TEST_JOBS), replace(data, y_fit=data.y_fit * 2))
 
 
 def test_an_unknown_calibration_is_refused_before_training(
     score_sets: dict[str, TrainingSet],
 ) -> None:
     with pytest.raises(NextbestError, match="calibration must be one of"):
-        ChurnModel(calibration="beta").fit_set(score_sets["churn"])
+        fit_on(ChurnModel(calibration="beta"), score_sets["churn"])

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from sklearn.base import clone
 
 from training.errors import NextbestError
+from training.evaluation.score_metrics import score_figures
 from training.scores.base import (
     META_FILE,
     MODEL_FILE,
@@ -21,6 +22,7 @@ from training.scores.base import (
     TrainingSet,
     auto_min_child_samples,
     auto_num_leaves,
+    fit_on,
     subsample_rows,
 )
 from training.scores.churn import ChurnModel
@@ -66,7 +68,7 @@ def test_save_then_load_predicts_exactly_the_same(
     assert meta["class"] == type(model).__name__ and meta["format_version"] == 1
     loaded = type(model).load(tmp_path / role)
     X = np.vstack([data.X_fit[:500], data.X_test])
-    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.predict_score(X), model.predict_score(X))
     assert loaded.get_params() == model.get_params()
     assert loaded.params() == model.params()
 
@@ -111,7 +113,7 @@ def test_figures_are_matplotlib_figures_without_pyplot_state(
     import matplotlib.pyplot as plt
 
     before = plt.get_fignums()
-    figures = trained[role].figures(score_sets[role])
+    figures = score_figures(trained[role], score_sets[role])
     assert "feature_importance" in figures
     assert all(isinstance(f, Figure) and f.axes for f in figures.values())
     assert plt.get_fignums() == before
@@ -147,9 +149,9 @@ def test_a_row_cap_trains_on_a_sample(
     cls: type[LightGBMScoreModel], score_sets: dict[str, TrainingSet]
 ) -> None:
     role = {ChurnModel: "churn", SatisfactionModel: "satisfaction", LtvModel: "value"}[cls]
-    model = cls(max_fit_rows=1_000, n_jobs=TEST_JOBS).fit_set(score_sets[role])
+    model = fit_on(cls(max_fit_rows=1_000, n_jobs=TEST_JOBS), score_sets[role])
     assert model.lgb_params_["num_leaves"] == auto_num_leaves(1_000)
-    assert np.all(np.isfinite(model.predict(score_sets[role].X_test)))
+    assert np.all(np.isfinite(model.predict_score(score_sets[role].X_test)))
 
 
 @pytest.mark.parametrize("cls", [ChurnModel, SatisfactionModel, LtvModel])

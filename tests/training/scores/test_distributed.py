@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.training.registry.test_bundle import CLASSES, FAST, Trained, train_all
-from training.scores.base import BOOSTER_TRAINER
+from training.evaluation.score_metrics import score_metrics
+from training.scores.base import BOOSTER_TRAINER, fit_on
 from training.scores.distributed import best_round, dask_boosting, dask_client
 
 
@@ -38,10 +39,10 @@ def test_dask_boosted_models_beat_their_baselines(
 ) -> None:
     data = trained.sets[role]
     with dask_boosting(client):  # type: ignore[arg-type]
-        model = CLASSES[role](**FAST).fit_set(data)
+        model = fit_on(CLASSES[role](**FAST), data)
     assert BOOSTER_TRAINER.get() is None  # the seam is restored after the block
     assert 0 < model.best_iteration_ <= FAST["n_estimators"]
-    metrics = model.evaluate(data)
+    metrics = score_metrics(model, data)
     local = trained.metrics[role]
     main = model.main_metric
     if role == "churn":  # the baseline is a strong one here: stay near the in-process model

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from training.data.snapshots import TrainingSet
-from training.scores.base import LightGBMScoreModel
-from training.scores.ltv import LtvModel, historical_average
+from training.evaluation.baselines import historical_average
+from training.evaluation.score_metrics import score_metrics
+from training.scores.base import LightGBMScoreModel, fit_on
+from training.scores.ltv import LtvModel
 
 from .conftest import TEST_JOBS
 from .test_satisfaction import without
@@ -52,7 +54,7 @@ def test_historical_average_falls_back_to_the_value_event_then_to_zero(
     np.testing.assert_allclose(base, np.nan_to_num(purchases) * 90 / 365)
     bare = without(data, "purchase_")
     assert np.all(historical_average(bare, bare.X_test, "purchase") == 0)
-    result = LtvModel(n_estimators=50, n_jobs=TEST_JOBS).fit_set(bare).evaluate(bare)
+    result = score_metrics(fit_on(LtvModel(n_estimators=50, n_jobs=TEST_JOBS), bare), bare)
     assert result["baseline_normalized_gini"] == pytest.approx(0.0)
 
 
@@ -60,6 +62,6 @@ def test_refunds_are_fitted_as_zero(score_sets: dict[str, TrainingSet]) -> None:
     data = score_sets["value"]
     y = data.y_fit.copy()
     y[:50] = -20.0
-    model = LtvModel(n_estimators=30, n_jobs=TEST_JOBS).fit_set(replace(data, y_fit=y))
+    model = fit_on(LtvModel(n_estimators=30, n_jobs=TEST_JOBS), replace(data, y_fit=y))
     assert np.all(model.predict(data.X_test) > 0)
     assert model.horizon_days_ == 90

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from training.data.snapshots import TrainingSet
-from training.scores.base import LightGBMScoreModel
-from training.scores.satisfaction import SatisfactionModel, carry_forward
+from training.evaluation.baselines import carry_forward
+from training.evaluation.score_metrics import baseline_prediction, score_metrics
+from training.scores.base import LightGBMScoreModel, fit_on
+from training.scores.satisfaction import SatisfactionModel
 
 from .conftest import TEST_JOBS
 
@@ -65,8 +67,8 @@ def test_a_data_set_without_the_survey_feature_still_trains(
 ) -> None:
     data = without(score_sets["satisfaction"], "nps_")
     assert data.column(data.X_test, "nps_last") is None
-    model = SatisfactionModel(survey_type="nps", n_jobs=TEST_JOBS).fit_set(data)
-    result = model.evaluate(data)
+    model = fit_on(SatisfactionModel(survey_type="nps", n_jobs=TEST_JOBS), data)
+    result = score_metrics(model, data)
     mean_mae = np.mean(np.abs(data.y_test - data.y_fit.mean()))
     assert result["baseline_mae"] == pytest.approx(mean_mae)
     assert np.isnan(result["baseline_spearman"])  # a constant baseline has no ranking
@@ -75,9 +77,9 @@ def test_a_data_set_without_the_survey_feature_still_trains(
 
 def test_another_survey_type_reads_its_own_last_answer(score_sets: dict[str, TrainingSet]) -> None:
     data = score_sets["satisfaction"]
-    model = SatisfactionModel(survey_type="csat", n_estimators=20, n_jobs=TEST_JOBS).fit_set(data)
+    model = fit_on(SatisfactionModel(survey_type="csat", n_estimators=20, n_jobs=TEST_JOBS), data)
     csat = data.column(data.X_test, "csat_last")
     assert csat is not None
-    base = model.baseline(data, data.X_test)
+    base = baseline_prediction(model, data, data.X_test)
     seen = ~np.isnan(csat)
     np.testing.assert_array_equal(base[seen], csat[seen])
