@@ -26,7 +26,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve live browser bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve bento live notebooks browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -43,9 +43,11 @@ $(BIN)/nextbest: pyproject.toml requirements.lock
 ## setup: create .venv and install nextbest with the pinned versions of requirements.lock
 setup: $(BIN)/nextbest
 
-## lock: re-resolve requirements.lock from the ranges in pyproject.toml
-lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+## lock: re-resolve requirements.lock (every extra) and requirements-serve.lock (core + serve, same pins)
+lock: setup
+	$(BIN)/uv pip compile -q pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra serve --python-version 3.11 \
+		-c requirements.lock -o requirements-serve.lock
 
 ## lint: ruff (lint + format check), mypy, and the import layers (import-linter, pyproject.toml)
 lint: setup
@@ -104,6 +106,15 @@ materialize: setup
 serve: setup
 	@test -f $(STORE) || $(MAKE) --no-print-directory materialize
 	$(NB) serve --host $(HOST) --port $(PORT) --store $(STORE) $(if $(MODEL),--model $(MODEL))
+
+## bento: a Bento that runs on its own: MODEL (default @champion) and STORE baked in (WHEELHOUSE=dir: offline image)
+bento: setup
+	@test -f $(STORE) || $(MAKE) --no-print-directory materialize
+	$(NB) bento --store $(STORE) $(if $(MODEL),--model $(MODEL)) $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
+
+## notebooks: run notebooks/*.ipynb on the tests' small world and save them there with their outputs
+notebooks: setup
+	NEXTBEST_RENDER_NOTEBOOKS=$(CURDIR)/notebooks $(BIN)/pytest -q -n 2 tests/test_notebook_scores.py tests/test_notebook_uplift.py
 
 ## browser: install Debian's chromium and chromedriver (the agent-desktop test drives them; root)
 browser:

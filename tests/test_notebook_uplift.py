@@ -4,35 +4,19 @@ bundle with uplift models, on the small world (with its truth), and writes the R
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-import nbclient
-import nbformat
 import pytest
 
 from tests.conftest import REPO
+from tests.notebooks.run import environment, execute, images, outputs
 from training.registry.bundle import Bundle
 from training.registry.mlflow_models import CHAMPION, REGISTERED_MODEL
 
 NOTEBOOK = REPO / "notebooks" / "uplift_roi.ipynb"
 TIMEOUT_SECONDS = 600
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """os.environ with `values` set for the block (the kernel inherits it), restored afterwards."""
-    old = os.environ.copy()
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +49,10 @@ def project(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 @pytest.mark.slow
 def test_uplift_notebook_runs_and_writes_the_report(project: dict[str, str]) -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert not [c for c in notebook.cells if c.cell_type == "code" and c.get("outputs")]
     variables = {k: v for k, v in project.items() if k != "version"}
-    with environment(variables):
-        nbclient.NotebookClient(notebook, timeout=TIMEOUT_SECONDS, kernel_name="python3").execute()
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # the plots were shown
+    notebook = execute(NOTEBOOK, variables, TIMEOUT_SECONDS)
+    assert not [o for o in outputs(notebook) if o.get("output_type") == "error"]
+    assert images(notebook) >= 5  # the plots were shown
 
     report = Path(project["NEXTBEST_ROOT"]) / "out" / "report"
     assert "<img" in (report / "report.html").read_text(encoding="utf-8")

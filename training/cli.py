@@ -365,6 +365,12 @@ def serve(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="worker processes")
     ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle", help="a bundle folder (nextbest export-bundle) instead of --model"
+        ),
+    ] = None,
 ) -> None:
     """Start the BentoML service; other settings come from NEXTBEST_* variables (docs/api.md)."""
     import os
@@ -373,7 +379,8 @@ def serve(
 
     from serving.online.settings import ServingSettings
 
-    flags = {"model": model, "online_store": store, "decision_log": log, "workers": workers}
+    flags: dict[str, Any] = {"model": model, "bundle_dir": bundle, "online_store": store}
+    flags |= {"decision_log": log, "workers": workers}
     settings = ServingSettings.from_env().model_copy(
         update={k: v for k, v in flags.items() if v is not None}
     )
@@ -386,6 +393,48 @@ def serve(
     env.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / f"nextbest-bentoml-{port}"))
     command = [sys.executable, "-m", "bentoml", "serve", "serving.online.service:Nextbest"]
     os.execvpe(sys.executable, [*command, "--host", host, "--port", str(port)], env)  # noqa: S606
+
+
+@app.command("export-bundle")
+@user_errors
+def export_bundle(
+    out_dir: Annotated[Path, typer.Option("--out", help="bundle folder (replaced atomically)")],
+    model: ModelOpt = None,
+) -> None:
+    """Write a registry bundle (default @champion) as files: NEXTBEST_BUNDLE_DIR serves it without MLflow."""
+    from training.registry.mlflow_models import export_bundle as run
+    from training.registry.tracking import configure_tracking
+
+    configure_tracking()
+    bundle = run(model, out_dir)
+    out.print(f"exported bundle version {bundle.version} to {out_dir}")
+
+
+@app.command()
+@user_errors
+def bento(
+    model: ModelOpt = None,
+    store: Annotated[
+        Path, typer.Option("--store", help="online store baked into the Bento")
+    ] = Path("out/online_store.sqlite"),
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option("--wheelhouse", help="wheels of requirements-serve.lock: an offline image"),
+    ] = None,
+) -> None:
+    """Build a Bento that runs on its own: the bundle (default @champion) and the store inside."""
+    from serving.online.packaging import build_bento
+    from training.registry.tracking import configure_tracking
+
+    configure_tracking()
+    with err.status("building the Bento"):
+        built = build_bento(model, store, wheelhouse=wheelhouse)
+    out.print(
+        f"built Bento {built.tag}: bundle version {built.model_version}, online store as of "
+        f"{built.store_as_of} ({built.customers:,} customers)\n"
+        f"  serve it:        bentoml serve {built.tag}\n"
+        f"  containerize it: bentoml containerize {built.tag}"
+    )
 
 
 @app.command("export-exposures")

@@ -11,13 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.online.bundle_source import load_served, served_key
 from serving.online.decision import Decider
 from serving.online.fast_predict import accelerate
 from serving.online.reasons import Explainer
 from serving.online.settings import ServingSettings
 from serving.online.store import OnlineStore
 from training.registry.bundle import Bundle
-from training.registry.mlflow_models import load_bundle, resolve_version
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Runtime:
     explainer: Explainer
     store: OnlineStore
     version: str
-    key: tuple[str, tuple[int, int]]  # (model version, store file identity): what reload compares
+    key: tuple[str, tuple[int, int]]  # (bundle key, store file identity): what reload compares
 
     @property
     def bundle(self) -> Bundle:
@@ -46,24 +46,22 @@ def store_identity(path: Path) -> tuple[int, int]:
 
 
 def current_key(settings: ServingSettings) -> tuple[str, tuple[int, int]]:
-    """What the registry reference and the store path point to now."""
+    """What the bundle setting (registry reference or folder) and the store path point to now."""
 
-    return str(resolve_version(settings.model).version), store_identity(settings.online_store)
+    return served_key(settings), store_identity(settings.online_store)
 
 
 def load_runtime(
     settings: ServingSettings, previous: Runtime | None = None, keep_bundle: bool = False
 ) -> Runtime:
     """Load the bundle and open its store; a store of another feature definition is refused.
-    When only the store changed, or `keep_bundle` (the new champion cannot be loaded), `previous`'s
+    When only the store changed, or `keep_bundle` (the new bundle cannot be loaded), `previous`'s
     bundle is kept: a store swap reads no model file."""
-    same = previous is not None and (
-        keep_bundle or previous.version == str(resolve_version(settings.model).version)
-    )
-    if previous is not None and same:
-        bundle = previous.bundle
+    if previous is not None and (keep_bundle or previous.key[0] == served_key(settings)):
+        bundle, bundle_key = previous.bundle, previous.key[0]
     else:
-        bundle = accelerate(load_bundle(settings.model))
+        loaded, bundle_key = load_served(settings)
+        bundle = accelerate(loaded)
     store = OnlineStore(settings.online_store)
     try:
         store.check_compatible(bundle.builder.version)
@@ -71,7 +69,7 @@ def load_runtime(
         store.close()
         raise
     version = bundle.version or ""
-    key = (version, store.identity)  # the inode actually opened, not a second look at the path
+    key = (bundle_key, store.identity)  # the inode actually opened, not a second look at the path
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
     return Runtime(
         Decider(bundle, stored_outputs=own_store), Explainer(bundle), store, version, key

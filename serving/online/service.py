@@ -51,6 +51,7 @@ from serving.online.api_models import (
     ScoreResponse,
     Scores,
 )
+from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
 from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
 from serving.online.decision_log import (
@@ -85,7 +86,7 @@ logger = logging.getLogger(
     "nextbest.serving"
 )  # key=value lines: versions and reasons, no customer data
 install()  # no log line a request can forge (serving.online.log_safety)
-SETTINGS = ServingSettings.from_env()
+SETTINGS = ServingSettings.from_env(service_environ())  # a Bento's defaults under the env
 
 DECISIONS = bentoml.metrics.Counter(
     name="nextbest_decisions",

@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from training.errors import ConfigError
 
@@ -26,6 +34,11 @@ class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(default=None, description="registry reference; None: @champion")
+    bundle_dir: Path | None = Field(
+        default=None,
+        description="a bundle folder (nextbest export-bundle, or the one baked into a Bento): "
+        "served instead of a registry reference, without MLflow",
+    )
     online_store: Path = Field(default=Path("out/online_store.sqlite"))
     decision_log: Path = Field(default=Path("out/decision_log.sqlite"))
     log_synchronous: Literal["FULL", "NORMAL"] = Field(
@@ -49,6 +62,13 @@ class ServingSettings(BaseModel):
         description="comma-separated origins (https://desk.example.com) whose pages may call the "
         "API from a browser; empty: no cross-origin access (the default)",
     )
+
+    @field_validator("bundle_dir")
+    @classmethod
+    def _one_bundle_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("model") is not None:
+            raise ValueError(f"set it or {PREFIX}MODEL, not both")
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

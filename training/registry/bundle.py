@@ -61,6 +61,9 @@ class BundleMetadata(BaseModel):
     catalog_version: str = ""
     skipped: dict[str, str] = Field(default_factory=dict, description="role -> reason")
     nextbest_version: str = ""
+    registry_version: str = Field(
+        default="", description="the registry version it was exported as (empty in the registry)"
+    )
 
 
 # ------------------------------------------------------------------------------ the bundle
@@ -96,7 +99,8 @@ class Bundle:
                 "nextbest_version": package_version("nextbest"),
             }
         )
-        self.version: str | None = None  # the registry version, once loaded from the registry
+        # the registry version, once loaded from the registry or from a folder it was exported to
+        self.version: str | None = None
         self._categories = {
             s.name: list(s.categories) for s in builder.static_ if s.kind == "categorical"
         }
@@ -233,6 +237,7 @@ class Bundle:
             raise NextbestError(f"{folder}: metadata and builder.json disagree on the features")
         bundle = cls(builder, config, models, metadata, uplift)
         bundle.metadata = metadata  # as saved (nextbest_version of the training code)
+        bundle.version = metadata.registry_version or None  # an exported bundle keeps its version
         return bundle
 
 

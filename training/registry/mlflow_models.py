@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from training.atomic import atomic_directory
 from training.errors import NextbestError
 from training.registry.bundle import Bundle, package_version
 from training.registry.tracking import configure_tracking
@@ -177,6 +178,18 @@ def load_bundle(ref: str | None = None) -> Bundle:
             path = mlflow.artifacts.download_artifacts(artifact_uri=bundle_uri, dst_path=tmp)
             bundle = Bundle.load(path)
     bundle.version = str(mv.version)
+    return bundle
+
+
+def export_bundle(ref: str | None, folder: Path) -> Bundle:
+    """Write the bundle of a registry reference into `folder` (replaced whole, atomically), its
+    registry version recorded in its metadata: the service can then load it without MLflow
+    (NEXTBEST_BUNDLE_DIR)."""
+    bundle = load_bundle(ref)
+    version = bundle.version or ""
+    bundle.metadata = bundle.metadata.model_copy(update={"registry_version": version})
+    with atomic_directory(folder) as tmp:
+        bundle.save(tmp)
     return bundle
 
 
