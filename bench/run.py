@@ -369,6 +369,58 @@ def bench_serve(open_seconds: float) -> list[Row]:
     return rows
 
 
+def bench_faults() -> list[Row]:
+    """bench/faults_bench.py: what the service and the batch job survive (issue 16)."""
+    _, _, output = run_measured([sys.executable, "bench/faults_bench.py"])
+    f = {x["figure"]: x for x in map(json.loads, output.splitlines())}
+    metrics, swaps, kill, bad = f["metrics"], f["swaps"], f["kill9"], f["corrupt"]
+    return [
+        Row(
+            "/metrics after 10,000 distinct unknown paths",
+            0,
+            0,
+            "< 100 kB, scrape < 50 ms",
+            metrics["kb"] < 100 and metrics["scrape_ms"] < 50,
+            f"{metrics['kb']} kB, scrape {metrics['scrape_ms']} ms (median of 5)",
+        ),
+        Row(
+            "20 store swaps by rename under 200 req/s",
+            0,
+            0,
+            "0 errors; <= 1 handle to replaced stores",
+            swaps["errors"] == 0 and swaps["deleted_handles"] <= 1,
+            f"{swaps['requests']} requests, {swaps['errors']} errors, "
+            f"{swaps['deleted_handles']} handles to replaced stores after the swaps",
+        ),
+        Row(
+            "kill -9 of every worker under load",
+            0,
+            0,
+            "0 answered missing; 0 logged unseen",
+            kill["missing"] == 0 and kill["unseen"] == 0,
+            f"{kill['answered']} answered, {kill['missing']} missing from the log, "
+            f"{kill['unseen']} logged but not received ({kill['late']} decided after the client "
+            f"left), back in {kill['restart_s']} s",
+        ),
+        Row(
+            "corrupt champion (truncated model file)",
+            0,
+            0,
+            "ready on previous or never ready; 0 restarts; score exit 2, 1 line",
+            bad["running_ready_on_v1"]
+            and not bad["running_restarted"]
+            and bad["fresh_never_ready"]
+            and bad["fresh_restarts"] == 0
+            and bad["score_exit"] == 2
+            and bad["score_lines"] == 1,
+            f"running: ready on v1 {bad['running_ready_on_v1']}, restarted "
+            f"{bad['running_restarted']}; fresh: never ready {bad['fresh_never_ready']}, "
+            f"{bad['fresh_restarts']} restarts; score exit {bad['score_exit']}, "
+            f"{bad['score_lines']} line(s)",
+        ),
+    ]
+
+
 def _rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -483,7 +535,13 @@ def main() -> None:
     parser.add_argument(
         "--open-seconds", type=float, default=120, help="duration of the serving open loop"
     )
+    parser.add_argument(
+        "--faults-only", action="store_true", help="only the fault figures (bench/faults_bench.py)"
+    )
     args = parser.parse_args()
+    if args.faults_only:
+        render(bench_faults())
+        return
     if args.serve_only:
         render(bench_serve(args.open_seconds))
         return
@@ -527,6 +585,7 @@ def main() -> None:
         if telco is not None:
             rows.append(telco)
         rows += bench_serve(args.open_seconds)
+        rows += bench_faults()
         render(rows)
     finally:
         if not args.keep:

@@ -58,7 +58,8 @@ WorkersOpt = Annotated[
 
 
 def user_errors(fn: F) -> F:
-    """Turn a NextbestError into one line on stderr and exit status 2."""
+    """Turn a NextbestError, or a file-system failure (disk full, permission denied), into one line
+    on stderr and exit status 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -66,6 +67,12 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except NextbestError as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(
+                f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]

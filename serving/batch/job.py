@@ -7,10 +7,11 @@ The pipeline, the same for both engines:
     -> per chunk: DuckDB features -> serving.batch.chunks.score_chunk      (engine: local or Dask)
     -> in chunk order: scores, arbitration, campaign selection -> Parquet (serving.batch.output)
 
-The output directory belongs to the job (docs/batch.md): it holds `scores.parquet` (with
-`control_group`), when the bundle has uplift models and a non-empty catalog `actions.parquet` (with
-`selected`), and a small `_nextbest.json` manifest. It is replaced whole, so a killed job leaves the
-previous complete output or none; a directory with other files is refused.
+The output directory belongs to the job (docs/batch.md; checked writable before any work): it holds
+`scores.parquet` (with `control_group`), when the bundle has uplift models and a non-empty catalog
+`actions.parquet` (with `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so
+a killed job leaves the previous complete output or none, and readers never miss it (an atomic
+exchange, training.atomic); a directory with other files is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from serving.batch.output import (
 )
 from serving.batch.population import Population, iter_features, plan_population
 from serving.batch.settings import BatchSettings
-from training.atomic import atomic_directory
+from training.atomic import atomic_directory, check_writable
 from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
@@ -62,11 +63,13 @@ class ScoreSummary:
 
 
 def check_output_dir(out: Path) -> None:
-    """Refuse to replace a directory that holds anything but a previous nextbest output."""
+    """Refuse, before any work, to replace a directory that holds anything but a previous nextbest
+    output, or to write where the job cannot (an unwritable or missing parent)."""
     if out.exists() and (not out.is_dir() or set(p.name for p in out.iterdir()) - OUTPUT_FILES):
         raise NextbestError(
             f"{out}: exists and holds files nextbest did not write; choose an empty or new --out"
         )
+    check_writable(out)
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +68,11 @@ class NotOfferedError(NextbestError):
     """Feedback names an action the decision did not show."""
 
 
+class ContactConflictError(NextbestError):
+    """An acceptance the contact policy forbids: the customer already received the action (from
+    another decision) inside its cool-down or frequency limit."""
+
+
 @dataclass(frozen=True)
 class DecisionRecord:
     """One answered decision, as logged."""
@@ -115,31 +121,60 @@ class DecisionLog:
                 row,
             )
 
-    def feedback(self, decision_id: str, action_id: str, outcome: str, ts: datetime) -> None:
-        """Store feedback on an action a logged decision showed; committed before returning."""
+    def feedback(
+        self,
+        decision_id: str,
+        action_id: str,
+        outcome: str,
+        ts: datetime,
+        allowed: Callable[[list[Contact]], bool] | None = None,
+    ) -> None:
+        """Store feedback on an action a logged decision showed; committed before returning.
+
+        An acceptance is checked by `allowed` against the customer's other contacts inside the
+        same write transaction (BEGIN IMMEDIATE holds SQLite's write lock across processes), so of
+        two concurrent acceptances of one action, the second sees the first and is refused."""
         with self._lock:
-            found = self._con.execute(
-                "SELECT customer_id, actions FROM decisions WHERE decision_id = ?", (decision_id,)
-            ).fetchone()
-            if found is None:
-                raise UnknownDecisionError(f"unknown decision_id {decision_id!r}")
-            if action_id not in json.loads(found[1]):
-                raise NotOfferedError(
-                    f"action {action_id!r} was not offered in decision {decision_id}"
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._con.execute(
+                    "SELECT customer_id, actions FROM decisions WHERE decision_id = ?",
+                    (decision_id,),
+                ).fetchone()
+                if found is None:
+                    raise UnknownDecisionError(f"unknown decision_id {decision_id!r}")
+                if action_id not in json.loads(found[1]):
+                    raise NotOfferedError(
+                        f"action {action_id!r} was not offered in decision {decision_id}"
+                    )
+                if outcome == ACCEPTED and allowed is not None:
+                    others = self._contacts(found[0], datetime.min.replace(tzinfo=UTC), decision_id)
+                    if not allowed(others):
+                        raise ContactConflictError(
+                            f"action {action_id!r} was already received by this customer inside "
+                            "its cool-down or frequency limit; acceptance not recorded"
+                        )
+                self._con.execute(
+                    "INSERT INTO feedback VALUES (?, ?, ?, ?, ?)",
+                    (decision_id, found[0], action_id, outcome, _iso(ts)),
                 )
-            self._con.execute(
-                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?)",
-                (decision_id, found[0], action_id, outcome, _iso(ts)),
-            )
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
 
     def contacts(self, customer_id: str, since: datetime) -> list[Contact]:
         """Actions the customer accepted since `since` (the contact policy's history). Only the
         latest feedback on each shown action counts: a retried POST is one contact, and an
         acceptance corrected to a decline is none."""
         with self._lock:
-            rows = self._con.execute(
-                LATEST_ACCEPTED, (customer_id, ACCEPTED, _iso(since))
-            ).fetchall()
+            return self._contacts(customer_id, since, "")
+
+    def _contacts(self, customer_id: str, since: datetime, other_than: str) -> list[Contact]:
+        """Latest accepted contacts of decisions other than `other_than` (caller holds the lock)."""
+        rows = self._con.execute(
+            LATEST_ACCEPTED, (customer_id, other_than, ACCEPTED, _iso(since))
+        ).fetchall()
         return [Contact(a, datetime.fromisoformat(ts)) for a, ts in rows]
 
     def count(self) -> int:
@@ -155,7 +190,7 @@ LATEST_ACCEPTED = """
     SELECT action_id, ts FROM (
         SELECT action_id, ts, outcome, row_number() OVER (
             PARTITION BY decision_id, action_id ORDER BY ts DESC, rowid DESC) AS k
-        FROM feedback WHERE customer_id = ?)
+        FROM feedback WHERE customer_id = ? AND decision_id != ?)
     WHERE k = 1 AND outcome = ? AND ts >= ?"""
 
 

@@ -1,5 +1,5 @@
-"""ASGI guards in front of the service: a request-size limit, optional API-key authentication and
-one shape for the JSON APIs' client errors.
+"""ASGI guards in front of the service: bounded metric labels, a request-size limit, optional API-key
+authentication, one shape for the JSON APIs' client errors and a `/readyz` that says why.
 
 All answer in JSON with a 4xx before the body is parsed, and none logs the key or the body.
 """
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 OPEN_PATHS = frozenset(
     {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/schema.json"}
 )
+UNKNOWN_PATH = "/_unknown"  # what every path the service does not have is counted as
+ARRIVED = "nextbest.arrived"  # scope key: time.monotonic() when the request reached the service
 
 
 async def _reply(send: Send, status: int, message: str) -> None:
@@ -25,12 +28,10 @@ async def _reply(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
-    """413 for a body over `max_bytes`, by its Content-Length or, when streamed, as it arrives."""
+    """413 for a body over `max_bytes`, by its Content-Length or, when streamed (chunked), as it
+    arrives: the body is read here, up to the limit, before the app sees any of it, then handed on
+    whole. A client that goes away mid-upload ends the request quietly (no app call, no log line)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -44,27 +45,93 @@ class BodyLimitMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await _reply(send, 413, too_large)
             return
-        received = 0
-        started = False
-
-        async def limited() -> Message:
-            nonlocal received
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise _TooLarge
-            return message
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking)
-        except _TooLarge:
-            if not started:
+            if message["type"] == "http.disconnect":
+                return  # nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
                 await _reply(send, 413, too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def known_path(path: str, known: Collection[str], prefixes: tuple[str, ...]) -> bool:
+    return path in known or path.startswith(prefixes)
+
+
+def bound_metric_labels(known: Collection[str], prefixes: tuple[str, ...]) -> None:
+    """Make BentoML's per-path traffic metrics count every path the service does not have as
+    `UNKNOWN_PATH` (and route it there: a 404 as before), so a scanner's distinct URLs add no
+    series to /metrics (~20 each otherwise). BentoML puts that middleware outside any the
+    service adds, so its call is wrapped here; a BentoML without it is left alone."""
+    try:
+        from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+    except ImportError:  # pragma: no cover - another BentoML layout: the metrics test says so
+        return
+    original = RunnerTrafficMetricsMiddleware.__call__
+    if getattr(original, "bounds_labels", False):
+        return
+    known = frozenset(known)
+
+    async def bounded(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not known_path(scope["path"], known, prefixes):
+            scope = dict(scope, path=UNKNOWN_PATH, raw_path=UNKNOWN_PATH.encode())
+        await original(self, scope, receive, send)
+
+    bounded.bounds_labels = True  # type: ignore[attr-defined]
+    RunnerTrafficMetricsMiddleware.__call__ = bounded  # type: ignore[method-assign]
+
+
+class ArrivalMiddleware:
+    """Stamps each request's arrival time (`ARRIVED`): the decision's deadline is measured from it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[ARRIVED] = time.monotonic()
+        await self.app(scope, receive, send)
+
+
+class ReadyDetailMiddleware:
+    """`/readyz` keeps BentoML's status (200 or 503 from `__is_ready__`) and answers a JSON body
+    with `detail()`: the loaded versions and the reload loop's last error and failure count."""
+
+    def __init__(self, app: ASGIApp, detail: Callable[[], dict[str, Any]]) -> None:
+        self.app, self.detail = app, detail
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/readyz":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def keep_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+
+        await self.app(scope, receive, keep_status)
+        body = json.dumps({"ready": status == 200} | self.detail(), default=str).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class ApiKeyMiddleware:

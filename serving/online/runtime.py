@@ -34,6 +34,10 @@ class Runtime:
     def bundle(self) -> Bundle:
         return self.decider.bundle
 
+    def close(self) -> None:
+        """Release the store's file (a replaced store's disk space is freed only then)."""
+        self.store.close()
+
 
 def store_identity(path: Path) -> tuple[int, int]:
     """Inode and modification time: a re-materialized store (a rename onto the path) changes it."""
@@ -47,15 +51,25 @@ def current_key(settings: ServingSettings) -> tuple[str, tuple[int, int]]:
     return served_key(settings), store_identity(settings.online_store)
 
 
-def load_runtime(settings: ServingSettings) -> Runtime:
-    """Load the bundle and open its store; a store of another feature definition is refused."""
-
-    loaded, bundle_key = load_served(settings)
-    bundle = accelerate(loaded)
+def load_runtime(
+    settings: ServingSettings, previous: Runtime | None = None, keep_bundle: bool = False
+) -> Runtime:
+    """Load the bundle and open its store; a store of another feature definition is refused.
+    When only the store changed, or `keep_bundle` (the new bundle cannot be loaded), `previous`'s
+    bundle is kept: a store swap reads no model file."""
+    if previous is not None and (keep_bundle or previous.key[0] == served_key(settings)):
+        bundle, bundle_key = previous.bundle, previous.key[0]
+    else:
+        loaded, bundle_key = load_served(settings)
+        bundle = accelerate(loaded)
     store = OnlineStore(settings.online_store)
-    store.check_compatible(bundle.builder.version)
+    try:
+        store.check_compatible(bundle.builder.version)
+    except BaseException:
+        store.close()
+        raise
     version = bundle.version or ""
-    key = (bundle_key, store_identity(settings.online_store))
+    key = (bundle_key, store.identity)  # the inode actually opened, not a second look at the path
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
     return Runtime(
         Decider(bundle, stored_outputs=own_store), Explainer(bundle), store, version, key

@@ -4,22 +4,29 @@ Thin on purpose: it loads the runtime (bundle + online store), opens the decisio
 requests into calls of serving.online.decision / serving.online.reasons and log records. The hot path is numpy
 and SQLite only (no pandas, no pyfunc); each worker runs LightGBM on one thread, freezes the
 loaded objects out of the garbage collector and raises its gen-0 threshold, which keeps full
-collections (pauses of 100+ ms under load) rare. The APIs are `async def` although their work is
+collections (pauses of 100+ ms under load) rare. A reload unfreezes, closes the replaced runtime's
+store after a grace period and collects it, so nothing of it stays pinned. The APIs are `async def` although their work is
 synchronous: a decision is a few milliseconds of CPU with nothing to wait for, so it runs on the
 worker's event loop directly instead of paying a hop to a thread pool (measured: c=8 throughput
 +30%); one decision at a time per worker is what LightGBM's one thread allows anyway.
 
 Routes: POST /recommend, /score, /feedback (BentoML APIs, OpenAPI at /docs.json); GET / (the agent
 desktop page), /metadata (mounted FastAPI routes); /healthz, /livez, /readyz, /metrics (BentoML's
-own; /readyz is false until a bundle is loaded through `__is_ready__`).
+own; /readyz is false until a bundle is loaded through `__is_ready__`, and its JSON body says what
+is loaded and the reload loop's last error). Operations: README, "Operations".
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib import resources
@@ -48,27 +55,37 @@ from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
 from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
 from serving.online.decision_log import (
+    ContactConflictError,
     DecisionLog,
     DecisionRecord,
     NotOfferedError,
     UnknownDecisionError,
 )
 from serving.online.http_guards import (
+    ARRIVED,
+    OPEN_PATHS,
     ApiKeyMiddleware,
+    ArrivalMiddleware,
     BodyLimitMiddleware,
     JsonApiMiddleware,
-    one_error_object,
+    ReadyDetailMiddleware,
+    bound_metric_labels,
 )
-from serving.online.runtime import Runtime, current_key, load_runtime
+from serving.online.log_safety import escape_controls, install
+from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
 from serving.online.settings import ServingSettings
-from training.errors import NextbestError
+from serving.online.store import StoreChangedError
 from training.policy.arbitration import UnknownActionError
-from training.policy.contact import allowed_mask, lookback
+from training.policy.contact import Contact, allowed_mask, lookback
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
+RETIRE_SECONDS = (
+    2.0  # a replaced runtime is closed this long after the swap (requests finish first)
+)
 logger = logging.getLogger(
     "nextbest.serving"
 )  # key=value lines: versions and reasons, no customer data
+install()  # no log line a request can forge (serving.online.log_safety)
 SETTINGS = ServingSettings.from_env(service_environ())  # a Bento's defaults under the env
 
 DECISIONS = bentoml.metrics.Counter(
@@ -77,29 +94,50 @@ DECISIONS = bentoml.metrics.Counter(
     labelnames=["action_id", "kind"],
 )
 
+RELOADS = bentoml.metrics.Counter(
+    name="nextbest_reloads",
+    documentation="Runtime loads by outcome: loaded, load_failed (bundle or store refused), "
+    "check_failed (registry or store path unreadable)",
+    labelnames=["outcome"],
+)
+DROPPED = bentoml.metrics.Counter(
+    name="nextbest_decisions_dropped",
+    documentation="Decisions made but not logged nor answered: client gone or deadline passed",
+    labelnames=["reason"],
+)
+UNAVAILABLE = bentoml.metrics.Counter(
+    name="nextbest_store_unavailable",
+    documentation="Requests answered 503 because the online store was overwritten in place",
+)
+
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
 API_PATHS = ("/recommend", "/score", "/feedback")
+KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/docs")
+KNOWN_PREFIXES = ("/static_content/",)
+HEADER_PLACEHOLDER = "__API_KEY_HEADER__"
 
 
 class ClientErrorLogFilter(logging.Filter):
-    """BentoML logs every rejected request as an ERROR with a traceback, and pydantic's message
-    quotes the input (a customer id, say): a client error becomes one WARNING line with what was
-    wrong and no input. Server errors keep their traceback."""
+    """BentoML logs every rejected request as an ERROR with a traceback, and its message quotes
+    the input (a customer id, an unknown channel, a context key): a client error, and a 503 of
+    ours, becomes one WARNING line with the field and the kind of error and none of the request's
+    content. Server errors keep their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ValidationError):
             details = exc.errors(include_input=False, include_url=False, include_context=False)
-            status, what = 400, one_error_object({"detail": details})["error"]
-        elif isinstance(exc, BentoMLException) and exc.error_code < 500:
-            status, what = int(exc.error_code), str(exc)
+            status, what = 400, "; ".join(_field_error(d) for d in details)
+        elif isinstance(exc, BentoMLException) and (exc.error_code < 500 or hasattr(exc, "reason")):
+            status, what = int(exc.error_code), getattr(exc, "reason", type(exc).__name__)
         else:
             return True
         where = (
             record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
         )
-        record.msg, record.args = "rejected %s [%s] (%d): %s", (*where, status, what)
+        record.msg = "rejected %s [%s] (%d): %s"
+        record.args = (*(escape_controls(str(w)) for w in where), status, escape_controls(what))
         record.exc_info, record.exc_text = None, None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -109,8 +147,59 @@ class ClientErrorLogFilter(logging.Filter):
 logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorLogFilter())
 
 
+def _field_error(detail: Any) -> str:
+    """ "field: kind" of a pydantic error: the top-level field only (deeper parts of the location can
+    be the request's own keys, e.g. of `context`) and the error type, never the input."""
+    loc = [str(p) for p in detail.get("loc", ()) if p != "body"]
+    return f"{loc[0] if loc else 'body'}: {detail.get('type', 'invalid')}"
+
+
 class NotReady(BentoMLException):
     error_code = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "no bundle loaded"
+
+
+class Unavailable(BentoMLException):
+    """503 with a reason safe to log (no request content)."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Rejected(InvalidArgument):
+    """400 whose log line names the kind of mistake, not the request's values."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Conflict(BentoMLException):
+    error_code = HTTPStatus.CONFLICT
+    reason = "contact policy: already received inside its cool-down"
+
+
+@dataclass
+class ReloadStatus:
+    """What /readyz says about the reload loop (one per worker process)."""
+
+    loads: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    loaded_at: str | None = None
+    model_version: str | None = None
+    store_inode: int | None = None
+
+
+STATUS = ReloadStatus()
+
+
+def ready_detail() -> dict[str, Any]:
+    return dict(vars(STATUS))
 
 
 @bentoml.service(
@@ -126,48 +215,117 @@ class Nextbest:
     """Real-time decisions for agent desktops; one instance per worker process."""
 
     def __init__(self) -> None:
+        logger.setLevel(logging.INFO)  # loads and reloads are worth seeing (the root says WARNING)
+        logger.disabled = False
         self.settings = SETTINGS
         self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
         self.rng = np.random.default_rng()
         self.runtime: Runtime | None = None
-        self._try_load()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a request saw the store change: check now
+        self._last_failure: str | None = None
+        self._retiring: list[tuple[float, Runtime]] = []  # (close after, replaced runtime)
+        self._try_load()
         if self.settings.reload_seconds > 0:
             threading.Thread(target=self._reload_loop, name="nextbest-reload", daemon=True).start()
 
     # -- loading and reloading ------------------------------------------------------------------
 
     def _try_load(self) -> None:
-        """Load (or replace) the runtime; on failure keep serving what is loaded and say why."""
+        """Load (or replace) the runtime; on any failure keep serving what is loaded and say why,
+        in one log line per new reason, in /readyz and in /metrics."""
         try:
-            runtime = load_runtime(self.settings)
-        except NextbestError as exc:
-            logger.warning("event=load_failed reason=%r", str(exc))
+            runtime: Runtime | None = load_runtime(self.settings, self.runtime)
+            self._last_failure = None
+            STATUS.last_error = None
+        except Exception as exc:  # a bad artifact or store must never take the worker down
+            self._failed("load_failed", exc)
+            runtime = self._new_store_only()
+        if runtime is None:
             return
-        self.runtime = runtime  # one reference swap: requests see the old or the new, whole
+        old, self.runtime = self.runtime, runtime  # one swap: requests see old or new, whole
+        STATUS.loads += 1
+        STATUS.loaded_at = _now_iso()
+        STATUS.model_version, STATUS.store_inode = runtime.version, runtime.key[1][0]
+        RELOADS.labels(outcome="loaded").inc()
         logger.info(
-            "event=loaded model_version=%s store_as_of=%s store_customers=%d",
+            "event=%s model_version=%s store_as_of=%s store_customers=%d",
+            "loaded" if old is None else "reloaded",
             runtime.version,
             runtime.store.info.as_of,
             runtime.store.info.customers,
         )
+        if old is not None:
+            self._retiring.append((time.monotonic() + RETIRE_SECONDS, old))
+            del old
         gc.collect()
         gc.freeze()
         gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
+    def _new_store_only(self) -> Runtime | None:
+        """After a failed load: the current bundle on a store that changed meanwhile, so a bad
+        champion does not also hold back a store swap (None: nothing to do, or that fails too)."""
+        current = self.runtime
+        try:
+            if current is None or store_identity(self.settings.online_store) == current.key[1]:
+                return None
+            return load_runtime(self.settings, current, keep_bundle=True)
+        except Exception as exc:
+            self._failed("load_failed", exc)
+            return None
+
+    def _retire_due(self) -> None:
+        """Close replaced runtimes once the requests that took them have finished, and let the
+        garbage collector have them (frozen objects are never collected: unfreeze first)."""
+        now = time.monotonic()
+        due = [runtime for when, runtime in self._retiring if when <= now]
+        if not due:
+            return
+        self._retiring = [(when, r) for when, r in self._retiring if when > now]
+        for runtime in due:
+            runtime.close()
+        del due, runtime
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+
+    def _failed(self, outcome: str, exc: BaseException) -> None:
+        reason = escape_controls(f"{type(exc).__name__}: {exc}")[:500]
+        STATUS.failures += 1
+        STATUS.last_error, STATUS.last_error_at = reason, _now_iso()
+        RELOADS.labels(outcome=outcome).inc()
+        if reason != self._last_failure:  # one line per new reason, not one per poll
+            serving = self.runtime.version if self.runtime is not None else "nothing"
+            logger.warning("event=%s serving=%s reason=%r", outcome, serving, reason)
+            self._last_failure = reason
+
     def _reload_loop(self) -> None:
-        while not self._stop.wait(self.settings.reload_seconds):
+        """Poll the registry and the store path; survives any error (reported, then retried)."""
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.reload_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
-                key = current_key(self.settings)
-            except (NextbestError, OSError) as exc:
-                logger.warning("event=reload_check_failed reason=%r", str(exc))
-                continue
-            if self.runtime is None or key != self.runtime.key:
-                self._try_load()
+                self._check()
+                self._retire_due()
+            except Exception as exc:
+                self._failed("load_failed", exc)
+            self._stop.wait(min(self.settings.reload_seconds, 0.5))  # woken often: not a busy loop
+
+    def _check(self) -> None:
+        try:
+            key = current_key(self.settings)
+        except Exception as exc:
+            self._failed("check_failed", exc)
+            return
+        if self.runtime is None or key != self.runtime.key:
+            self._try_load()
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.log.close()
 
     def __is_ready__(self) -> bool:
@@ -182,8 +340,11 @@ class Nextbest:
     # -- the API ----------------------------------------------------------------------------------
 
     @bentoml.api(route="/recommend")
-    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
-        """Ranked actions for one customer on one channel; logged before the answer is sent."""
+    async def recommend(
+        self, request: RecommendRequest, /, ctx: bentoml.Context
+    ) -> RecommendResponse:
+        """Ranked actions for one customer on one channel; logged before the answer is sent, and
+        neither logged nor answered when its client has gone or its deadline has passed."""
         runtime = self._runtime()
         decider = runtime.decider
         ask = DecisionRequest(
@@ -191,29 +352,61 @@ class Nextbest:
         )
         try:
             decider.check(ask)
-        except (UnknownChannelError, UnknownActionError) as exc:
-            raise InvalidArgument(str(exc)) from None
-        row = runtime.store.get(request.customer_id)
+        except UnknownChannelError as exc:
+            raise Rejected(str(exc), "unknown channel") from None
+        except UnknownActionError as exc:
+            raise Rejected(str(exc), "unknown action id in exclude") from None
+        row = self._row(runtime, request.customer_id)
         now = datetime.now(UTC)
         contacts = self.log.contacts(request.customer_id, now - lookback(decider.catalog))
         allowed = allowed_mask(decider.catalog, contacts, now)
         decision = decider.decide(row, ask, allowed, self.rng)
         decision_id = uuid.uuid4().hex
-        self.log.record(_record(decision_id, now, request, runtime.version, decision))
-        DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         reasons = runtime.explainer.explain(
             decider.vector(row),
             decision.actions,
             decision.scores["churn_probability"],
             decision.cold_start,
         )
-        return _response(decision_id, request.customer_id, runtime, decision, reasons)
+        response = _response(decision_id, request.customer_id, runtime, decision, reasons)
+        await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
+        self.log.record(_record(decision_id, now, request, runtime.version, decision))
+        DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
+        return response
+
+    async def _still_wanted(self, ctx: bentoml.Context) -> None:
+        """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
+        request queued while workers restarted): an exposure nobody saw would bias the next
+        training."""
+        request = ctx.request
+        arrived = request.scope.get(ARRIVED)
+        if (
+            arrived is not None
+            and time.monotonic() - arrived > self.settings.request_deadline_seconds
+        ):
+            DROPPED.labels(reason="deadline").inc()
+            raise Unavailable("the request passed its deadline before it was decided", "deadline")
+        await asyncio.sleep(0)  # one turn of the loop: a closed connection is noticed
+        if await request.is_disconnected():
+            DROPPED.labels(reason="client_gone").inc()
+            raise Unavailable("the client disconnected before the decision", "client gone")
+
+    def _row(self, runtime: Runtime, customer_id: str) -> Any:
+        """The customer's stored row; a store overwritten in place is a 503 (and a reload now)."""
+        try:
+            return runtime.store.get(customer_id)
+        except StoreChangedError:
+            UNAVAILABLE.inc()
+            self._wake.set()
+            raise Unavailable(
+                "the online store is being replaced; retry shortly", "store overwritten in place"
+            ) from None
 
     @bentoml.api(route="/score")
     async def score(self, request: ScoreRequest, /) -> ScoreResponse:
         """The three scores of one customer (not logged: no decision is made)."""
         runtime = self._runtime()
-        row = runtime.store.get(request.customer_id)
+        row = self._row(runtime, request.customer_id)
         scores = runtime.decider.scores(row)
         return ScoreResponse(
             customer_id=request.customer_id,
@@ -224,15 +417,28 @@ class Nextbest:
 
     @bentoml.api(route="/feedback")
     async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
-        """Store what happened to a shown action; committed before the answer."""
+        """Store what happened to a shown action; committed before the answer. An acceptance the
+        contact policy forbids (the action was received from another decision inside its
+        cool-down) is refused with 409, race-free across workers."""
+        now = datetime.now(UTC)
+        runtime = self.runtime
+        allowed: Callable[[list[Contact]], bool] | None = None
+        if runtime is not None and request.action_id in runtime.decider.action_ids:
+            catalog = runtime.decider.catalog
+            index = runtime.decider.action_ids.index(request.action_id)
+
+            def policy_allows(contacts: list[Contact]) -> bool:
+                return bool(allowed_mask(catalog, contacts, now)[index])
+
+            allowed = policy_allows
         try:
-            self.log.feedback(
-                request.decision_id, request.action_id, request.outcome, datetime.now(UTC)
-            )
+            self.log.feedback(request.decision_id, request.action_id, request.outcome, now, allowed)
         except UnknownDecisionError as exc:
             raise NotFound(str(exc)) from None
         except NotOfferedError as exc:
-            raise InvalidArgument(str(exc)) from None
+            raise Rejected(str(exc), "action not offered in the decision") from None
+        except ContactConflictError as exc:
+            raise Conflict(str(exc)) from None
         return FeedbackResponse(decision_id=request.decision_id, stored=True)
 
     # -- pages --------------------------------------------------------------------------------
@@ -241,7 +447,8 @@ class Nextbest:
     def desktop_page(self) -> HTMLResponse:
         """The agent desktop: one page, it calls the JSON API itself."""
         page = resources.files("serving.online").joinpath("static/desktop.html").read_text("utf-8")
-        return HTMLResponse(page)
+        header = json.dumps(self.settings.api_key_header)  # a validated token, quoted for JS
+        return HTMLResponse(page.replace(f'"{HEADER_PLACEHOLDER}"', header))
 
     @desktop.get("/metadata")
     def metadata(self) -> Metadata:
@@ -266,6 +473,9 @@ class Nextbest:
 
 
 SERVICE = cast("bentoml.Service[Any]", Nextbest)  # what the decorators made of the class
+bound_metric_labels(KNOWN_PATHS, KNOWN_PREFIXES)
+SERVICE.add_asgi_middleware(ArrivalMiddleware)
+SERVICE.add_asgi_middleware(ReadyDetailMiddleware, detail=ready_detail)
 SERVICE.add_asgi_middleware(JsonApiMiddleware, paths=API_PATHS)
 SERVICE.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_request_bytes)
 if SETTINGS.api_key is not None:
@@ -273,6 +483,10 @@ if SETTINGS.api_key is not None:
         ApiKeyMiddleware, key=SETTINGS.api_key.get_secret_value(), header=SETTINGS.api_key_header
     )
 allow_cross_origin(SERVICE, SETTINGS)  # NEXTBEST_CORS_ORIGINS; outermost of all when set
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _kind(decision: Decision) -> str:

@@ -47,10 +47,15 @@ class ServingSettings(BaseModel):
         "FULL: also a power loss (an fsync per decision, ~4 ms on this machine's disk)",
     )
     api_key: SecretStr | None = Field(default=None, description="set: every API call needs it")
-    api_key_header: str = "X-API-Key"
+    api_key_header: str = Field(
+        default="X-API-Key", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$", description="a token"
+    )
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     workers: int = Field(default=2, ge=1)
     reload_seconds: float = Field(default=30.0, ge=0, description="champion poll; 0: never")
+    request_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="a decision not made this long after arrival is dropped"
+    )
     access_log: bool = Field(default=False, description="off: it costs ~20% throughput")
     cors_origins: str = Field(
         default="",
@@ -69,6 +74,11 @@ class ServingSettings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
         """Read the `NEXTBEST_*` variables; an invalid value is a one-line ConfigError."""
         env = os.environ if environ is None else environ
+        key = PREFIX + "API_KEY"
+        if key in env and not env[key].strip():
+            raise ConfigError(
+                f"{key} is set but empty: set a key, or unset it to run without authentication"
+            )
         values = {
             name: env[PREFIX + name.upper()]
             for name in cls.model_fields

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.atomic import atomic_file
+from training.atomic import atomic_file, check_writable
 from training.config import SCORE_COLUMNS
 from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
@@ -150,6 +151,7 @@ def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
 def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> StoreInfo:
     """Compute the bundle's features of every active customer as of `as_of` into the store `out`."""
 
+    check_writable(out)
     bundle = load_bundle(model_ref)
     features = active_features(bundle, data, as_of)
     names = bundle.builder.feature_names_
@@ -166,50 +168,113 @@ def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None
     ids = features["customer_id"].astype(str)
     spaces = namespace_rows(features, rule_names(bundle))
     write_store(out, ids, matrix, spaces, meta, model_outputs(bundle, matrix))
-    return OnlineStore(out).info
+    store = OnlineStore(out)
+    store.close()
+    return store.info
 
 
 # --- reading ----------------------------------------------------------------------------------
 
 
+class StoreChangedError(NextbestError):
+    """The store file was overwritten in place while open: its rows cannot be trusted any more."""
+
+
 class OnlineStore:
     """Read-only access to a materialized store; one instance per worker process.
 
-    The file is opened immutable: a newer `materialize` replaces it by rename, so this connection
-    keeps reading its own complete file until the service reloads.
+    The file is held by a descriptor that SQLite's own handle is checked against (the path still names
+    the same inode after SQLite opened it, else the open is retried), so a newer `materialize` that
+    replaces the file by rename never changes what this instance reads, and the inode the service
+    compares on reload is the one it actually reads. A file copied over in place (same inode, new
+    bytes) is detected on every read by its size and modification time and refused
+    (`StoreChangedError`) instead of read half old, half new.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise NextbestError(f"{self.path}: no online store (run `nextbest materialize` first)")
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NextbestError(
+                f"{self.path}: no online store (run `nextbest materialize` first)"
+            ) from None
+        except OSError as exc:
+            raise NextbestError(
+                f"{self.path}: cannot open the online store ({exc.strerror})"
+            ) from None
+        self._con: sqlite3.Connection | None = None
+        try:
+            self._opened = _signature(os.fstat(self._fd))
+            self.identity = (self._opened[0], self._opened[2])  # inode, mtime: what reload compares
+            self.info = self._open_same_inode()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_same_inode(self, attempts: int = 3) -> StoreInfo:
+        """Open SQLite on the path and make sure it read the descriptor's inode (a rename between
+        the two opens would give it another file)."""
         uri = f"file:{self.path.resolve()}?mode=ro&immutable=1"
-        self._con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        for _ in range(attempts):
+            self._con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            info = self._read_info()  # SQLite opens the file here at the latest
+            if os.stat(self.path).st_ino == self._opened[0]:
+                return info
+            self._con.close()
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_RDONLY)
+            self._opened = _signature(os.fstat(self._fd))
+            self.identity = (self._opened[0], self._opened[2])
+        raise NextbestError(f"{self.path}: the online store is being replaced too often to open")
+
+    def _read_info(self) -> StoreInfo:
+        assert self._con is not None
         try:
             meta = {k: json.loads(v) for k, v in self._con.execute("SELECT key, value FROM meta")}
-        except sqlite3.DatabaseError as exc:
-            raise NextbestError(f"{self.path}: not a nextbest online store ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise NextbestError(f"{self.path}: store format {meta.get('format')} is not {FORMAT}")
-        self.info = StoreInfo(
-            path=self.path,
-            feature_version=str(meta["feature_version"]),
-            feature_names=tuple(meta["feature_names"]),
-            as_of=date.fromisoformat(meta["as_of"]),
-            customers=int(meta["customers"]),
-            model_version=str(meta["model_version"]),
-            created_at=str(meta["created_at"]),
-        )
+            if meta.get("format") != FORMAT:
+                raise NextbestError(
+                    f"{self.path}: store format {meta.get('format')} is not {FORMAT}"
+                )
+            return StoreInfo(
+                path=self.path,
+                feature_version=str(meta["feature_version"]),
+                feature_names=tuple(meta["feature_names"]),
+                as_of=date.fromisoformat(meta["as_of"]),
+                customers=int(meta["customers"]),
+                model_version=str(meta["model_version"]),
+                created_at=str(meta["created_at"]),
+            )
+        except (sqlite3.DatabaseError, KeyError, TypeError, ValueError) as exc:
+            what = type(exc).__name__
+            raise NextbestError(
+                f"{self.path}: not a readable nextbest online store ({what})"
+            ) from None
 
     def get(self, customer_id: str) -> FeatureRow | None:
         """The customer's stored features, or None for a customer the store does not hold."""
-        row = self._con.execute(
-            "SELECT vector, namespace, outputs FROM features WHERE customer_id = ?", (customer_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        vector = np.frombuffer(row[0], dtype=np.float32)
-        return FeatureRow(vector, json.loads(row[1]), np.frombuffer(row[2], dtype=np.float64))
+        self.check_unchanged()
+        assert self._con is not None
+        try:
+            row = self._con.execute(
+                "SELECT vector, namespace, outputs FROM features WHERE customer_id = ?",
+                (customer_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            vector = np.frombuffer(row[0], dtype=np.float32)
+            return FeatureRow(vector, json.loads(row[1]), np.frombuffer(row[2], dtype=np.float64))
+        except (sqlite3.Error, ValueError, TypeError):
+            self.check_unchanged()  # a read broken by an in-place copy says so; no row content
+            raise StoreChangedError(f"{self.path}: the online store could not be read") from None
+
+    def check_unchanged(self) -> None:
+        """Refuse to read a file that was written in place since it was opened."""
+        if _signature(os.fstat(self._fd)) != self._opened:
+            raise StoreChangedError(
+                f"{self.path}: the online store was overwritten in place; replace it by rename "
+                "(nextbest materialize does) and the service reloads it"
+            )
 
     def check_compatible(self, feature_version: str) -> None:
         """Refuse a store built with another feature definition than the bundle's."""
@@ -220,4 +285,16 @@ class OnlineStore:
             )
 
     def close(self) -> None:
-        self._con.close()
+        """Close the connection and the descriptor (a replaced store's space is freed only then)."""
+        con, fd = getattr(self, "_con", None), getattr(self, "_fd", -1)
+        if con is not None:
+            con.close()
+            self._con = None
+        if fd >= 0:
+            os.close(fd)
+            self._fd = -1
+
+
+def _signature(stat: os.stat_result) -> tuple[int, int, int]:
+    """Inode, size and modification time: an in-place copy changes the last two."""
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from lightgbm.basic import LightGBMError
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.config import ROLES, SCORE_COLUMNS, SCORE_NAMES, Config
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder, to_matrix
+from training.registry.checksums import checksums, verify
 from training.scores.base import ScoreModel
 from training.uplift.selection import UpliftModel, load_uplift
 
@@ -203,25 +205,32 @@ class Bundle:
         config = self.config.model_dump(mode="json", warnings=False)
         _write_json(folder / "config.json", config)
         meta = self.metadata.model_dump(mode="json") | {"models": classes}
-        _write_json(folder / "metadata.json", meta)
+        _write_json(folder / "metadata.json", meta | {"checksums": checksums(folder)})
         return folder
 
     @classmethod
     def load(cls, folder: Path | str) -> Bundle:
-        """Read a bundle written by `save`; model classes only from the allow-list."""
+        """Read a bundle written by `save`; model classes only from the allow-list, every file
+        checked against its recorded checksum before it is parsed."""
         folder = Path(folder)
         try:
             meta = _read_json(folder / "metadata.json")
             classes: dict[str, str] = meta.pop("models")
+            recorded = meta.pop("checksums", None)
+            if recorded is not None:  # bundles saved before checksums were recorded have none
+                verify(folder, recorded)
             builder = FeatureBuilder.from_dict(_read_json(folder / "builder.json"))
             config = Config.model_validate(_read_json(folder / "config.json"))
         except (OSError, KeyError, ValueError) as exc:
             raise NextbestError(f"{folder}: not a readable nextbest bundle ({exc})") from None
-        models = {role: _model_class(role, path).load(folder / "models" / role)
-                  for role, path in classes.items()}  # fmt: skip
-        uplift = {name: load_uplift(_read_json(folder / "uplift" / f"{name}.json"))
-                  for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
-        metadata = BundleMetadata.model_validate(meta)
+        try:
+            models = {role: _model_class(role, path).load(folder / "models" / role)
+                      for role, path in classes.items()}  # fmt: skip
+            uplift = {name: load_uplift(_read_json(folder / "uplift" / f"{name}.json"))
+                      for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
+            metadata = BundleMetadata.model_validate(meta)
+        except (OSError, KeyError, ValueError, TypeError, LightGBMError) as exc:
+            raise NextbestError(f"{folder}: a model of the bundle is unreadable ({exc})") from None
         if metadata.format != FORMAT:
             raise NextbestError(f"{folder}: bundle format {metadata.format} is not {FORMAT}")
         if metadata.feature_version != builder.version:

@@ -167,6 +167,10 @@ def load_bundle(ref: str | None = None) -> Bundle:
     mv = resolve_version(ref)
     bundle_uri = f"{_model_artifacts(mv)}/artifacts/bundle"
     local = _local_path(bundle_uri)
+    if local is None and _is_local(bundle_uri):
+        raise NextbestError(
+            f"{bundle_uri}: the artifacts of model version {mv.version} are missing"
+        )
     if local is not None:
         bundle = Bundle.load(local)
     else:
@@ -196,6 +200,17 @@ def _model_artifacts(mv: Any) -> str:
     if getattr(mv, "model_id", None):
         return str(mlflow.MlflowClient().get_logged_model(mv.model_id).artifact_location)
     return str(mlflow.MlflowClient().get_model_version_download_uri(mv.name, mv.version))
+
+
+def _is_local(uri: str) -> bool:
+    from mlflow.utils.uri import is_local_uri
+
+    return bool(is_local_uri(uri, is_tracking_or_registry_uri=False))
+
+
+def bundle_folder(ref: str | None) -> Path | None:
+    """The local folder holding a version's bundle files (None: a remote artifact store)."""
+    return _local_path(f"{_model_artifacts(resolve_version(ref))}/artifacts/bundle")
 
 
 def _local_path(uri: str) -> Path | None:
