@@ -486,7 +486,12 @@ def bench_peers(mode: str, keep: bool = False, workers: int = 3) -> list[Row]:
     )  # every shape's first seed first
 
     def run(job: tuple[int, int]) -> dict[str, object]:
-        result = run_shape(shapes[job[0]], job[1], workdir, run_measured)
+        try:
+            result = run_shape(shapes[job[0]], job[1], workdir, run_measured)
+        except RuntimeError as failed:  # a job's error must not wait for the whole panel
+            with (workdir / "peers_failed.txt").open("a") as out:
+                out.write(f"shape {job[0]} seed {job[1]}: {failed}\n")
+            raise
         with log.open("a") as out:
             out.write(json.dumps({"shape": job[0], "seed": job[1]} | result) + "\n")
         return result
