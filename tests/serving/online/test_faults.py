@@ -289,10 +289,13 @@ def test_rename_swaps_under_load_lose_nothing_and_release_old_stores(
             ), loads
     assert traffic.statuses and set(traffic.statuses) == {200}, set(traffic.statuses)
     assert not traffic.errors
-    time.sleep(3.0)  # replaced runtimes are closed 2 s after the swap, at the next poll
     pids = worker_pids(fault_server)
     assert len(pids) == 2
-    assert deleted_handles(pids, live.name) <= 1
+    # replaced runtimes are closed 2 s after the swap, at a worker's next poll: wait for it, with
+    # room for a loaded machine, rather than sleep a fixed time
+    assert wait_for(lambda: deleted_handles(pids, live.name) <= 1, 30, 0.5), deleted_handles(
+        pids, live.name
+    )
     assert "event=reloaded" in service_log(fault_server)
 
 

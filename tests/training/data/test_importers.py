@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import SHARED_DATASETS
 from training.data.contract import validate_dataset
 from training.data.importers import import_hillstrom, import_telco
 from training.errors import NextbestError
 
-DATASETS = Path(__file__).parents[2].parent / "shared" / "datasets"
+DATASETS = SHARED_DATASETS
 TELCO = DATASETS / "Telco-Customer-Churn.csv"
 HILLSTROM = DATASETS / "hillstrom.csv"
 
