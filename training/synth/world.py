@@ -45,12 +45,14 @@ class WorldConfig:
     start: date = date(2024, 11, 4)  # a Monday; weeks run Monday to Sunday
     weeks: int = 104
     chunk_size: int = 25_000
+    # two targeted waves between randomized ones; the last, randomized wave reaches most active
+    # customers, so that the held-out exposures can tell a policy's value from doing nothing
     campaigns: tuple[Campaign, ...] = (
         Campaign(26, targeted=False),
         Campaign(40, targeted=True),
-        Campaign(54, targeted=False),
+        Campaign(54, targeted=False, reach=0.5),
         Campaign(68, targeted=True),
-        Campaign(82, targeted=True),
+        Campaign(82, targeted=False, reach=0.8),
     )
     #: weeks at which the ground truth is computed for the evaluation customers (91: the last
     #: training snapshot of the demo config, 104: the end of the data, "today" for batch scoring)

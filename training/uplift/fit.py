@@ -1,4 +1,4 @@
-"""Uplift training: four meta-learners per outcome, the best chosen per action on held-out customers.
+"""Uplift training: an S-learner per outcome, replaced per action only by a learner that proves better.
 Outcomes are learned side by side, one per core.
 
 For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
@@ -6,8 +6,11 @@ For each configured outcome with enough observed labels, S-, T-, X- and DR-learn
 15% of the others (`selection_exposures`), per action, by the doubly-robust (DR) value of the
 policies each one's ranking induces — "this action for the top 10%, 20%, ... 90% by predicted
 uplift, nothing for the others" — averaged over those budgets, with the Qini coefficient and the DR
-value of "where the uplift is positive" beside it. Per action the winner's predictions are
-calibrated on the same selection rows (training.uplift.selection) and the result joins the bundle.
+value of "where the uplift is positive" beside it. Per action the S-learner serves unless another
+learner beats it in a paired comparison on those rows; such a challenger's predictions (T-, X- and
+DR-learners' effects are over-dispersed) are shrunk on the same selection rows
+(training.uplift.selection), the S-learner's, already shrunk by its trees, are not. The served
+learners are refitted on the training and selection customers together.
 The last 15% of the customers (`evaluation_exposures`) are never used here, not even to choose:
 `nextbest evaluate` judges the bundle on them, so its figures carry no winner's curse.
 
@@ -240,8 +243,8 @@ def compare_learners(
     and of "this action where its uplift is positive", with Qini beside them (and the
     all-actions policy of each learner as action "all"). Per action the default learner is
     kept unless another beats it in a paired comparison on the same rows (`choose_per_action`);
-    the choice is calibrated (shrunk) against DR pseudo-outcomes of the `judge` rows, then
-    refitted on the `fit` and `judge` rows together, which is what is served."""
+    a challenger that wins is shrunk against DR pseudo-outcomes of the `judge` rows (the default
+    is served as fitted); the choice is refitted on the `fit` and `judge` rows together, which is what is served."""
     sized = sized_params(params, int(fit.sum()))
     fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, sized)
     outcome_model = fitted["TLearner"]
@@ -298,7 +301,7 @@ def compare_learners(
         for name in raw:  # every learner's slope is reported; the chosen one's line is served
             line = calibration_line(raw[name][:, j], pseudo)
             slopes[name, action] = line.slope
-            if name == choice[action]:
+            if name == choice[action] and name != DEFAULT_LEARNER:
                 lines[action] = line
     table["chosen"] = [a != "all" and choice.get(a) == name for name, a in pairs]
     table["slope"] = [slopes.get(pair, np.nan) for pair in pairs]
