@@ -538,6 +538,9 @@ def main() -> None:
         "customers) or full (also 50k and 200k)",
     )
     parser.add_argument(
+        "--peer-jobs", type=int, default=3, help="peer-panel jobs at a time (each uses 2 threads)"
+    )
+    parser.add_argument(
         "--open-seconds", type=float, default=120, help="duration of the serving open loop"
     )
     parser.add_argument(
@@ -551,7 +554,7 @@ def main() -> None:
         render(bench_serve(args.open_seconds))
         return
     if args.peers_only:
-        render(bench_peers(args.peers_only, args.keep))
+        render(bench_peers(args.peers_only, args.keep, args.peer_jobs))
         return
     if args.uplift_only:
         render(bench_uplift_only(args.uplift_size, args.keep))
