@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
 ENV = os.environ | {
     "OMP_NUM_THREADS": "1",
+    # idle OpenMP threads wait passively: spinning ones starve the other jobs of a shared machine
+    "OMP_WAIT_POLICY": "PASSIVE",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "BENTOML_DO_NOT_TRACK": "true",
 }
