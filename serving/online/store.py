@@ -38,7 +38,7 @@ from training.features.definition import to_matrix
 from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 
-FORMAT = 2  # 2: model outputs beside the features
+FORMAT = 3  # 2: model outputs beside the features; 3: four scores (ltv and window_value)
 DEFAULT_PATH = Path("out/online_store.sqlite")
 Namespace = dict[str, float | str | None]
 

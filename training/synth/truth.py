@@ -131,7 +131,8 @@ def lifetime_revenue(
     revenue = np.zeros(len(idx))
     out: dict[str, np.ndarray] = {}
     basket = PLAN_BASKET[pop.plan]
-    contact_rate = sum(dyn.contact_rates(pop))
+    calls, chats = dyn.contact_rates(pop)
+    contact_rate = calls + chats
     for k in range(int(np.ceil(max(ends.values())))):
         for m, end in ends.items():
             if k < end < k + 1:  # the horizon ends inside this week: count only its first part
