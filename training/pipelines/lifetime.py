@@ -34,6 +34,7 @@ from training.scores.lifetime import (
 )
 
 LABEL = "_lifetime_revenue"
+BLEND_WEIGHTS = (0.25, 0.5, 0.75)
 MIN_JUDGED = 50  # fewer held-out customers than this cannot tell the methods apart
 
 
@@ -52,8 +53,8 @@ def fit_lifetime(
     if objective.lifetime_months is None or "value" not in models or value is None:
         return None
     names = builder.feature_names_
-    window = max(w for w in config.features.windows) if config.features.windows else 365
-    window = 365 if 365 in config.features.windows else window
+    windows = config.features.windows
+    window = 365 if 365 in windows or not windows else max(windows)
     churn = config.outcome_for_role("churn")
     judged = _judging_rows(con, frame, value[1], objective.lifetime_months, observed_until)
     X = to_matrix(judged, names)
@@ -63,26 +64,31 @@ def fit_lifetime(
     candidates: dict[Method, LifetimeValue] = {}
     if "churn" in models and churn is not None:
         candidates["survival"] = _lifetime("survival", config, churn[1], value[1], window)
+    y = judged[LABEL].to_numpy(dtype=np.float64)
     if set(value[1].event_types) == {config.features.purchase_event_type}:
         try:
             summary = purchase_summary(X, names, window)
             repeat = RepeatPurchaseModel(horizon=days, discount_rate=0.0).fit(summary[~held])
-            candidates["repeat_purchase"] = _lifetime(
-                "repeat_purchase", config, churn[1] if churn else None, value[1], window, repeat
-            )
         except NextbestError:
-            pass  # too few purchases to fit: the other method (if any) stands
+            repeat = None  # too few purchases to fit: the other method (if any) stands
+        if repeat is not None:
+            base = churn[1] if churn is not None and "churn" in models else None
+            for method in ("repeat_purchase", "blend"):
+                candidates[method] = _lifetime(method, config, base, value[1], window, repeat)
+            blend = candidates["blend"]
+            blend.weight = max(BLEND_WEIGHTS, key=lambda w: _score(_quality(
+                y[~held], _with_weight(blend, w).predict(X[~held], names, _rows(scores, ~held), days)
+            )))  # fmt: skip
     if not candidates:
         return None
-    y = judged[LABEL].to_numpy(dtype=np.float64)[held]
     quality = {
-        method: _quality(y, model.predict(X[held], names, _rows(scores, held), horizon=days))
+        method: _quality(y[held], model.predict(X[held], names, _rows(scores, held), days))
         for method, model in candidates.items()
     }
-    best = max(quality, key=lambda m: (quality[m]["normalized_gini"], -METHODS.index(m)))
+    best = max(quality, key=lambda m: (_score(quality[m]), -METHODS.index(m)))
     chosen = candidates[best]
     chosen.discount_rate = objective.discount_rate  # judged undiscounted, against realised money
-    if best == "repeat_purchase":
+    if best in ("repeat_purchase", "blend"):
         latest = frame[frame["as_of"] == frame["as_of"].max()]
         summary = purchase_summary(to_matrix(latest, names), names, window)
         chosen.repeat = RepeatPurchaseModel(
@@ -90,6 +96,8 @@ def fit_lifetime(
         ).fit(summary)
     chosen.selection = {m: q | {"judged_days": days, "judged_customers": float(held.sum())}
                         for m, q in quality.items()}  # fmt: skip
+    if "blend" in candidates:
+        chosen.selection["blend"]["weight"] = candidates["blend"].weight
     return chosen
 
 
@@ -153,6 +161,19 @@ def _scores(models: Mapping[str, ScoreModel], X: np.ndarray) -> dict[str, np.nda
 
 def _rows(scores: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
     return {name: values[mask] for name, values in scores.items()}
+
+
+def _score(quality: Mapping[str, float]) -> float:
+    """One number to choose by: the mean of Pearson (the amounts), Spearman (the order) and
+    normalized Gini (the order weighted by the amounts); NaN counts as 0."""
+    return float(
+        np.mean([np.nan_to_num(quality[k]) for k in ("pearson", "spearman", "normalized_gini")])
+    )
+
+
+def _with_weight(model: LifetimeValue, weight: float) -> LifetimeValue:
+    model.weight = weight
+    return model
 
 
 def _quality(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

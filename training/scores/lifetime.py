@@ -10,6 +10,10 @@ Two ways to project value beyond the label window, each a pure function of the m
   future purchases × Gamma-Gamma for the spend per purchase, fitted by maximum likelihood on the
   customers' purchase counts, recency and age read from the purchase features.
 
+- **blend**: `weight` x repeat_purchase + (1 - weight) x the window's projection (survival when
+  there is a churn score, else the label-window revenue scaled to the horizon): the boosted
+  window model sees every feature, BG/NBD the purchase rhythm, and each corrects the other.
+
 Training picks one per data set by held-out quality (`training.pipelines.lifetime`). Both discount
 future money continuously at `discount_rate` a year. The fitted state is a handful of numbers: it
 travels in the bundle as JSON (`LifetimeValue.to_dict`), never pickle.
@@ -31,8 +35,8 @@ from training.errors import NextbestError
 
 FloatArray = NDArray[np.float64]
 ArrayLike = Sequence[float] | FloatArray | float
-Method = Literal["survival", "repeat_purchase"]
-METHODS: tuple[Method, ...] = ("survival", "repeat_purchase")
+Method = Literal["survival", "repeat_purchase", "blend"]
+METHODS: tuple[Method, ...] = ("survival", "repeat_purchase", "blend")
 DAYS_PER_MONTH = 365.25 / 12
 FORMAT = 1
 
@@ -263,13 +267,18 @@ class LifetimeValue:
         window: int = 365,
         repeat: RepeatPurchaseModel | None = None,
         selection: Mapping[str, Mapping[str, float]] | None = None,
+        weight: float = 1.0,
     ) -> None:
         if method not in METHODS:
             raise NextbestError(f"lifetime value: unknown method {method!r} (one of {METHODS})")
         if method == "survival" and (churn_days is None or value_days is None):
             raise NextbestError("lifetime value: survival needs the churn and value horizons")
-        if method == "repeat_purchase" and repeat is None:
-            raise NextbestError("lifetime value: repeat_purchase needs a fitted model")
+        if method in ("repeat_purchase", "blend") and repeat is None:
+            raise NextbestError(f"lifetime value: {method} needs a fitted repeat-purchase model")
+        if method == "blend" and value_days is None:
+            raise NextbestError("lifetime value: blend needs the value horizon")
+        if not 0.0 <= weight <= 1.0:
+            raise NextbestError(f"lifetime value: blend weight must be in [0, 1] (got {weight})")
         self.method = method
         self.lifetime_months = float(lifetime_months)
         self.discount_rate = float(discount_rate)
@@ -278,6 +287,7 @@ class LifetimeValue:
         self.window = int(window)
         self.repeat = repeat
         self.selection = {k: dict(v) for k, v in (selection or {}).items()}
+        self.weight = float(weight)
 
     @property
     def horizon(self) -> float:
@@ -293,12 +303,23 @@ class LifetimeValue:
         """Lifetime value per row over `horizon` days (default: the configured lifetime)."""
         days = self.horizon if horizon is None else horizon
         if self.method == "survival":
-            assert self.churn_days is not None and self.value_days is not None
-            return survival_value(scores["churn_probability"], self.churn_days,
-                                  scores["window_value"], self.value_days, days,
-                                  self.discount_rate)  # fmt: skip
+            return self._window_projection(scores, days)
         assert self.repeat is not None
-        return self.repeat.predict(purchase_summary(X, names, self.window), horizon=days)
+        repeat = self.repeat.predict(purchase_summary(X, names, self.window), horizon=days)
+        if self.method == "repeat_purchase":
+            return repeat
+        return self.weight * repeat + (1.0 - self.weight) * self._window_projection(scores, days)
+
+    def _window_projection(self, scores: Mapping[str, FloatArray], days: float) -> FloatArray:
+        """Survival x spend with a churn horizon, else the window revenue scaled to `days`
+        (discounted at the middle of the horizon)."""
+        assert self.value_days is not None
+        window = np.asarray(scores["window_value"], dtype=np.float64)
+        if self.churn_days is not None and "churn_probability" in scores:
+            return survival_value(scores["churn_probability"], self.churn_days, window,
+                                  self.value_days, days, self.discount_rate)  # fmt: skip
+        middle = math.exp(-daily_discount(self.discount_rate) * days / 2.0)
+        return np.maximum(window, 0.0) * days / self.value_days * middle
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -310,6 +331,7 @@ class LifetimeValue:
             "value_days": self.value_days,
             "window": self.window,
             "selection": self.selection,
+            "weight": self.weight,
         }
         if self.repeat is not None:
             out["repeat"] = {
@@ -341,4 +363,5 @@ class LifetimeValue:
             window=data.get("window", 365),
             repeat=repeat,
             selection=data.get("selection"),
+            weight=data.get("weight", 1.0),
         )
