@@ -195,14 +195,16 @@ class RepeatPurchaseModel(RegressorMixin, BaseEstimator):
         self.n_features_in_ = 4
         return self
 
-    def predict(self, X: ArrayLike, horizon: float | None = None) -> FloatArray:
+    def predict(
+        self, X: ArrayLike, horizon: float | None = None, discount_rate: float | None = None
+    ) -> FloatArray:
         """Expected revenue over `horizon` days (default: the fitted `horizon`), discounted
-        month by month at the mid-point of each step."""
+        (default: at `discount_rate`) month by month at the mid-point of each step."""
         if not hasattr(self, "bgnbd_"):
             raise NextbestError("repeat-purchase model: not fitted")
         x, t_x, T, m = _summary(X)
         days = self.horizon if horizon is None else horizon
-        delta = daily_discount(self.discount_rate)
+        delta = daily_discount(self.discount_rate if discount_rate is None else discount_rate)
         edges = np.append(np.arange(0.0, days, self.step_days), days)
         purchases = [bgnbd_expected(self.bgnbd_, x, t_x, T, float(e)) for e in edges]
         weights = np.exp(-delta * (edges[1:] + edges[:-1]) / 2.0)
@@ -305,7 +307,8 @@ class LifetimeValue:
         if self.method == "survival":
             return self._window_projection(scores, days)
         assert self.repeat is not None
-        repeat = self.repeat.predict(purchase_summary(X, names, self.window), horizon=days)
+        summary = purchase_summary(X, names, self.window)
+        repeat = self.repeat.predict(summary, horizon=days, discount_rate=self.discount_rate)
         if self.method == "repeat_purchase":
             return repeat
         return self.weight * repeat + (1.0 - self.weight) * self._window_projection(scores, days)
