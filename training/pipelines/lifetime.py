@@ -35,6 +35,7 @@ from training.scores.lifetime import (
 
 LABEL = "_lifetime_revenue"
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)
+REFERENCE = "window_scaled"  # in `selection`: the scaled window revenue, judged, never chosen
 MIN_JUDGED = 50  # fewer held-out customers than this cannot tell the methods apart
 
 
@@ -81,11 +82,11 @@ def fit_lifetime(
             )))  # fmt: skip
     if not candidates:
         return None
-    quality = {
+    quality: dict[str, dict[str, float]] = {
         method: _quality(y[held], model.predict(X[held], names, _rows(scores, held), days))
         for method, model in candidates.items()
     }
-    best = max(quality, key=lambda m: (_score(quality[m]), -METHODS.index(m)))
+    best = max(candidates, key=lambda m: (_score(quality[m]), -METHODS.index(m)))
     chosen = candidates[best]
     chosen.discount_rate = objective.discount_rate  # judged undiscounted, against realised money
     if best in ("repeat_purchase", "blend"):
@@ -94,6 +95,9 @@ def fit_lifetime(
         chosen.repeat = RepeatPurchaseModel(
             horizon=chosen.horizon, discount_rate=objective.discount_rate
         ).fit(summary)
+    # the label-window revenue scaled to the judged horizon: the reference every method must beat
+    scaled = scores[WINDOW_VALUE_SCORE][held] * days / value[1].horizon_days
+    quality[REFERENCE] = _quality(y[held], scaled)
     chosen.selection = {m: q | {"judged_days": days, "judged_customers": float(held.sum())}
                         for m, q in quality.items()}  # fmt: skip
     if "blend" in candidates:
