@@ -113,6 +113,46 @@ def bgnbd_peer(
     return np.where(np.isfinite(value), value, newcomer)
 
 
+def retention_values(data: Path, bundle: object) -> dict[str, object]:
+    """Predicted net value of every action on the held-out exposures, with `ltv` over the
+    lifetime and with today's label-window `ltv`, each against the true net value that counts
+    the value kept beyond the window: (value_a - value_control) + (churn_control - churn_a) x
+    the truth's revenue after the window of a customer alive at its end - cost."""
+    from training.config import CONTROL
+    from training.data.contract import open_dataset
+    from training.evaluation.decisions import decide, held_out_exposures
+    from training.evaluation.metrics import pearson, spearman
+    from training.features.definition import to_matrix
+    from training.policy.value import net_value
+    from training.synth.oracle import load_exposure_truth
+
+    config = bundle.config  # type: ignore[attr-defined]
+    with open_dataset(data).connect() as con:
+        frame, held, exposed = held_out_exposures(con, bundle)  # type: ignore[arg-type]
+    rows = frame[held].reset_index(drop=True)
+    X = to_matrix(bundle.prepare(rows), list(bundle.builder.feature_names_))  # type: ignore[attr-defined]
+    d = decide(bundle, rows, X, exposed)  # type: ignore[arg-type]
+    truth = load_exposure_truth(data.with_name(data.name + "_truth"), rows)
+    ids = list(config.catalog.ids)
+    churn0, value0 = truth[f"churn_{CONTROL}"], truth[f"value_{CONTROL}"]
+    beyond = np.maximum(truth["value_12m_control"] - value0, 0.0) / (1.0 - churn0)
+    true = np.column_stack([
+        truth[f"value_{a}"] - value0 + (churn0 - truth[f"churn_{a}"]) * beyond for a in ids
+    ]) - d.cost  # fmt: skip
+    window = config.objective.model_copy(update={"lifetime_months": None})
+    today = net_value(d.uplift, {"ltv": d.scores["window_value"]}, d.cost, window, config.outcomes)
+    ok = np.isfinite(true).all(axis=1)
+    pairs = {"lifetime ltv": d.expected[ok], "90-day ltv": today.expected_value[ok]}
+    return {
+        "rows": int(ok.sum()),
+        "actions": len(ids),
+        **{name: {"pearson": pearson(true[ok].ravel(), v.ravel()),
+                  "spearman": spearman(true[ok].ravel(), v.ravel())}
+           for name, v in pairs.items()},
+        "mean_true": float(np.mean(true[ok])),
+    }  # fmt: skip
+
+
 def train_and_score(data: Path, config: Path, as_of: date) -> tuple[pd.DataFrame, dict, float]:
     from training.data.contract import open_dataset
     from training.pipelines.train import train
@@ -126,11 +166,13 @@ def train_and_score(data: Path, config: Path, as_of: date) -> tuple[pd.DataFrame
         features = bundle.builder.transform(con, as_of=as_of)
     scores = bundle.score_frame(features).set_index("customer_id")
     assert bundle.lifetime is not None
-    return (
-        scores,
-        {"method": bundle.lifetime.method, "selection": bundle.lifetime.selection},
-        seconds,
-    )
+    chosen = {"method": bundle.lifetime.method, "selection": bundle.lifetime.selection}
+    if (
+        bundle.uplift
+        and (data.with_name(data.name + "_truth") / "exposures_truth.parquet").exists()
+    ):
+        chosen["retention"] = retention_values(data, bundle)
+    return scores, chosen, seconds
 
 
 def simulator(data: Path, work: Path) -> dict[str, object]:

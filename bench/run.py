@@ -330,6 +330,22 @@ def bench_lifetime(workdir: Path, n: int = 20_000) -> list[Row]:
             _ltv_detail(sim),
         )
     ]
+    kept = sim["chosen"].get("retention")
+    if kept is not None:
+        life, today = kept["lifetime ltv"], kept["90-day ltv"]
+        rows.append(
+            Row(
+                f"retention: predicted vs true net value ({kept['rows']:,} held-out exposures "
+                f"x {kept['actions']} actions)",
+                0,
+                0,
+                "correlation above the 90-day ltv's",
+                life["pearson"] > today["pearson"],
+                f"Pearson/Spearman with lifetime ltv {life['pearson']:.3f}/{life['spearman']:.3f}, "
+                f"with 90-day ltv {today['pearson']:.3f}/{today['spearman']:.3f} (truth counts "
+                "the value kept beyond the window)",
+            )
+        )
     seconds, gib, out = run_measured([*script, "--cdnow"])
     cd = json.loads(out.splitlines()[-1])
     rows.append(

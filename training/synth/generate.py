@@ -158,6 +158,15 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
                     seed + 31 * week,
                     cfg.effect_weeks,
                 )
+                long = lifetime_revenue(
+                    pop.take(idx),
+                    st.take(idx),
+                    week,
+                    max(cfg.truth_reps // 4, 2),
+                    seed + 6007 * week + 1,
+                    (12,),
+                )
+                po["value_12m_control"] = long["value_12m"]
                 rows = _exposure_table(pop, idx, arm[ev], prop[ev], week, cfg)
                 exposure_truth.append(_with_columns(rows, po))
             for a in range(1, len(ARMS)):
@@ -288,8 +297,8 @@ def _write_manifest(folder: Path, customers: int, seed: int, cfg: WorldConfig) -
             "churn": "P(churn event within 90 days)",
             "value": "expected revenue (purchase events incl. bills) within 90 days",
             **{
-                f"value_{m}m": f"customers_truth only: expected revenue within {m} months "
-                "(30.4375-day months), under control"
+                f"value_{m}m": f"customers_truth: expected revenue within {m} months "
+                "(30.4375-day months), under control (exposures_truth: value_12m_control)"
                 for m in LIFETIME_MONTHS
             },
             "satisfaction": "expected NPS answer (0-10) at the end of the 90 days",
