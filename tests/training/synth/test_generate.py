@@ -48,6 +48,9 @@ def test_truth_is_written_apart_from_the_data(small_world: Path) -> None:
     columns = pq.read_schema(truth / "customers_truth.parquet").names
     for arm in ARMS:
         assert {f"churn_{arm}", f"value_{arm}", f"satisfaction_{arm}"} <= set(columns)
+    assert {"value_12m", "value_24m"} <= set(columns)
+    exposed = pq.read_schema(truth / "exposures_truth.parquet").names
+    assert "value_12m_control" in exposed
     latent = {"satisfaction_latent", "price_sensitivity", "engagement", "service_need"}
     assert not latent & set(pq.read_schema(small_world / "customers.parquet").names)
 
