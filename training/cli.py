@@ -453,6 +453,23 @@ def export_exposures(
     out.print(f"wrote {rows:,} exposures to {path}")
 
 
+@app.command("export-events")
+@user_errors
+def export_events(
+    events: Annotated[
+        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
+    ] = Path("out/event_store.sqlite"),
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for events.parquet")] = Path(
+        "out/live_events"
+    ),
+) -> None:
+    """Write the events ingested by POST /events as a contract events table, for retraining."""
+    from serving.online.events import export_events as run
+
+    rows, path = run(events, out_dir)
+    out.print(f"wrote {rows:,} events to {path}")
+
+
 SrcOpt = Annotated[Path, typer.Option("--src", help="the public CSV file")]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="directory to write the data set to")]
 

@@ -42,6 +42,8 @@ from pydantic import ValidationError
 from serving.online import openapi
 from serving.online.api_models import (
     ActionOut,
+    EventsRequest,
+    EventsResponse,
     FeedbackRequest,
     FeedbackResponse,
     Metadata,
@@ -61,6 +63,7 @@ from serving.online.decision_log import (
     NotOfferedError,
     UnknownDecisionError,
 )
+from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
     OPEN_PATHS,
@@ -112,7 +115,7 @@ UNAVAILABLE = bentoml.metrics.Counter(
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
-API_PATHS = ("/recommend", "/score", "/feedback")
+API_PATHS = ("/recommend", "/score", "/feedback", "/events")
 KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/docs")
 KNOWN_PREFIXES = ("/static_content/",)
 HEADER_PLACEHOLDER = "__API_KEY_HEADER__"
@@ -219,6 +222,7 @@ class Nextbest:
         logger.disabled = False
         self.settings = SETTINGS
         self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
+        self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
         self.rng = np.random.default_rng()
         self.runtime: Runtime | None = None
         self._stop = threading.Event()
@@ -327,6 +331,7 @@ class Nextbest:
         self._stop.set()
         self._wake.set()
         self.log.close()
+        self.events.close()
 
     def __is_ready__(self) -> bool:
         return self.runtime is not None
@@ -357,7 +362,7 @@ class Nextbest:
         except UnknownActionError as exc:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         row = self._row(runtime, request.customer_id)
-        now = datetime.now(UTC)
+        now = self.settings.clock()
         contacts = self.log.contacts(request.customer_id, now - lookback(decider.catalog))
         allowed = allowed_mask(decider.catalog, contacts, now)
         decision = decider.decide(row, ask, allowed, self.rng)
@@ -420,7 +425,7 @@ class Nextbest:
         """Store what happened to a shown action; committed before the answer. An acceptance the
         contact policy forbids (the action was received from another decision inside its
         cool-down) is refused with 409, race-free across workers."""
-        now = datetime.now(UTC)
+        now = self.settings.clock()
         runtime = self.runtime
         allowed: Callable[[list[Contact]], bool] | None = None
         if runtime is not None and request.action_id in runtime.decider.action_ids:
@@ -440,6 +445,18 @@ class Nextbest:
         except ContactConflictError as exc:
             raise Conflict(str(exc)) from None
         return FeedbackResponse(decision_id=request.decision_id, stored=True)
+
+    @bentoml.api(route="/events")
+    async def ingest(self, request: EventsRequest, /) -> EventsResponse:
+        """Store a batch of live events, all or nothing, committed before the answer; an event
+        whose event_id is stored already counts as a duplicate. Every row was validated (a bad
+        one is a 400 naming its index and field) before anything is written."""
+        batch = [
+            Event(e.customer_id, e.timestamp, e.channel, e.event_type, e.value, e.text, e.event_id)
+            for e in request.events
+        ]
+        done = self.events.ingest(batch, self.settings.clock())
+        return EventsResponse(accepted=done.accepted, duplicates=done.duplicates)
 
     # -- pages --------------------------------------------------------------------------------
 
