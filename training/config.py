@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from training.errors import ConfigError
-from training.rules import Rule, RuleError, compile_rule
+from training.rules import Rule, RuleError, compile_rule, is_request_name
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -155,6 +155,13 @@ class Objective(_Model):
         return values
 
 
+class SuppressAfterDeclines(_Model):
+    """`suppress_after_declines`: after `count` declines within `days` days, not offered."""
+
+    count: int = Field(ge=1)
+    days: int = Field(ge=1)
+
+
 class Action(_Model):
     """One entry of the action catalog; only id, name and cost are required."""
 
@@ -166,6 +173,7 @@ class Action(_Model):
     cooldown_days: int | None = Field(default=None, ge=0)
     max_per_90_days: int | None = Field(default=None, ge=1)
     batch_volume_cap: int | None = Field(default=None, ge=0)
+    suppress_after_declines: SuppressAfterDeclines | None = None
     script: str = ""
     _rule: Rule | None = PrivateAttr(default=None)
 
@@ -487,10 +495,12 @@ def check_exposure_actions(catalog: Catalog, action_ids: Iterable[str]) -> None:
 
 
 def check_eligibility_names(catalog: Catalog, available: Iterable[str]) -> None:
-    """Fail if an eligibility rule reads a name that is neither a feature nor a score."""
+    """Fail if an eligibility rule reads a name that is neither a feature, a score nor a request
+    name (`channel`, `context_<key>`: any key may be sent)."""
     known = set(available)
     for action in catalog.actions:
-        unknown = sorted(action.rule.names - known) if action.rule is not None else []
+        read = action.rule.names if action.rule is not None else frozenset()
+        unknown = sorted(n for n in read - known if not is_request_name(n))
         if unknown:
             close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

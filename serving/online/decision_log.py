@@ -30,6 +30,7 @@ from training.errors import NextbestError
 from training.policy.contact import Contact
 
 ACCEPTED = "accepted"
+DECLINED = "declined"
 BUSY_TIMEOUT_MS = 10_000
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -170,10 +171,19 @@ class DecisionLog:
         with self._lock:
             return self._contacts(customer_id, since, "")
 
-    def _contacts(self, customer_id: str, since: datetime, other_than: str) -> list[Contact]:
-        """Latest accepted contacts of decisions other than `other_than` (caller holds the lock)."""
+    def declines(self, customer_id: str, since: datetime) -> list[Contact]:
+        """Offers the customer declined since `since` (`suppress_after_declines`); as for
+        contacts, only the latest feedback on each shown action counts."""
+        with self._lock:
+            return self._contacts(customer_id, since, "", DECLINED)
+
+    def _contacts(
+        self, customer_id: str, since: datetime, other_than: str, outcome: str = ACCEPTED
+    ) -> list[Contact]:
+        """Latest contacts with this outcome of decisions other than `other_than` (caller holds
+        the lock)."""
         rows = self._con.execute(
-            LATEST_ACCEPTED, (customer_id, other_than, ACCEPTED, _iso(since))
+            LATEST_ACCEPTED, (customer_id, other_than, outcome, _iso(since))
         ).fetchall()
         return [Contact(a, datetime.fromisoformat(ts)) for a, ts in rows]
 

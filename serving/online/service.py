@@ -37,6 +37,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from serving.online import openapi
@@ -78,8 +79,15 @@ from serving.online.log_safety import escape_controls, install
 from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
 from serving.online.settings import ServingSettings
 from serving.online.store import StoreChangedError
+from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
-from training.policy.contact import Contact, allowed_mask, lookback
+from training.policy.contact import (
+    Contact,
+    allowed_mask,
+    decline_lookback,
+    declines_allowed,
+    lookback,
+)
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
 RETIRE_SECONDS = (
@@ -353,7 +361,11 @@ class Nextbest:
         runtime = self._runtime()
         decider = runtime.decider
         ask = DecisionRequest(
-            request.customer_id, request.channel, request.max_actions, tuple(request.exclude)
+            request.customer_id,
+            request.channel,
+            request.max_actions,
+            tuple(request.exclude),
+            request.context,
         )
         try:
             decider.check(ask)
@@ -363,8 +375,7 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         row = self._row(runtime, request.customer_id)
         now = self.settings.clock()
-        contacts = self.log.contacts(request.customer_id, now - lookback(decider.catalog))
-        allowed = allowed_mask(decider.catalog, contacts, now)
+        allowed = self._allowed(decider.catalog, request.customer_id, now)
         decision = decider.decide(row, ask, allowed, self.rng)
         decision_id = uuid.uuid4().hex
         reasons = runtime.explainer.explain(
@@ -372,12 +383,23 @@ class Nextbest:
             decision.actions,
             decision.scores["churn_probability"],
             decision.cold_start,
+            ask.rule_inputs(),
         )
         response = _response(decision_id, request.customer_id, runtime, decision, reasons)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         self.log.record(_record(decision_id, now, request, runtime.version, decision))
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         return response
+
+    def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
+        """The contact policy's mask: contact limits on what was received, and actions declined
+        too often (`suppress_after_declines`), from the decision log."""
+        contacts = self.log.contacts(customer_id, now - lookback(catalog))
+        allowed = allowed_mask(catalog, contacts, now)
+        since = decline_lookback(catalog)
+        if since:
+            allowed &= declines_allowed(catalog, self.log.declines(customer_id, now - since), now)
+        return allowed
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
         """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
