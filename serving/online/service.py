@@ -78,7 +78,7 @@ from serving.online.http_guards import (
 from serving.online.log_safety import escape_controls, install
 from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
 from serving.online.settings import ServingSettings
-from serving.online.store import StoreChangedError
+from serving.online.store import FeatureRow, StoreChangedError
 from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
@@ -373,8 +373,8 @@ class Nextbest:
             raise Rejected(str(exc), "unknown channel") from None
         except UnknownActionError as exc:
             raise Rejected(str(exc), "unknown action id in exclude") from None
-        row = self._row(runtime, request.customer_id)
         now = self.settings.clock()
+        row = self._row(runtime, request.customer_id, now)
         allowed = self._allowed(decider.catalog, request.customer_id, now)
         decision = decider.decide(row, ask, allowed, self.rng)
         decision_id = uuid.uuid4().hex
@@ -418,10 +418,18 @@ class Nextbest:
             DROPPED.labels(reason="client_gone").inc()
             raise Unavailable("the client disconnected before the decision", "client gone")
 
-    def _row(self, runtime: Runtime, customer_id: str) -> Any:
-        """The customer's stored row; a store overwritten in place is a 503 (and a reload now)."""
+    def _row(self, runtime: Runtime, customer_id: str, now: datetime) -> FeatureRow | None:
+        """The customer's features: as of `now` from their journey and live events when they have
+        ingested events, else the stored row; a store overwritten in place is a 503 (and a
+        reload now)."""
         try:
-            return runtime.store.get(customer_id)
+            row = runtime.store.get(customer_id)
+            if row is None or not self.events.latest_seq(customer_id):
+                return row
+            history = runtime.store.history(customer_id)
+            if history is None:  # a store written without journeys: the snapshot it holds
+                return row
+            return runtime.live.row(history, self.events.for_customer(customer_id), now)
         except StoreChangedError:
             UNAVAILABLE.inc()
             self._wake.set()
@@ -433,7 +441,7 @@ class Nextbest:
     async def score(self, request: ScoreRequest, /) -> ScoreResponse:
         """The three scores of one customer (not logged: no decision is made)."""
         runtime = self._runtime()
-        row = self._row(runtime, request.customer_id)
+        row = self._row(runtime, request.customer_id, self.settings.clock())
         scores = runtime.decider.scores(row)
         return ScoreResponse(
             customer_id=request.customer_id,
