@@ -89,12 +89,14 @@ def parse_ts(text: str) -> datetime:
     """An ISO 8601 timestamp or date as naive UTC; ValueError says what was expected."""
     try:
         ts = datetime.fromisoformat(text.strip())
-    except ValueError:
+        if ts.tzinfo is not None:
+            ts = ts.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 is before year 1
         raise ValueError(
             "not a timestamp (expected e.g. 2026-03-01, 2026-03-01T10:00:00 or "
             "2026-03-01T10:00:00Z)"
         ) from None
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+    return ts
 
 
 class EventsRequest(_Strict):

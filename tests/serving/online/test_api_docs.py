@@ -17,6 +17,8 @@ import pytest
 
 from serving.online.api_models import (
     FeedbackRequest,
+    EventsRequest,
+    EventsResponse,
     FeedbackResponse,
     RecommendRequest,
     RecommendResponse,
@@ -34,6 +36,7 @@ MODELS = {
     "/recommend": (RecommendRequest, RecommendResponse),
     "/score": (ScoreRequest, ScoreResponse),
     "/feedback": (FeedbackRequest, FeedbackResponse),
+    "/events": (EventsRequest, EventsResponse),
 }
 
 
