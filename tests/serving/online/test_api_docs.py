@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from serving.online.api_models import (
-    FeedbackRequest,
     EventsRequest,
     EventsResponse,
+    FeedbackRequest,
     FeedbackResponse,
     RecommendRequest,
     RecommendResponse,
