@@ -470,6 +470,24 @@ def export_events(
     out.print(f"wrote {rows:,} events to {path}")
 
 
+@app.command("export-outbox")
+@user_errors
+def export_outbox(
+    events: Annotated[
+        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
+    ] = Path("out/event_store.sqlite"),
+    after: Annotated[str, typer.Option("--after", help="cursor: decisions after it")] = "0",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="at most")] = 100,
+) -> None:
+    """Print the decisions triggers fired after a cursor, as GET /outbox answers them (JSON)."""
+    import json
+
+    from serving.online.outbox import export_page
+
+    page = export_page(events, after, limit)
+    print(json.dumps({"decisions": page.decisions, "cursor": page.cursor}))  # noqa: T201
+
+
 SrcOpt = Annotated[Path, typer.Option("--src", help="the public CSV file")]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="directory to write the data set to")]
 

@@ -41,6 +41,10 @@ def context_name(key: str) -> str:
                                     for c in key.lower())  # fmt: skip
 
 
+#: names a trigger reads from the incoming event (besides the customer's features and scores)
+EVENT_NAMES = ("event_type", "channel", "value")
+
+
 def is_request_name(name: str) -> bool:
     """Whether a rule name is read from the request (`channel`, `context_<key>`): missing where
     there is no request (batch scoring, evaluation), so comparisons on it are false there."""

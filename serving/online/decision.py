@@ -114,9 +114,7 @@ class Decider:
         names = bundle.builder.feature_names_
         categories = {s.name: tuple(s.categories) for s in bundle.builder.static_
                       if s.kind == "categorical"}  # fmt: skip
-        read = {
-            n for a in bundle.config.catalog.actions if a.rule is not None for n in a.rule.names
-        }
+        read = {n for a in bundle.config.catalog.actions for n in a.names_read}
         return {n: (names.index(n), categories.get(n)) for n in sorted(read & set(names))}
 
     # -- the steps ---------------------------------------------------------------------------
@@ -185,7 +183,10 @@ class Decider:
         config = self.bundle.config
         value = net_value(uplift, known, self.cost, config.objective, config.outcomes)
         namespace = self.namespace(row, scores, request)
-        eligible = np.asarray(eligibility_mask(self.catalog, namespace, channel), dtype=bool)
+        # an empty channel (a trigger on an event of a channel the catalog lacks): any channel
+        eligible = np.asarray(
+            eligibility_mask(self.catalog, namespace, channel or None), dtype=bool
+        )
         return Evaluation(scores, uplift, value.expected_value, value.roi, eligible)
 
     def decide(

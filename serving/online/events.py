@@ -97,7 +97,7 @@ class EventStore:
     def ingest(self, events: Sequence[Event], now: datetime) -> Ingested:
         """Store a batch in one transaction; an event whose `event_id` is stored already (or
         earlier in the batch) is a duplicate and is skipped."""
-        received = _iso(now)
+        received = iso_utc(now)
         stored: list[tuple[int, Event]] = []
         with self.lock:
             self.con.execute("BEGIN IMMEDIATE")
@@ -109,7 +109,7 @@ class EventStore:
                         (
                             event.event_id,
                             event.customer_id,
-                            _iso(event.ts),
+                            iso_utc(event.ts),
                             event.channel,
                             event.event_type,
                             event.value,
@@ -171,7 +171,7 @@ def _naive(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
 
 
-def _iso(ts: datetime) -> str:
+def iso_utc(ts: datetime) -> str:
     """UTC ISO-8601 with microseconds, no zone: sorts as text in time order."""
     return _naive(ts).isoformat(timespec="microseconds")
 

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from importlib import resources
 from typing import Any, cast
@@ -36,7 +36,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
@@ -76,9 +76,19 @@ from serving.online.http_guards import (
     bound_metric_labels,
 )
 from serving.online.log_safety import escape_controls, install
+from serving.online.outbox import (
+    MAX_LIMIT,
+    BadCursorError,
+    append,
+    claim,
+    ensure_schema,
+    parse_cursor,
+)
+from serving.online.outbox import page as outbox_page
 from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
 from serving.online.settings import ServingSettings
 from serving.online.store import FeatureRow, StoreChangedError
+from serving.online.triggers import event_inputs, fired, has_triggers
 from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
@@ -90,6 +100,7 @@ from training.policy.contact import (
 )
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
+MAX_TRIGGERED = 3  # actions a triggered decision shows at most
 RETIRE_SECONDS = (
     2.0  # a replaced runtime is closed this long after the swap (requests finish first)
 )
@@ -116,6 +127,10 @@ DROPPED = bentoml.metrics.Counter(
     documentation="Decisions made but not logged nor answered: client gone or deadline passed",
     labelnames=["reason"],
 )
+TRIGGER_FAILURES = bentoml.metrics.Counter(
+    name="nextbest_trigger_failures",
+    documentation="Ingested batches whose triggers could not be evaluated (the events are stored)",
+)
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
     documentation="Requests answered 503 because the online store was overwritten in place",
@@ -124,7 +139,7 @@ UNAVAILABLE = bentoml.metrics.Counter(
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
 API_PATHS = ("/recommend", "/score", "/feedback", "/events")
-KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/docs")
+KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/outbox", "/docs")
 KNOWN_PREFIXES = ("/static_content/",)
 HEADER_PLACEHOLDER = "__API_KEY_HEADER__"
 
@@ -231,6 +246,7 @@ class Nextbest:
         self.settings = SETTINGS
         self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
         self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
+        ensure_schema(self.events)
         self.rng = np.random.default_rng()
         self.runtime: Runtime | None = None
         self._stop = threading.Event()
@@ -485,8 +501,94 @@ class Nextbest:
             Event(e.customer_id, e.timestamp, e.channel, e.event_type, e.value, e.text, e.event_id)
             for e in request.events
         ]
-        done = self.events.ingest(batch, self.settings.clock())
+        now = self.settings.clock()
+        done = self.events.ingest(batch, now)
+        runtime = self.runtime
+        if runtime is not None and done.stored and has_triggers(runtime.decider.catalog):
+            try:
+                self._fire_triggers(runtime, done.stored, now)
+            except Exception as exc:  # the events are stored: a failed trigger must not fail them
+                TRIGGER_FAILURES.inc()
+                logger.warning("event=trigger_failed reason=%s", type(exc).__name__)
         return EventsResponse(accepted=done.accepted, duplicates=done.duplicates)
+
+    def _fire_triggers(
+        self, runtime: Runtime, stored: list[tuple[int, Event]], now: datetime
+    ) -> None:
+        """For each customer of the batch, the first stored event that fires a trigger (on the
+        customer's features and scores after the batch) makes one decision, unless a trigger
+        fired for them within the cool-down."""
+        decider = runtime.decider
+        cooldown = timedelta(minutes=decider.decisioning.trigger_cooldown_minutes)
+        by_customer: dict[str, list[tuple[int, Event]]] = {}
+        for seq, event in stored:
+            by_customer.setdefault(event.customer_id, []).append((seq, event))
+        for customer, events in by_customer.items():
+            row = self._row(runtime, customer, now)
+            scores, _ = decider.model_outputs(row, with_uplift=False)
+            for seq, event in events:
+                mask = fired(decider.catalog, decider.namespace(row, scores, event_inputs(event)))
+                if not mask.any():
+                    continue
+                if claim(self.events, customer, now, cooldown):
+                    self._decide_triggered(runtime, row, seq, event, mask, now)
+                break
+
+    def _decide_triggered(
+        self,
+        runtime: Runtime,
+        row: FeatureRow | None,
+        seq: int,
+        event: Event,
+        mask: NDArray[np.bool_],
+        now: datetime,
+    ) -> None:
+        """The same decision as /recommend, among the actions the event fired (on the event's
+        channel when the catalog knows it), logged with its propensity, then put in the outbox."""
+        decider = runtime.decider
+        channel = event.channel if event.channel in decider.channels else ""
+        exclude = tuple(a for a, hit in zip(decider.action_ids, mask, strict=True) if not hit)
+        context = {"trigger_event_type": event.event_type}
+        ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
+        allowed = self._allowed(decider.catalog, event.customer_id, now)
+        decision = decider.decide(row, ask, allowed, self.rng)
+        decision_id = uuid.uuid4().hex
+        reasons = runtime.explainer.explain(
+            decider.vector(row),
+            decision.actions,
+            decision.scores["churn_probability"],
+            decision.cold_start,
+            ask.rule_inputs(),
+        )
+        response = _response(decision_id, event.customer_id, runtime, decision, reasons)
+        self.log.record(
+            DecisionRecord(
+                decision_id=decision_id,
+                ts=now,
+                customer_id=event.customer_id,
+                channel=channel,
+                model_version=runtime.version,
+                action_id=decision.chosen,
+                propensity=decision.propensity,
+                control_group=decision.control_group,
+                explored=decision.explored,
+                cold_start=decision.cold_start,
+                actions=tuple(a.action_id for a in decision.actions),
+                context=dict(context) | {"trigger_event_id": event.event_id},
+            )
+        )
+        DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
+        fired_ids = [a for a, hit in zip(decider.action_ids, mask, strict=True) if hit]
+        item = {
+            "customer_id": event.customer_id,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "event_ts": event.ts.isoformat(),
+            "triggered_by": fired_ids,
+            "decided_at": now.isoformat(),
+            "decision": response.model_dump(mode="json"),
+        }
+        append(self.events, event.customer_id, seq, fired_ids, now, item)
 
     # -- pages --------------------------------------------------------------------------------
 
@@ -496,6 +598,18 @@ class Nextbest:
         page = resources.files("serving.online").joinpath("static/desktop.html").read_text("utf-8")
         header = json.dumps(self.settings.api_key_header)  # a validated token, quoted for JS
         return HTMLResponse(page.replace(f'"{HEADER_PLACEHOLDER}"', header))
+
+    @desktop.get("/outbox")
+    def outbox(self, after: str | None = None, limit: str | None = None) -> JSONResponse:
+        """Decisions fired by triggers after the cursor `after`, oldest first, at most `limit`
+        (default 100, at most 1000); `cursor` is the one to ask from next (at-least-once)."""
+        try:
+            start = parse_cursor(after)
+            count = _limit(limit)
+        except BadCursorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        page = outbox_page(self.events, start, count)
+        return JSONResponse({"decisions": page.decisions, "cursor": page.cursor})
 
     @desktop.get("/metadata")
     def metadata(self) -> Metadata:
@@ -530,6 +644,15 @@ if SETTINGS.api_key is not None:
         ApiKeyMiddleware, key=SETTINGS.api_key.get_secret_value(), header=SETTINGS.api_key_header
     )
 allow_cross_origin(SERVICE, SETTINGS)  # NEXTBEST_CORS_ORIGINS; outermost of all when set
+
+
+def _limit(text: str | None) -> int:
+    """`limit` of GET /outbox: 1..MAX_LIMIT, default 100."""
+    if text is None or text == "":
+        return 100
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= MAX_LIMIT:
+        raise BadCursorError(f"limit: must be an integer from 1 to {MAX_LIMIT}")
+    return int(text)
 
 
 def _now_iso() -> str:

@@ -75,8 +75,9 @@ class FeatureRow:
 
 
 def rule_names(bundle: Bundle) -> list[str]:
-    """The features the catalog's eligibility rules read (scores are added at decision time)."""
-    names = {n for a in bundle.config.catalog.actions if a.rule is not None for n in a.rule.names}
+    """The features the catalog's eligibility rules and triggers read (scores are added at
+    decision time)."""
+    names = {n for a in bundle.config.catalog.actions for n in a.names_read}
     return sorted(names & set(bundle.builder.feature_names_))
 
 

@@ -7,6 +7,10 @@ with exploration and the control group off, so every answer is the greedy rankin
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +32,11 @@ NOW = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)
 CHANGES: dict[str, dict[str, Any]] = {
     "apology_credit": {"eligibility": "context_call_reason == 'billing'", "cost": 0.0},
     "retention_discount": {"suppress_after_declines": {"count": 2, "days": 30}},
+    "proactive_service_call": {
+        "trigger": "event_type == 'complaint' and churn_probability > 0",
+        "eligibility": None,
+        "cost": 0.0,
+    },
 }
 
 
@@ -144,3 +153,74 @@ def test_scores_after_live_events_equal_the_batch_definition(
             assert value == pytest.approx(float(expected[name][k]), rel=1e-6, abs=1e-9), name
         changed += scored != before[customer]
     assert changed == len(customers), "a complaint and a survey answer move every customer's scores"
+
+
+def complaint(customer: str, n: int, event_type: str = "complaint") -> dict[str, object]:
+    return {
+        "customer_id": customer,
+        "ts": f"2026-11-05T09:{n:02d}:00Z",
+        "channel": "call_center",
+        "event_type": event_type,
+        "event_id": f"trigger-{customer}-{n}",
+    }
+
+
+def outbox(server: Server, after: str = "0", limit: int = 1000) -> dict[str, Any]:
+    status, answer = server.call("GET", f"/outbox?after={after}&limit={limit}")
+    assert status == 200, answer
+    return answer
+
+
+def test_a_trigger_decides_once_per_cool_down_into_the_outbox(live: Server, world: World) -> None:
+    start = outbox(live)["cursor"]
+    fires, quiet = known_customers(world, 420)[400:402], known_customers(world, 420)[410]
+    for customer in fires:  # two complaints in one batch: one decision
+        batch = [complaint(customer, 1), complaint(customer, 2)]
+        assert live.call("POST", "/events", {"events": batch})[1]["accepted"] == 2
+    assert live.call("POST", "/events", {"events": [complaint(quiet, 1, "visit")]})[0] == 200
+    page = outbox(live, start)
+    mine = [d for d in page["decisions"] if d["customer_id"] in {*fires, quiet}]
+    assert [d["customer_id"] for d in mine] == fires, "one decision per complaining customer"
+    for item in mine:
+        assert item["triggered_by"] == ["proactive_service_call"]
+        assert item["event_type"] == "complaint" and item["event_id"].endswith("-1")
+        decision = item["decision"]
+        assert decision["propensity"] == 1.0  # exploration and the control group are off
+        assert [a["action_id"] for a in decision["actions"]] in ([], ["proactive_service_call"])
+        with sqlite3.connect(live.log) as con:  # logged like any decision, with its propensity
+            logged = con.execute(
+                "SELECT customer_id, propensity, context FROM decisions WHERE decision_id = ?",
+                (decision["decision_id"],),
+            ).fetchone()
+        assert logged[0] == item["customer_id"] and logged[1] == 1.0
+        assert json.loads(logged[2])["trigger_event_type"] == "complaint"
+    cursors = [int(d["cursor"]) for d in page["decisions"]]
+    assert cursors == sorted(cursors) and page["cursor"] == str(cursors[-1])
+    # inside the cool-down another complaint fires nothing; the cursor then has nothing after it
+    assert live.call("POST", "/events", {"events": [complaint(fires[0], 3)]})[0] == 200
+    assert outbox(live, page["cursor"]) == {"decisions": [], "cursor": page["cursor"]}
+    # paging: limit 1 walks the same decisions one by one
+    walked, cursor = [], start
+    while True:
+        step = outbox(live, cursor, limit=1)
+        if not step["decisions"]:
+            break
+        walked += step["decisions"]
+        cursor = step["cursor"]
+    assert walked == page["decisions"]
+    # the command line reads the same outbox from the file
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "nextbest"), "export-outbox", "--events",
+         str(live.log.parent / "event_store.sqlite"), "--after", start],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == page
+
+
+@pytest.mark.parametrize(
+    "query", ["after=x", "after=-1", "limit=0", "limit=1001", "limit=abc", "after=1e3"]
+)
+def test_bad_outbox_queries_are_400(live: Server, query: str) -> None:
+    status, answer = live.call("GET", f"/outbox?{query}")
+    assert status == 400 and answer["error"], answer
