@@ -152,6 +152,9 @@ def test_bad_config_gives_one_line_naming_file_and_field(
          "actions[0].suppress_after_declines.count: must be >= 1"),
         (_action_changes(0, suppress_after_declines={"count": 2}),
          "actions[0].suppress_after_declines.days: required field is missing"),
+        (_action_changes(0, trigger="event_type ==="),
+         "actions.yaml: actions[0].trigger: cannot parse"),
+        (_action_changes(0, trigger_cooldown_minutes=5), "actions[0].trigger_cooldown_minutes: unknown"),
         (_action_changes(0, suppress_after_declines=3),
          "actions[0].suppress_after_declines"),
         ([{"id": "a"}], "actions.yaml: the top level must be a mapping"),
@@ -238,6 +241,18 @@ def test_rules_may_read_the_request_channel_and_any_context_key() -> None:
     check_eligibility_names(catalog, {"x"})
     with pytest.raises(ConfigError, match="unknown name 'x'"):
         check_eligibility_names(catalog, {"y"})
+
+
+def test_triggers_read_the_event_and_the_customer() -> None:
+    rule = "event_type == 'complaint' and channel == 'chat' and value < 5 and x > 1"
+    catalog = Catalog(actions=(Action(id="a", name="A", cost=1, trigger=rule),))
+    check_eligibility_names(catalog, {"x"})
+    with pytest.raises(ConfigError, match="'a': trigger reads unknown name 'x'"):
+        check_eligibility_names(catalog, {"y"})
+    with pytest.raises(ConfigError, match="context"):  # request names are not an event's
+        check_eligibility_names(
+            Catalog(actions=(Action(id="b", name="B", cost=1, trigger="context_a == 1"),)), {"x"}
+        )
 
 
 def test_objective_may_omit_the_value_outcome(tmp_path: Path) -> None:
