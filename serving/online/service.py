@@ -68,6 +68,7 @@ from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
     OPEN_PATHS,
+    TEMPLATES,
     ApiKeyMiddleware,
     ArrivalMiddleware,
     BodyLimitMiddleware,
@@ -75,6 +76,9 @@ from serving.online.http_guards import (
     ReadyDetailMiddleware,
     bound_metric_labels,
 )
+from serving.online.journey import DEFAULT_LIMIT as DEFAULT_JOURNEY
+from serving.online.journey import MAX_LIMIT as MAX_JOURNEY
+from serving.online.journey import journey as journey_of
 from serving.online.log_safety import escape_controls, install
 from serving.online.outbox import (
     MAX_LIMIT,
@@ -100,6 +104,7 @@ from training.policy.contact import (
 )
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
+MAX_ID_CHARS = 128
 MAX_TRIGGERED = 3  # actions a triggered decision shows at most
 RETIRE_SECONDS = (
     2.0  # a replaced runtime is closed this long after the swap (requests finish first)
@@ -138,8 +143,9 @@ UNAVAILABLE = bentoml.metrics.Counter(
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
+TEMPLATE_PATHS = tuple(template for _, template in TEMPLATES)
 API_PATHS = ("/recommend", "/score", "/feedback", "/events")
-KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/outbox", "/docs")
+KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/outbox", "/docs", *TEMPLATE_PATHS)
 KNOWN_PREFIXES = ("/static_content/",)
 HEADER_PLACEHOLDER = "__API_KEY_HEADER__"
 
@@ -611,6 +617,27 @@ class Nextbest:
         page = outbox_page(self.events, start, count)
         return JSONResponse({"decisions": page.decisions, "cursor": page.cursor})
 
+    @desktop.get("/customers/{customer_id}/journey")
+    def journey(self, customer_id: str, limit: str | None = None) -> JSONResponse:
+        """The customer's recent events, newest first: the stored journey and the live events."""
+        runtime = self._runtime()
+        if not 1 <= len(customer_id) <= MAX_ID_CHARS:
+            return JSONResponse({"error": "customer_id: 1 to 128 characters"}, status_code=400)
+        try:
+            count = _limit(limit, DEFAULT_JOURNEY, MAX_JOURNEY)
+        except BadCursorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        now = self.settings.clock()
+        try:
+            known = runtime.store.get(customer_id) is not None
+            history = runtime.store.history(customer_id) if known else None
+        except StoreChangedError:
+            return JSONResponse({"error": "the online store is being replaced"}, status_code=503)
+        live = self.events.for_customer(customer_id, limit=count)
+        events = journey_of(history, live, now.astimezone(UTC).replace(tzinfo=None), count)
+        body = {"customer_id": customer_id, "known": known, "as_of": now.isoformat()}
+        return JSONResponse(body | {"events": events})
+
     @desktop.get("/metadata")
     def metadata(self) -> Metadata:
         """Bundle version, training date, metrics, catalog and store versions."""
@@ -646,12 +673,12 @@ if SETTINGS.api_key is not None:
 allow_cross_origin(SERVICE, SETTINGS)  # NEXTBEST_CORS_ORIGINS; outermost of all when set
 
 
-def _limit(text: str | None) -> int:
-    """`limit` of GET /outbox: 1..MAX_LIMIT, default 100."""
+def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
+    """A `limit` query parameter: 1..most, `default` when absent."""
     if text is None or text == "":
-        return 100
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= MAX_LIMIT:
-        raise BadCursorError(f"limit: must be an integer from 1 to {MAX_LIMIT}")
+        return default
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= most:
+        raise BadCursorError(f"limit: must be an integer from 1 to {most}")
     return int(text)
 
 

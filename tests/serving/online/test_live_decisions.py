@@ -224,3 +224,29 @@ def test_a_trigger_decides_once_per_cool_down_into_the_outbox(live: Server, worl
 def test_bad_outbox_queries_are_400(live: Server, query: str) -> None:
     status, answer = live.call("GET", f"/outbox?{query}")
     assert status == 400 and answer["error"], answer
+
+
+def test_the_journey_shows_stored_and_live_events_newest_first(live: Server, world: World) -> None:
+    customer = known_customers(world, 430)[420]
+    status, before = live.call("GET", f"/customers/{customer}/journey?limit=50")
+    assert status == 200 and before["known"] is True and before["events"]
+    assert all(e["source"] == "stored" for e in before["events"])
+    survey = {
+        "customer_id": customer, "ts": "2026-11-05T10:00:00Z", "channel": "app",
+        "event_type": "nps", "value": 2, "text": "Billed twice, nobody called back.",
+    }  # fmt: skip
+    future = survey | {"ts": "2026-11-06T10:00:00Z", "text": None}  # after NEXTBEST_NOW
+    assert live.call("POST", "/events", {"events": [survey, future]})[0] == 200
+    _, after = live.call("GET", f"/customers/{customer}/journey?limit=50")
+    first = after["events"][0]
+    assert first == {
+        "ts": "2026-11-05T10:00:00", "channel": "app", "event_type": "nps", "value": 2.0,
+        "text": "Billed twice, nobody called back.", "source": "live",
+    }  # fmt: skip
+    assert after["events"][1:] == before["events"][:49]
+    stamps = [e["ts"] for e in after["events"]]
+    assert stamps == sorted(stamps, reverse=True)
+    _, unknown = live.call("GET", "/customers/nobody-at-all/journey")
+    assert unknown["known"] is False and unknown["events"] == []
+    for query in ("limit=0", "limit=201", "limit=x"):
+        assert live.call("GET", f"/customers/{customer}/journey?{query}")[0] == 400
