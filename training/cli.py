@@ -453,6 +453,22 @@ def export_exposures(
     out.print(f"wrote {rows:,} exposures to {path}")
 
 
+@app.command("export-feedback")
+@user_errors
+def export_feedback(
+    log: Annotated[Path, typer.Option("--log", help="decision log file")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for feedback.parquet")],
+    include_cold_start: Annotated[
+        bool, typer.Option(help="also export feedback on decisions of customers the store lacked")
+    ] = False,
+) -> None:
+    """Write what happened to shown actions (accepted, declined, ignored) for the next training."""
+    from serving.online.decision_log import export_feedback as run
+
+    rows, path = run(log, out_dir, include_cold_start)
+    out.print(f"wrote {rows:,} feedback rows to {path}")
+
+
 @app.command("export-events")
 @user_errors
 def export_events(

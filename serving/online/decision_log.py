@@ -234,3 +234,33 @@ def export_exposures(log: Path, out: Path, include_cold_start: bool = False) -> 
     with atomic_file(target) as tmp:
         frame.to_parquet(tmp, index=False)
     return len(frame), target
+
+
+LATEST_FEEDBACK = """
+    SELECT customer_id, ts, action_id, outcome, decision_id FROM (
+        SELECT f.*, row_number() OVER (
+            PARTITION BY f.decision_id, f.action_id ORDER BY f.ts DESC, f.rowid DESC) AS k
+        FROM feedback AS f JOIN decisions AS d USING (decision_id)
+        WHERE d.cold_start = 0 OR ?)
+    WHERE k = 1 ORDER BY ts"""
+
+
+def feedback_frame(log: Path, include_cold_start: bool = False) -> pd.DataFrame:
+    """What happened to shown actions (customer_id, ts, action_id, outcome, decision_id): the
+    latest feedback on each, the offers accepted and declined per action that a next training can
+    turn into features; cold starts left out unless asked for, as for exposures."""
+    if not Path(log).is_file():
+        raise NextbestError(f"{log}: no decision log")
+    with sqlite3.connect(f"file:{Path(log).resolve()}?mode=ro", uri=True) as con:
+        frame = pd.read_sql_query(LATEST_FEEDBACK, con, params=(int(include_cold_start),))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
+    return frame
+
+
+def export_feedback(log: Path, out: Path, include_cold_start: bool = False) -> tuple[int, Path]:
+    """Write `out/feedback.parquet` atomically; returns (rows, file)."""
+    frame = feedback_frame(log, include_cold_start)
+    target = Path(out) / "feedback.parquet"
+    with atomic_file(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return len(frame), target
