@@ -11,12 +11,15 @@ import json
 import sqlite3
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serving.online.events import Event
 from tests.serving.conftest import Server, World, start_server, stop_server
@@ -250,3 +253,22 @@ def test_the_journey_shows_stored_and_live_events_newest_first(live: Server, wor
     assert unknown["known"] is False and unknown["events"] == []
     for query in ("limit=0", "limit=201", "limit=x"):
         assert live.call("GET", f"/customers/{customer}/journey?{query}")[0] == 400
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+@given(
+    customer=st.text(min_size=0, max_size=140),
+    after=st.one_of(st.none(), st.text(max_size=30), st.integers(-(10**20), 10**20).map(str)),
+    limit=st.one_of(st.none(), st.text(max_size=10), st.integers(-5, 5000).map(str)),
+)
+def test_no_query_of_the_new_get_endpoints_gets_a_server_error(
+    live: Server, customer: str, after: str | None, limit: str | None
+) -> None:
+    query = urllib.parse.urlencode(
+        {k: v for k, v in (("after", after), ("limit", limit)) if v is not None}
+    )
+    path = urllib.parse.quote(customer, safe="")
+    for url in (f"/outbox?{query}", f"/customers/{path}/journey?{query}"):
+        status, _ = live.call("GET", url)
+        assert status < 500, (url, status)
