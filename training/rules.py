@@ -335,6 +335,17 @@ class Rule:
         return self.text
 
     @property
+    def monotone(self) -> bool:
+        """True when it tests no missing value (no isnull, notnull, coalesce): then a result that
+        is false with some inputs missing is false whatever their values (three-valued logic), so
+        a caller may decide it before computing them."""
+        tests = {"isnull", "notnull", "coalesce"}
+        return not any(
+            isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in tests
+            for n in ast.walk(self.tree)
+        )
+
+    @property
     def request_names(self) -> frozenset[str]:
         """The names it reads from the request (channel, context keys)."""
         return frozenset(n for n in self.names if is_request_name(n))

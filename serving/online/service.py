@@ -92,7 +92,7 @@ from serving.online.outbox import page as outbox_page
 from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
 from serving.online.settings import ServingSettings
 from serving.online.store import FeatureRow, StoreChangedError
-from serving.online.triggers import event_inputs, fired, has_triggers
+from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
 from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
@@ -530,6 +530,8 @@ class Nextbest:
         for seq, event in stored:
             by_customer.setdefault(event.customer_id, []).append((seq, event))
         for customer, events in by_customer.items():
+            if not any(may_fire(decider.catalog, event) for _, event in events):
+                continue  # e.g. a visit, when only complaints trigger: no features to compute
             row = self._row(runtime, customer, now)
             scores, _ = decider.model_outputs(row, with_uplift=False)
             for seq, event in events:

@@ -9,12 +9,14 @@ claims the customer's cool-down, decides and appends to the outbox (serving.onli
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
 from serving.online.events import Event
 from training.config import Catalog
+from training.rules import Rule, compile_rule
 
 
 def has_triggers(catalog: Catalog) -> bool:
@@ -33,3 +35,26 @@ def fired(catalog: Catalog, namespace: Mapping[str, object]) -> NDArray[np.bool_
         if action.trigger_rule is not None:
             mask[j] = bool(action.trigger_rule.evaluate(namespace))
     return mask
+
+
+def may_fire(catalog: Catalog, event: Event) -> bool:
+    """False when no trigger can be true for this event whatever the customer's features and
+    scores: each is false (not unknown) with only the event's names known, which for a monotone
+    rule (training.rules.Rule.monotone) means false for every customer; those need no features."""
+    inputs = event_inputs(event)
+    for action in catalog.actions:
+        rule = action.trigger_rule
+        if rule is None:
+            continue
+        if not rule.monotone:
+            return True
+        namespace = {name: inputs.get(name) for name in rule.names}
+        if not _negation(rule.text).evaluate(namespace):  # not surely false: it may fire
+            return True
+    return False
+
+
+@lru_cache(maxsize=256)
+def _negation(text: str) -> Rule:
+    """`not (rule)`: true exactly where the rule is false, not where it is unknown."""
+    return compile_rule(f"not ({text})")

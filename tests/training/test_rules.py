@@ -144,3 +144,9 @@ def test_a_missing_context_key_makes_comparisons_false() -> None:
         compile_rule("not context_call_reason == 'billing'").evaluate({"context_call_reason": None})
         is False
     )
+
+
+def test_monotone_rules_test_no_missing_value() -> None:
+    assert compile_rule("event_type == 'complaint' and churn_probability > 0.1").monotone
+    assert not compile_rule("event_type == 'x' or isnull(nps_last)").monotone
+    assert not compile_rule("coalesce(a, 1) > 0").monotone
