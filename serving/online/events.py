@@ -40,9 +40,11 @@ CREATE TABLE IF NOT EXISTS events (
     event_type  TEXT NOT NULL,
     value       REAL,
     text        TEXT,
-    received_at TEXT NOT NULL
+    received_at TEXT NOT NULL,
+    pending     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_customer ON events (customer_id, ts);
+CREATE INDEX IF NOT EXISTS events_pending ON events (pending, received_at) WHERE pending = 1;
 CREATE TABLE IF NOT EXISTS outbox (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     customer_id TEXT NOT NULL,
@@ -94,9 +96,10 @@ class EventStore:
         with self.lock:
             self.con.executescript(_SCHEMA)
 
-    def ingest(self, events: Sequence[Event], now: datetime) -> Ingested:
+    def ingest(self, events: Sequence[Event], now: datetime, pending: bool = False) -> Ingested:
         """Store a batch in one transaction; an event whose `event_id` is stored already (or
-        earlier in the batch) is a duplicate and is skipped."""
+        earlier in the batch) is a duplicate and is skipped. `pending`: its triggers are still to
+        be evaluated (serving.online.outbox clears the mark once they were)."""
         received = iso_utc(now)
         stored: list[tuple[int, Event]] = []
         with self.lock:
@@ -105,7 +108,8 @@ class EventStore:
                 for event in events:
                     cursor = self.con.execute(
                         "INSERT OR IGNORE INTO events (event_id, customer_id, ts, channel, "
-                        "event_type, value, text, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "event_type, value, text, received_at, pending) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             event.event_id,
                             event.customer_id,
@@ -115,6 +119,7 @@ class EventStore:
                             event.value,
                             event.text,
                             received,
+                            int(pending),
                         ),
                     )
                     if cursor.rowcount == 1:
@@ -135,6 +140,31 @@ class EventStore:
             rows = self.con.execute(query, (customer_id, -1 if limit is None else limit))
             found = [_event(row) for row in rows]
         return found[::-1]
+
+    def lease_pending(
+        self, received_before: datetime, now: datetime, limit: int = 100
+    ) -> list[tuple[int, Event]]:
+        """Events whose triggers are still pending and that arrived before `received_before`
+        (their request died before evaluating them), re-stamped as received `now` in the same
+        statement, so no other worker takes them until they are as old again."""
+        with self.lock:
+            rows = self.con.execute(
+                "UPDATE events SET received_at = ? WHERE seq IN (SELECT seq FROM events "
+                "WHERE pending = 1 AND received_at < ? ORDER BY seq LIMIT ?) RETURNING seq, "
+                "customer_id, ts, channel, event_type, value, text, event_id",
+                (iso_utc(now), iso_utc(received_before), limit),
+            ).fetchall()
+        return sorted((int(row[0]), _event(row[1:])) for row in rows)
+
+    def settle(self, seqs: Sequence[int]) -> None:
+        """Mark events whose triggers were evaluated (none fired, or their customer is cooling
+        down); a fired one is settled with its outbox row (serving.online.outbox.append)."""
+        if not seqs:
+            return
+        with self.lock:
+            self.con.executemany(
+                "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in seqs]
+            )
 
     def latest_seq(self, customer_id: str) -> int:
         """The sequence number of the customer's last ingested event (0: none)."""

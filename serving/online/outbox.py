@@ -7,7 +7,9 @@ with an increasing sequence number, which is the cursor: a reader asks for what 
 cursor it processed, so delivery is at-least-once (a reader that crashes before saving its cursor
 reads the same decisions again). A per-customer claim, taken in a write transaction before the
 decision is made, is the cool-down: of two workers handling events of one customer at once, one
-decides.
+decides. Events are stored `pending` until their triggers were evaluated; the outbox row and the
+settling of its events are one transaction, and pending events whose request died are evaluated
+again by the service (`EventStore.lease_pending`): at least once, from event to outbox too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ MAX_LIMIT = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trigger_claims (
     customer_id TEXT PRIMARY KEY,
-    ts          TEXT NOT NULL
+    ts          TEXT NOT NULL,
+    event_seq   INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -49,20 +52,27 @@ def ensure_schema(store: EventStore) -> None:
         store.con.executescript(_SCHEMA)
 
 
-def claim(store: EventStore, customer_id: str, now: datetime, cooldown: timedelta) -> bool:
-    """Take the customer's trigger slot unless a trigger fired for them within `cooldown`;
-    atomic across workers (BEGIN IMMEDIATE)."""
+def claim(
+    store: EventStore, customer_id: str, event_seq: int, now: datetime, cooldown: timedelta
+) -> bool:
+    """Take the customer's trigger slot for this event unless a trigger fired for them (on
+    another event) within `cooldown`; atomic across workers (BEGIN IMMEDIATE). A retry of the
+    same event (its first attempt died before the outbox) gets the slot again."""
     with store.lock:
         store.con.execute("BEGIN IMMEDIATE")
         try:
             row = store.con.execute(
-                "SELECT ts FROM trigger_claims WHERE customer_id = ?", (customer_id,)
+                "SELECT ts, event_seq FROM trigger_claims WHERE customer_id = ?", (customer_id,)
             ).fetchone()
-            if row is not None and datetime.fromisoformat(row[0]) > _naive_minus(now, cooldown):
+            cooling = row is not None and (
+                datetime.fromisoformat(row[0]) > _naive_minus(now, cooldown)
+            )
+            if cooling and row[1] != event_seq:
                 store.con.execute("ROLLBACK")
                 return False
             store.con.execute(
-                "INSERT OR REPLACE INTO trigger_claims VALUES (?, ?)", (customer_id, iso_utc(now))
+                "INSERT OR REPLACE INTO trigger_claims VALUES (?, ?, ?)",
+                (customer_id, iso_utc(now), event_seq),
             )
         except BaseException:
             store.con.execute("ROLLBACK")
@@ -77,15 +87,25 @@ def _naive_minus(now: datetime, delta: timedelta) -> datetime:
 
 def append(
     store: EventStore, customer_id: str, event_seq: int, actions: list[str], now: datetime,
-    decision: dict[str, Any],
+    decision: dict[str, Any], settled: list[int],
 ) -> int:  # fmt: skip
-    """Append a triggered decision; committed before returning its cursor."""
+    """Append a triggered decision and settle the customer's events it answers, in one
+    transaction; committed before returning its cursor."""
     with store.lock:
-        cursor = store.con.execute(
-            "INSERT INTO outbox (customer_id, event_seq, action, ts, decision) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (customer_id, event_seq, ",".join(actions), iso_utc(now), json.dumps(decision)),
-        )
+        store.con.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = store.con.execute(
+                "INSERT INTO outbox (customer_id, event_seq, action, ts, decision) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (customer_id, event_seq, ",".join(actions), iso_utc(now), json.dumps(decision)),
+            )
+            store.con.executemany(
+                "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in settled]
+            )
+        except BaseException:
+            store.con.execute("ROLLBACK")
+            raise
+        store.con.execute("COMMIT")
         return int(cursor.lastrowid or 0)
 
 

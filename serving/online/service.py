@@ -105,6 +105,7 @@ from training.policy.contact import (
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
 MAX_ID_CHARS = 128
+PENDING_GRACE = timedelta(seconds=10)  # a pending event this old lost its request: evaluate it
 MAX_TRIGGERED = 3  # actions a triggered decision shows at most
 RETIRE_SECONDS = (
     2.0  # a replaced runtime is closed this long after the swap (requests finish first)
@@ -260,6 +261,7 @@ class Nextbest:
         self._last_failure: str | None = None
         self._retiring: list[tuple[float, Runtime]] = []  # (close after, replaced runtime)
         self._try_load()
+        self._sweep()  # triggers a killed worker left pending
         if self.settings.reload_seconds > 0:
             threading.Thread(target=self._reload_loop, name="nextbest-reload", daemon=True).start()
 
@@ -343,6 +345,7 @@ class Nextbest:
             try:
                 self._check()
                 self._retire_due()
+                self._sweep()
             except Exception as exc:
                 self._failed("load_failed", exc)
             self._stop.wait(min(self.settings.reload_seconds, 0.5))  # woken often: not a busy loop
@@ -507,16 +510,32 @@ class Nextbest:
             Event(e.customer_id, e.timestamp, e.channel, e.event_type, e.value, e.text, e.event_id)
             for e in request.events
         ]
-        now = self.settings.clock()
-        done = self.events.ingest(batch, now)
         runtime = self.runtime
-        if runtime is not None and done.stored and has_triggers(runtime.decider.catalog):
-            try:
-                self._fire_triggers(runtime, done.stored, now)
-            except Exception as exc:  # the events are stored: a failed trigger must not fail them
-                TRIGGER_FAILURES.inc()
-                logger.warning("event=trigger_failed reason=%s", type(exc).__name__)
+        triggers = runtime is not None and has_triggers(runtime.decider.catalog)
+        done = self.events.ingest(batch, datetime.now(UTC), pending=triggers)
+        if runtime is not None and triggers and done.stored:
+            self._fire_safely(runtime, done.stored)
         return EventsResponse(accepted=done.accepted, duplicates=done.duplicates)
+
+    def _fire_safely(self, runtime: Runtime, stored: list[tuple[int, Event]]) -> None:
+        """Evaluate triggers; a failure leaves the events pending (evaluated again later by
+        `_sweep`) and never fails the stored events' request."""
+        try:
+            self._fire_triggers(runtime, stored, self.settings.clock())
+        except Exception as exc:
+            TRIGGER_FAILURES.inc()
+            logger.warning("event=trigger_failed reason=%s", type(exc).__name__)
+
+    def _sweep(self) -> None:
+        """Evaluate the triggers of events stored pending whose request died before it could
+        (a killed worker), once they are PENDING_GRACE old: at least once, event to outbox."""
+        runtime = self.runtime
+        if runtime is None or not has_triggers(runtime.decider.catalog):
+            return
+        wall = datetime.now(UTC)
+        leased = self.events.lease_pending(wall - PENDING_GRACE, wall)
+        if leased:
+            self._fire_safely(runtime, leased)
 
     def _fire_triggers(
         self, runtime: Runtime, stored: list[tuple[int, Event]], now: datetime
@@ -530,17 +549,20 @@ class Nextbest:
         for seq, event in stored:
             by_customer.setdefault(event.customer_id, []).append((seq, event))
         for customer, events in by_customer.items():
+            seqs = [seq for seq, _ in events]
             if not any(may_fire(decider.catalog, event) for _, event in events):
-                continue  # e.g. a visit, when only complaints trigger: no features to compute
+                self.events.settle(seqs)  # e.g. a visit, when only complaints trigger
+                continue
             row = self._row(runtime, customer, now)
             scores, _ = decider.model_outputs(row, with_uplift=False)
             for seq, event in events:
                 mask = fired(decider.catalog, decider.namespace(row, scores, event_inputs(event)))
                 if not mask.any():
                     continue
-                if claim(self.events, customer, now, cooldown):
-                    self._decide_triggered(runtime, row, seq, event, mask, now)
-                break
+                if claim(self.events, customer, seq, now, cooldown):
+                    self._decide_triggered(runtime, row, seq, event, mask, now, seqs)
+                break  # one trigger per customer and batch
+            self.events.settle(seqs)  # nothing fired, cooling down, or settled with the outbox
 
     def _decide_triggered(
         self,
@@ -550,6 +572,7 @@ class Nextbest:
         event: Event,
         mask: NDArray[np.bool_],
         now: datetime,
+        settled: list[int],
     ) -> None:
         """The same decision as /recommend, among the actions the event fired (on the event's
         channel when the catalog knows it), logged with its propensity, then put in the outbox."""
@@ -596,7 +619,7 @@ class Nextbest:
             "decided_at": now.isoformat(),
             "decision": response.model_dump(mode="json"),
         }
-        append(self.events, event.customer_id, seq, fired_ids, now, item)
+        append(self.events, event.customer_id, seq, fired_ids, now, item, settled)
 
     # -- pages --------------------------------------------------------------------------------
 

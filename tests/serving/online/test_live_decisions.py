@@ -11,9 +11,10 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.online.events import Event
+from serving.online.events import Event, EventStore
+from serving.online.outbox import ensure_schema
 from tests.serving.conftest import Server, World, start_server, stop_server
 from tests.serving.online.test_live_features import ingested_for, offline
 from tests.serving.online.test_service import known_customers
@@ -58,11 +60,16 @@ def live_bundle(bundle: Bundle, changes: dict[str, dict[str, Any]]) -> Bundle:
 
 
 @pytest.fixture(scope="module")
+def live_folder(uplift_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return live_bundle(uplift_bundle, CHANGES).save(tmp_path_factory.mktemp("bundle") / "bundle")
+
+
+@pytest.fixture(scope="module")
 def live(
-    world: World, uplift_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory
+    world: World, live_folder: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("live")
-    folder = live_bundle(uplift_bundle, CHANGES).save(root / "bundle")
+    folder = live_folder
     running = start_server(
         world,
         root / "decision_log.sqlite",
@@ -272,3 +279,35 @@ def test_no_query_of_the_new_get_endpoints_gets_a_server_error(
     for url in (f"/outbox?{query}", f"/customers/{path}/journey?{query}"):
         status, _ = live.call("GET", url)
         assert status < 500, (url, status)
+
+
+def test_events_a_killed_worker_left_pending_are_triggered_after_a_restart(
+    world: World, live_folder: Path, tmp_path: Path
+) -> None:
+    """Events committed, then the worker died before their triggers: the next service evaluates
+    them (at least once from event to outbox)."""
+    customer = known_customers(world, 440)[430]
+    path = tmp_path / "event_store.sqlite"
+    store = EventStore(path)
+    ensure_schema(store)
+    complaint = Event(
+        customer, datetime(2026, 11, 5, 9, 0), "call_center", "complaint", None, None, "k1"
+    )
+    store.ingest([complaint], datetime.now(UTC) - timedelta(minutes=5), pending=True)
+    store.close()
+    server = start_server(
+        world, tmp_path / "decision_log.sqlite", NEXTBEST_BUNDLE_DIR=str(live_folder),
+        NEXTBEST_EVENT_STORE=str(path), NEXTBEST_NOW=NOW.isoformat(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (page := outbox(server))["decisions"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [d["event_id"] for d in page["decisions"]] == ["k1"]
+        assert page["decisions"][0]["customer_id"] == customer
+        time.sleep(2)  # two workers, each sweeping: still one decision
+        assert len(outbox(server)["decisions"]) == 1
+    finally:
+        stop_server(server)
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT count(*) FROM events WHERE pending = 1").fetchone()[0] == 0
