@@ -24,6 +24,7 @@ from training.text.topics import TextTopics
 
 FORMAT = 1
 JSON_FILE, ARRAYS_FILE = "text.json", "text.npz"
+POLAR_SHARE = 0.5  # share of words kept out of the topics for carrying sentiment
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ class CrossFittedText:
         parts = [TextModel(s, self.topics).digest for s in self.sentiments]
         return "crossfit-" + hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 
-    def score(self, texts: Sequence[str], customer_ids: Sequence[str] | None = None) -> TextScores:
+    def sentiment_proba(
+        self, texts: Sequence[str], customer_ids: Sequence[str] | None
+    ) -> np.ndarray:
+        """Class probabilities of each text from the model of its customer's fold."""
         if customer_ids is None or len(customer_ids) != len(texts):
             raise ValueError("cross-fitted text scores need the customer id of every text")
         folds = fold_of(customer_ids, len(self.sentiments))
@@ -124,6 +128,10 @@ class CrossFittedText:
             rows = np.flatnonzero(folds == j)
             if len(rows):
                 proba[rows] = model.predict_proba([texts[int(i)] for i in rows])
+        return proba
+
+    def score(self, texts: Sequence[str], customer_ids: Sequence[str] | None = None) -> TextScores:
+        proba = self.sentiment_proba(texts, customer_ids)
         return _scores(proba, self.topics.assign(texts))
 
 
@@ -135,16 +143,19 @@ def fit_text_model(
     n_topics: int = 8,
     folds: int = 5,
     sentiment: TextSentiment | None = None,
+    polar_share: float = POLAR_SHARE,
 ) -> tuple[TextModel, CrossFittedText]:
     """The final model (all labels) and its cross-fitted twin (fold j without fold j's customers).
 
     `texts[i]` is labelled `classes[i]` and written by `customer_ids[i]`; the topics are fitted on
-    `topic_texts` (default: the labelled texts).
+    `topic_texts` (default: the labelled texts), without the `polar_share` of words that carry
+    the most sentiment.
     """
     template = sentiment if sentiment is not None else TextSentiment()
-    topics = TextTopics(n_topics=n_topics).fit(topic_texts if topic_texts is not None else texts)
     texts, y = list(texts), np.asarray(classes)
     final = _clone(template).fit(texts, y)
+    topics = TextTopics(n_topics=n_topics, stop_words=final.polar_words(polar_share))
+    topics.fit(topic_texts if topic_texts is not None else texts)
     fold = fold_of(customer_ids, folds)
     fold_models = []
     for j in range(folds):

@@ -76,6 +76,15 @@ class TextSentiment(ClassifierMixin, BaseEstimator):
         p = self.predict_proba(texts)
         return p[:, 2] - p[:, 0]
 
+    def polar_words(self, share: float) -> tuple[str, ...]:
+        """The `share` of single words whose weights separate the classes most (tone words)."""
+        check_is_fitted(self, "coef_")
+        offset = len(self.char_.vocabulary_)
+        words = [(t, j) for t, j in self.word_.vocabulary_.items() if " " not in t]
+        spread = np.array([np.ptp(self.coef_[:, offset + j]) for _, j in words])
+        keep = int(round(share * len(words)))
+        return tuple(sorted(words[k][0] for k in np.argsort(-spread, kind="stable")[:keep]))
+
     # -- persistence (JSON + arrays, never pickle) ---------------------------------------------
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self, "coef_")

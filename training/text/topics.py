@@ -1,5 +1,8 @@
 """Topics found without labels: NMF over word TF-IDF, each topic named by its top terms.
 
+`stop_words` keeps words out of the topics; the text model passes the words its sentiment model
+leans on most, so topics gather what customers write about rather than how they feel about it.
+
 A text's topic is the one its TF-IDF vector loads most on (projection on the unit-norm topic
 vectors), or none (-1) when it shares no topic term; projection keeps scoring one sparse product.
 """
@@ -28,6 +31,7 @@ class TextTopics(TransformerMixin, BaseEstimator):
         max_df: float = 0.25,
         max_texts: int = 50_000,
         random_state: int = 0,
+        stop_words: tuple[str, ...] = (),
     ) -> None:
         self.n_topics = n_topics
         self.max_features = max_features
@@ -35,6 +39,7 @@ class TextTopics(TransformerMixin, BaseEstimator):
         self.max_df = max_df
         self.max_texts = max_texts
         self.random_state = random_state
+        self.stop_words = stop_words
 
     def fit(self, texts: Sequence[str], y: object = None) -> TextTopics:
         texts = list(texts)
@@ -42,9 +47,13 @@ class TextTopics(TransformerMixin, BaseEstimator):
             rng = np.random.default_rng(self.random_state)
             texts = [texts[i] for i in rng.choice(len(texts), self.max_texts, replace=False)]
         min_df = self.min_df if len(texts) >= 50 * self.min_df else 1
-        self.vectorizer_ = vectors.word_vectorizer(
-            self.max_features, min_df, max_df=self.max_df, ngrams=(1, 1)
-        ).fit(texts)
+        try:
+            self.vectorizer_ = vectors.word_vectorizer(
+                self.max_features, min_df, self.max_df, (1, 1), tuple(self.stop_words)
+            ).fit(texts)
+        except ValueError:  # every word too rare or too common: keep them all rather than none
+            self.vectorizer_ = vectors.word_vectorizer(self.max_features, 1, ngrams=(1, 1))
+            self.vectorizer_.fit(texts)
         X = self.vectorizer_.transform(texts)
         nmf = NMF(n_components=self.n_topics, init="nndsvda", max_iter=400,
                   random_state=self.random_state).fit(X)  # fmt: skip
@@ -82,7 +91,8 @@ class TextTopics(TransformerMixin, BaseEstimator):
 
     @classmethod
     def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> TextTopics:
-        self = cls(**state["params"])
+        params = state["params"] | {"stop_words": tuple(state["params"].get("stop_words", ()))}
+        self = cls(**params)
         self.vectorizer_ = vectors.from_state(state["vectorizer"], arrays["topic_idf"])
         components = np.asarray(arrays["components"], dtype=np.float32)
         if components.shape != (self.n_topics, len(arrays["topic_idf"])):

@@ -26,10 +26,15 @@ def char_vectorizer(max_features: int, min_df: int) -> TfidfVectorizer:
 
 
 def word_vectorizer(
-    max_features: int, min_df: int, max_df: float = 1.0, ngrams: tuple[int, int] = (1, 2)
+    max_features: int,
+    min_df: int,
+    max_df: float = 1.0,
+    ngrams: tuple[int, int] = (1, 2),
+    stop_words: tuple[str, ...] = (),
 ) -> TfidfVectorizer:
     """Words (and word pairs): readable terms, for sentiment and for the topics."""
     return TfidfVectorizer(
+        stop_words=list(stop_words) or None,
         analyzer="word",
         token_pattern=WORD_PATTERN,
         ngram_range=ngrams,
