@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,22 @@ class TextScores:
     polarity: np.ndarray
     negative: np.ndarray
     topic: np.ndarray
+
+
+class TextScorer(Protocol):
+    """What the feature definition needs of a text model: its topics, a digest and scores."""
+
+    @property
+    def n_topics(self) -> int: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    def topic_terms(self, n: int = 8) -> list[list[str]]: ...
+
+    def score(
+        self, texts: Sequence[str], customer_ids: Sequence[str] | None = None
+    ) -> TextScores: ...
 
 
 def fold_of(customer_ids: Sequence[str] | pd.Series, folds: int) -> np.ndarray:
