@@ -5,6 +5,7 @@ model per role that could be trained, the uplift learners, and metadata. On disk
 model's own files (LightGBM text models + JSON, never pickle):
 
     builder.json  config.json  metadata.json  models/<role>/...  uplift/<outcome>.json
+    text/text.json  text/text.npz   (only with a text model: vocabularies, idf, coefficients)
 
 This module is pure: no MLflow, nothing at import time. Registering a bundle as a version of the MLflow
 model "nextbest" and finding it again is `training.registry.mlflow_models`.
@@ -29,6 +30,8 @@ from training.errors import NextbestError
 from training.features.definition import FeatureBuilder, to_matrix
 from training.registry.checksums import checksums, verify
 from training.scores.base import ScoreModel
+from training.text.model import JSON_FILE as TEXT_JSON
+from training.text.model import TextModel
 from training.uplift.selection import UpliftModel, load_uplift
 
 FORMAT = 1
@@ -200,6 +203,14 @@ class Bundle:
         for outcome, learner in self.uplift.items():
             (folder / "uplift").mkdir(exist_ok=True)
             _write_json(folder / "uplift" / f"{outcome}.json", learner.to_dict())
+        text = self.builder.text_model_
+        if text is not None:
+            if not isinstance(text, TextModel):
+                raise NextbestError(
+                    f"the builder's text model is a {type(text).__name__}, not final"
+                )
+            (folder / "text").mkdir()
+            text.save(folder / "text")
         _write_json(folder / "builder.json", self.builder.to_dict())
         # warnings=False: pydantic warns (wrongly) about Snapshots.as_of's plain validator
         config = self.config.model_dump(mode="json", warnings=False)
@@ -219,7 +230,10 @@ class Bundle:
             recorded = meta.pop("checksums", None)
             if recorded is not None:  # bundles saved before checksums were recorded have none
                 verify(folder, recorded)
-            builder = FeatureBuilder.from_dict(_read_json(folder / "builder.json"))
+            text = (
+                TextModel.load(folder / "text") if (folder / "text" / TEXT_JSON).is_file() else None
+            )
+            builder = FeatureBuilder.from_dict(_read_json(folder / "builder.json"), text)
             config = Config.model_validate(_read_json(folder / "config.json"))
         except (OSError, KeyError, ValueError) as exc:
             raise NextbestError(f"{folder}: not a readable nextbest bundle ({exc})") from None

@@ -169,19 +169,12 @@ def fit_text_model(
     """
     template = sentiment if sentiment is not None else TextSentiment()
     texts, y = list(texts), np.asarray(classes)
-    final = _clone(template).fit(texts, y)
+    final = TextSentiment(**template.get_params()).fit(texts, y)
     topics = TextTopics(n_topics=n_topics, stop_words=final.polar_words(polar_share))
     topics.fit(topic_texts if topic_texts is not None else texts)
-    fold = fold_of(customer_ids, folds)
-    fold_models = []
-    for j in range(folds):
-        keep = np.flatnonzero(fold != j)
-        fold_models.append(_clone(template).fit([texts[i] for i in keep], y[keep]))
+    X, fold = final.matrix(texts), fold_of(customer_ids, folds)
+    fold_models = [final.twin(X[fold != j], y[fold != j]) for j in range(folds)]
     return TextModel(final, topics), CrossFittedText(fold_models, topics)
-
-
-def _clone(model: TextSentiment) -> TextSentiment:
-    return TextSentiment(**model.get_params())
 
 
 def _scores(proba: np.ndarray, topic: np.ndarray) -> TextScores:

@@ -46,21 +46,35 @@ class TextSentiment(ClassifierMixin, BaseEstimator):
                 "labels must be classes 0/1/2 (negative/neutral/positive), two at least"
             )
         min_df = self.min_df if len(texts) >= 20 * self.min_df else 1
-        self.char_ = vectors.char_vectorizer(self.max_char_features, min_df).fit(texts)
-        self.word_ = vectors.word_vectorizer(self.max_word_features, min_df).fit(texts)
-        lr = LogisticRegression(
-            C=self.C, class_weight=self.class_weight, max_iter=self.max_iter
-        ).fit(self._matrix(texts), y)
+        self.char_ = vectors.char_vectorizer(self.max_char_features, min_df)
+        self.word_ = vectors.word_vectorizer(self.max_word_features, min_df)
+        X = sp.hstack([self.char_.fit_transform(texts), self.word_.fit_transform(texts)])
+        return self._fit_matrix(X.tocsr(), y)
+
+    def twin(self, X: sp.csr_matrix, y: np.ndarray) -> TextSentiment:
+        """A model with these vocabularies (unsupervised: no label in them) whose classifier is
+        fitted on rows `X` of `matrix` alone: cross-fitting vectorises the texts once."""
+        check_is_fitted(self, "coef_")
+        twin = TextSentiment(**self.get_params())
+        twin.char_, twin.word_ = self.char_, self.word_
+        return twin._fit_matrix(X, np.asarray(y, dtype=np.int64))
+
+    def _fit_matrix(self, X: sp.csr_matrix, y: np.ndarray) -> TextSentiment:
+        if len(np.unique(y)) < 2:
+            raise ValueError("text sentiment: the labels hold a single class")
+        lr = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+        lr.fit(X, y)
         self.classes_ = np.arange(len(CLASSES))
         self.coef_, self.intercept_ = _three_classes(lr)
         return self
 
-    def _matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
+    def matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """The TF-IDF features (characters, then words) of some texts."""
         return sp.hstack([self.char_.transform(texts), self.word_.transform(texts)], format="csr")
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         check_is_fitted(self, "coef_")
-        return np.asarray(self._matrix(texts) @ self.coef_.T) + self.intercept_
+        return np.asarray(self.matrix(texts) @ self.coef_.T) + self.intercept_
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         z = self.decision_function(texts)
