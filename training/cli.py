@@ -475,6 +475,15 @@ def import_hillstrom(src: SrcOpt, out_dir: OutDirOpt) -> None:
     _report_import(run(_require_file(src), out_dir).root)
 
 
+@import_app.command("airline-tweets")
+@user_errors
+def import_airline_tweets(src: SrcOpt, out_dir: OutDirOpt) -> None:
+    """Airline tweets: one customer per tweet, the tweet as the comment of a CSAT answer."""
+    from training.data.importers import import_airline_tweets as run
+
+    _report_import(run(_require_file(src), out_dir).root)
+
+
 def _report_import(root: Path) -> None:
     out.print(f"wrote {root} (config: {root / 'config.yaml'})")
 
