@@ -24,7 +24,7 @@ from training.text.topics import TextTopics
 
 FORMAT = 1
 JSON_FILE, ARRAYS_FILE = "text.json", "text.npz"
-POLAR_SHARE = 0.5  # share of words kept out of the topics for carrying sentiment
+POLAR_SHARE = 0.0  # share of words kept out of the topics for carrying sentiment (0: none)
 
 
 @dataclass(frozen=True)
