@@ -358,39 +358,64 @@ def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> 
     """Score the texts of the spine's customers before their latest as-of into `table`
     (customer_id, ts, polarity, negative, topic); None when there is no model or no text column.
 
-    Texts are read in batches and scored once per transform, at materialize or batch time,
-    never per request."""
+    Texts are scored when features are computed (training, materialize, batch), never per request;
+    each distinct text once, unless the scores depend on the writer (cross-fitting)."""
     if model is None or "text" not in (_columns(con, "events") or {}):
         return None
     bound = _scalar(con, f"SELECT max(as_of) FROM {fs.quote_ident(spine)}")
-    sql = (
-        "SELECT CAST(e.customer_id AS VARCHAR) AS customer_id, e.ts, CAST(e.text AS VARCHAR) AS text "
-        "FROM events e WHERE e.text IS NOT NULL AND trim(e.text) <> '' "
+    where = (
+        "WHERE e.text IS NOT NULL AND trim(e.text) <> '' "
         f"AND e.ts < {_ts_literal(bound if bound is not None else pd.Timestamp(0))} "
         f"AND e.customer_id IN (SELECT customer_id FROM {fs.quote_ident(spine)})"
     )
+    target = fs.quote_ident(table)
+    if model.per_customer:
+        sql = f"SELECT CAST(e.customer_id AS VARCHAR) AS customer_id, e.ts, e.text FROM events e {where}"
+        with _registered(con, _scored(con, sql, model, ("customer_id", "ts"))) as view:
+            con.execute(f"CREATE TEMP TABLE {target} AS SELECT * EXCLUDE (text) FROM {view}")
+        return table
+    sql = f"SELECT DISTINCT CAST(e.text AS VARCHAR) AS text FROM events e {where}"
+    with _registered(con, _scored(con, sql, model, ())) as view:
+        con.execute(
+            f"CREATE TEMP TABLE {target} AS SELECT CAST(e.customer_id AS VARCHAR) AS customer_id, "
+            f"e.ts, s.polarity, s.negative, s.topic FROM events e "
+            f"JOIN {view} s ON CAST(e.text AS VARCHAR) = s.text {where}"
+        )
+    return table
+
+
+def _scored(con: Con, sql: str, model: TextScorer, keep: tuple[str, ...]) -> pa.Table:
+    """The rows of `sql` (a `text` column, a `customer_id` one when kept) with their scores,
+    read and scored in batches."""
     parts = []
     for batch in con.sql(sql).to_arrow_reader(TEXT_BATCH_ROWS):
-        ids = batch.column("customer_id").to_pylist()
-        scores = model.score(batch.column("text").to_pylist(), ids)
-        parts.append(pa.table({
-            "customer_id": batch.column("customer_id"),
-            "ts": batch.column("ts"),
+        texts = batch.column("text").to_pylist()
+        ids = batch.column("customer_id").to_pylist() if "customer_id" in keep else None
+        scores = model.score(texts, ids)
+        columns = {name: batch.column(name) for name in (*keep, "text")}
+        parts.append(pa.table(columns | {
             "polarity": pa.array(scores.polarity, pa.float32()),
             "negative": pa.array(scores.negative, pa.bool_()),
             "topic": pa.array(scores.topic, pa.int16()),
         }))  # fmt: skip
-    empty = pa.table({"customer_id": pa.array([], pa.string()), "ts": pa.array([], pa.timestamp("us")),
-                      "polarity": pa.array([], pa.float32()), "negative": pa.array([], pa.bool_()),
-                      "topic": pa.array([], pa.int16())})  # fmt: skip
-    scored = pa.concat_tables(parts) if parts else empty
+    if parts:
+        return pa.concat_tables(parts)
+    schema = con.sql(sql).limit(0).to_arrow_table().schema
+    empty = {f.name: pa.array([], f.type) for f in schema}
+    return pa.table(empty | {"polarity": pa.array([], pa.float32()),
+                             "negative": pa.array([], pa.bool_()),
+                             "topic": pa.array([], pa.int16())})  # fmt: skip
+
+
+@contextmanager
+def _registered(con: Con, table: pa.Table) -> Iterator[str]:
+    """An Arrow table as a temporary DuckDB view, for the length of the block."""
     view = f"_nextbest_arrow_{uuid.uuid4().hex}"
-    con.register(view, scored)
+    con.register(view, table)
     try:
-        con.execute(f"CREATE TEMP TABLE {fs.quote_ident(table)} AS SELECT * FROM {view}")
+        yield view
     finally:
         con.unregister(view)
-    return table
 
 
 def _make_spine(con: Con, table: str, as_of: AsOf | None, spine: str | None) -> None:

@@ -37,7 +37,10 @@ class TextScores:
 
 
 class TextScorer(Protocol):
-    """What the feature definition needs of a text model: its topics, a digest and scores."""
+    """What the feature definition needs of a text model: its topics, a digest and scores, and
+    whether a text's score depends on who wrote it (`per_customer`: cross-fitted)."""
+
+    per_customer: bool
 
     @property
     def n_topics(self) -> int: ...
@@ -61,6 +64,8 @@ def fold_of(customer_ids: Sequence[str] | pd.Series, folds: int) -> np.ndarray:
 
 class TextModel:
     """A fitted sentiment model and topic model, scored together."""
+
+    per_customer = False
 
     def __init__(self, sentiment: TextSentiment, topics: TextTopics) -> None:
         self.sentiment = sentiment
@@ -115,6 +120,8 @@ class TextModel:
 
 class CrossFittedText:
     """Per-fold sentiment models and the shared topics: scores texts out of fold by customer."""
+
+    per_customer = True
 
     def __init__(self, sentiments: list[TextSentiment], topics: TextTopics) -> None:
         self.sentiments = sentiments

@@ -16,7 +16,7 @@ from training.features.definition import FeatureBuilder, feature_descriptions
 from training.synth.dynamics import nps_answer
 from training.synth.text import dictionary, draw_writers, text_codes
 from training.text.labels import answer_classes
-from training.text.model import TextModel, fit_text_model
+from training.text.model import CrossFittedText, TextModel, fit_text_model
 
 T = datetime(2024, 3, 1)
 DAY = timedelta(days=1)
@@ -24,7 +24,7 @@ TOPICS = 6
 
 
 @pytest.fixture(scope="module")
-def model() -> TextModel:
+def fitted() -> tuple[TextModel, CrossFittedText]:
     rng = np.random.default_rng(3)
     n = 1500
     sat = rng.normal(0.0, 1.0, n)
@@ -32,8 +32,12 @@ def model() -> TextModel:
                        rng.random(n) < 0.3)  # fmt: skip
     texts = [dictionary()[c] for c in codes]
     y = answer_classes(nps_answer(sat, rng.normal(0.0, 1.0, n)), "nps")
-    final, _ = fit_text_model(texts, y, [f"c{i}" for i in range(n)], n_topics=TOPICS, folds=2)
-    return final
+    return fit_text_model(texts, y, [f"c{i}" for i in range(n)], n_topics=TOPICS, folds=2)
+
+
+@pytest.fixture(scope="module")
+def model(fitted: tuple[TextModel, CrossFittedText]) -> TextModel:
+    return fitted[0]
 
 
 TEXTS = [
@@ -90,6 +94,17 @@ def test_text_features_from_the_model_scores(model: TextModel) -> None:
         assert r["texts_365d"] == 0 and r["text_topic_0_count_30d"] == 0
         assert np.isnan(r["text_score_last"]) and np.isnan(r["text_score_mean_365d"])
         assert np.isnan(r["days_since_last_negative_text"])
+
+
+def test_cross_fitted_scores_follow_the_writer(fitted: tuple[TextModel, CrossFittedText]) -> None:
+    con = connect()
+    crossed = fitted[1]
+    builder = FeatureBuilder().fit(con).with_text(crossed)
+    a = builder.transform(con, as_of=T).set_index("customer_id").loc["a"]
+    seen = [t for _, ts, t in TEXTS if ts < T]
+    expected = crossed.score(seen, ["a"] * len(seen)).polarity
+    assert a["text_score_last"] == pytest.approx(expected[0], abs=1e-6)
+    assert a["text_score_mean_365d"] == pytest.approx(expected.mean(), abs=1e-6)
 
 
 def test_events_without_a_text_column_give_missing_text_features(model: TextModel) -> None:
