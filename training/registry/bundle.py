@@ -190,6 +190,10 @@ class Bundle:
     # -- persistence --------------------------------------------------------------------------
     def save(self, folder: Path | str) -> Path:
         """Write the bundle into `folder` (created; must not exist or be empty)."""
+        text = self.builder.text_model_
+        if text is not None and not isinstance(text, TextModel):  # checked before any write
+            kind = type(text).__name__
+            raise NextbestError(f"the bundle saves only the final text model, not a {kind}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if any(folder.iterdir()):
@@ -203,12 +207,7 @@ class Bundle:
         for outcome, learner in self.uplift.items():
             (folder / "uplift").mkdir(exist_ok=True)
             _write_json(folder / "uplift" / f"{outcome}.json", learner.to_dict())
-        text = self.builder.text_model_
         if text is not None:
-            if not isinstance(text, TextModel):
-                raise NextbestError(
-                    f"the builder's text model is a {type(text).__name__}, not final"
-                )
             (folder / "text").mkdir()
             text.save(folder / "text")
         _write_json(folder / "builder.json", self.builder.to_dict())
