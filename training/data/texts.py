@@ -17,7 +17,7 @@ import pandas as pd
 
 from training.config import Config
 from training.data.outcomes import compute_outcomes, is_label_observed
-from training.data.snapshots import active_spine, data_span
+from training.data.snapshots import active_spine, data_span, holdout_mask
 from training.text.labels import SURVEY_CUTS, answer_classes
 from training.text.model import CrossFittedText, TextModel, fit_text_model
 
@@ -111,7 +111,9 @@ def text_pairs(con: duckdb.DuckDBPyConnection, config: Config, dates: list[date]
 def fit_texts(
     con: duckdb.DuckDBPyConnection, config: Config, dates: list[date]
 ) -> tuple[TextModel, CrossFittedText] | str:
-    """The text model and its cross-fitted twin, or why none can be fitted on this data."""
+    """The text model and its cross-fitted twin, or why none can be fitted on this data. The
+    final model never learns from the customers the score models are tested on (the held-out
+    ones of `split_for`), so `evaluate`, which scores with it, stays honest."""
     if not config.text.enabled:
         return "text: disabled in the config"
     if not has_text(con):
@@ -132,6 +134,7 @@ def fit_texts(
         topic_texts=topic_texts,
         n_topics=config.text.topics,
         folds=config.text.folds,
+        held_out=holdout_mask(pd.Series(pairs.customers, dtype="str")),
     )
 
 

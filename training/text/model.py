@@ -167,16 +167,20 @@ def fit_text_model(
     folds: int = 5,
     sentiment: TextSentiment | None = None,
     polar_share: float = POLAR_SHARE,
+    held_out: np.ndarray | None = None,
 ) -> tuple[TextModel, CrossFittedText]:
     """The final model (all labels) and its cross-fitted twin (fold j without fold j's customers).
 
     `texts[i]` is labelled `classes[i]` and written by `customer_ids[i]`; the topics are fitted on
     `topic_texts` (default: the labelled texts), without the `polar_share` of words that carry
-    the most sentiment.
+    the most sentiment. Rows where `held_out` is True (the customers score models are tested on)
+    never teach the final model, so an evaluation with it stays honest; the folds use every row.
     """
     template = sentiment if sentiment is not None else TextSentiment()
     texts, y = list(texts), np.asarray(classes)
-    final = TextSentiment(**template.get_params()).fit(texts, y)
+    learn = np.ones(len(texts), dtype=bool) if held_out is None else ~np.asarray(held_out)
+    final = TextSentiment(**template.get_params())
+    final.fit([t for t, keep in zip(texts, learn, strict=True) if keep], y[learn])
     topics = TextTopics(n_topics=n_topics, stop_words=final.polar_words(polar_share))
     topics.fit(topic_texts if topic_texts is not None else texts)
     X, fold = final.matrix(texts), fold_of(customer_ids, folds)

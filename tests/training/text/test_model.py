@@ -101,6 +101,11 @@ def test_cross_fitted_scores_never_come_from_the_customers_own_label() -> None:
     assert (oof == y).mean() < 0.45
     with pytest.raises(ValueError, match="customer id"):
         crossed.score(texts)
+    held = np.arange(n) % 2 == 0  # customers the score models are tested on
+    model, _ = fit_text_model(texts, y, customers, n_topics=2, folds=4, sentiment=strong,
+                              held_out=held)  # fmt: skip
+    own = model.sentiment.predict(texts)
+    assert (own[~held] == y[~held]).mean() > 0.95 and (own[held] == y[held]).mean() < 0.45
 
 
 def test_folds_are_stable_and_balanced() -> None:
