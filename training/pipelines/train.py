@@ -96,7 +96,13 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
         builder = FeatureBuilder(config.features).fit(con)
         dates = resolve_as_of(config, data_span(con, config))
         texts = fit_texts(con, config, dates)
-        text_note = texts if isinstance(texts, str) else f"text: {texts[0].n_topics} topics"
+        text_note = (
+            texts
+            if isinstance(texts, str)
+            else (
+                f"text: {texts[0].n_topics} topics, cross-fitted in {config.text.folds} folds by customer"
+            )
+        )
         say(text_note)
         crossed = None if isinstance(texts, str) else texts[1]
         builder.with_text(None if isinstance(texts, str) else texts[0])
