@@ -9,7 +9,7 @@ import pandas as pd
 
 from training.registry.bundle import Bundle
 
-MONTHS = 6  # months of texts the report shows, up to the end of the data
+MONTHS = 6  # whole months of texts the report shows, up to the end of the data
 
 
 def evaluate_topics(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> pd.DataFrame | None:
@@ -18,11 +18,12 @@ def evaluate_topics(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> pd.DataFr
     columns = {r[0] for r in con.execute("DESCRIBE events").fetchall()}
     if model is None or "text" not in columns:
         return None
+    # whole months only: a month the data ends in the middle of would read as a collapse
+    end = "(SELECT date_trunc('month', max(ts) + INTERVAL 1 DAY) FROM events)"
     rows = con.execute(
         "SELECT CAST(text AS VARCHAR) AS text, date_trunc('month', ts) AS month, count(*) AS n "
-        "FROM events WHERE text IS NOT NULL AND trim(text) <> '' AND ts >= "
-        f"(SELECT date_trunc('month', max(ts)) - INTERVAL {MONTHS - 1} MONTH FROM events) "
-        "GROUP BY ALL"
+        f"FROM events WHERE text IS NOT NULL AND trim(text) <> '' AND ts < {end} "
+        f"AND ts >= {end} - INTERVAL {MONTHS} MONTH GROUP BY ALL"
     ).df()
     if rows.empty:
         return None
