@@ -284,6 +284,9 @@ class TextSettings(_Model):
         default=90, gt=0, description="texts this long before an as-of date learn its label"
     )
     min_pairs: int = Field(default=200, ge=1, description="fewer labelled texts: no text model")
+    max_pairs: int = Field(
+        default=200_000, ge=1, description="labelled texts the model learns from, at most"
+    )
 
 
 class Config(_Model):

@@ -50,11 +50,11 @@ def comment_pairs(con: duckdb.DuckDBPyConnection, config: Config) -> pd.DataFram
     for survey in config.features.survey_event_types:
         if survey not in SURVEY_CUTS:
             continue
-        rows = con.execute(
-            "SELECT customer_id, text, value FROM events WHERE event_type = $t "
-            "AND text IS NOT NULL AND value IS NOT NULL ORDER BY customer_id, ts",
-            {"t": survey},
-        ).df()
+        sql = (
+            "SELECT customer_id, ts, text, value FROM events WHERE event_type = $t "
+            "AND text IS NOT NULL AND value IS NOT NULL"
+        )
+        rows = con.execute(_sample(sql, config), {"t": survey}).df().drop(columns="ts")
         rows["y"] = answer_classes(rows.pop("value").to_numpy(), survey)
         frames.append(rows)
     return pd.concat(frames, ignore_index=True) if frames else _empty()
@@ -82,14 +82,14 @@ def snapshot_pairs(
                                "y": answer_classes(labels[name].to_numpy(), spec.event_types[0])})  # fmt: skip
         con.register("_nextbest_text_labels", labels)
         try:
-            rows = con.execute(
-                "SELECT e.customer_id, e.text, l.y FROM events e "
+            sql = (
+                "SELECT e.customer_id, e.ts, e.text, l.y FROM events e "
                 "JOIN _nextbest_text_labels l ON e.customer_id = l.customer_id "
                 "WHERE e.text IS NOT NULL AND e.ts < $t "
-                f"AND e.ts >= $t - INTERVAL {int(config.text.context_days)} DAY "
-                "ORDER BY e.customer_id, e.ts",
-                {"t": pd.Timestamp(as_of).to_pydatetime()},
-            ).df()
+                f"AND e.ts >= $t - INTERVAL {int(config.text.context_days)} DAY"
+            )
+            at = {"t": pd.Timestamp(as_of).to_pydatetime()}
+            rows = con.execute(_sample(sql, config), at).df().drop(columns="ts")
         finally:
             con.unregister("_nextbest_text_labels")
         frames.append(rows)
@@ -98,9 +98,12 @@ def snapshot_pairs(
 
 
 def text_pairs(con: duckdb.DuckDBPyConnection, config: Config, dates: list[date]) -> TextPairs:
-    """Every labelled text: survey comments, then texts before each snapshot."""
+    """Labelled texts: survey comments, then texts before each snapshot; at most
+    `text.max_pairs`, a seeded sample when there are more."""
     both = pd.concat([comment_pairs(con, config), snapshot_pairs(con, config, dates)])
     both = both[both["y"] >= 0]
+    if len(both) > config.text.max_pairs:
+        both = both.sample(config.text.max_pairs, random_state=7).sort_index(kind="stable")
     return TextPairs(
         texts=both["text"].astype(str).tolist(),
         classes=both["y"].to_numpy(dtype=np.int64),
@@ -135,6 +138,15 @@ def fit_texts(
         n_topics=config.text.topics,
         folds=config.text.folds,
         held_out=holdout_mask(pd.Series(pairs.customers, dtype="str")),
+    )
+
+
+def _sample(sql: str, config: Config) -> str:
+    """`sql` cut to a seeded sample of `text.max_pairs` rows (all of them when fewer), in a
+    stable order: millions of texts need not all be read to learn their tone."""
+    return (
+        f"SELECT * FROM ({sql}) USING SAMPLE reservoir({int(config.text.max_pairs)} ROWS) "
+        "REPEATABLE (7) ORDER BY customer_id, ts"
     )
 
 

@@ -359,7 +359,7 @@ def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> 
     (customer_id, ts, polarity, negative, topic); None when there is no model or no text column.
 
     Texts are scored when features are computed (training, materialize, batch), never per request;
-    each distinct text once, unless the scores depend on the writer (cross-fitting)."""
+    each distinct text once (per group of writers when scores depend on the writer: cross-fitting)."""
     if model is None or "text" not in (_columns(con, "events") or {}):
         return None
     bound = _scalar(con, f"SELECT max(as_of) FROM {fs.quote_ident(spine)}")
@@ -369,10 +369,23 @@ def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> 
         f"AND e.customer_id IN (SELECT customer_id FROM {fs.quote_ident(spine)})"
     )
     target = fs.quote_ident(table)
-    if model.per_customer:
-        sql = f"SELECT CAST(e.customer_id AS VARCHAR) AS customer_id, e.ts, e.text FROM events e {where}"
-        with _registered(con, _scored(con, sql, model, ("customer_id", "ts"))) as view:
-            con.execute(f"CREATE TEMP TABLE {target} AS SELECT * EXCLUDE (text) FROM {view}")
+    if model.per_customer:  # each distinct text once per group of writers (fold)
+        id_sql = f"SELECT DISTINCT CAST(e.customer_id AS VARCHAR) FROM events e {where}"
+        ids = [r[0] for r in con.execute(id_sql).fetchall()]
+        groups = pa.table({"customer_id": pa.array(ids, pa.string()),
+                           "grp": pa.array(model.group_of(ids), pa.int64())})  # fmt: skip
+        with _registered(con, groups) as g:
+            joined = f"events e JOIN {g} g ON CAST(e.customer_id AS VARCHAR) = g.customer_id"
+            sql = (
+                "SELECT g.grp, CAST(e.text AS VARCHAR) AS text, "
+                f"any_value(g.customer_id) AS customer_id FROM {joined} {where} GROUP BY ALL"
+            )
+            with _registered(con, _scored(con, sql, model, ("grp", "customer_id"))) as view:
+                con.execute(
+                    f"CREATE TEMP TABLE {target} AS SELECT g.customer_id, e.ts, s.polarity, "
+                    f"s.negative, s.topic FROM {joined} JOIN {view} s ON s.grp = g.grp "
+                    f"AND s.text = CAST(e.text AS VARCHAR) {where}"
+                )
         return table
     sql = f"SELECT DISTINCT CAST(e.text AS VARCHAR) AS text FROM events e {where}"
     with _registered(con, _scored(con, sql, model, ())) as view:

@@ -50,6 +50,8 @@ class TextScorer(Protocol):
 
     def topic_terms(self, n: int = 8) -> list[list[str]]: ...
 
+    def group_of(self, customer_ids: Sequence[str]) -> np.ndarray: ...
+
     def score(
         self, texts: Sequence[str], customer_ids: Sequence[str] | None = None
     ) -> TextScores: ...
@@ -77,6 +79,10 @@ class TextModel:
 
     def topic_terms(self, n: int = 8) -> list[list[str]]:
         return self.topics.top_terms(n)
+
+    def group_of(self, customer_ids: Sequence[str]) -> np.ndarray:
+        """One group for everyone: a text's score does not depend on who wrote it."""
+        return np.zeros(len(customer_ids), dtype=np.int64)
 
     def score(self, texts: Sequence[str], customer_ids: Sequence[str] | None = None) -> TextScores:
         """Scores of some texts (`customer_ids` is ignored: one model serves every customer)."""
@@ -138,6 +144,10 @@ class CrossFittedText:
     def digest(self) -> str:
         parts = [TextModel(s, self.topics).digest for s in self.sentiments]
         return "crossfit-" + hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
+
+    def group_of(self, customer_ids: Sequence[str]) -> np.ndarray:
+        """Each customer's fold: writers of one fold share the scores of a text."""
+        return fold_of(customer_ids, len(self.sentiments))
 
     def sentiment_proba(
         self, texts: Sequence[str], customer_ids: Sequence[str] | None

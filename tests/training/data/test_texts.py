@@ -61,3 +61,10 @@ def test_no_text_or_too_few_pairs_is_a_reason_not_an_error(tmp_path: Path) -> No
         reason = fit_texts(con, config(), [date(2026, 3, 1)])
         assert isinstance(reason, str) and "4 texts paired" in reason
         assert fit_texts(con, config(enabled=False), []) == "text: disabled in the config"
+
+
+def test_pairs_are_capped_by_a_seeded_sample(tmp_path: Path) -> None:
+    with open_dataset(dataset(tmp_path / "d")).connect() as con:
+        first = text_pairs(con, config(max_pairs=2), [date(2026, 3, 1)])
+        again = text_pairs(con, config(max_pairs=2), [date(2026, 3, 1)])
+    assert len(first) == 2 and first.texts == again.texts
