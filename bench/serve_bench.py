@@ -7,6 +7,9 @@ directory. Then, for each service: concurrency 1 (p50/p99), saturation at concur
 p99), and for nextbest an open loop at 200 requests/s (latency from each request's scheduled send
 time, so a stalled server cannot hide its queue), with errors and decision records lost.
 
+Then live events: `POST /events` with 100 events a request at concurrency 1, and `/recommend` at
+concurrency 1 for a customer with ingested events (features computed as of now, models live).
+
 Prints one JSON object per figure; `bench/run.py` turns them into table rows.
 `--open-seconds` (or SERVE_BENCH_OPEN_SECONDS) shortens the 2-minute open loop for a quick run.
 """
@@ -306,6 +309,44 @@ def measure(
     return figures
 
 
+EVENTS_PER_REQUEST = 100
+
+
+def live_events(customer: str, n: int, prefix: str) -> list[dict[str, object]]:
+    """`n` contract events; with a customer, a few of theirs (a complaint, a survey answer)."""
+    kinds = [("complaint", None), ("nps", 3.0), ("call", 4.0), ("purchase", 25.0)]
+    return [
+        {
+            "customer_id": customer or f"{prefix}-{i}",
+            "ts": f"2026-11-01T{i % 24:02d}:{i % 60:02d}:00Z",
+            "channel": "call_center",
+            "event_type": kinds[i % len(kinds)][0],
+            "value": kinds[i % len(kinds)][1],
+        }
+        for i in range(n)
+    ]
+
+
+def measure_events(port: int, customer: str) -> list[dict]:
+    """POST /events (100 events a request, new customers: no feature work) at c=1, then
+    /recommend at c=1 for a customer with ingested events (features computed as of now)."""
+    events = {"events": live_events("", EVENTS_PER_REQUEST, "bench")}
+    make = lambda: Client(port, "/events", events)  # noqa: E731
+    closed_loop(make, 1, 2.0)
+    ingest = closed_loop(make, 1, CLOSED_SECONDS)
+    figure = ingest.figure("events c=1, 100 events a request", kind="events")
+    figure["events_per_s"] = round(figure["rps"] * EVENTS_PER_REQUEST, 0)
+    mine = {"events": live_events(customer, 5, "")}
+    status, _ = Client(port, "/events", mine).post()
+    if status != 200:
+        raise RuntimeError(f"POST /events answered {status}")
+    body = {"customer_id": customer, "channel": "call_center"}
+    recommend = lambda: Client(port, "/recommend", body)  # noqa: E731
+    closed_loop(recommend, 1, 2.0)
+    with_events = closed_loop(recommend, 1, CLOSED_SECONDS)
+    return [figure, with_events.figure("recommend with live events c=1", kind="c1_events")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     default_open = float(os.environ.get("SERVE_BENCH_OPEN_SECONDS", "120"))
@@ -342,6 +383,8 @@ def main() -> None:
         try:
             body = {"customer_id": known_customer(store, served.port), "channel": "call_center"}
             for figure in measure(served.port, "/recommend", body, args.open_seconds, log):
+                print(json.dumps(figure | {"service": "nextbest"}), flush=True)
+            for figure in measure_events(served.port, str(body["customer_id"])):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
         finally:
             stop(served)

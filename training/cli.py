@@ -455,6 +455,57 @@ def export_exposures(
     out.print(f"wrote {rows:,} exposures to {path}")
 
 
+@app.command("export-feedback")
+@user_errors
+def export_feedback(
+    log: Annotated[Path, typer.Option("--log", help="decision log file")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for feedback.parquet")],
+    include_cold_start: Annotated[
+        bool, typer.Option(help="also export feedback on decisions of customers the store lacked")
+    ] = False,
+) -> None:
+    """Write what happened to shown actions (accepted, declined, ignored) for the next training."""
+    from serving.online.decision_log import export_feedback as run
+
+    rows, path = run(log, out_dir, include_cold_start)
+    out.print(f"wrote {rows:,} feedback rows to {path}")
+
+
+@app.command("export-events")
+@user_errors
+def export_events(
+    events: Annotated[
+        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
+    ] = Path("out/event_store.sqlite"),
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for events.parquet")] = Path(
+        "out/live_events"
+    ),
+) -> None:
+    """Write the events ingested by POST /events as a contract events table, for retraining."""
+    from serving.online.events import export_events as run
+
+    rows, path = run(events, out_dir)
+    out.print(f"wrote {rows:,} events to {path}")
+
+
+@app.command("export-outbox")
+@user_errors
+def export_outbox(
+    events: Annotated[
+        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
+    ] = Path("out/event_store.sqlite"),
+    after: Annotated[str, typer.Option("--after", help="cursor: decisions after it")] = "0",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="at most")] = 100,
+) -> None:
+    """Print the decisions triggers fired after a cursor, as GET /outbox answers them (JSON)."""
+    import json
+
+    from serving.online.outbox import export_page
+
+    page = export_page(events, after, limit)
+    print(json.dumps({"decisions": page.decisions, "cursor": page.cursor}))  # noqa: T201
+
+
 SrcOpt = Annotated[Path, typer.Option("--src", help="the public CSV file")]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="directory to write the data set to")]
 

@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from training.errors import ConfigError
-from training.rules import Rule, RuleError, compile_rule
+from training.rules import EVENT_NAMES, Rule, RuleError, compile_rule, is_request_name
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -155,6 +155,13 @@ class Objective(_Model):
         return values
 
 
+class SuppressAfterDeclines(_Model):
+    """`suppress_after_declines`: after `count` declines within `days` days, not offered."""
+
+    count: int = Field(ge=1)
+    days: int = Field(ge=1)
+
+
 class Action(_Model):
     """One entry of the action catalog; only id, name and cost are required."""
 
@@ -166,8 +173,11 @@ class Action(_Model):
     cooldown_days: int | None = Field(default=None, ge=0)
     max_per_90_days: int | None = Field(default=None, ge=1)
     batch_volume_cap: int | None = Field(default=None, ge=0)
+    suppress_after_declines: SuppressAfterDeclines | None = None
+    trigger: str | None = None
     script: str = ""
     _rule: Rule | None = PrivateAttr(default=None)
+    _trigger: Rule | None = PrivateAttr(default=None)
 
     @field_validator("id")
     @classmethod
@@ -178,7 +188,7 @@ class Action(_Model):
             raise ValueError("'control' is reserved for 'no action' in exposures")
         return value
 
-    @field_validator("eligibility")
+    @field_validator("eligibility", "trigger")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
@@ -190,11 +200,24 @@ class Action(_Model):
 
     def model_post_init(self, context: object, /) -> None:
         self._rule = compile_rule(self.eligibility) if self.eligibility is not None else None
+        self._trigger = compile_rule(self.trigger) if self.trigger is not None else None
 
     @property
     def rule(self) -> Rule | None:
         """The compiled eligibility rule; None means always eligible."""
         return self._rule
+
+    @property
+    def trigger_rule(self) -> Rule | None:
+        """The compiled trigger: when an ingested event makes it true, the service decides for
+        the customer and puts the decision in the outbox (docs/catalog.md)."""
+        return self._trigger
+
+    @property
+    def names_read(self) -> frozenset[str]:
+        """Every name its eligibility rule and its trigger read."""
+        rules = (self._rule, self._trigger)
+        return frozenset(n for r in rules if r is not None for n in r.names)
 
     def offered_on(self, channel: str) -> bool:
         """Whether the action may be offered on `channel` (no channel list means every channel)."""
@@ -271,6 +294,13 @@ class Decisioning(_Model):
     )
     exploration: float = Field(
         default=0.05, ge=0, le=1, description="epsilon of epsilon-greedy, online decisions only"
+    )
+    trigger_cooldown_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="after a trigger fired a decision for a customer, none fires for them again "
+        "for this long (no storm of decisions from a burst of events)",
     )
 
 
@@ -503,13 +533,20 @@ def check_exposure_actions(catalog: Catalog, action_ids: Iterable[str]) -> None:
 
 
 def check_eligibility_names(catalog: Catalog, available: Iterable[str]) -> None:
-    """Fail if an eligibility rule reads a name that is neither a feature nor a score."""
+    """Fail if an eligibility rule reads a name that is neither a feature, a score nor a request
+    name (`channel`, `context_<key>`: any key may be sent)."""
     known = set(available)
     for action in catalog.actions:
-        unknown = sorted(action.rule.names - known) if action.rule is not None else []
+        read = action.rule.names if action.rule is not None else frozenset()
+        unknown = sorted(n for n in read - known if not is_request_name(n))
+        if action.trigger_rule is not None and not unknown:
+            unknown = sorted(action.trigger_rule.names - known - set(EVENT_NAMES))
+            what = "trigger"
+        else:
+            what = "eligibility"
         if unknown:
             close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(
-                f"action '{action.id}': eligibility reads unknown name '{unknown[0]}'{hint}"
+                f"action '{action.id}': {what} reads unknown name '{unknown[0]}'{hint}"
             )

@@ -29,6 +29,26 @@ from training.errors import ConfigError
 
 MAX_RULE_LENGTH = 2000
 Array = NDArray[Any]
+#: names a rule reads from the request, not the customer: its channel and each context key
+CHANNEL_NAME = "channel"
+CONTEXT_PREFIX = "context_"
+
+
+def context_name(key: str) -> str:
+    """The rule name of a request context key: ``call_reason`` -> ``context_call_reason``
+    (lowercase, every character outside ``a-z0-9_`` replaced by ``_``, like feature names)."""
+    return CONTEXT_PREFIX + "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_"
+                                    for c in key.lower())  # fmt: skip
+
+
+#: names a trigger reads from the incoming event (besides the customer's features and scores)
+EVENT_NAMES = ("event_type", "channel", "value")
+
+
+def is_request_name(name: str) -> bool:
+    """Whether a rule name is read from the request (`channel`, `context_<key>`): missing where
+    there is no request (batch scoring, evaluation), so comparisons on it are false there."""
+    return name == CHANNEL_NAME or name.startswith(CONTEXT_PREFIX)
 
 
 class RuleError(ConfigError):
@@ -313,6 +333,22 @@ class Rule:
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def monotone(self) -> bool:
+        """True when it tests no missing value (no isnull, notnull, coalesce): then a result that
+        is false with some inputs missing is false whatever their values (three-valued logic), so
+        a caller may decide it before computing them."""
+        tests = {"isnull", "notnull", "coalesce"}
+        return not any(
+            isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in tests
+            for n in ast.walk(self.tree)
+        )
+
+    @property
+    def request_names(self) -> frozenset[str]:
+        """The names it reads from the request (channel, context keys)."""
+        return frozenset(n for n in self.names if is_request_name(n))
 
     def evaluate(self, namespace: Mapping[str, object] | pd.DataFrame) -> NDArray[np.bool_] | bool:
         """Evaluate on one customer (scalars: returns bool) or many (arrays/Series: bool array).

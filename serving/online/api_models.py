@@ -6,13 +6,17 @@ bounded, and the published OpenAPI schema is generated from these classes.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from serving.online.events import MAX_TEXT_CHARS
 
 MAX_ACTIONS = 20
 MAX_CONTEXT_ITEMS = 20
 MAX_EXCLUDE = 100
+MAX_EVENTS = 1000  # per POST /events (the body limit usually binds first)
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ContextValue = Annotated[str, StringConstraints(max_length=256)] | int | float | bool
@@ -49,6 +53,61 @@ class FeedbackRequest(_Strict):
     decision_id: Identifier
     action_id: Identifier
     outcome: Literal["accepted", "declined", "ignored"]
+
+
+class EventIn(_Strict):
+    """One contract event (docs/data.md) posted to `POST /events`."""
+
+    customer_id: Identifier
+    ts: str = Field(
+        max_length=64,
+        description="ISO 8601 timestamp or date, e.g. 2026-11-02T10:15:00Z; no zone means UTC",
+    )
+    channel: Annotated[str, StringConstraints(max_length=128)]
+    event_type: Identifier
+    value: float | None = Field(default=None, allow_inf_nan=False)
+    text: str | None = Field(
+        default=None, max_length=MAX_TEXT_CHARS, description="free text, e.g. a survey comment"
+    )
+    event_id: Identifier | None = Field(
+        default=None, description="makes a retried event a duplicate instead of a second event"
+    )
+
+    @field_validator("ts")
+    @classmethod
+    def _timestamp(cls, value: str) -> str:
+        parse_ts(value)
+        return value
+
+    @property
+    def timestamp(self) -> datetime:
+        """`ts` as naive UTC, as the data contract's timestamps are."""
+        return parse_ts(self.ts)
+
+
+def parse_ts(text: str) -> datetime:
+    """An ISO 8601 timestamp or date as naive UTC; ValueError says what was expected."""
+    try:
+        ts = datetime.fromisoformat(text.strip())
+        if ts.tzinfo is not None:
+            ts = ts.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 is before year 1
+        raise ValueError(
+            "not a timestamp (expected e.g. 2026-03-01, 2026-03-01T10:00:00 or "
+            "2026-03-01T10:00:00Z)"
+        ) from None
+    return ts
+
+
+class EventsRequest(_Strict):
+    """`POST /events`: a batch of events, applied all or nothing."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events stored by this request")
+    duplicates: int = Field(description="events whose event_id was stored already")
 
 
 class Scores(BaseModel):

@@ -17,7 +17,7 @@ the inverse-propensity weight the next training needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,7 @@ from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
 from training.policy.control import in_control
 from training.policy.value import net_value
 from training.registry.bundle import Bundle
+from training.rules import CHANNEL_NAME, context_name
 
 
 class UnknownChannelError(ValueError):
@@ -37,12 +38,19 @@ class UnknownChannelError(ValueError):
 
 @dataclass(frozen=True)
 class DecisionRequest:
-    """What the caller asks: who, on which channel, how many actions, which ones never."""
+    """What the caller asks: who, on which channel, how many actions, which ones never, and the
+    request's context (free key/values such as the call reason, which rules read)."""
 
     customer_id: str
     channel: str
     max_actions: int = 3
     exclude: tuple[str, ...] = ()
+    context: Mapping[str, object] = field(default_factory=dict)
+
+    def rule_inputs(self) -> dict[str, object]:
+        """What eligibility rules read from the request: `channel` and `context_<key>`."""
+        inputs = {context_name(k): v for k, v in self.context.items()}
+        return inputs | {CHANNEL_NAME: self.channel}
 
 
 @dataclass(frozen=True)
@@ -106,9 +114,7 @@ class Decider:
         names = bundle.builder.feature_names_
         categories = {s.name: tuple(s.categories) for s in bundle.builder.static_
                       if s.kind == "categorical"}  # fmt: skip
-        read = {
-            n for a in bundle.config.catalog.actions if a.rule is not None for n in a.rule.names
-        }
+        read = {n for a in bundle.config.catalog.actions for n in a.names_read}
         return {n: (names.index(n), categories.get(n)) for n in sorted(read & set(names))}
 
     # -- the steps ---------------------------------------------------------------------------
@@ -148,8 +154,14 @@ class Decider:
             return np.full(self.n_features, np.nan, dtype=np.float32)
         return row.vector
 
-    def namespace(self, row: FeatureRow | None, scores: dict[str, float]) -> dict[str, object]:
-        """Rule inputs: stored values (float64, category text), else decoded from the vector."""
+    def namespace(
+        self,
+        row: FeatureRow | None,
+        scores: dict[str, float],
+        request: Mapping[str, object] | None = None,
+    ) -> dict[str, object]:
+        """Rule inputs: the request's (DecisionRequest.rule_inputs), the scores, and the features:
+        stored values (float64, category text), else decoded from the vector."""
         values: dict[str, object] = dict(scores)
         for name, (index, categories) in self._rule_features.items():
             if row is not None and name in row.namespace:
@@ -159,16 +171,21 @@ class Decider:
             else:
                 code = float(row.vector[index])
                 values[name] = categories[int(code)] if categories is not None else code
-        return values
+        return values | dict(request or {})  # the request's names are the request's
 
-    def evaluate(self, row: FeatureRow | None, channel: str) -> Evaluation:
-        """Scores, uplift, net value and eligibility of every catalog action for one customer."""
+    def evaluate(
+        self, row: FeatureRow | None, channel: str, request: Mapping[str, object] | None = None
+    ) -> Evaluation:
+        """Scores, uplift, net value and eligibility of every catalog action for one customer;
+        `request` holds the rule inputs of the request (DecisionRequest.rule_inputs)."""
         scores, uplift = self.model_outputs(row)
         known = {name: scores[name] for name in self.trained_scores}
         config = self.bundle.config
         value = net_value(uplift, known, self.cost, config.objective, config.outcomes)
+        namespace = self.namespace(row, scores, request)
+        # an empty channel (a trigger on an event of a channel the catalog lacks): any channel
         eligible = np.asarray(
-            eligibility_mask(self.catalog, self.namespace(row, scores), channel), dtype=bool
+            eligibility_mask(self.catalog, namespace, channel or None), dtype=bool
         )
         return Evaluation(scores, uplift, value.expected_value, value.roi, eligible)
 
@@ -180,7 +197,7 @@ class Decider:
         rng: np.random.Generator,
     ) -> Decision:
         """The whole decision: evaluate, rank greedily, then apply the control group and exploration."""
-        evaluation = self.evaluate(row, request.channel)
+        evaluation = self.evaluate(row, request.channel, request.rule_inputs())
         mask = evaluation.eligible & exclude_mask(self.action_ids, request.exclude)
         if allowed is not None:
             mask &= allowed

@@ -30,6 +30,7 @@ from training.errors import NextbestError
 from training.policy.contact import Contact
 
 ACCEPTED = "accepted"
+DECLINED = "declined"
 BUSY_TIMEOUT_MS = 10_000
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -170,10 +171,19 @@ class DecisionLog:
         with self._lock:
             return self._contacts(customer_id, since, "")
 
-    def _contacts(self, customer_id: str, since: datetime, other_than: str) -> list[Contact]:
-        """Latest accepted contacts of decisions other than `other_than` (caller holds the lock)."""
+    def declines(self, customer_id: str, since: datetime) -> list[Contact]:
+        """Offers the customer declined since `since` (`suppress_after_declines`); as for
+        contacts, only the latest feedback on each shown action counts."""
+        with self._lock:
+            return self._contacts(customer_id, since, "", DECLINED)
+
+    def _contacts(
+        self, customer_id: str, since: datetime, other_than: str, outcome: str = ACCEPTED
+    ) -> list[Contact]:
+        """Latest contacts with this outcome of decisions other than `other_than` (caller holds
+        the lock)."""
         rows = self._con.execute(
-            LATEST_ACCEPTED, (customer_id, other_than, ACCEPTED, _iso(since))
+            LATEST_ACCEPTED, (customer_id, other_than, outcome, _iso(since))
         ).fetchall()
         return [Contact(a, datetime.fromisoformat(ts)) for a, ts in rows]
 
@@ -221,6 +231,36 @@ def export_exposures(log: Path, out: Path, include_cold_start: bool = False) -> 
     """Write `out/exposures.parquet` atomically; returns (rows, file)."""
     frame = exposures_frame(log, include_cold_start)
     target = Path(out) / "exposures.parquet"
+    with atomic_file(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return len(frame), target
+
+
+LATEST_FEEDBACK = """
+    SELECT customer_id, ts, action_id, outcome, decision_id FROM (
+        SELECT f.*, row_number() OVER (
+            PARTITION BY f.decision_id, f.action_id ORDER BY f.ts DESC, f.rowid DESC) AS k
+        FROM feedback AS f JOIN decisions AS d USING (decision_id)
+        WHERE d.cold_start = 0 OR ?)
+    WHERE k = 1 ORDER BY ts"""
+
+
+def feedback_frame(log: Path, include_cold_start: bool = False) -> pd.DataFrame:
+    """What happened to shown actions (customer_id, ts, action_id, outcome, decision_id): the
+    latest feedback on each, the offers accepted and declined per action that a next training can
+    turn into features; cold starts left out unless asked for, as for exposures."""
+    if not Path(log).is_file():
+        raise NextbestError(f"{log}: no decision log")
+    with sqlite3.connect(f"file:{Path(log).resolve()}?mode=ro", uri=True) as con:
+        frame = pd.read_sql_query(LATEST_FEEDBACK, con, params=(int(include_cold_start),))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
+    return frame
+
+
+def export_feedback(log: Path, out: Path, include_cold_start: bool = False) -> tuple[int, Path]:
+    """Write `out/feedback.parquet` atomically; returns (rows, file)."""
+    frame = feedback_frame(log, include_cold_start)
+    target = Path(out) / "feedback.parquet"
     with atomic_file(target) as tmp:
         frame.to_parquet(tmp, index=False)
     return len(frame), target

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Collection
 from typing import Any
@@ -71,6 +72,21 @@ def known_path(path: str, known: Collection[str], prefixes: tuple[str, ...]) -> 
     return path in known or path.startswith(prefixes)
 
 
+#: paths with a variable part, counted in the metrics under their template (one series, not one
+#: per customer); the real path travels in the scope and ArrivalMiddleware puts it back
+TEMPLATES = ((re.compile(r"/customers/[^/]+/journey"), "/customers/{customer_id}/journey"),)
+REAL_PATH = "nextbest.real_path"
+
+
+def templated(scope: Scope) -> Scope:
+    """The scope with a templated path for the metrics, the real one kept under REAL_PATH."""
+    for pattern, template in TEMPLATES:
+        if pattern.fullmatch(scope["path"]):
+            real = (scope["path"], scope.get("raw_path"))
+            return dict(scope, path=template, raw_path=template.encode(), **{REAL_PATH: real})
+    return scope
+
+
 def bound_metric_labels(known: Collection[str], prefixes: tuple[str, ...]) -> None:
     """Make BentoML's per-path traffic metrics count every path the service does not have as
     `UNKNOWN_PATH` (and route it there: a 404 as before), so a scanner's distinct URLs add no
@@ -86,6 +102,8 @@ def bound_metric_labels(known: Collection[str], prefixes: tuple[str, ...]) -> No
     known = frozenset(known)
 
     async def bounded(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = templated(scope)
         if scope["type"] == "http" and not known_path(scope["path"], known, prefixes):
             scope = dict(scope, path=UNKNOWN_PATH, raw_path=UNKNOWN_PATH.encode())
         await original(self, scope, receive, send)
@@ -103,6 +121,11 @@ class ArrivalMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[ARRIVED] = time.monotonic()
+            if (
+                REAL_PATH in scope
+            ):  # templated for the metrics (bound_metric_labels): route the real
+                path, raw = scope.pop(REAL_PATH)
+                scope = dict(scope, path=path, raw_path=raw)
         await self.app(scope, receive, send)
 
 

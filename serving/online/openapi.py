@@ -31,6 +31,7 @@ with its uplift per outcome and short reasons an agent can read out.
 
 * `POST /recommend` makes a decision and logs it before answering; report what happened to a shown
   action with `POST /feedback` (an accepted action then counts against its contact limits).
+* `POST /events` stores live events (all or nothing); decisions then see them.
 * `POST /score` gives the scores alone; `GET /metadata` says which bundle and store are served.
 * `GET /healthz`, `/readyz` (503 until a bundle is loaded) and `/metrics` (Prometheus) are for the
   platform; `GET /` is the agent-desktop page.
@@ -102,6 +103,29 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         },
         "response": {"decision_id": "5f0c6f4e2b7d4c1f9a3e8b6d2c1a0f9e", "stored": True},
     },
+    "/events": {
+        "request": {
+            "events": [
+                {
+                    "customer_id": "C00000002",
+                    "ts": "2026-11-02T10:15:00Z",
+                    "channel": "call_center",
+                    "event_type": "complaint",
+                    "event_id": "crm-88121",
+                },
+                {
+                    "customer_id": "C00000002",
+                    "ts": "2026-11-02T10:21:00Z",
+                    "channel": "call_center",
+                    "event_type": "nps",
+                    "value": 3,
+                    "text": "Billed twice this month.",
+                    "event_id": "crm-88122",
+                },
+            ]
+        },
+        "response": {"accepted": 2, "duplicates": 0},
+    },
 }
 
 # the client errors each API can answer, as (status, description, example message)
@@ -143,9 +167,14 @@ ERRORS: dict[str, list[tuple[int, str, str]]] = {
         (404, "no decision has this decision_id", "unknown decision_id 'd0e5'"),
         _AUTH,
     ],
+    "/events": [
+        *_COMMON,
+        (400, "a bad event: the message names its index and field", "events.3.ts: Value error"),
+        _AUTH,
+    ],
     "/metadata": [_AUTH],
 }
-PROTECTED = ("/recommend", "/score", "/feedback", "/metadata")
+PROTECTED = ("/recommend", "/score", "/feedback", "/events", "/metadata")
 
 
 def package_version() -> str:

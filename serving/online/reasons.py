@@ -13,6 +13,7 @@ Features become text through `training.features.definition.feature_descriptions`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +56,9 @@ class Explainer:
         self.currency = bundle.config.objective.currency
         self.cost = {a.id: a.cost for a in bundle.config.catalog.actions}
         self.drivers = {a: _uplift_drivers(bundle, a) for a in bundle.config.catalog.ids}
+        self.request_names = {a.id: sorted(a.rule.request_names)
+                              for a in bundle.config.catalog.actions
+                              if a.rule is not None and a.rule.request_names}  # fmt: skip
 
     def _value(self, x: NDArray[np.float32], j: int) -> float | str | None:
         if np.isnan(x[j]):
@@ -87,6 +91,18 @@ class Explainer:
                 return f"Its expected effect depends most on {text}."
         return None
 
+    def request(self, action_id: str, inputs: Mapping[str, object]) -> str | None:
+        """What of the request the action's rule read ("call reason: billing"), when it read any."""
+        parts = []
+        for name in self.request_names.get(action_id, ()):
+            value = inputs.get(name)
+            if value is None:
+                continue
+            what = name.removeprefix("context_").replace("_", " ")
+            shown = str(value).replace("_", " ") if isinstance(value, str) else f"{value}"
+            parts.append(f"{what}: {shown}")
+        return f"Offered for this request, {', '.join(parts)}." if parts else None
+
     def value(self, action: RankedAction) -> str:
         cost = self.cost[action.action_id]
         if action.expected_value > 0:
@@ -102,14 +118,19 @@ class Explainer:
         actions: list[RankedAction],
         churn_probability: float | None,
         cold_start: bool,
+        request: Mapping[str, object] | None = None,
     ) -> dict[str, list[str]]:
-        """2-3 sentences per shown action: risk (or cold start), fit, value."""
+        """2-3 sentences per shown action: risk (or cold start), fit, value. For an action whose
+        rule read the request (`request`: DecisionRequest.rule_inputs), what it read replaces the
+        fit sentence: that is why it is offered now."""
         if not actions:
             return {}
         risk = COLD_START if cold_start else self.risk(x, churn_probability)
         out = {}
         for action in actions:
-            fit = None if cold_start else self.fit(x, action.action_id)
+            fit = self.request(action.action_id, request or {})
+            if fit is None and not cold_start:
+                fit = self.fit(x, action.action_id)
             out[action.action_id] = [s for s in (risk, fit, self.value(action)) if s]
         return out
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from serving.online.bundle_source import load_served, served_key
 from serving.online.decision import Decider
 from serving.online.fast_predict import accelerate
+from serving.online.live_features import LiveFeatures
 from serving.online.reasons import Explainer
 from serving.online.settings import ServingSettings
 from serving.online.store import OnlineStore
@@ -29,6 +30,7 @@ class Runtime:
     store: OnlineStore
     version: str
     key: tuple[str, tuple[int, int]]  # (bundle key, store file identity): what reload compares
+    live: LiveFeatures  # features of a customer with live events, as of the request time
 
     @property
     def bundle(self) -> Bundle:
@@ -37,6 +39,7 @@ class Runtime:
     def close(self) -> None:
         """Release the store's file (a replaced store's disk space is freed only then)."""
         self.store.close()
+        self.live.close()
 
 
 def store_identity(path: Path) -> tuple[int, int]:
@@ -71,6 +74,5 @@ def load_runtime(
     version = bundle.version or ""
     key = (bundle_key, store.identity)  # the inode actually opened, not a second look at the path
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
-    return Runtime(
-        Decider(bundle, stored_outputs=own_store), Explainer(bundle), store, version, key
-    )
+    decider = Decider(bundle, stored_outputs=own_store)
+    return Runtime(decider, Explainer(bundle), store, version, key, LiveFeatures(bundle))

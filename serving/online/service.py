@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from importlib import resources
 from typing import Any, cast
@@ -36,12 +36,15 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from serving.online import openapi
 from serving.online.api_models import (
     ActionOut,
+    EventsRequest,
+    EventsResponse,
     FeedbackRequest,
     FeedbackResponse,
     Metadata,
@@ -61,9 +64,11 @@ from serving.online.decision_log import (
     NotOfferedError,
     UnknownDecisionError,
 )
+from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
     OPEN_PATHS,
+    TEMPLATES,
     ApiKeyMiddleware,
     ArrivalMiddleware,
     BodyLimitMiddleware,
@@ -71,14 +76,37 @@ from serving.online.http_guards import (
     ReadyDetailMiddleware,
     bound_metric_labels,
 )
+from serving.online.journey import DEFAULT_LIMIT as DEFAULT_JOURNEY
+from serving.online.journey import MAX_LIMIT as MAX_JOURNEY
+from serving.online.journey import journey as journey_of
 from serving.online.log_safety import escape_controls, install
+from serving.online.outbox import (
+    MAX_LIMIT,
+    BadCursorError,
+    append,
+    claim,
+    ensure_schema,
+    parse_cursor,
+)
+from serving.online.outbox import page as outbox_page
 from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
 from serving.online.settings import ServingSettings
-from serving.online.store import StoreChangedError
+from serving.online.store import FeatureRow, StoreChangedError
+from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
+from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
-from training.policy.contact import Contact, allowed_mask, lookback
+from training.policy.contact import (
+    Contact,
+    allowed_mask,
+    decline_lookback,
+    declines_allowed,
+    lookback,
+)
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
+MAX_ID_CHARS = 128
+PENDING_GRACE = timedelta(seconds=10)  # a pending event this old lost its request: evaluate it
+MAX_TRIGGERED = 3  # actions a triggered decision shows at most
 RETIRE_SECONDS = (
     2.0  # a replaced runtime is closed this long after the swap (requests finish first)
 )
@@ -105,6 +133,10 @@ DROPPED = bentoml.metrics.Counter(
     documentation="Decisions made but not logged nor answered: client gone or deadline passed",
     labelnames=["reason"],
 )
+TRIGGER_FAILURES = bentoml.metrics.Counter(
+    name="nextbest_trigger_failures",
+    documentation="Ingested batches whose triggers could not be evaluated (the events are stored)",
+)
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
     documentation="Requests answered 503 because the online store was overwritten in place",
@@ -112,8 +144,9 @@ UNAVAILABLE = bentoml.metrics.Counter(
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
-API_PATHS = ("/recommend", "/score", "/feedback")
-KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/docs")
+TEMPLATE_PATHS = tuple(template for _, template in TEMPLATES)
+API_PATHS = ("/recommend", "/score", "/feedback", "/events")
+KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/outbox", "/docs", *TEMPLATE_PATHS)
 KNOWN_PREFIXES = ("/static_content/",)
 HEADER_PLACEHOLDER = "__API_KEY_HEADER__"
 
@@ -219,6 +252,8 @@ class Nextbest:
         logger.disabled = False
         self.settings = SETTINGS
         self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
+        self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
+        ensure_schema(self.events)
         self.rng = np.random.default_rng()
         self.runtime: Runtime | None = None
         self._stop = threading.Event()
@@ -226,6 +261,7 @@ class Nextbest:
         self._last_failure: str | None = None
         self._retiring: list[tuple[float, Runtime]] = []  # (close after, replaced runtime)
         self._try_load()
+        self._sweep()  # triggers a killed worker left pending
         if self.settings.reload_seconds > 0:
             threading.Thread(target=self._reload_loop, name="nextbest-reload", daemon=True).start()
 
@@ -309,6 +345,7 @@ class Nextbest:
             try:
                 self._check()
                 self._retire_due()
+                self._sweep()
             except Exception as exc:
                 self._failed("load_failed", exc)
             self._stop.wait(min(self.settings.reload_seconds, 0.5))  # woken often: not a busy loop
@@ -327,6 +364,7 @@ class Nextbest:
         self._stop.set()
         self._wake.set()
         self.log.close()
+        self.events.close()
 
     def __is_ready__(self) -> bool:
         return self.runtime is not None
@@ -348,7 +386,11 @@ class Nextbest:
         runtime = self._runtime()
         decider = runtime.decider
         ask = DecisionRequest(
-            request.customer_id, request.channel, request.max_actions, tuple(request.exclude)
+            request.customer_id,
+            request.channel,
+            request.max_actions,
+            tuple(request.exclude),
+            request.context,
         )
         try:
             decider.check(ask)
@@ -356,10 +398,9 @@ class Nextbest:
             raise Rejected(str(exc), "unknown channel") from None
         except UnknownActionError as exc:
             raise Rejected(str(exc), "unknown action id in exclude") from None
-        row = self._row(runtime, request.customer_id)
-        now = datetime.now(UTC)
-        contacts = self.log.contacts(request.customer_id, now - lookback(decider.catalog))
-        allowed = allowed_mask(decider.catalog, contacts, now)
+        now = self.settings.clock()
+        row = self._row(runtime, request.customer_id, now)
+        allowed = self._allowed(decider.catalog, request.customer_id, now)
         decision = decider.decide(row, ask, allowed, self.rng)
         decision_id = uuid.uuid4().hex
         reasons = runtime.explainer.explain(
@@ -367,12 +408,23 @@ class Nextbest:
             decision.actions,
             decision.scores["churn_probability"],
             decision.cold_start,
+            ask.rule_inputs(),
         )
         response = _response(decision_id, request.customer_id, runtime, decision, reasons)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         self.log.record(_record(decision_id, now, request, runtime.version, decision))
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         return response
+
+    def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
+        """The contact policy's mask: contact limits on what was received, and actions declined
+        too often (`suppress_after_declines`), from the decision log."""
+        contacts = self.log.contacts(customer_id, now - lookback(catalog))
+        allowed = allowed_mask(catalog, contacts, now)
+        since = decline_lookback(catalog)
+        if since:
+            allowed &= declines_allowed(catalog, self.log.declines(customer_id, now - since), now)
+        return allowed
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
         """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
@@ -391,10 +443,18 @@ class Nextbest:
             DROPPED.labels(reason="client_gone").inc()
             raise Unavailable("the client disconnected before the decision", "client gone")
 
-    def _row(self, runtime: Runtime, customer_id: str) -> Any:
-        """The customer's stored row; a store overwritten in place is a 503 (and a reload now)."""
+    def _row(self, runtime: Runtime, customer_id: str, now: datetime) -> FeatureRow | None:
+        """The customer's features: as of `now` from their journey and live events when they have
+        ingested events, else the stored row; a store overwritten in place is a 503 (and a
+        reload now)."""
         try:
-            return runtime.store.get(customer_id)
+            row = runtime.store.get(customer_id)
+            if row is None or not self.events.latest_seq(customer_id):
+                return row
+            history = runtime.store.history(customer_id)
+            if history is None:  # a store written without journeys: the snapshot it holds
+                return row
+            return runtime.live.row(history, self.events.for_customer(customer_id), now)
         except StoreChangedError:
             UNAVAILABLE.inc()
             self._wake.set()
@@ -406,7 +466,7 @@ class Nextbest:
     async def score(self, request: ScoreRequest, /) -> ScoreResponse:
         """The three scores of one customer (not logged: no decision is made)."""
         runtime = self._runtime()
-        row = self._row(runtime, request.customer_id)
+        row = self._row(runtime, request.customer_id, self.settings.clock())
         scores = runtime.decider.scores(row)
         return ScoreResponse(
             customer_id=request.customer_id,
@@ -420,7 +480,7 @@ class Nextbest:
         """Store what happened to a shown action; committed before the answer. An acceptance the
         contact policy forbids (the action was received from another decision inside its
         cool-down) is refused with 409, race-free across workers."""
-        now = datetime.now(UTC)
+        now = self.settings.clock()
         runtime = self.runtime
         allowed: Callable[[list[Contact]], bool] | None = None
         if runtime is not None and request.action_id in runtime.decider.action_ids:
@@ -441,6 +501,126 @@ class Nextbest:
             raise Conflict(str(exc)) from None
         return FeedbackResponse(decision_id=request.decision_id, stored=True)
 
+    @bentoml.api(route="/events")
+    async def ingest(self, request: EventsRequest, /) -> EventsResponse:
+        """Store a batch of live events, all or nothing, committed before the answer; an event
+        whose event_id is stored already counts as a duplicate. Every row was validated (a bad
+        one is a 400 naming its index and field) before anything is written."""
+        batch = [
+            Event(e.customer_id, e.timestamp, e.channel, e.event_type, e.value, e.text, e.event_id)
+            for e in request.events
+        ]
+        runtime = self.runtime
+        triggers = runtime is not None and has_triggers(runtime.decider.catalog)
+        done = self.events.ingest(batch, datetime.now(UTC), pending=triggers)
+        if runtime is not None and triggers and done.stored:
+            self._fire_safely(runtime, done.stored)
+        return EventsResponse(accepted=done.accepted, duplicates=done.duplicates)
+
+    def _fire_safely(self, runtime: Runtime, stored: list[tuple[int, Event]]) -> None:
+        """Evaluate triggers; a failure leaves the events pending (evaluated again later by
+        `_sweep`) and never fails the stored events' request."""
+        try:
+            self._fire_triggers(runtime, stored, self.settings.clock())
+        except Exception as exc:
+            TRIGGER_FAILURES.inc()
+            logger.warning("event=trigger_failed reason=%s", type(exc).__name__)
+
+    def _sweep(self) -> None:
+        """Evaluate the triggers of events stored pending whose request died before it could
+        (a killed worker), once they are PENDING_GRACE old: at least once, event to outbox."""
+        runtime = self.runtime
+        if runtime is None or not has_triggers(runtime.decider.catalog):
+            return
+        wall = datetime.now(UTC)
+        leased = self.events.lease_pending(wall - PENDING_GRACE, wall)
+        if leased:
+            self._fire_safely(runtime, leased)
+
+    def _fire_triggers(
+        self, runtime: Runtime, stored: list[tuple[int, Event]], now: datetime
+    ) -> None:
+        """For each customer of the batch, the first stored event that fires a trigger (on the
+        customer's features and scores after the batch) makes one decision, unless a trigger
+        fired for them within the cool-down."""
+        decider = runtime.decider
+        cooldown = timedelta(minutes=decider.decisioning.trigger_cooldown_minutes)
+        by_customer: dict[str, list[tuple[int, Event]]] = {}
+        for seq, event in stored:
+            by_customer.setdefault(event.customer_id, []).append((seq, event))
+        for customer, events in by_customer.items():
+            seqs = [seq for seq, _ in events]
+            if not any(may_fire(decider.catalog, event) for _, event in events):
+                self.events.settle(seqs)  # e.g. a visit, when only complaints trigger
+                continue
+            row = self._row(runtime, customer, now)
+            scores, _ = decider.model_outputs(row, with_uplift=False)
+            for seq, event in events:
+                mask = fired(decider.catalog, decider.namespace(row, scores, event_inputs(event)))
+                if not mask.any():
+                    continue
+                if claim(self.events, customer, seq, now, cooldown):
+                    self._decide_triggered(runtime, row, seq, event, mask, now, seqs)
+                break  # one trigger per customer and batch
+            self.events.settle(seqs)  # nothing fired, cooling down, or settled with the outbox
+
+    def _decide_triggered(
+        self,
+        runtime: Runtime,
+        row: FeatureRow | None,
+        seq: int,
+        event: Event,
+        mask: NDArray[np.bool_],
+        now: datetime,
+        settled: list[int],
+    ) -> None:
+        """The same decision as /recommend, among the actions the event fired (on the event's
+        channel when the catalog knows it), logged with its propensity, then put in the outbox."""
+        decider = runtime.decider
+        channel = event.channel if event.channel in decider.channels else ""
+        exclude = tuple(a for a, hit in zip(decider.action_ids, mask, strict=True) if not hit)
+        context = {"trigger_event_type": event.event_type}
+        ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
+        allowed = self._allowed(decider.catalog, event.customer_id, now)
+        decision = decider.decide(row, ask, allowed, self.rng)
+        decision_id = uuid.uuid4().hex
+        reasons = runtime.explainer.explain(
+            decider.vector(row),
+            decision.actions,
+            decision.scores["churn_probability"],
+            decision.cold_start,
+            ask.rule_inputs(),
+        )
+        response = _response(decision_id, event.customer_id, runtime, decision, reasons)
+        self.log.record(
+            DecisionRecord(
+                decision_id=decision_id,
+                ts=now,
+                customer_id=event.customer_id,
+                channel=channel,
+                model_version=runtime.version,
+                action_id=decision.chosen,
+                propensity=decision.propensity,
+                control_group=decision.control_group,
+                explored=decision.explored,
+                cold_start=decision.cold_start,
+                actions=tuple(a.action_id for a in decision.actions),
+                context=dict(context) | {"trigger_event_id": event.event_id},
+            )
+        )
+        DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
+        fired_ids = [a for a, hit in zip(decider.action_ids, mask, strict=True) if hit]
+        item = {
+            "customer_id": event.customer_id,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "event_ts": event.ts.isoformat(),
+            "triggered_by": fired_ids,
+            "decided_at": now.isoformat(),
+            "decision": response.model_dump(mode="json"),
+        }
+        append(self.events, event.customer_id, seq, fired_ids, now, item, settled)
+
     # -- pages --------------------------------------------------------------------------------
 
     @desktop.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -449,6 +629,39 @@ class Nextbest:
         page = resources.files("serving.online").joinpath("static/desktop.html").read_text("utf-8")
         header = json.dumps(self.settings.api_key_header)  # a validated token, quoted for JS
         return HTMLResponse(page.replace(f'"{HEADER_PLACEHOLDER}"', header))
+
+    @desktop.get("/outbox")
+    def outbox(self, after: str | None = None, limit: str | None = None) -> JSONResponse:
+        """Decisions fired by triggers after the cursor `after`, oldest first, at most `limit`
+        (default 100, at most 1000); `cursor` is the one to ask from next (at-least-once)."""
+        try:
+            start = parse_cursor(after)
+            count = _limit(limit)
+        except BadCursorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        page = outbox_page(self.events, start, count)
+        return JSONResponse({"decisions": page.decisions, "cursor": page.cursor})
+
+    @desktop.get("/customers/{customer_id}/journey")
+    def journey(self, customer_id: str, limit: str | None = None) -> JSONResponse:
+        """The customer's recent events, newest first: the stored journey and the live events."""
+        runtime = self._runtime()
+        if not 1 <= len(customer_id) <= MAX_ID_CHARS:
+            return JSONResponse({"error": "customer_id: 1 to 128 characters"}, status_code=400)
+        try:
+            count = _limit(limit, DEFAULT_JOURNEY, MAX_JOURNEY)
+        except BadCursorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        now = self.settings.clock()
+        try:
+            known = runtime.store.get(customer_id) is not None
+            history = runtime.store.history(customer_id) if known else None
+        except StoreChangedError:
+            return JSONResponse({"error": "the online store is being replaced"}, status_code=503)
+        live = self.events.for_customer(customer_id, limit=count)
+        events = journey_of(history, live, now.astimezone(UTC).replace(tzinfo=None), count)
+        body = {"customer_id": customer_id, "known": known, "as_of": now.isoformat()}
+        return JSONResponse(body | {"events": events})
 
     @desktop.get("/metadata")
     def metadata(self) -> Metadata:
@@ -483,6 +696,15 @@ if SETTINGS.api_key is not None:
         ApiKeyMiddleware, key=SETTINGS.api_key.get_secret_value(), header=SETTINGS.api_key_header
     )
 allow_cross_origin(SERVICE, SETTINGS)  # NEXTBEST_CORS_ORIGINS; outermost of all when set
+
+
+def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
+    """A `limit` query parameter: 1..most, `default` when absent."""
+    if text is None or text == "":
+        return default
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= most:
+        raise BadCursorError(f"limit: must be an integer from 1 to {most}")
+    return int(text)
 
 
 def _now_iso() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +42,15 @@ class ServingSettings(BaseModel):
     )
     online_store: Path = Field(default=Path("out/online_store.sqlite"))
     decision_log: Path = Field(default=Path("out/decision_log.sqlite"))
+    event_store: Path = Field(
+        default=Path("out/event_store.sqlite"),
+        description="live events (POST /events) and the trigger outbox; kept across restarts",
+    )
+    now: datetime | None = Field(
+        default=None,
+        description="an ISO timestamp the service takes as the current time (replays, tests); "
+        "unset: the wall clock",
+    )
     log_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="NORMAL",
         description="NORMAL: a logged decision survives a crash of the service (~0.1 ms a commit); "
@@ -112,6 +122,17 @@ class ServingSettings(BaseModel):
                     "https://desk.example.com"
                 )
         return ",".join(origins)
+
+    @field_validator("now")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # no zone means UTC, as in the data contract
+        return value
+
+    def clock(self) -> datetime:
+        """The current time (aware, UTC): NEXTBEST_NOW when set, else the wall clock."""
+        return self.now if self.now is not None else datetime.now(UTC)
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:

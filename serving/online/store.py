@@ -12,6 +12,9 @@ uplift outcome's value per catalog action, float64), computed in one vectorised 
 the request context, so for the bundle that materialized the store they are exactly what the
 request path would compute; the service uses them while it serves that bundle (`Decider`,
 `stored_outputs`) and calls the models live for cold starts and for any other bundle.
+
+A `history` table holds each stored customer's raw journey (serving.online.history): with it the
+service recomputes the features of a customer with live events as of the request time.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serving.online.history import CREATE as HISTORY_TABLE
+from serving.online.history import TABLE as HISTORY
+from serving.online.history import History, has_history, history_rows, read_history
 from training.atomic import atomic_file, check_writable
 from training.config import SCORE_COLUMNS
 from training.data.contract import open_dataset, validate_dataset
@@ -69,8 +75,9 @@ class FeatureRow:
 
 
 def rule_names(bundle: Bundle) -> list[str]:
-    """The features the catalog's eligibility rules read (scores are added at decision time)."""
-    names = {n for a in bundle.config.catalog.actions if a.rule is not None for n in a.rule.names}
+    """The features the catalog's eligibility rules and triggers read (scores are added at
+    decision time)."""
+    names = {n for a in bundle.config.catalog.actions for n in a.names_read}
     return sorted(names & set(bundle.builder.feature_names_))
 
 
@@ -110,8 +117,10 @@ def write_store(
     namespaces: list[Namespace],
     meta: Mapping[str, Any],
     outputs: np.ndarray,
+    history: Iterable[tuple[str, bytes, bytes, bytes]] | None = None,
 ) -> None:
-    """Write the store atomically: a temporary file beside `out`, renamed onto it when complete."""
+    """Write the store atomically: a temporary file beside `out`, renamed onto it when complete.
+    `history`: each customer's journey (serving.online.history), for features at decision time."""
     with atomic_file(out) as tmp:
         con = sqlite3.connect(tmp)
         try:
@@ -131,6 +140,9 @@ def write_store(
                 "INSERT INTO features VALUES (?, ?, ?, ?)",
                 ((str(c), v.tobytes(), json.dumps(ns), o.tobytes()) for c, v, ns, o in rows),
             )
+            if history is not None:
+                con.execute(HISTORY_TABLE)
+                con.executemany(f"INSERT INTO {HISTORY} VALUES (?, ?, ?, ?)", history)  # noqa: S608
             con.commit()
         finally:
             con.close()
@@ -138,6 +150,15 @@ def write_store(
 
 def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
     """FeatureBuilder rows of every customer active at `as_of` (the customers batch scoring scores)."""
+
+    features, _ = active_features_and_history(bundle, data, as_of, with_history=False)
+    return features
+
+
+def active_features_and_history(
+    bundle: Bundle, data: Path, as_of: date, with_history: bool = True
+) -> tuple[pd.DataFrame, list[tuple[str, bytes, bytes, bytes]]]:
+    """`active_features`, and those customers' journeys for the store's history table."""
     from serving.batch.population import ACTIVE, create_active
 
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
@@ -145,7 +166,10 @@ def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
         span = data_span(con, bundle.config)
         check_scoring_date(as_of, span, bundle.metadata.as_of)
         create_active(con, bundle.config, as_of)
-        return bundle.builder.transform(con, spine=ACTIVE)
+        features = bundle.builder.transform(con, spine=ACTIVE)
+        ids = features["customer_id"].astype(str).tolist()
+        history = list(history_rows(con, ids)) if with_history else []
+    return features, history
 
 
 def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> StoreInfo:
@@ -153,7 +177,7 @@ def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None
 
     check_writable(out)
     bundle = load_bundle(model_ref)
-    features = active_features(bundle, data, as_of)
+    features, history = active_features_and_history(bundle, data, as_of)
     names = bundle.builder.feature_names_
     matrix = to_matrix(bundle.prepare(features), names)
     meta = {
@@ -167,7 +191,7 @@ def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None
     }
     ids = features["customer_id"].astype(str)
     spaces = namespace_rows(features, rule_names(bundle))
-    write_store(out, ids, matrix, spaces, meta, model_outputs(bundle, matrix))
+    write_store(out, ids, matrix, spaces, meta, model_outputs(bundle, matrix), history)
     store = OnlineStore(out)
     store.close()
     return store.info
@@ -204,10 +228,13 @@ class OnlineStore:
                 f"{self.path}: cannot open the online store ({exc.strerror})"
             ) from None
         self._con: sqlite3.Connection | None = None
+        self.has_history = False
         try:
             self._opened = _signature(os.fstat(self._fd))
             self.identity = (self._opened[0], self._opened[2])  # inode, mtime: what reload compares
             self.info = self._open_same_inode()
+            assert self._con is not None
+            self.has_history = has_history(self._con)
         except BaseException:
             self.close()
             raise
@@ -266,6 +293,18 @@ class OnlineStore:
             return FeatureRow(vector, json.loads(row[1]), np.frombuffer(row[2], dtype=np.float64))
         except (sqlite3.Error, ValueError, TypeError):
             self.check_unchanged()  # a read broken by an in-place copy says so; no row content
+            raise StoreChangedError(f"{self.path}: the online store could not be read") from None
+
+    def history(self, customer_id: str) -> History | None:
+        """The customer's stored journey (None: not stored, or a store written without them)."""
+        self.check_unchanged()
+        if not self.has_history:
+            return None
+        assert self._con is not None
+        try:
+            return read_history(self._con, customer_id)
+        except (sqlite3.Error, ValueError, TypeError, OSError):
+            self.check_unchanged()
             raise StoreChangedError(f"{self.path}: the online store could not be read") from None
 
     def check_unchanged(self) -> None:

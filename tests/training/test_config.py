@@ -10,6 +10,7 @@ import yaml
 
 from training.config import (
     DEMO_CONFIG,
+    Action,
     Catalog,
     Config,
     check_eligibility_names,
@@ -147,6 +148,15 @@ def test_bad_config_gives_one_line_naming_file_and_field(
         (_action_changes(0, id="control"), "actions[0].id: 'control' is reserved"),
         (_action_changes(0, channel=["web"]), "actions[0].channel: unknown field (did you mean"),
         (_action_changes(0, channels=[]), "actions[0].channels: must have at least 1"),
+        (_action_changes(0, suppress_after_declines={"count": 0, "days": 30}),
+         "actions[0].suppress_after_declines.count: must be >= 1"),
+        (_action_changes(0, suppress_after_declines={"count": 2}),
+         "actions[0].suppress_after_declines.days: required field is missing"),
+        (_action_changes(0, trigger="event_type ==="),
+         "actions.yaml: actions[0].trigger: cannot parse"),
+        (_action_changes(0, trigger_cooldown_minutes=5), "actions[0].trigger_cooldown_minutes: unknown"),
+        (_action_changes(0, suppress_after_declines=3),
+         "actions[0].suppress_after_declines"),
         ([{"id": "a"}], "actions.yaml: the top level must be a mapping"),
     ],
 )  # fmt: skip
@@ -223,6 +233,26 @@ def test_check_eligibility_names_suggests_the_feature() -> None:
     check_eligibility_names(catalog, names)
     with pytest.raises(ConfigError, match="'apology_credit'.*'complaints_30d'"):
         check_eligibility_names(catalog, (names - {"complaints_30d"}) | {"complaints_7d"})
+
+
+def test_rules_may_read_the_request_channel_and_any_context_key() -> None:
+    rule = "context_call_reason == 'billing' and channel == 'call_center' and x > 1"
+    catalog = Catalog(actions=(Action(id="a", name="A", cost=1, eligibility=rule),))
+    check_eligibility_names(catalog, {"x"})
+    with pytest.raises(ConfigError, match="unknown name 'x'"):
+        check_eligibility_names(catalog, {"y"})
+
+
+def test_triggers_read_the_event_and_the_customer() -> None:
+    rule = "event_type == 'complaint' and channel == 'chat' and value < 5 and x > 1"
+    catalog = Catalog(actions=(Action(id="a", name="A", cost=1, trigger=rule),))
+    check_eligibility_names(catalog, {"x"})
+    with pytest.raises(ConfigError, match="'a': trigger reads unknown name 'x'"):
+        check_eligibility_names(catalog, {"y"})
+    with pytest.raises(ConfigError, match="context"):  # request names are not an event's
+        check_eligibility_names(
+            Catalog(actions=(Action(id="b", name="B", cost=1, trigger="context_a == 1"),)), {"x"}
+        )
 
 
 def test_objective_may_omit_the_value_outcome(tmp_path: Path) -> None:

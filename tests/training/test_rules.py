@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from training.errors import ConfigError
-from training.rules import RuleError, compile_rule
+from training.rules import RuleError, compile_rule, context_name, is_request_name
 
 BATCH = {
     "complaints_30d": pd.Series([0.0, 2.0, np.nan, 0.0, 1.0]),
@@ -126,3 +126,27 @@ def test_type_mismatch_at_evaluation_is_a_rule_error() -> None:
 def test_string_repetition_is_not_possible() -> None:
     with pytest.raises(RuleError, match="cannot evaluate"):
         compile_rule("'a' * 1000000000 == 'a'").evaluate({})
+
+
+def test_request_names_are_channel_and_context_keys() -> None:
+    assert context_name("call_reason") == "context_call_reason"
+    assert context_name("Call Reason-2") == "context_call_reason_2"
+    rule = compile_rule("context_call_reason == 'billing' and channel != 'app' and x > 0")
+    assert rule.request_names == {"context_call_reason", "channel"}
+    assert is_request_name("channel") and not is_request_name("channel_app_count_30d")
+
+
+def test_a_missing_context_key_makes_comparisons_false() -> None:
+    rule = compile_rule("context_call_reason == 'billing'")
+    assert rule.evaluate({"context_call_reason": "billing"}) is True
+    assert rule.evaluate({"context_call_reason": None}) is False
+    assert (
+        compile_rule("not context_call_reason == 'billing'").evaluate({"context_call_reason": None})
+        is False
+    )
+
+
+def test_monotone_rules_test_no_missing_value() -> None:
+    assert compile_rule("event_type == 'complaint' and churn_probability > 0.1").monotone
+    assert not compile_rule("event_type == 'x' or isnull(nps_last)").monotone
+    assert not compile_rule("coalesce(a, 1) > 0").monotone

@@ -62,6 +62,7 @@ def eligibility_mask(
     a mapping of scalars for one customer). A rule whose result is unknown (missing input) is not
     eligible (training.rules); `channel=None` skips the channel check (batch over every channel).
     """
+    namespace = _with_request_names(catalog, namespace)
     n = _batch_size(namespace)
     shape = (len(catalog.actions),) if n is None else (n, len(catalog.actions))
     mask = np.ones(shape, dtype=bool)
@@ -74,6 +75,20 @@ def eligibility_mask(
                 results[action.rule.text] = action.rule.evaluate(namespace)
             mask[..., j] = results[action.rule.text]  # a constant rule broadcasts
     return mask
+
+
+def _with_request_names(
+    catalog: Catalog, namespace: Mapping[str, object] | pd.DataFrame
+) -> Mapping[str, object] | pd.DataFrame:
+    """The namespace with every request name a rule reads (`channel`, `context_<key>`) that it
+    lacks set missing: no request (batch) or a key the request did not send makes them unknown."""
+    read = {n for a in catalog.actions if a.rule is not None for n in a.rule.request_names}
+    absent = sorted(n for n in read if n not in namespace)
+    if not absent:
+        return namespace
+    if isinstance(namespace, pd.DataFrame):
+        return namespace.assign(**dict.fromkeys(absent, np.nan))
+    return {**namespace, **dict.fromkeys(absent)}
 
 
 def exclude_mask(action_ids: Sequence[str], exclude: Iterable[str] = ()) -> BoolArray:

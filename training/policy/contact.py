@@ -7,6 +7,9 @@ out of it by an offer they never got. Two limits per action (docs/catalog.md):
 
 - `cooldown_days`: not again until that many days after the last time it was received;
 - `max_per_90_days`: at most that many receipts in any trailing 90 days (this one included).
+
+And one on offers the customer turned down: `suppress_after_declines: {count, days}` stops
+offering an action after `count` declines within the last `days` days (`declines_allowed`).
 """
 
 from __future__ import annotations
@@ -32,9 +35,35 @@ class Contact:
 
 
 def lookback(catalog: Catalog) -> timedelta:
-    """How far back contacts can matter: the longest cool-down or the frequency window."""
+    """How far back contacts can matter: the longest cool-down, decline window or the frequency
+    window."""
     longest = max((a.cooldown_days or 0 for a in catalog.actions), default=0)
-    return max(timedelta(days=longest), FREQUENCY_WINDOW)
+    return max(timedelta(days=longest), decline_lookback(catalog), FREQUENCY_WINDOW)
+
+
+def decline_lookback(catalog: Catalog) -> timedelta:
+    """How far back declines can matter (zero: no action is suppressed after declines)."""
+    days = [a.suppress_after_declines.days for a in catalog.actions if a.suppress_after_declines]
+    return timedelta(days=max(days, default=0))
+
+
+def declines_allowed(
+    catalog: Catalog, declines: Iterable[Contact], now: datetime
+) -> NDArray[np.bool_]:
+    """(k,) False for every action the customer declined `count` times in its last `days` days
+    (`suppress_after_declines`); `declines` are the offers they declined, and when."""
+    counts: dict[str, list[datetime]] = {}
+    for decline in declines:
+        counts.setdefault(decline.action_id, []).append(decline.ts)
+    allowed = np.ones(len(catalog.actions), dtype=bool)
+    for j, action in enumerate(catalog.actions):
+        rule = action.suppress_after_declines
+        if rule is None:
+            continue
+        window = timedelta(days=rule.days)
+        recent = sum(1 for ts in counts.get(action.id, ()) if timedelta(0) <= now - ts < window)
+        allowed[j] = recent < rule.count
+    return allowed
 
 
 def allowed_mask(catalog: Catalog, contacts: Iterable[Contact], now: datetime) -> NDArray[np.bool_]:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from serving.online.api_models import (
+    EventsRequest,
+    EventsResponse,
     FeedbackRequest,
     FeedbackResponse,
     RecommendRequest,
@@ -34,6 +36,7 @@ MODELS = {
     "/recommend": (RecommendRequest, RecommendResponse),
     "/score": (ScoreRequest, ScoreResponse),
     "/feedback": (FeedbackRequest, FeedbackResponse),
+    "/events": (EventsRequest, EventsResponse),
 }
 
 

@@ -17,6 +17,7 @@ from serving.online.decision_log import (
     NotOfferedError,
     UnknownDecisionError,
     export_exposures,
+    export_feedback,
 )
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -111,3 +112,29 @@ def test_export_writes_contract_exposures_without_cold_starts(tmp_path: Path) ->
     assert frame["ts"].iloc[0] == pd.Timestamp("2026-11-02 09:30")
     rows, _ = export_exposures(tmp_path / "log.sqlite", tmp_path / "out", include_cold_start=True)
     assert rows == 3
+
+
+def test_export_feedback_keeps_the_latest_outcome_per_shown_action(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "log.sqlite")
+    first, second, cold = (
+        record("C1", ("credit", "call")),
+        record("C2", ("credit",)),
+        record("new", ("credit",), cold_start=True),
+    )
+    for decision in (first, second, cold):
+        log.record(decision)
+    log.feedback(first.decision_id, "credit", "accepted", NOW + timedelta(minutes=1))
+    log.feedback(first.decision_id, "credit", "declined", NOW + timedelta(minutes=2))  # corrected
+    log.feedback(first.decision_id, "call", "ignored", NOW + timedelta(minutes=3))
+    log.feedback(second.decision_id, "credit", "declined", NOW + timedelta(minutes=4))
+    log.feedback(cold.decision_id, "credit", "accepted", NOW + timedelta(minutes=5))
+    rows, path = export_feedback(tmp_path / "log.sqlite", tmp_path / "out")
+    frame = pd.read_parquet(path)
+    assert rows == 3
+    assert frame[["customer_id", "action_id", "outcome"]].values.tolist() == [
+        ["C1", "credit", "declined"],
+        ["C1", "call", "ignored"],
+        ["C2", "credit", "declined"],
+    ]
+    assert frame["ts"].iloc[0] == pd.Timestamp("2026-11-02 09:32")
+    assert export_feedback(tmp_path / "log.sqlite", tmp_path / "out", True)[0] == 4

@@ -99,6 +99,10 @@ def test_an_agent_asks_sees_actions_and_accepts_one(browser, server: Server, wor
     assert first.find_element(By.CSS_SELECTOR, ".script").text
     assert "Expected value" in first.text
     assert len(first.find_elements(By.CSS_SELECTOR, "li")) >= 2  # reasons
+    # the customer's recent journey from the store, newest first
+    wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, "#journey li"))
+    journey = driver.find_elements(By.CSS_SELECTOR, "#journey li")
+    assert 1 <= len(journey) <= 10 and journey[0].get_attribute("data-event-type")
     decision_id = driver.find_element(By.ID, "status").text.split()[1]
     first.find_element(By.CSS_SELECTOR, "button.accepted").click()
     wait.until(lambda _: "Recorded: accepted" in first.text)

@@ -224,3 +224,19 @@ def test_investment_curve_is_increasing_and_concave() -> None:
     slopes = np.diff(curve.value) / np.diff(curve.spend)
     assert (np.diff(slopes) <= 1e-12).all()
     assert len(curve.spend) - 1 == (values.max(axis=1) > 0).sum()
+
+
+def test_request_names_are_missing_without_a_request() -> None:
+    """Batch has no request: a rule on the context or channel is false there, not an error."""
+    catalog = Catalog(
+        actions=(
+            Action(id="billing", name="B", cost=1, eligibility="context_call_reason == 'billing'"),
+            Action(id="app_only", name="A", cost=1, eligibility="channel == 'app' or x > 1"),
+            Action(id="any", name="C", cost=1),
+        )
+    )
+    batch = pd.DataFrame({"x": [0.0, 2.0]})
+    assert eligibility_mask(catalog, batch).tolist() == [[False, False, True], [False, True, True]]
+    one = {"x": 0.0, "channel": "app", "context_call_reason": "billing"}
+    assert eligibility_mask(catalog, one, "app").tolist() == [True, True, True]
+    assert eligibility_mask(catalog, {"x": 0.0}, "app").tolist() == [False, False, True]

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from training.config import Action, Catalog
-from training.policy.contact import Contact, allowed_mask, lookback
+from training.config import Action, Catalog, SuppressAfterDeclines
+from training.policy.contact import (
+    Contact,
+    allowed_mask,
+    decline_lookback,
+    declines_allowed,
+    lookback,
+)
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=UTC)
 CATALOG = Catalog(
@@ -46,3 +52,44 @@ def test_lookback_covers_the_longest_cooldown() -> None:
     long = Catalog(actions=(Action(id="a", name="A", cost=1, cooldown_days=180),))
     assert lookback(long) == timedelta(days=180)
     assert lookback(CATALOG) == timedelta(days=90)
+
+
+DECLINING = Catalog(
+    actions=(
+        Action(
+            id="discount",
+            name="Discount",
+            cost=15,
+            suppress_after_declines=SuppressAfterDeclines(count=2, days=30),
+        ),
+        Action(id="credit", name="Credit", cost=4),
+    )
+)
+
+
+def test_declines_suppress_after_count_within_days() -> None:
+    once = [Contact("discount", days_ago(1))]
+    assert declines_allowed(DECLINING, once, NOW).tolist() == [True, True]
+    twice = [*once, Contact("discount", days_ago(29))]
+    assert declines_allowed(DECLINING, twice, NOW).tolist() == [False, True]
+    one_too_old = [*once, Contact("discount", days_ago(30))]
+    assert declines_allowed(DECLINING, one_too_old, NOW).tolist() == [True, True]
+    # an action without the field is never suppressed, however often it is declined
+    many = [Contact("credit", days_ago(d)) for d in range(10)]
+    assert declines_allowed(DECLINING, many, NOW).tolist() == [True, True]
+
+
+def test_decline_lookback_is_the_longest_window() -> None:
+    assert decline_lookback(DECLINING) == timedelta(days=30)
+    assert decline_lookback(CATALOG) == timedelta(0)
+    long = Catalog(
+        actions=(
+            Action(
+                id="a",
+                name="A",
+                cost=1,
+                suppress_after_declines=SuppressAfterDeclines(count=1, days=200),
+            ),
+        )
+    )
+    assert lookback(long) == timedelta(days=200)

@@ -1,0 +1,231 @@
+"""Live events: contract events posted to `POST /events`, durable in one SQLite file (WAL).
+
+The online store is an immutable nightly snapshot; what happened since (a complaint an hour ago,
+a survey answer during the call) lives here, beside it. Every worker opens its own connection; a
+batch is inserted in one write transaction (BEGIN IMMEDIATE), so it is applied whole or not at
+all, and is committed before the answer. An `event_id` makes a retried batch harmless: an event
+whose id is already stored (or repeated in the batch) is counted as a duplicate and not stored
+again. `export_events` writes what was ingested in the data contract's `events` form
+(docs/data.md), so the next training sees it.
+
+The same file holds the trigger outbox (serving.online.outbox), so that an event and the decision
+it triggered are stored by one transaction of one file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from training.atomic import atomic_file
+from training.errors import NextbestError
+
+BUSY_TIMEOUT_MS = 10_000
+MAX_TEXT_CHARS = 4000  # an event's free text (a survey comment, a chat line): docs/api.md
+EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type", "value", "text", "event_id")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT UNIQUE,
+    customer_id TEXT NOT NULL,
+    ts          TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    value       REAL,
+    text        TEXT,
+    received_at TEXT NOT NULL,
+    pending     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_customer ON events (customer_id, ts);
+CREATE INDEX IF NOT EXISTS events_pending ON events (pending, received_at) WHERE pending = 1;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    customer_id TEXT NOT NULL,
+    event_seq   INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    ts          TEXT NOT NULL,
+    decision    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer_id, ts);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One contract event (ts naive UTC), as posted and as stored."""
+
+    customer_id: str
+    ts: datetime
+    channel: str
+    event_type: str
+    value: float | None = None
+    text: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What one batch did: how many events were stored, how many were already there, and the
+    stored events with their sequence numbers (in batch order)."""
+
+    accepted: int
+    duplicates: int
+    stored: list[tuple[int, Event]]
+
+
+class EventStore:
+    """One process's connection to the event file; thread-safe (one writer at a time per process)."""
+
+    def __init__(self, path: Path | str, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+        )
+        self.lock = threading.Lock()
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute(f"PRAGMA synchronous={synchronous}")
+        self.con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        with self.lock:
+            self.con.executescript(_SCHEMA)
+
+    def ingest(self, events: Sequence[Event], now: datetime, pending: bool = False) -> Ingested:
+        """Store a batch in one transaction; an event whose `event_id` is stored already (or
+        earlier in the batch) is a duplicate and is skipped. `pending`: its triggers are still to
+        be evaluated (serving.online.outbox clears the mark once they were)."""
+        received = iso_utc(now)
+        stored: list[tuple[int, Event]] = []
+        with self.lock:
+            self.con.execute("BEGIN IMMEDIATE")
+            try:
+                for event in events:
+                    cursor = self.con.execute(
+                        "INSERT OR IGNORE INTO events (event_id, customer_id, ts, channel, "
+                        "event_type, value, text, received_at, pending) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            event.event_id,
+                            event.customer_id,
+                            iso_utc(event.ts),
+                            event.channel,
+                            event.event_type,
+                            event.value,
+                            event.text,
+                            received,
+                            int(pending),
+                        ),
+                    )
+                    if cursor.rowcount == 1:
+                        stored.append((int(cursor.lastrowid or 0), event))
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+        return Ingested(len(stored), len(events) - len(stored), stored)
+
+    def for_customer(self, customer_id: str, limit: int | None = None) -> list[Event]:
+        """The customer's ingested events, oldest first (the latest `limit` when given)."""
+        query = (
+            "SELECT customer_id, ts, channel, event_type, value, text, event_id FROM events "
+            "WHERE customer_id = ? ORDER BY ts DESC, seq DESC LIMIT ?"
+        )
+        with self.lock:
+            rows = self.con.execute(query, (customer_id, -1 if limit is None else limit))
+            found = [_event(row) for row in rows]
+        return found[::-1]
+
+    def lease_pending(
+        self, received_before: datetime, now: datetime, limit: int = 100
+    ) -> list[tuple[int, Event]]:
+        """Events whose triggers are still pending and that arrived before `received_before`
+        (their request died before evaluating them), re-stamped as received `now` in the same
+        statement, so no other worker takes them until they are as old again."""
+        with self.lock:
+            rows = self.con.execute(
+                "UPDATE events SET received_at = ? WHERE seq IN (SELECT seq FROM events "
+                "WHERE pending = 1 AND received_at < ? ORDER BY seq LIMIT ?) RETURNING seq, "
+                "customer_id, ts, channel, event_type, value, text, event_id",
+                (iso_utc(now), iso_utc(received_before), limit),
+            ).fetchall()
+        return sorted((int(row[0]), _event(row[1:])) for row in rows)
+
+    def settle(self, seqs: Sequence[int]) -> None:
+        """Mark events whose triggers were evaluated (none fired, or their customer is cooling
+        down); a fired one is settled with its outbox row (serving.online.outbox.append)."""
+        if not seqs:
+            return
+        with self.lock:
+            self.con.executemany(
+                "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in seqs]
+            )
+
+    def latest_seq(self, customer_id: str) -> int:
+        """The sequence number of the customer's last ingested event (0: none)."""
+        with self.lock:
+            row = self.con.execute(
+                "SELECT max(seq) FROM events WHERE customer_id = ?", (customer_id,)
+            ).fetchone()
+        return int(row[0] or 0)
+
+    def count(self) -> int:
+        with self.lock:
+            return int(self.con.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        with self.lock:
+            self.con.close()
+
+
+def _event(row: Sequence[object]) -> Event:
+    customer_id, ts, channel, event_type, value, text, event_id = row
+    return Event(
+        str(customer_id),
+        _naive(datetime.fromisoformat(str(ts))),
+        str(channel),
+        str(event_type),
+        None if value is None else float(value),  # type: ignore[arg-type]
+        None if text is None else str(text),
+        None if event_id is None else str(event_id),
+    )
+
+
+def _naive(ts: datetime) -> datetime:
+    """Naive UTC, as the data contract's timestamps are."""
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def iso_utc(ts: datetime) -> str:
+    """UTC ISO-8601 with microseconds, no zone: sorts as text in time order."""
+    return _naive(ts).isoformat(timespec="microseconds")
+
+
+def events_frame(path: Path) -> pd.DataFrame:
+    """The ingested events as a contract `events` table (oldest first); `text` and `event_id`
+    are extra columns, which the contract allows."""
+    if not Path(path).is_file():
+        raise NextbestError(f"{path}: no event store")
+    with sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True) as con:
+        frame = pd.read_sql_query(
+            "SELECT customer_id, ts, channel, event_type, value, text, event_id "
+            "FROM events ORDER BY ts, seq",
+            con,
+        )
+    frame["ts"] = pd.to_datetime(frame["ts"], format="ISO8601")
+    frame["value"] = frame["value"].astype("float64")
+    return frame
+
+
+def export_events(path: Path, out: Path) -> tuple[int, Path]:
+    """Write `out/events.parquet` atomically; returns (rows, file)."""
+    frame = events_frame(path)
+    target = Path(out) / "events.parquet"
+    with atomic_file(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return len(frame), target

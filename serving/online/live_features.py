@@ -1,0 +1,77 @@
+"""Features at decision time: one customer's features as of now, from their stored journey plus
+every event ingested since (`POST /events`), through the bundle's own FeatureBuilder: THE feature
+definition, so they equal what `nextbest features` computes on the data with those events
+appended (tests/serving/online/test_live_features.py). Windows slide with the clock: an event older
+than a window has dropped out of it.
+
+The journey comes from the online store's history table (serving.online.history); the features
+are computed by DuckDB in memory over three one-customer tables, on one thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from serving.online.events import Event
+from serving.online.history import History
+from serving.online.store import FeatureRow, namespace_rows, rule_names
+from training.features.definition import to_matrix
+from training.registry.bundle import Bundle
+
+
+class LiveFeatures:
+    """The bundle's feature definition for one customer at a time; one per runtime."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.names = list(bundle.builder.feature_names_)
+        self.rule_names = rule_names(bundle)
+        self._con = duckdb.connect(":memory:", config={"threads": 1})
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.Lock()
+
+    def row(self, history: History, ingested: Sequence[Event], now: datetime) -> FeatureRow:
+        """The customer's model row and rule inputs as of `now` (model outputs: computed live)."""
+        events = pa.concat_tables([history.events, events_table(ingested, history.events.schema)])
+        with self._lock:
+            for name, table in (
+                ("customers", history.customers),
+                ("events", events),
+                ("exposures", history.exposures),
+            ):
+                self._con.register(name, table)
+            try:
+                features = self.bundle.builder.transform(self._con, as_of=now)
+            finally:
+                for name in ("customers", "events", "exposures"):
+                    self._con.unregister(name)
+        matrix = to_matrix(self.bundle.prepare(features), self.names)
+        vector = np.ascontiguousarray(matrix[0], dtype=np.float32)
+        return FeatureRow(vector, namespace_rows(features, self.rule_names)[0], None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+def events_table(events: Sequence[Event], schema: pa.Schema) -> pa.Table:
+    """Ingested events in the stored events' schema: the contract columns (and `text` when the
+    data set has it) from the events, every other column (e.g. `resolved`) missing."""
+    columns = {
+        "customer_id": [e.customer_id for e in events],
+        "ts": [e.ts for e in events],
+        "channel": [e.channel for e in events],
+        "event_type": [e.event_type for e in events],
+        "value": [e.value for e in events],
+        "text": [e.text for e in events],
+    }
+    arrays = [
+        pa.array(columns.get(field.name, [None] * len(events)), type=field.type) for field in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,124 @@
+"""Features at decision time agree with the one feature definition: a customer's live row (stored
+journey + ingested events, as of now) equals what FeatureBuilder.transform (`nextbest features`)
+computes on the data set with those events appended, and windows slide as the clock moves.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.online.events import Event
+from serving.online.history import History, from_ipc, history_rows
+from serving.online.live_features import LiveFeatures
+from serving.online.store import namespace_rows, rule_names
+from training.data.contract import open_dataset
+from training.features.definition import to_matrix
+from training.registry.bundle import Bundle
+
+pytestmark = pytest.mark.slow
+NOW = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)
+N_CUSTOMERS = 25
+
+
+def ingested_for(customer: str, k: int) -> list[Event]:
+    """A few live events: inside and outside the 7-day window, a survey, a purchase, a new type,
+    and one after NOW (it must not count yet)."""
+    now = NOW.replace(tzinfo=None)
+    events = [
+        Event(customer, now - timedelta(days=2, hours=k), "call_center", "complaint"),
+        Event(
+            customer, now - timedelta(hours=1), "call_center", "nps", 3.0 + k % 5, "Billed twice"
+        ),
+        Event(customer, now - timedelta(days=10), "web", "purchase", 20.0 + k),
+        Event(customer, now - timedelta(minutes=5), "chat", "never_seen_type"),
+        Event(customer, now + timedelta(hours=2), "call_center", "complaint"),
+    ]
+    return events[: 2 + k % 4] + events[4:]
+
+
+@pytest.fixture(scope="module")
+def journeys(small_world: Path) -> dict[str, History]:
+    with open_dataset(small_world).connect() as con:
+        ids = [r[0] for r in con.execute(
+            f"SELECT DISTINCT customer_id FROM events ORDER BY 1 LIMIT {N_CUSTOMERS}").fetchall()]  # fmt: skip
+        return {
+            c: History(from_ipc(a), from_ipc(b), from_ipc(x))
+            for c, a, b, x in history_rows(con, ids)
+        }
+
+
+def offline(
+    bundle: Bundle, small_world: Path, extra: list[Event], when: datetime, tmp: Path
+) -> pd.DataFrame:
+    """`nextbest features` on the data set with the events appended: the one definition, in batch."""
+    data = tmp / f"appended-{when:%Y%m%d%H%M}"
+    data.mkdir()
+    for table in ("customers", "exposures"):
+        pd.read_parquet(small_world / f"{table}.parquet").to_parquet(data / f"{table}.parquet")
+    events = pd.read_parquet(small_world / "events.parquet")
+    appended = pd.DataFrame(
+        {
+            "customer_id": [e.customer_id for e in extra],
+            "ts": pd.to_datetime([e.ts for e in extra]).astype(events["ts"].dtype),
+            "channel": [e.channel for e in extra],
+            "event_type": [e.event_type for e in extra],
+            "value": [e.value for e in extra],
+        }
+    )
+    pd.concat([events, appended], ignore_index=True).to_parquet(data / "events.parquet")
+    with open_dataset(data).connect() as con:
+        return bundle.builder.transform(con, as_of=when.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize("shift_days", [0, 8])
+def test_live_rows_equal_the_batch_definition_with_events_appended(
+    uplift_bundle: Bundle,
+    small_world: Path,
+    journeys: dict[str, History],
+    tmp_path: Path,
+    shift_days: int,
+) -> None:
+    when = NOW + timedelta(days=shift_days)
+    live = LiveFeatures(uplift_bundle)
+    ingested = {c: ingested_for(c, k) for k, c in enumerate(journeys)}
+    rows = {c: live.row(journeys[c], ingested[c], when) for c in journeys}
+    batch = offline(
+        uplift_bundle, small_world, [e for es in ingested.values() for e in es], when, tmp_path
+    )
+    batch = batch.set_index("customer_id").loc[list(journeys)].reset_index()
+    names = list(uplift_bundle.builder.feature_names_)
+    expected = to_matrix(uplift_bundle.prepare(batch), names)
+    spaces = namespace_rows(batch, rule_names(uplift_bundle))
+    for k, customer in enumerate(journeys):
+        np.testing.assert_array_equal(
+            rows[customer].vector, expected[k].astype(np.float32), err_msg=customer
+        )
+        assert rows[customer].namespace == spaces[k]
+    live.close()
+
+
+def test_windows_slide_and_live_events_count(
+    uplift_bundle: Bundle, journeys: dict[str, History]
+) -> None:
+    live = LiveFeatures(uplift_bundle)
+    names = list(uplift_bundle.builder.feature_names_)
+    week, nps = names.index("complaints_7d"), names.index("nps_last")
+    customer = next(iter(journeys))
+    complaint = Event(
+        customer, NOW.replace(tzinfo=None) - timedelta(days=1), "call_center", "complaint"
+    )
+    survey = Event(customer, NOW.replace(tzinfo=None) - timedelta(hours=1), "app", "nps", 2.0)
+    before = live.row(journeys[customer], [], NOW).vector
+    now = live.row(journeys[customer], [complaint, survey], NOW).vector
+    later = live.row(journeys[customer], [complaint, survey], NOW + timedelta(days=7)).vector
+    assert now[week] == before[week] + 1, "the complaint of yesterday counts"
+    assert now[nps] == 2.0, "the survey answer of an hour ago is the last one"
+    # a week later the stored data (ending 2026-11-01) and yesterday's complaint are out of 7 days
+    assert later[week] == 0
+    assert later[nps] == 2.0
+    live.close()
