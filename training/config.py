@@ -315,7 +315,7 @@ class TextSettings(_Model):
     )
     min_pairs: int = Field(default=200, ge=1, description="fewer labelled texts: no text model")
     max_pairs: int = Field(
-        default=200_000, ge=1, description="labelled texts the model learns from, at most"
+        default=50_000, ge=1, description="labelled texts the model learns from, at most"
     )
 
 

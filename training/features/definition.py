@@ -374,18 +374,25 @@ def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> 
         ids = [r[0] for r in con.execute(id_sql).fetchall()]
         groups = pa.table({"customer_id": pa.array(ids, pa.string()),
                            "grp": pa.array(model.group_of(ids), pa.int64())})  # fmt: skip
-        with _registered(con, groups) as g:
-            joined = f"events e JOIN {g} g ON CAST(e.customer_id AS VARCHAR) = g.customer_id"
+        rows = fs.quote_ident(f"{table}_rows")
+        with _registered(con, groups) as g:  # rows first: joined with `g` alone, the scores
+            con.execute(  # would pair every writer of a group with every text of it
+                f"CREATE TEMP TABLE {rows} AS SELECT g.customer_id, e.ts, "
+                f"CAST(e.text AS VARCHAR) AS text, g.grp FROM events e "
+                f"JOIN {g} g ON CAST(e.customer_id AS VARCHAR) = g.customer_id {where}"
+            )
+        try:
             sql = (
-                "SELECT g.grp, CAST(e.text AS VARCHAR) AS text, "
-                f"any_value(g.customer_id) AS customer_id FROM {joined} {where} GROUP BY ALL"
+                f"SELECT grp, text, any_value(customer_id) AS customer_id FROM {rows} GROUP BY ALL"
             )
             with _registered(con, _scored(con, sql, model, ("grp", "customer_id"))) as view:
                 con.execute(
-                    f"CREATE TEMP TABLE {target} AS SELECT g.customer_id, e.ts, s.polarity, "
-                    f"s.negative, s.topic FROM {joined} JOIN {view} s ON s.grp = g.grp "
-                    f"AND s.text = CAST(e.text AS VARCHAR) {where}"
+                    f"CREATE TEMP TABLE {target} AS SELECT r.customer_id, r.ts, s.polarity, "
+                    f"s.negative, s.topic FROM {rows} r JOIN {view} s "
+                    "ON s.grp = r.grp AND s.text = r.text"
                 )
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {rows}")
         return table
     sql = f"SELECT DISTINCT CAST(e.text AS VARCHAR) AS text FROM events e {where}"
     with _registered(con, _scored(con, sql, model, ())) as view:
