@@ -75,6 +75,18 @@ class OneCustomer:
         self._exposure_edges = np.array(
             [w * fs.DAY_US for w in fs.EXPOSURE_WINDOWS], dtype=np.int64
         )
+        n_codes = {
+            "events": len(d.type_codes) + 1,
+            "channels": len(d.channels) + 1,
+            "exposures": len(d.actions) + 1,
+        }
+        # per spec, the codes it aggregates (all of its source's for select None)
+        self._codes = [
+            tuple(range(n_codes[s.source]))
+            if s.select is None and s.source in n_codes
+            else s.select
+            for s in self.specs
+        ]
 
     # --------------------------------------------------------------------------- eligibility
     def unsupported(
@@ -126,7 +138,7 @@ class OneCustomer:
             aggs["exposures"] = self._exposures_agg(_mine(exposures, customer, now), now)
         surveys = self._survey_stats(ev, now) if d.survey_types else None
         out = []
-        for spec in self.specs:
+        for spec, codes in zip(self.specs, self._codes, strict=True):
             if spec.source == "static":
                 out.append(statics[spec.column])
             elif spec.source == "missing":
@@ -134,13 +146,8 @@ class OneCustomer:
             elif spec.source == "surveys":
                 out.append(_survey_value(spec, surveys))
             else:
-                out.append(_value(spec, aggs[spec.source], self._n_codes(spec.source)))
+                out.append(_value(spec, aggs[spec.source], codes or ()))
         return OneRow(np.array(out, dtype=np.float32), texts)
-
-    def _n_codes(self, source: str) -> int:
-        d = self.definition
-        vocab = {"events": d.type_codes, "channels": d.channels, "exposures": d.actions}
-        return len(vocab[source]) + 1
 
     def _static(self, customers: pa.Table, now: int) -> tuple[dict[str, float], dict]:
         """The attributes as floats (categoricals as codes) and the categorical texts."""
@@ -290,11 +297,10 @@ def _aggregate(
     return _Agg(cum(None), sv, nv, nrt, nrf, amin, amax)
 
 
-def _value(spec: fs.Spec, agg: _Agg | None, n_codes: int) -> float:
+def _value(spec: fs.Spec, agg: _Agg | None, codes: Sequence[int]) -> float:
     """One events / channels / exposures feature from its source's aggregates."""
     if agg is None:  # the source's input does not exist
         return 0.0 if spec.stat == "count" else float("nan")
-    codes: Sequence[int] = range(n_codes) if spec.select is None else spec.select
     w, stat = spec.window, spec.stat
     if stat == "count":
         return float(sum(agg.n[c][w] for c in codes))
