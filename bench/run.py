@@ -300,6 +300,79 @@ def bench_batch_memory(runs: dict[int, BatchRun]) -> Row | None:
     )
 
 
+def _ltv_detail(q: dict) -> str:
+    def three(f: dict) -> str:
+        return f"{f['pearson']:.3f}/{f['spearman']:.3f}/{f['normalized_gini']:.3f}"
+
+    return (
+        f"nextbest ({q['chosen']['method']}) {three(q['nextbest'])}; BG/NBD x GG (lifetimes) "
+        f"{three(q['bgnbd_gg'])}; window revenue scaled {three(q['window_scaled'])} "
+        "(Pearson/Spearman/normalized Gini)"
+    )
+
+
+def bench_lifetime(workdir: Path, n: int = 20_000) -> list[Row]:
+    """Issue 21: 12-month LTV against the simulator's truth and on CDNOW, with both peers in the
+    same run, and the repeat-purchase fit on 1M customers."""
+    _, data = bench_synth(n, workdir, 120, None)
+    script = [sys.executable, "-W", "ignore", "bench/lifetime_value.py"]
+    seconds, gib, out = run_measured([*script, "--sim", str(data)])
+    sim = json.loads(out.splitlines()[-1])
+    keys = ("pearson", "spearman", "normalized_gini")
+    best_peer = {k: max(sim["bgnbd_gg"][k], sim["window_scaled"][k]) for k in keys}
+    rows = [
+        Row(
+            f"LTV 12 months vs simulator truth value_12m ({sim['customers']:,} customers)",
+            seconds,
+            gib,
+            ">= both peers on all three",
+            all(sim["nextbest"][k] >= best_peer[k] for k in keys),
+            _ltv_detail(sim),
+        )
+    ]
+    kept = sim["chosen"].get("retention")
+    if kept is not None:
+        life, today = kept["lifetime ltv"], kept["90-day ltv"]
+        rows.append(
+            Row(
+                f"retention: predicted vs true net value ({kept['rows']:,} held-out exposures "
+                f"x {kept['actions']} actions)",
+                0,
+                0,
+                "correlation above the 90-day ltv's",
+                life["pearson"] > today["pearson"],
+                f"Pearson/Spearman with lifetime ltv {life['pearson']:.3f}/{life['spearman']:.3f}, "
+                f"with 90-day ltv {today['pearson']:.3f}/{today['spearman']:.3f} (truth counts "
+                "the value kept beyond the window)",
+            )
+        )
+    seconds, gib, out = run_measured([*script, "--cdnow"])
+    cd = json.loads(out.splitlines()[-1])
+    rows.append(
+        Row(
+            "LTV on CDNOW (calibration to 1997-09-30, 39-week holdout revenue)",
+            seconds,
+            gib,
+            ">= BG/NBD x GG, Pearson and Spearman",
+            all(cd["nextbest"][k] >= cd["bgnbd_gg"][k] for k in ("pearson", "spearman")),
+            _ltv_detail(cd),
+        )
+    )
+    seconds, gib, out = run_measured([*script, "--fit-rows", "1000000"])
+    fit = json.loads(out.splitlines()[-1])
+    rows.append(
+        Row(
+            "LTV repeat-purchase fit + 12-month values, 1M customers",
+            fit["seconds"],
+            gib,
+            "< 5 min, < 8 GiB",
+            fit["seconds"] < 300 and gib < 8,
+            f"BG/NBD x Gamma-Gamma fit {fit['fit_seconds']:.1f} s (survival fits nothing)",
+        )
+    )
+    return rows
+
+
 def bench_hillstrom() -> Row | None:
     """Issue 4: Qini of the uplift learners on Hillstrom's randomized e-mail test."""
     src = REPO.parent / "shared" / "datasets" / "hillstrom.csv"
@@ -502,7 +575,17 @@ def main() -> None:
     parser.add_argument(
         "--faults-only", action="store_true", help="only the fault figures (bench/faults_bench.py)"
     )
+    parser.add_argument(
+        "--lifetime-only", action="store_true", help="only issue 21's lifetime-value figures"
+    )
     args = parser.parse_args()
+    if args.lifetime_only:
+        workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
+        try:
+            render(bench_lifetime(workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     if args.faults_only:
         render(bench_faults())
         return
@@ -538,6 +621,8 @@ def main() -> None:
             rows += bench_uplift(data, args.uplift_size, 300)
             render(rows)
 
+        rows += bench_lifetime(workdir)
+        render(rows)
         hillstrom = bench_hillstrom()
         if hillstrom is not None:
             rows.append(hillstrom)

@@ -56,6 +56,7 @@ def test_train_promote_score_evaluate_and_retrain(
         "churn_probability",
         "satisfaction",
         "ltv",
+        "window_value",
         "model_version",
         "as_of",
         "control_group",

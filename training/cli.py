@@ -185,6 +185,8 @@ def train(
         out.print(f"{role}: {shown}", highlight=False)
     for role, why in result.skipped.items():
         out.print(f"skipped {role}: {why}", highlight=False)
+    if result.lifetime:
+        out.print(f"ltv: {result.lifetime} (chosen on held-out revenue)", highlight=False)
     out.print(f"registered nextbest version {result.version} (snapshots {', '.join(result.as_of)})")
 
 

@@ -56,15 +56,25 @@ class FeatureSettings(BaseModel):
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "config.yaml"
 Role = Literal["churn", "satisfaction", "value"]
-#: the score each role's model serves, by the name rules, the API and the batch output use
+#: the score each role's model serves, by the name rules, the API and the batch output use; the
+#: value role's model predicts revenue over its label window (`window_value`)
 SCORE_NAMES: dict[str, str] = {
     "churn": "churn_probability",
     "satisfaction": "satisfaction",
-    "value": "ltv",
+    "value": "window_value",
 }
-#: the score roles in their fixed order, and their columns in the API and the batch output
+#: lifetime value over `objective.lifetime_months` (docs/lifetime.md); without a lifetime horizon
+#: (and in bundles trained before it existed) it is the label-window revenue, as it always was
+LTV_SCORE = "ltv"
+WINDOW_VALUE_SCORE = SCORE_NAMES["value"]
+#: the score roles in their fixed order, and the score columns of the API and the batch output
 ROLES: tuple[str, ...] = tuple(SCORE_NAMES)
-SCORE_COLUMNS: tuple[str, ...] = tuple(SCORE_NAMES[role] for role in ROLES)
+SCORE_COLUMNS: tuple[str, ...] = (
+    "churn_probability",
+    "satisfaction",
+    LTV_SCORE,
+    WINDOW_VALUE_SCORE,
+)
 #: the exposures contract's "no action": the arm every uplift is measured against
 CONTROL = "control"
 Kind = Literal["any", "count", "sum", "last", "none"]
@@ -138,6 +148,15 @@ class Objective(_Model):
         default=None, description="None: no outcome is money (a churn-only data set, say)"
     )
     retention_value: Literal["ltv"] | None = None
+    lifetime_months: int | None = Field(
+        default=None,
+        ge=1,
+        le=120,
+        description="the horizon of `ltv`; None: `ltv` is the value outcome's label-window revenue",
+    )
+    discount_rate: float = Field(
+        default=0.0, ge=0, lt=1, allow_inf_nan=False, description="annual, for `ltv`"
+    )
     satisfaction_weight: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     outcome_values: dict[str, float] = Field(
         default_factory=dict,
@@ -342,6 +361,10 @@ class Config(_Model):
             known = ", ".join(self.outcomes)
             message = f"names no outcome (got '{self.objective.value_outcome}'; outcomes: {known})"
             raise _FieldProblem(("objective", "value_outcome"), message)
+        if self.objective.lifetime_months is not None and "value" not in owner:
+            raise _FieldProblem(
+                ("objective", "lifetime_months"), "needs an outcome with role 'value' (revenue)"
+            )
         for name in self.objective.outcome_values:
             if name not in self.outcomes or name == value:
                 why = "is the value_outcome already" if name == value else "names no outcome"

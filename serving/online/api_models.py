@@ -111,11 +111,16 @@ class EventsResponse(BaseModel):
 
 
 class Scores(BaseModel):
-    """The three scores; null for a score whose model was not trained."""
+    """The scores; null for a score whose model was not trained."""
 
     churn_probability: float | None
     satisfaction: float | None
-    ltv: float | None
+    ltv: float | None = Field(
+        description="lifetime value over objective.lifetime_months (without it: window_value)"
+    )
+    window_value: float | None = Field(
+        default=None, description="expected revenue over the value outcome's label window"
+    )
 
 
 class ActionOut(BaseModel):

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from serving.online.store import FeatureRow
-from training.config import CONTROL, SCORE_COLUMNS, SCORE_NAMES
+from training.config import CONTROL, SCORE_COLUMNS
 from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
 from training.policy.control import in_control
 from training.policy.value import net_value
@@ -103,7 +103,7 @@ class Decider:
         self.action_ids = self.catalog.ids
         self.cost = np.array([a.cost for a in self.catalog.actions], dtype=np.float64)
         self.score_columns = SCORE_COLUMNS
-        self.trained_scores = tuple(SCORE_NAMES[role] for role in bundle.models)
+        self.trained_scores = bundle.trained_scores
         self.n_features = len(bundle.builder.feature_names_)
         self._rule_features = self._rule_feature_decoders(bundle)
         self.channels = frozenset(c for a in self.catalog.actions for c in a.channels or ())

@@ -7,7 +7,7 @@ catalog's eligibility rules read (float64 numbers and category text, as batch sc
 online and batch agree at rule thresholds). The file is written beside its target and renamed onto
 it, so a service never opens half a store; `OnlineStore` reads it read-only and immutable.
 
-Each row also holds the bundle's *model outputs* for that customer (the three scores, then every
+Each row also holds the bundle's *model outputs* for that customer (the scores, then every
 uplift outcome's value per catalog action, float64), computed in one vectorised pass. No model reads
 the request context, so for the bundle that materialized the store they are exactly what the
 request path would compute; the service uses them while it serves that bundle (`Decider`,
@@ -44,7 +44,7 @@ from training.features.definition import to_matrix
 from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 
-FORMAT = 2  # 2: model outputs beside the features
+FORMAT = 3  # 2: model outputs beside the features; 3: four scores (ltv and window_value)
 DEFAULT_PATH = Path("out/online_store.sqlite")
 Namespace = dict[str, float | str | None]
 
@@ -99,7 +99,7 @@ def _json_values(col: pd.Series) -> list[float | str | None]:
 
 
 def model_outputs(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
-    """(n, 3 + outcomes x actions) float64: the scores in SCORE_COLUMNS order, then each uplift
+    """(n, scores + outcomes x actions) float64: the SCORE_COLUMNS in order, then each uplift
     outcome of `bundle.uplift` (in its order) over the catalog's actions; the layout
     `serving.online.decision.Decider` unpacks."""
 

@@ -121,6 +121,12 @@ def _action_changes(index: int, **changes: object) -> dict[str, object]:
             {"objective__outcome_values": {"visit": float("nan")}},
             "config.yaml: objective.outcome_values: must be finite numbers (got nan for 'visit')",
         ),
+        ({"objective__lifetime_months": 0}, "config.yaml: objective.lifetime_months: must be >= 1"),
+        ({"objective__discount_rate": 1.5}, "config.yaml: objective.discount_rate: must be < 1"),
+        (
+            {"objective__lifetime_months": 12, "outcomes__value__role": None},
+            "config.yaml: objective.lifetime_months: needs an outcome with role 'value'",
+        ),
         ({"snapshots__as_of": "soon"}, "config.yaml: snapshots.as_of: must be a non-empty list"),
         ({"snapshots__as_of": ["2026-13-01"]}, "config.yaml: snapshots.as_of: not a date"),
         ({"outcomes__churn__horizon": 3}, "config.yaml: outcomes.churn.horizon: unknown field"),

@@ -9,6 +9,7 @@ data set such as IBM Telco) gets this section alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import duckdb
@@ -25,7 +26,9 @@ BASELINES = {
     "churn": "logistic regression",
     "satisfaction": "the last survey answer carried forward",
     "value": "the customer's historical average",
+    "lifetime": "label-window revenue scaled to the horizon",
 }
+LIFETIME_METRICS = ("normalized_gini", "spearman", "pearson", "mean_ratio")
 
 
 @dataclass
@@ -56,6 +59,24 @@ def metric_rows(role: str, outcome: str, metrics: dict[str, float]) -> list[dict
     ]  # fmt: skip
 
 
+def lifetime_rows(
+    method: str, selection: Mapping[str, Mapping[str, float]]
+) -> list[dict[str, object]]:
+    """The chosen lifetime method's held-out figures at training (`LifetimeValue.selection`)
+    beside the label-window revenue scaled to the same horizon; empty when training judged none."""
+    chosen, scaled = selection.get(method), selection.get("window_scaled", {})
+    if not chosen:
+        return []
+    days = int(chosen.get("judged_days", 0))
+    outcome = f"revenue over the next {days} days, {method}"
+    return [
+        {"role": "lifetime", "outcome": outcome, "metric": name, "model": chosen[name],
+         "baseline": scaled.get(name, np.nan)}
+        for name in LIFETIME_METRICS
+        if name in chosen
+    ]  # fmt: skip
+
+
 def evaluate_scores(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> ScoreEvaluation:
     """Every score model of `bundle` on its held-out test slice of the data behind `con`."""
     config, builder = bundle.config, bundle.builder
@@ -73,6 +94,8 @@ def evaluate_scores(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> ScoreEval
             continue
         rows += metric_rows(role, outcome, score_metrics(model, data))
         figures |= {f"{role}_{name}": fig for name, fig in score_figures(model, data).items()}
+    if bundle.lifetime is not None:
+        rows += lifetime_rows(bundle.lifetime.method, bundle.lifetime.selection)
     columns = ["role", "outcome", "metric", "model", "baseline"]
     return ScoreEvaluation(
         bundle.version or "",

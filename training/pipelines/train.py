@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from training.config import ROLES, Config, OutcomeSpec, load_config
@@ -26,6 +28,7 @@ from training.data.snapshots import (
 from training.errors import NextbestError
 from training.evaluation.score_metrics import score_figures, score_metrics
 from training.features.definition import FeatureBuilder
+from training.pipelines.lifetime import describe, fit_lifetime
 from training.pipelines.validate import check_rule_names, check_rule_scores
 from training.registry.bundle import Bundle
 from training.registry.mlflow_models import log_bundle
@@ -55,6 +58,7 @@ class TrainResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     uplift: dict[str, str] = field(default_factory=dict)  # outcome -> chosen learner class
+    lifetime: str = ""  # the lifetime method `ltv` uses ("": ltv is the label-window revenue)
 
 
 def make_model(role: str, spec: OutcomeSpec) -> LightGBMScoreModel:
@@ -91,7 +95,8 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
     with ds.connect() as con:
         builder = FeatureBuilder(config.features).fit(con)
         check_rule_names(config, builder.feature_names_)
-        dates = resolve_as_of(config, data_span(con, config))
+        span = data_span(con, config)
+        dates = resolve_as_of(config, span)
         say(f"building snapshots as of {', '.join(map(str, dates))}")
         frame = build_snapshots(con, builder, config, dates)
         present = {t for (t,) in con.execute("SELECT DISTINCT event_type FROM events").fetchall()}
@@ -105,6 +110,14 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
                 log_score_run(model, data_set, result.metrics[role], score_figures(model, data_set))
                 models[role] = model
         check_rule_scores(config, result.skipped)
+        lifetime = None
+        if config.objective.lifetime_months is not None and "value" in models:
+            say(f"choosing the lifetime value model ({config.objective.lifetime_months} months)")
+            with ds.connect() as con:
+                lifetime = fit_lifetime(con, frame, builder, config, models, span.observed_until)
+        if lifetime is not None:
+            log_lifetime(describe(lifetime))
+            result.lifetime = lifetime.method
         say("training uplift models on the exposures")
         with ds.connect() as con:
             uplift = train_uplift(con, builder, config)
@@ -123,6 +136,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
             models=models,
             metadata=_metadata(result, builder, config) | {"data": run.fingerprint},
             uplift=uplift.learners if uplift is not None else None,
+            lifetime=lifetime,
         )
         result.version = log_bundle(bundle, frame.head(5))
     return result
@@ -151,6 +165,16 @@ def _train_role(
     model = fit_on(make_model(role, spec), data_set)
     result.metrics[role] = score_metrics(model, data_set)
     return model, data_set
+
+
+def log_lifetime(described: dict[str, Any]) -> None:
+    """The lifetime choice on the training run: the method as params, each method's held-out
+    figures as `lifetime.<method>.<metric>` metrics."""
+    import mlflow
+
+    mlflow.log_params(described["params"])
+    metrics = {k: float(v) for k, v in described["metrics"].items() if np.isfinite(v)}
+    mlflow.log_metrics(metrics)
 
 
 def _metadata(result: TrainResult, builder: FeatureBuilder, config: Config) -> dict[str, object]:

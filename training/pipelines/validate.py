@@ -7,13 +7,15 @@ from pathlib import Path
 
 import duckdb
 
-from training.config import SCORE_NAMES, Config, check_eligibility_names, load_config
+from training.config import LTV_SCORE, SCORE_NAMES, Config, check_eligibility_names, load_config
 from training.data.contract import open_dataset, validate_dataset
 from training.errors import ConfigError, NextbestError
 from training.features.definition import FeatureBuilder
 
 #: the scores eligibility rules may read besides the features, and the role that makes each
-SCORE_ROLES: dict[str, str] = {name: role for role, name in SCORE_NAMES.items()}
+SCORE_ROLES: dict[str, str] = {name: role for role, name in SCORE_NAMES.items()} | {
+    LTV_SCORE: "value"
+}
 
 
 def validate_all(data: Path | None, config_path: Path | None) -> list[str]:

@@ -1,11 +1,16 @@
 """Net value: what an action is worth to one customer, in money, after its cost (issue 4, item 2).
 
     expected_value = uplift[value_outcome]                            (money: revenue uplift)
-                   + (−uplift[churn outcome]) × ltv                    (if retention_value == "ltv")
+                   + (−uplift[churn outcome]) × retained_value         (if retention_value == "ltv")
                    + satisfaction_weight × uplift[satisfaction outcome] (if the weight is not 0)
                    + Σ outcome_values[o] × uplift[o]                   (money per unit of outcome o)
                    − cost
     roi            = expected_value / cost
+
+retained_value is what a customer kept through the label window is worth beyond it. With
+`objective.lifetime_months`, `ltv` is the lifetime value and the window's revenue is already in
+uplift[value_outcome], so retained_value = max(ltv − window_value, 0): nothing is counted twice.
+Without a lifetime horizon `ltv` is the window revenue itself and retained_value = ltv, as before.
 
 The same pure function serves the online service (one customer: uplift arrays of shape (k,), scores
 as scalars) and nightly batch (n customers: uplift (n, k), scores (n,)); it only uses numpy.
@@ -29,10 +34,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from training.config import SCORE_NAMES, Objective, OutcomeSpec
+from training.config import LTV_SCORE, WINDOW_VALUE_SCORE, Objective, OutcomeSpec
 
 FloatArray = NDArray[np.float64]
-LTV_SCORE = SCORE_NAMES["value"]
 
 
 class NetValue(NamedTuple):
@@ -69,6 +73,17 @@ def roi(expected_value: ArrayLike, cost: ArrayLike) -> FloatArray:
     return np.where(free, np.sign(net) * np.where(net == 0, 0.0, np.inf), ratio)
 
 
+def retained_value(scores: Mapping[str, ArrayLike], objective: Objective) -> FloatArray:
+    """What keeping a customer through the label window is worth beyond it: lifetime value net of
+    the window's revenue (already counted by the value outcome's uplift) with a lifetime horizon,
+    else `ltv` itself (the window revenue, as before lifetime horizons existed)."""
+    ltv = np.asarray(scores[LTV_SCORE], dtype=np.float64)
+    if objective.lifetime_months is None or WINDOW_VALUE_SCORE not in scores:
+        return ltv
+    window = np.asarray(scores[WINDOW_VALUE_SCORE], dtype=np.float64)
+    return np.maximum(ltv - window, 0.0)
+
+
 def net_value(
     uplift: Mapping[str, ArrayLike],
     scores: Mapping[str, ArrayLike],
@@ -93,7 +108,8 @@ def net_value(
         total = total + money
     churn = _uplift(uplift, _role_outcome(outcomes, "churn"))
     if objective.retention_value == "ltv" and churn is not None and LTV_SCORE in scores:
-        total = total - churn * _per_customer(scores[LTV_SCORE], len(shape))  # −churn = retained
+        worth = _per_customer(retained_value(scores, objective), len(shape))
+        total = total - churn * worth  # −churn = retained
     satisfaction = _uplift(uplift, _role_outcome(outcomes, "satisfaction"))
     if objective.satisfaction_weight != 0 and satisfaction is not None:
         total = total + objective.satisfaction_weight * satisfaction

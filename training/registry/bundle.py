@@ -5,6 +5,7 @@ model per role that could be trained, the uplift learners, and metadata. On disk
 model's own files (LightGBM text models + JSON, never pickle):
 
     builder.json  config.json  metadata.json  models/<role>/...  uplift/<outcome>.json
+    lifetime.json  (with `objective.lifetime_months`: how `ltv` projects value, see scores.lifetime)
 
 This module is pure: no MLflow, nothing at import time. Registering a bundle as a version of the MLflow
 model "nextbest" and finding it again is `training.registry.mlflow_models`.
@@ -24,11 +25,19 @@ import pandas as pd
 from lightgbm.basic import LightGBMError
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.config import ROLES, SCORE_COLUMNS, SCORE_NAMES, Config
+from training.config import (
+    LTV_SCORE,
+    ROLES,
+    SCORE_COLUMNS,
+    SCORE_NAMES,
+    WINDOW_VALUE_SCORE,
+    Config,
+)
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder, to_matrix
 from training.registry.checksums import checksums, verify
 from training.scores.base import ScoreModel
+from training.scores.lifetime import LifetimeValue
 from training.uplift.selection import UpliftModel, load_uplift
 
 FORMAT = 1
@@ -78,6 +87,7 @@ class Bundle:
         models: dict[str, ScoreModel],
         metadata: BundleMetadata | dict[str, Any] | None = None,
         uplift: dict[str, UpliftModel] | None = None,
+        lifetime: LifetimeValue | None = None,
     ) -> None:
         unknown = set(models) - set(ROLES)
         if unknown:
@@ -90,6 +100,7 @@ class Bundle:
         self.config = config
         self.models = {role: models[role] for role in ROLES if role in models}
         self.uplift = {name: uplift[name] for name in config.outcomes if name in uplift}
+        self.lifetime = lifetime if "value" in self.models else None
         if not isinstance(metadata, BundleMetadata):
             metadata = BundleMetadata.model_validate(metadata or {})
         self.metadata = metadata.model_copy(
@@ -107,12 +118,26 @@ class Bundle:
 
     # -- scoring ------------------------------------------------------------------------------
     def score_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """The three scores of a model matrix (`to_matrix` of `builder.feature_names_`); NaN
-        for the scores whose role was not trained."""
+        """The scores of a model matrix (`to_matrix` of `builder.feature_names_`); NaN for the
+        scores whose role was not trained. `ltv` is the lifetime value when the bundle has a
+        lifetime model, else the label-window revenue (`window_value`), as before lifetimes."""
         out = {name: np.full(len(X), np.nan) for name in SCORE_COLUMNS}
         for role, model in self.models.items():
             out[SCORE_NAMES[role]] = np.asarray(model.predict_score(X), dtype=np.float64)
+        if self.lifetime is not None:
+            names = self.builder.feature_names_
+            out[LTV_SCORE] = self.lifetime.predict(X, names, out)
+        else:
+            out[LTV_SCORE] = out[WINDOW_VALUE_SCORE]
         return out
+
+    @property
+    def trained_scores(self) -> tuple[str, ...]:
+        """The score columns this bundle's models provide (the others are always NaN)."""
+        have = {SCORE_NAMES[role] for role in self.models}
+        if "value" in self.models:
+            have.add(LTV_SCORE)
+        return tuple(name for name in SCORE_COLUMNS if name in have)
 
     def uplift_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Predicted uplift per outcome with an uplift learner: (n, k) with columns in the
@@ -200,6 +225,8 @@ class Bundle:
         for outcome, learner in self.uplift.items():
             (folder / "uplift").mkdir(exist_ok=True)
             _write_json(folder / "uplift" / f"{outcome}.json", learner.to_dict())
+        if self.lifetime is not None:
+            _write_json(folder / "lifetime.json", self.lifetime.to_dict())
         _write_json(folder / "builder.json", self.builder.to_dict())
         # warnings=False: pydantic warns (wrongly) about Snapshots.as_of's plain validator
         config = self.config.model_dump(mode="json", warnings=False)
@@ -228,14 +255,16 @@ class Bundle:
                       for role, path in classes.items()}  # fmt: skip
             uplift = {name: load_uplift(_read_json(folder / "uplift" / f"{name}.json"))
                       for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
+            lifetime = (LifetimeValue.from_dict(_read_json(folder / "lifetime.json"))
+                        if (folder / "lifetime.json").is_file() else None)  # fmt: skip
             metadata = BundleMetadata.model_validate(meta)
-        except (OSError, KeyError, ValueError, TypeError, LightGBMError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, LightGBMError, NextbestError) as exc:
             raise NextbestError(f"{folder}: a model of the bundle is unreadable ({exc})") from None
         if metadata.format != FORMAT:
             raise NextbestError(f"{folder}: bundle format {metadata.format} is not {FORMAT}")
         if metadata.feature_version != builder.version:
             raise NextbestError(f"{folder}: metadata and builder.json disagree on the features")
-        bundle = cls(builder, config, models, metadata, uplift)
+        bundle = cls(builder, config, models, metadata, uplift, lifetime)
         bundle.metadata = metadata  # as saved (nextbest_version of the training code)
         bundle.version = metadata.registry_version or None  # an exported bundle keeps its version
         return bundle

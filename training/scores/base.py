@@ -48,7 +48,7 @@ class ScoreModel(Protocol):
     """What train.py, bundle.py and promote.py rely on."""
 
     role: str  # "churn" | "satisfaction" | "value"
-    score_name: str  # column in the scores table: churn_probability | satisfaction | ltv
+    score_name: str  # column in the scores table: churn_probability | satisfaction | window_value
     main_metric: str  # the metric promotion compares
     greater_is_better: bool
 

@@ -1,4 +1,4 @@
-"""Lifetime value: revenue over the outcome's horizon, by LightGBM with a Tweedie loss.
+"""Label-window value (`window_value`): revenue over the value outcome's horizon, by LightGBM with a Tweedie loss.
 
 Revenue per customer is zero for many and heavy-tailed for the rest; the Tweedie family (a
 compound Poisson-gamma for 1 < power < 2) models that mass at zero and the long tail together,
@@ -21,7 +21,7 @@ class LtvModel(RegressorMixin, LightGBMScoreModel):
     `value_event_types`, e.g. purchases). Negative amounts (refunds) are fitted as 0."""
 
     role = "value"
-    score_name = "ltv"
+    score_name = "window_value"
     main_metric = "normalized_gini"
     greater_is_better = True
 

@@ -21,7 +21,7 @@ from training.synth.actions import ACTION_COSTS, ACTION_IDS, ARMS, EFFECT_NOTES,
 from training.synth.campaigns import assign
 from training.synth.dynamics import State, initial_state
 from training.synth.journey import CHANNELS, EVENT_TYPES, WEEK_S, EventBatch, simulate_week
-from training.synth.truth import potential_outcomes
+from training.synth.truth import LIFETIME_MONTHS, lifetime_revenue, potential_outcomes
 from training.synth.world import (
     AGE_BANDS,
     CONTRACTS,
@@ -133,7 +133,15 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
                 seed + 7919 * week,
                 cfg.effect_weeks,
             )
-            truth.append(_truth_table(pop, st, idx, cfg.week_start(week), po))
+            long = lifetime_revenue(
+                pop.take(idx),
+                st.take(idx),
+                week,
+                max(cfg.truth_reps // 4, 2),
+                seed + 6007 * week,
+                LIFETIME_MONTHS,
+            )
+            truth.append(_truth_table(pop, st, idx, cfg.week_start(week), po | long))
         if week == cfg.weeks:
             break
         if week in campaigns:
@@ -150,6 +158,15 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
                     seed + 31 * week,
                     cfg.effect_weeks,
                 )
+                long = lifetime_revenue(
+                    pop.take(idx),
+                    st.take(idx),
+                    week,
+                    max(cfg.truth_reps // 4, 2),
+                    seed + 6007 * week + 1,
+                    (12,),
+                )
+                po["value_12m_control"] = long["value_12m"]
                 rows = _exposure_table(pop, idx, arm[ev], prop[ev], week, cfg)
                 exposure_truth.append(_with_columns(rows, po))
             for a in range(1, len(ARMS)):
@@ -279,6 +296,11 @@ def _write_manifest(folder: Path, customers: int, seed: int, cfg: WorldConfig) -
         "outcomes": {
             "churn": "P(churn event within 90 days)",
             "value": "expected revenue (purchase events incl. bills) within 90 days",
+            **{
+                f"value_{m}m": f"customers_truth: expected revenue within {m} months "
+                "(30.4375-day months), under control (exposures_truth: value_12m_control)"
+                for m in LIFETIME_MONTHS
+            },
             "satisfaction": "expected NPS answer (0-10) at the end of the 90 days",
         },
         "world": {k: v for k, v in asdict(cfg).items() if k not in ("campaigns", "extra")}

@@ -12,6 +12,9 @@ window (`kind: last`), given there is one: each week's expected answer (rounded 
 and not later. At 3% answers a week that is close to the window's average; the NPS at the
 window's end (the first definition) read the action's full, built-up effect, about three times
 what any label shows, and the answer's unrounded centre (the second) overstated it near 10.
+
+For the customers' truth, `lifetime_revenue` walks the same dynamics 12 and 24 months on under
+control (`value_12m`, `value_24m`): what a lifetime-value model is scored against.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from training.synth.world import PLAN_BASKET, Population
 HORIZON_WEEKS = 13
 MAX_CONTACTS = 8  # contacts in one week beyond this are vanishingly rare at the world's rates
 LAST_WEEK_SHARE = 6.0 / 7.0  # 90 days = 12 weeks and 6 days
+MONTH_DAYS = 365.25 / 12
+LIFETIME_MONTHS = (12, 24)  # the long horizons of the customers' truth (value_12m, value_24m)
 
 
 def potential_outcomes(
@@ -68,21 +73,78 @@ def _expected_path(
         )
         answered += last
         nps += last * dyn.expected_nps_answer(st.sat)  # from the week's opening satisfaction
-        contacts = poisson_from_uniform(rng.random(n), call_rate + chat_rate)
-        fails = rng.random((n, MAX_CONTACTS)) < (1.0 - dyn.resolve_probability(pop, st))[:, None]
-        unresolved = (fails & (np.arange(MAX_CONTACTS) < contacts[:, None])).sum(axis=1)
-        unresolved = unresolved.astype(float)
-        complaints = poisson_from_uniform(rng.random(n), dyn.complaint_rate(st, unresolved))
-        complaints = complaints.astype(float)
-        hazard = 1.0 - (1.0 - dyn.churn_hazard(pop, st, w)) ** share
-        billed = (pop.bill_day // 7 == w % 4) & ((pop.bill_day % 7) < 7 * share)
-        spend = share * dyn.purchase_rate(pop, st) * basket + billed * pop.fee
+        hazard, spend = _step(pop, st, w, share, rng, call_rate + chat_rate, basket)
         revenue += (
             survival * (1.0 - hazard / 2.0) * spend
         )  # a churner keeps half the week on average
         survival *= 1.0 - hazard
-        dyn.advance(pop, st, rng, unresolved, complaints, contacts.astype(float), w)
     return 1.0 - survival, revenue, nps / answered
+
+
+def _step(
+    pop: Population,
+    st: dyn.State,
+    w: int,
+    share: float,
+    rng: np.random.Generator,
+    contact_rate: np.ndarray,
+    basket: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One week (or its first `share`) along a path: sample contacts, failures and complaints, take
+    the week's churn hazard and the spend of a customer alive all week, then advance the state."""
+    n = len(pop)
+    contacts = poisson_from_uniform(rng.random(n), contact_rate)
+    fails = rng.random((n, MAX_CONTACTS)) < (1.0 - dyn.resolve_probability(pop, st))[:, None]
+    unresolved = (fails & (np.arange(MAX_CONTACTS) < contacts[:, None])).sum(axis=1)
+    unresolved = unresolved.astype(float)
+    complaints = poisson_from_uniform(rng.random(n), dyn.complaint_rate(st, unresolved))
+    complaints = complaints.astype(float)
+    hazard, spend = _week_money(pop, st, w, share, basket)
+    dyn.advance(pop, st, rng, unresolved, complaints, contacts.astype(float), w)
+    return hazard, spend
+
+
+def _week_money(
+    pop: Population, st: dyn.State, w: int, share: float, basket: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The churn hazard over the first `share` of week `w` and the spend in it of a customer
+    alive throughout (ad-hoc purchases at the week's rate, the bill if it falls in it)."""
+    hazard = 1.0 - (1.0 - dyn.churn_hazard(pop, st, w)) ** share
+    billed = (pop.bill_day // 7 == w % 4) & ((pop.bill_day % 7) < 7 * share)
+    return hazard, share * dyn.purchase_rate(pop, st) * basket + billed * pop.fee
+
+
+def lifetime_revenue(
+    pop: Population, st: dyn.State, week: int, reps: int, seed: int, months: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Expected revenue (bills + purchases) over each horizon of `months` from `week` on, with no
+    new action (one in force runs its course): columns `value_<m>m`, one row per customer.
+
+    The same walk as the 90-day truth, only longer: churn and spend in expectation along `reps`
+    sampled paths of contacts and satisfaction. A month is 30.4375 days (365.25 / 12)."""
+    n = len(pop)
+    idx = np.tile(np.arange(n), reps)
+    pop, st = pop.take(idx), st.take(idx)
+    rng = np.random.default_rng(seed)
+    ends = {m: m * MONTH_DAYS / 7.0 for m in months}  # horizons in (fractional) weeks
+    survival = np.ones(len(idx))
+    revenue = np.zeros(len(idx))
+    out: dict[str, np.ndarray] = {}
+    basket = PLAN_BASKET[pop.plan]
+    calls, chats = dyn.contact_rates(pop)
+    contact_rate = calls + chats
+    for k in range(int(np.ceil(max(ends.values())))):
+        for m, end in ends.items():
+            if k < end < k + 1:  # the horizon ends inside this week: count only its first part
+                hazard, spend = _week_money(pop, st, week + k, end - k, basket)
+                out[f"value_{m}m"] = revenue + survival * (1.0 - hazard / 2.0) * spend
+        hazard, spend = _step(pop, st, week + k, 1.0, rng, contact_rate, basket)
+        revenue += survival * (1.0 - hazard / 2.0) * spend  # a churner keeps half the week
+        survival *= 1.0 - hazard
+        for m, end in ends.items():
+            if end == k + 1:
+                out[f"value_{m}m"] = revenue.copy()
+    return {name: v.reshape(reps, n).mean(axis=0) for name, v in out.items()}
 
 
 def poisson_from_uniform(u: np.ndarray, lam: np.ndarray, kmax: int = 30) -> np.ndarray:

@@ -47,6 +47,7 @@ def test_output_is_the_design_tables_plus_two_columns(first: Path) -> None:
         "churn_probability",
         "satisfaction",
         "ltv",
+        "window_value",
         "model_version",
         "as_of",
         "control_group",

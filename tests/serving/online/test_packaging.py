@@ -77,7 +77,12 @@ def test_an_exported_bundle_keeps_its_version_and_serves(world: World, exported:
     assert runtime.version == champion
     assert runtime.key[0] == served_key(settings)
     row = runtime.store.get(next(iter(_customers(world.store))))
-    assert set(runtime.decider.scores(row)) == {"churn_probability", "satisfaction", "ltv"}
+    assert set(runtime.decider.scores(row)) == {
+        "churn_probability",
+        "satisfaction",
+        "ltv",
+        "window_value",
+    }
 
 
 @pytest.mark.slow
@@ -181,7 +186,12 @@ def test_bento_serves_on_its_own_from_another_directory(world: World, tmp_path: 
             assert status == 200, body
             assert body["model_version"] == champion
             assert body["customer_id"] == customer and not body["cold_start"]
-            assert set(body["scores"]) == {"churn_probability", "satisfaction", "ltv"}
+            assert set(body["scores"]) == {
+                "churn_probability",
+                "satisfaction",
+                "ltv",
+                "window_value",
+            }
             answers.append(body)
         assert any(body["actions"] for body in answers), "some of 20 customers get an action"
         status, meta = server.call("GET", "/metadata")

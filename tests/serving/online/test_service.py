@@ -22,7 +22,7 @@ from tests.serving.conftest import API_KEY, Server, World
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
-SCORES = {"churn_probability", "satisfaction", "ltv"}
+SCORES = {"churn_probability", "satisfaction", "ltv", "window_value"}
 ACTION_FIELDS = {
     "action_id",
     "name",

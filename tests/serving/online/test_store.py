@@ -16,6 +16,7 @@ from serving.online.store import (
     write_store,
 )
 from tests.serving.conftest import World
+from training.config import SCORE_COLUMNS
 from training.errors import NextbestError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
@@ -36,7 +37,8 @@ def test_materialized_rows_are_the_bundle_matrix(world: World) -> None:
     assert store.info.feature_version == bundle.builder.version
     store.check_compatible(bundle.builder.version)
     outputs = model_outputs(bundle, matrix)
-    assert outputs.shape == (len(features), 3 + len(bundle.uplift) * len(bundle.config.catalog))
+    width = len(SCORE_COLUMNS) + len(bundle.uplift) * len(bundle.config.catalog)
+    assert outputs.shape == (len(features), width)
     for i in range(0, len(features), 97):
         row = store.get(features["customer_id"].iloc[i])
         assert isinstance(row, FeatureRow)

@@ -98,3 +98,22 @@ def test_roi_with_zero_cost() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="do not match"):
         net_value({"value": np.zeros((2, 3))}, {}, COSTS, FULL, OUTCOMES)
+
+
+def test_lifetime_value_counts_only_what_lies_beyond_the_window() -> None:
+    """docs/lifetime.md's worked example: a call cuts 90-day churn by 5 points and adds 12 of
+    window revenue; the customer is worth 150 over the window and 520 over 12 months."""
+    lifetime = Objective(value_outcome="value", retention_value="ltv", lifetime_months=12)
+    uplift = {"value": np.array([12.0]), "churn": np.array([-0.05])}
+    scores = {"ltv": 520.0, "window_value": 150.0}
+    ev, _ = net_value(uplift, scores, np.array([8.0]), lifetime, OUTCOMES)
+    np.testing.assert_allclose(ev, [12.0 + 0.05 * (520.0 - 150.0) - 8.0])  # 22.5
+    # without a lifetime horizon ltv is the window revenue and is used as it is (as before)
+    window_only = Objective(value_outcome="value", retention_value="ltv")
+    ev, _ = net_value(uplift, {"ltv": 150.0, "window_value": 150.0}, np.array([8.0]),
+                      window_only, OUTCOMES)  # fmt: skip
+    np.testing.assert_allclose(ev, [12.0 + 0.05 * 150.0 - 8.0])  # 11.5
+    # a lifetime below the window's own value (a customer about to leave) is worth nothing more
+    ev, _ = net_value(uplift, {"ltv": 100.0, "window_value": 150.0}, np.array([8.0]),
+                      lifetime, OUTCOMES)  # fmt: skip
+    np.testing.assert_allclose(ev, [12.0 - 8.0])

@@ -32,7 +32,11 @@ from training.scores.satisfaction import SatisfactionModel
 from .conftest import TEST_JOBS
 
 ROLES = ["churn", "satisfaction", "value"]
-SCORE_NAMES = {"churn": "churn_probability", "satisfaction": "satisfaction", "value": "ltv"}
+SCORE_NAMES = {
+    "churn": "churn_probability",
+    "satisfaction": "satisfaction",
+    "value": "window_value",
+}
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -48,6 +48,9 @@ def test_truth_is_written_apart_from_the_data(small_world: Path) -> None:
     columns = pq.read_schema(truth / "customers_truth.parquet").names
     for arm in ARMS:
         assert {f"churn_{arm}", f"value_{arm}", f"satisfaction_{arm}"} <= set(columns)
+    assert {"value_12m", "value_24m"} <= set(columns)
+    exposed = pq.read_schema(truth / "exposures_truth.parquet").names
+    assert "value_12m_control" in exposed
     latent = {"satisfaction_latent", "price_sensitivity", "engagement", "service_need"}
     assert not latent & set(pq.read_schema(small_world / "customers.parquet").names)
 
@@ -167,3 +170,23 @@ def test_inverse_cdf_poisson_has_the_right_law() -> None:
     for lam in (0.05, 0.8, 3.0):
         k = poisson_from_uniform(rng.random(200_000), np.full(200_000, lam))
         assert abs(k.mean() - lam) < 0.02 and abs(k.var() - lam) < 0.05
+
+
+def test_lifetime_truth_is_what_the_next_twelve_months_bring(tmp_path: Path) -> None:
+    """value_12m (the truth an LTV model is scored on) predicts the revenue the simulation then
+    realises over the next 12 months: unbiased in total and tracking it customer by customer."""
+    cfg = replace(WorldConfig(), chunk_size=1500, truth_reps=8, weeks=76, truth_weeks=(20,),
+                  campaigns=())  # fmt: skip
+    synthesize(1500, tmp_path / "d", seed=5, cfg=cfg)
+    truth = pd.read_parquet(tmp_path / "d_truth" / "customers_truth.parquet")
+    assert len(truth) > 1000
+    assert (truth.value_24m > truth.value_12m).all() and (
+        truth.value_12m > truth.value_control
+    ).all()
+    start = pd.Timestamp(cfg.week_start(20))
+    events = pd.read_parquet(tmp_path / "d" / "events.parquet")
+    window = (events.ts >= start) & (events.ts < start + pd.Timedelta(days=365.25))
+    bought = events[window & (events.event_type == "purchase")]
+    realised = bought.groupby("customer_id").value.sum().reindex(truth.customer_id).fillna(0.0)
+    assert realised.mean() == pytest.approx(truth.value_12m.mean(), rel=0.05)
+    assert np.corrcoef(realised, truth.value_12m)[0, 1] > 0.7

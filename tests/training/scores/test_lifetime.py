@@ -1,0 +1,130 @@
+"""Lifetime value: the survival projection's arithmetic, BG/NBD x Gamma-Gamma against data drawn from
+its own generative story, and the JSON round trip of what a bundle keeps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training.errors import NextbestError
+from training.scores.lifetime import (
+    LifetimeValue,
+    RepeatPurchaseModel,
+    purchase_summary,
+    survival_value,
+)
+
+TRUE_BGNBD = (0.8, 40.0, 1.5, 4.0)  # r, alpha (days), a, b
+TRUE_GG = (4.0, 5.0, 60.0)  # p, q, gamma: mean spend per purchase gamma p / (q - 1) = 60
+
+
+def draw_buyers(n: int, days: float, future: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """BG/NBD x Gamma-Gamma customers: the (x, t_x, T, m) summary over `days`, and the revenue of
+    the following `future` days."""
+    rng = np.random.default_rng(seed)
+    r, alpha, a, b = TRUE_BGNBD
+    p, q, gamma = TRUE_GG
+    lam = rng.gamma(r, 1.0 / alpha, n)
+    drop = rng.beta(a, b, n)
+    nu = rng.gamma(q, 1.0 / gamma, n)
+    T = rng.uniform(days / 2, days, n)  # customers joined at different times
+    summary = np.zeros((n, 4))
+    revenue = np.zeros(n)
+    for i in range(n):
+        t, times, alive = 0.0, [], True
+        while alive:
+            t += rng.exponential(1.0 / lam[i])
+            if t >= T[i] + future:
+                break
+            times.append(t)
+            alive = rng.random() >= drop[i]
+        spend = rng.gamma(p, 1.0 / nu[i], len(times))
+        seen = np.array([s < T[i] for s in times], dtype=bool)
+        x = int(seen.sum())
+        summary[i] = [x, times[x - 1] if x else 0.0, T[i], spend[seen].mean() if x else 0.0]
+        revenue[i] = spend[~seen].sum()
+    return summary, revenue
+
+
+@pytest.fixture(scope="module")
+def buyers() -> tuple[np.ndarray, np.ndarray]:
+    return draw_buyers(4000, days=270.0, future=365.0)
+
+
+def test_bgnbd_gamma_gamma_recovers_its_world(buyers: tuple[np.ndarray, np.ndarray]) -> None:
+    summary, future = buyers
+    model = RepeatPurchaseModel(horizon=365.0).fit(summary)
+    r, alpha, a, b = model.bgnbd_
+    assert r / alpha == pytest.approx(TRUE_BGNBD[0] / TRUE_BGNBD[1], rel=0.15)  # purchase rate
+    assert a / (a + b) == pytest.approx(1.5 / 5.5, rel=0.25)  # drop-out chance per purchase
+    p, q, gamma = model.gamma_gamma_
+    assert gamma * p / (q - 1) == pytest.approx(60.0, rel=0.1)  # mean spend per purchase
+    pred = model.predict(summary)
+    assert pred.sum() == pytest.approx(future.sum(), rel=0.1)
+    assert np.corrcoef(pred, future)[0, 1] > 0.5
+    assert np.all(pred >= 0)
+
+
+def test_discounting_and_horizon(buyers: tuple[np.ndarray, np.ndarray]) -> None:
+    summary, _ = buyers
+    model = RepeatPurchaseModel(horizon=365.0).fit(summary[:1000])
+    year, two = model.predict(summary[:50]), model.predict(summary[:50], horizon=730.0)
+    assert np.all(two > year)
+    model.discount_rate = 0.2
+    assert np.all(model.predict(summary[:50]) < year)
+
+
+def test_survival_projection_is_the_daily_sum() -> None:
+    p, window = np.array([0.0, 0.1, 0.5]), np.array([90.0, 90.0, 90.0])
+    got = survival_value(p, 90, window, 90, 365.25, discount_rate=0.1)
+    mu = -np.log1p(-p) / 90
+    days = np.arange(0, 365.25, 0.01)[:, None]
+    alive_window = np.exp(-mu * np.arange(0, 90, 0.01)[:, None]).sum(axis=0) * 0.01
+    spend = window / alive_window
+    want = (spend * np.exp(-(mu + np.log1p(0.1) / 365.25) * days)).sum(axis=0) * 0.01
+    assert got == pytest.approx(want, rel=1e-3)
+    assert survival_value(0.0, 90, 90.0, 90, 365.25) == pytest.approx(365.25)
+    assert np.all(np.diff(survival_value(np.linspace(0, 0.9, 10), 90, 100.0, 90, 730)) < 0)
+
+
+def test_purchase_summary_reads_the_features() -> None:
+    names = ["purchases_365d", "revenue_365d", "days_since_last_purchase", "days_since_first_event"]
+    X = np.array([[3, 90.0, 10.0, 100.0], [0, 0.0, np.nan, 500.0], [1, 20.0, 400.0, 800.0]])
+    summary = purchase_summary(X, names, 365)
+    assert summary.tolist() == [[2, 90, 100, 30], [0, 0, 365, 0], [0, 0, 365, 20]]
+    with pytest.raises(NextbestError, match="lack revenue_365d"):
+        purchase_summary(X[:, [0, 2, 3]], [names[0], names[2], names[3]], 365)
+
+
+def test_bad_summaries_are_refused() -> None:
+    with pytest.raises(NextbestError, match=r"\(n, 4\)"):
+        RepeatPurchaseModel().fit(np.zeros((5, 3)))
+    with pytest.raises(NextbestError, match="finite"):
+        RepeatPurchaseModel().fit(np.full((5, 4), np.nan))
+    with pytest.raises(NextbestError, match="repeat purchases"):
+        RepeatPurchaseModel().fit(np.zeros((5, 4)))
+
+
+def test_the_bundle_keeps_it_as_json(buyers: tuple[np.ndarray, np.ndarray]) -> None:
+    names = ["purchases_365d", "revenue_365d", "days_since_last_purchase", "days_since_first_event"]
+    summary, _ = buyers
+    X = np.column_stack([summary[:, 0] + 1, summary[:, 3] * (summary[:, 0] + 1),
+                         summary[:, 2] - summary[:, 1], summary[:, 2]])  # fmt: skip
+    repeat = RepeatPurchaseModel(horizon=365.25).fit(purchase_summary(X, names, 365))
+    model = LifetimeValue(
+        "blend", 12, 0.05, churn_days=90, value_days=90, repeat=repeat, weight=0.4
+    )
+    scores = {"churn_probability": np.full(len(X), 0.1), "window_value": summary[:, 3]}
+    loaded = LifetimeValue.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert np.array_equal(loaded.predict(X, names, scores), model.predict(X, names, scores))
+    repeat_only = model.predict(X, names, scores) - 0.6 * survival_value(
+        0.1, 90, summary[:, 3], 90, 365.25, 0.05
+    )
+    alone = repeat.predict(purchase_summary(X, names, 365), discount_rate=0.05)
+    assert repeat_only / 0.4 == pytest.approx(alone, rel=1e-9)
+    with pytest.raises(NextbestError, match="needs a fitted"):
+        LifetimeValue("repeat_purchase", 12, 0.0)
+    with pytest.raises(NextbestError, match="format"):
+        LifetimeValue.from_dict({"format": 99})

@@ -1,0 +1,200 @@
+"""Fit `ltv` over `objective.lifetime_months`: each lifetime method judged on held-out customers
+against the revenue they then brought, the best kept, the comparison logged to MLflow.
+
+The judging snapshot is the earliest training as-of date (the one with the longest observed
+future); the judged horizon is the lifetime, or as much of it as the data has observed after that
+date. Customers of the held-out split (`holdout_mask`) are judged; the repeat-purchase model is
+fitted on the others there, then refitted on every customer of the latest snapshot for serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from training.config import WINDOW_VALUE_SCORE, Config, OutcomeSpec
+from training.data.outcomes import compute_outcomes
+from training.data.snapshots import holdout_mask
+from training.errors import NextbestError
+from training.evaluation.metrics import normalized_gini, pearson, spearman
+from training.features.definition import FeatureBuilder, to_matrix
+from training.scores.base import ScoreModel
+from training.scores.lifetime import (
+    METHODS,
+    LifetimeValue,
+    Method,
+    RepeatPurchaseModel,
+    horizon_days,
+    purchase_summary,
+)
+
+LABEL = "_lifetime_revenue"
+BLEND_WEIGHTS = (0.25, 0.5, 0.75)
+REFERENCE = "window_scaled"  # in `selection`: the scaled window revenue, judged, never chosen
+MIN_JUDGED = 50  # fewer held-out customers than this cannot tell the methods apart
+
+
+def fit_lifetime(
+    con: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    builder: FeatureBuilder,
+    config: Config,
+    models: Mapping[str, ScoreModel],
+    observed_until: datetime | None,
+) -> LifetimeValue | None:
+    """The lifetime model the held-out revenue favours, or None without a lifetime horizon (or
+    without a trained value score, which every method needs)."""
+    objective = config.objective
+    value = config.outcome_for_role("value")
+    if objective.lifetime_months is None or "value" not in models or value is None:
+        return None
+    names = builder.feature_names_
+    windows = config.features.windows
+    window = 365 if 365 in windows or not windows else max(windows)
+    churn = config.outcome_for_role("churn")
+    judged = _judging_rows(con, frame, value[1], objective.lifetime_months, observed_until)
+    X = to_matrix(judged, names)
+    held = holdout_mask(judged["customer_id"])
+    days = float(judged.attrs["days"])
+    scores = _scores(models, X)
+    candidates: dict[Method, LifetimeValue] = {}
+    if "churn" in models and churn is not None:
+        candidates["survival"] = _lifetime("survival", config, churn[1], value[1], window)
+    y = judged[LABEL].to_numpy(dtype=np.float64)
+    if set(value[1].event_types) == {config.features.purchase_event_type}:
+        try:
+            summary = purchase_summary(X, names, window)
+            repeat = RepeatPurchaseModel(horizon=days, discount_rate=0.0).fit(summary[~held])
+        except NextbestError:
+            repeat = None  # too few purchases to fit: the other method (if any) stands
+        if repeat is not None:
+            base = churn[1] if churn is not None and "churn" in models else None
+            for method in ("repeat_purchase", "blend"):
+                candidates[method] = _lifetime(method, config, base, value[1], window, repeat)
+            blend = candidates["blend"]
+            blend.weight = max(BLEND_WEIGHTS, key=lambda w: _score(_quality(
+                y[~held], _with_weight(blend, w).predict(X[~held], names, _rows(scores, ~held), days)
+            )))  # fmt: skip
+    if not candidates:
+        return None
+    quality: dict[str, dict[str, float]] = {
+        method: _quality(y[held], model.predict(X[held], names, _rows(scores, held), days))
+        for method, model in candidates.items()
+    }
+    best = max(candidates, key=lambda m: (_score(quality[m]), -METHODS.index(m)))
+    chosen = candidates[best]
+    chosen.discount_rate = objective.discount_rate  # judged undiscounted, against realised money
+    if best in ("repeat_purchase", "blend"):
+        latest = frame[frame["as_of"] == frame["as_of"].max()]
+        summary = purchase_summary(to_matrix(latest, names), names, window)
+        chosen.repeat = RepeatPurchaseModel(
+            horizon=chosen.horizon, discount_rate=objective.discount_rate
+        ).fit(summary)
+    # the label-window revenue scaled to the judged horizon: the reference every method must beat
+    scaled = scores[WINDOW_VALUE_SCORE][held] * days / value[1].horizon_days
+    quality[REFERENCE] = _quality(y[held], scaled)
+    chosen.selection = {m: q | {"judged_days": days, "judged_customers": float(held.sum())}
+                        for m, q in quality.items()}  # fmt: skip
+    if "blend" in candidates:
+        chosen.selection["blend"]["weight"] = candidates["blend"].weight
+    return chosen
+
+
+def _lifetime(
+    method: Method,
+    config: Config,
+    churn: OutcomeSpec | None,
+    value: OutcomeSpec,
+    window: int,
+    repeat: RepeatPurchaseModel | None = None,
+) -> LifetimeValue:
+    objective = config.objective
+    assert objective.lifetime_months is not None
+    return LifetimeValue(
+        method=method,
+        lifetime_months=objective.lifetime_months,
+        discount_rate=0.0,
+        churn_days=churn.horizon_days if churn is not None else None,
+        value_days=value.horizon_days,
+        window=window,
+        repeat=repeat,
+    )
+
+
+def _judging_rows(
+    con: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    value: OutcomeSpec,
+    months: int,
+    observed_until: datetime | None,
+) -> pd.DataFrame:
+    """The earliest snapshot's rows with their revenue over the judged horizon (`attrs["days"]`):
+    the lifetime, or what the data observed of it, at least the label window."""
+    first = frame["as_of"].min()
+    rows = frame[frame["as_of"] == first].reset_index(drop=True)
+    seen = (pd.Timestamp(observed_until) - pd.Timestamp(first)).days if observed_until else 0
+    days = int(max(min(horizon_days(months), seen), value.horizon_days))
+    if holdout_mask(rows["customer_id"]).sum() < MIN_JUDGED:
+        raise NextbestError(
+            f"lifetime value: fewer than {MIN_JUDGED} held-out customers on {first:%Y-%m-%d} to "
+            "judge the methods on"
+        )
+    spine = rows[["customer_id", "as_of"]]
+    con.register("_lifetime_spine", spine)
+    try:
+        spec = OutcomeSpec(kind="sum", event_types=value.event_types, horizon_days=days)
+        labels = compute_outcomes(con, "_lifetime_spine", {LABEL: spec})
+    finally:
+        con.unregister("_lifetime_spine")
+    rows[LABEL] = labels[LABEL].to_numpy()
+    rows.attrs["days"] = days
+    return rows
+
+
+def _scores(models: Mapping[str, ScoreModel], X: np.ndarray) -> dict[str, np.ndarray]:
+    out = {WINDOW_VALUE_SCORE: models["value"].predict_score(X)}
+    if "churn" in models:
+        out["churn_probability"] = models["churn"].predict_score(X)
+    return out
+
+
+def _rows(scores: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[mask] for name, values in scores.items()}
+
+
+def _score(quality: Mapping[str, float]) -> float:
+    """One number to choose by: the mean of Pearson (the amounts), Spearman (the order) and
+    normalized Gini (the order weighted by the amounts); NaN counts as 0."""
+    return float(
+        np.mean([np.nan_to_num(quality[k]) for k in ("pearson", "spearman", "normalized_gini")])
+    )
+
+
+def _with_weight(model: LifetimeValue, weight: float) -> LifetimeValue:
+    model.weight = weight
+    return model
+
+
+def _quality(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    return {
+        "normalized_gini": normalized_gini(y, pred),
+        "spearman": spearman(y, pred),
+        "pearson": pearson(y, pred),
+        "mean_ratio": float(np.mean(pred) / np.mean(y)) if np.mean(y) > 0 else float("nan"),
+    }
+
+
+def describe(model: LifetimeValue) -> dict[str, Any]:
+    """What a run logs: the chosen method as params, each method's held-out figures as metrics."""
+    params = {
+        "lifetime.method": model.method,
+        "lifetime.months": model.lifetime_months,
+        "lifetime.discount_rate": model.discount_rate,
+    }
+    metrics = {f"lifetime.{m}.{k}": v for m, q in model.selection.items() for k, v in q.items()}
+    return {"params": params, "metrics": metrics}
