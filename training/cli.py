@@ -116,15 +116,27 @@ def synth(
     truth: Annotated[
         Path | None, typer.Option("--truth", help="ground-truth directory (default: <out>_truth)")
     ] = None,
+    design: Annotated[
+        str,
+        typer.Option(
+            "--design",
+            help="campaign history: waves (randomized and targeted, the demo), single (one "
+            "randomized campaign, every action), offer (one randomized retention discount)",
+        ),
+    ] = "waves",
 ) -> None:
     """Write the synthetic customer-journey data set, and its ground truth apart from it."""
     from training.synth.generate import synthesize
+    from training.synth.world import DESIGNS, design_config
 
+    if design not in DESIGNS:
+        raise NextbestError(f"--design must be one of {', '.join(DESIGNS)}; got {design!r}")
     with progress_bar() as bar:
         task = bar.add_task("simulating customers", total=customers)
         summary = synthesize(
-            customers, out_dir, seed=seed, truth_dir=truth, progress=lambda n: bar.advance(task, n)
-        )
+            customers, out_dir, seed=seed, truth_dir=truth, cfg=design_config(design),
+            progress=lambda n: bar.advance(task, n),
+        )  # fmt: skip
     out.print(
         f"wrote {summary.customers:,} customers, {summary.events:,} events, "
         f"{summary.exposures:,} exposures to {summary.data_dir}; "
@@ -171,6 +183,14 @@ def train(
     engine: EngineOpt = "local",
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = 2,
+    scores_only: Annotated[
+        bool,
+        typer.Option(
+            "--scores-only",
+            help="register a bundle of scores alone, even though the catalog has actions that "
+            "no uplift model can value (otherwise that stops training)",
+        ),
+    ] = False,
 ) -> None:
     """Train every score the data supports, log the runs to MLflow and register a bundle version.
 
@@ -179,12 +199,14 @@ def train(
     from training.scores.distributed import training_engine
 
     with training_engine(_engine(engine), scheduler, workers), err.status("training") as status:
-        result = run(data, config, step=lambda msg: status.update(msg))
+        result = run(data, config, step=lambda msg: status.update(msg), scores_only=scores_only)
     for role, metrics in result.metrics.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("n_"))
         out.print(f"{role}: {shown}", highlight=False)
     for role, why in result.skipped.items():
         out.print(f"skipped {role}: {why}", highlight=False)
+    for outcome, why in result.uplift_skipped.items():
+        out.print(f"no uplift model for outcome '{outcome}': {why}", highlight=False)
     if result.lifetime:
         out.print(f"ltv: {result.lifetime} (chosen on held-out revenue)", highlight=False)
     out.print(f"registered nextbest version {result.version} (snapshots {', '.join(result.as_of)})")

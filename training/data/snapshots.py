@@ -74,6 +74,28 @@ def data_span(con: duckdb.DuckDBPyConnection, config: Config | None = None) -> D
     return DataSpan(start, end)
 
 
+def censoring_note(
+    as_of: pd.Series, spec: OutcomeSpec, span: DataSpan, configured: bool = False
+) -> str | None:
+    """Why labels are missing when label windows run past the end of observation: how many,
+    the end of observation (inferred from the last event, or `configured`), the date the
+    earliest censored window needed, and the fix. None when no window is censored."""
+    if span.observed_until is None:
+        return "the data set has no events, so no label window is observed"
+    seen = is_label_observed(as_of, spec, span.observed_until)
+    if seen.all():
+        return None
+    needed = pd.Timestamp(as_of[~seen].min()) + timedelta(days=spec.horizon_days)
+    how = "as configured" if configured else "inferred as the day after the last event"
+    return (
+        f"{int((~seen).sum()):,} of {len(seen):,} {spec.horizon_days}-day label windows run past "
+        f"the end of observation {span.observed_until:%Y-%m-%d} ({how}); the earliest of them "
+        f"needs data until {needed:%Y-%m-%d}. If the data are complete until a later date (the "
+        "last events of this kind are simply rare), set snapshots.observed_until in the config; "
+        "otherwise use earlier as-of dates or a shorter horizon"
+    )
+
+
 def resolve_as_of(config: Config, span: DataSpan) -> list[date]:
     """The configured as-of dates, or automatic ones: the latest date whose longest label window is
     observed, then one longest-horizon back each, keeping MIN_HISTORY_DAYS of history."""

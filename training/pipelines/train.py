@@ -7,7 +7,7 @@ a randomized test with no role at all (one action, one conversion outcome) train
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +19,10 @@ import pandas as pd
 from training.config import ROLES, Config, OutcomeSpec, load_config
 from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import (
+    DataSpan,
     TrainingSet,
     build_snapshots,
+    censoring_note,
     data_span,
     resolve_as_of,
     split_for,
@@ -58,6 +60,7 @@ class TrainResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     uplift: dict[str, str] = field(default_factory=dict)  # outcome -> chosen learner class
+    uplift_skipped: dict[str, str] = field(default_factory=dict)  # outcome -> why no uplift
     lifetime: str = ""  # the lifetime method `ltv` uses ("": ltv is the label-window revenue)
 
 
@@ -70,13 +73,21 @@ def make_model(role: str, spec: OutcomeSpec) -> LightGBMScoreModel:
     return LtvModel(value_event_types=tuple(spec.event_types), horizon_days=spec.horizon_days)
 
 
-def skip_reason(frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[str]) -> str | None:
-    """Why a score cannot be trained on this data, or None if it can."""
+def skip_reason(
+    frame: pd.DataFrame,
+    name: str,
+    spec: OutcomeSpec,
+    present: set[str],
+    censoring: str | None = None,
+) -> str | None:
+    """Why a score cannot be trained on this data, or None if it can; `censoring` (from
+    snapshots.censoring_note) says why labels are missing when their windows were censored."""
     if not present & set(spec.event_types):
         return f"no {'/'.join(spec.event_types)} events in the data"
     labels = frame[name].dropna()
     if len(labels) < MIN_LABELS:
-        return f"only {len(labels)} labelled rows for outcome '{name}' (need {MIN_LABELS})"
+        why = f": {censoring}" if censoring else ""
+        return f"only {len(labels)} labelled rows for outcome '{name}' (need {MIN_LABELS}){why}"
     if spec.kind in ("any", "none"):
         positives = int(labels.sum())
         if min(positives, len(labels) - positives) < MIN_POSITIVES:
@@ -84,8 +95,54 @@ def skip_reason(frame: pd.DataFrame, name: str, spec: OutcomeSpec, present: set[
     return None
 
 
-def train(data: Path, config_path: Path | None = None, step: Step | None = None) -> TrainResult:
-    """Train every score the data supports and register one bundle version in MLflow."""
+def priced_outcomes(config: Config, trained_roles: Collection[str]) -> list[str]:
+    """The outcomes whose uplift the objective turns into money (serving.value.net_value): the
+    value outcome, the churn outcome when avoided churn is worth a *trained* LTV score, the
+    satisfaction outcome at a non-zero weight, and the outcomes given a value per unit."""
+    objective, priced = config.objective, []
+    for name, spec in config.outcomes.items():
+        if (
+            name == objective.value_outcome
+            or name in objective.outcome_values
+            or (spec.role == "churn" and objective.retention_value == "ltv"
+                and "value" in trained_roles)
+            or (spec.role == "satisfaction" and objective.satisfaction_weight != 0)
+        ):  # fmt: skip
+            priced.append(name)
+    return priced
+
+
+def check_actions_valued(
+    config: Config, trained_roles: Collection[str], uplift: dict[str, str], skipped: dict[str, str]
+) -> None:
+    """Refuse a bundle that has actions but cannot put money on any of them (every outcome the
+    objective prices lacks an uplift model): batch scoring would silently recommend nothing.
+    `uplift` maps outcome -> learner; `skipped` outcome -> why it has none."""
+    if not config.catalog.actions:
+        return
+    priced = priced_outcomes(config, trained_roles)
+    if set(priced) & set(uplift):
+        return
+    if not priced:
+        why = "the objective prices no outcome (objective.value_outcome, retention_value, ...)"
+    else:
+        why = "; ".join(f"{o}: {skipped.get(o, 'no uplift model')}" for o in priced)
+    raise NextbestError(
+        f"no action can be valued in money, so every recommendation would be empty: {why}. "
+        "Fix the data or config, or register a bundle of scores alone with --scores-only"
+    )
+
+
+def train(
+    data: Path,
+    config_path: Path | None = None,
+    step: Step | None = None,
+    scores_only: bool = False,
+) -> TrainResult:
+    """Train every score the data supports and register one bundle version in MLflow.
+
+    Raises NextbestError when the catalog has actions but no uplift model can value any of them,
+    unless `scores_only` (a bundle of scores alone, asked for explicitly)."""
     say = step or (lambda _msg: None)
     config = load_config(config_path)
     say("validating the data set")
@@ -104,7 +161,7 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
     models: dict[str, ScoreModel] = {}
     with training_run(ds, builder, config, config_path, dates) as run:
         for role in ROLES:
-            trained = _train_role(role, config, frame, builder, present, result, say)
+            trained = _train_role(role, config, frame, builder, present, span, result, say)
             if trained is not None:
                 model, data_set = trained
                 log_score_run(model, data_set, result.metrics[role], score_figures(model, data_set))
@@ -129,6 +186,13 @@ def train(data: Path, config_path: Path | None = None, step: Step | None = None)
         if uplift is not None:
             log_uplift_run(uplift)
             result.uplift = {o: type(m).__name__ for o, m in uplift.learners.items()}
+            result.uplift_skipped = dict(uplift.skipped)
+        if scores_only:
+            uplift = None
+        else:
+            check_actions_valued(
+                config, models, result.uplift, uplift.skipped if uplift is not None else {}
+            )
         say("registering the bundle")
         bundle = Bundle(
             builder=builder,
@@ -148,6 +212,7 @@ def _train_role(
     frame: pd.DataFrame,
     builder: FeatureBuilder,
     present: set[str],
+    span: DataSpan,
     result: TrainResult,
     say: Step,
 ) -> tuple[ScoreModel, TrainingSet] | None:
@@ -156,7 +221,9 @@ def _train_role(
         result.skipped[role] = "no outcome has this role in the config"
         return None
     name, spec = found
-    reason = skip_reason(frame, name, spec, present)
+    configured = config.snapshots.observed_until is not None
+    censoring = censoring_note(frame["as_of"], spec, span, configured) if len(frame) else None
+    reason = skip_reason(frame, name, spec, present, censoring)
     if reason is not None:
         result.skipped[role] = reason
         return None

@@ -42,7 +42,9 @@ def assign(
     if campaign.targeted:
         probs = targeted_probabilities(pop.take(reached), st.take(reached), campaign.week)
     else:
-        probs = np.full((len(reached), k), 1.0 / k)
+        arms = list(campaign.arms if campaign.arms is not None else range(k))
+        probs = np.zeros((len(reached), k))
+        probs[:, arms] = 1.0 / len(arms)
     cum = probs.cumsum(axis=1)
     u = rng.random(len(reached))[:, None]
     arm = np.minimum((u > cum).sum(axis=1), k - 1)

@@ -33,6 +33,9 @@ class Campaign:
     week: int
     targeted: bool
     reach: float = 0.3
+    #: indices into actions.ARMS a randomized campaign draws from (None: every arm); control
+    #: (0) among them keeps a control group
+    arms: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,14 @@ class WorldConfig:
     start: date = date(2024, 11, 4)  # a Monday; weeks run Monday to Sunday
     weeks: int = 104
     chunk_size: int = 25_000
+    # two targeted waves between randomized ones; the last, randomized wave reaches most active
+    # customers, so that the held-out exposures can tell a policy's value from doing nothing
     campaigns: tuple[Campaign, ...] = (
         Campaign(26, targeted=False),
         Campaign(40, targeted=True),
-        Campaign(54, targeted=False),
+        Campaign(54, targeted=False, reach=0.5),
         Campaign(68, targeted=True),
-        Campaign(82, targeted=True),
+        Campaign(82, targeted=False, reach=0.8),
     )
     #: weeks at which the ground truth is computed for the evaluation customers (91: the last
     #: training snapshot of the demo config, 104: the end of the data, "today" for batch scoring)
@@ -127,3 +132,21 @@ def draw_population(rng: np.random.Generator, first: int, n: int, cfg: WorldConf
         service_need=need,
         digital=np.clip(rng.beta(2.0, 2.0, size=n) + 0.25 * young - 0.25 * (age >= 3), 0, 1),
     )
+
+
+#: `nextbest synth --design`: the campaign history of the simulated business
+DESIGNS: dict[str, tuple[Campaign, ...]] = {
+    # several waves, randomized and targeted (the demo world)
+    "waves": WorldConfig().campaigns,
+    # one randomized campaign on one date, every action against control
+    "single": (Campaign(78, targeted=False, reach=0.6),),
+    # one randomized offer (a retention discount) against control, on one date
+    "offer": (Campaign(78, targeted=False, reach=0.6, arms=(0, 1)),),
+}
+
+
+def design_config(design: str) -> WorldConfig:
+    """The world of a named campaign design (a key of DESIGNS)."""
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}; got {design!r}")
+    return WorldConfig(campaigns=DESIGNS[design])

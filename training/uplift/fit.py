@@ -1,4 +1,4 @@
-"""Uplift training: four meta-learners per outcome, the best chosen per action on held-out customers.
+"""Uplift training: an S-learner per outcome, replaced per action only by a learner that proves better.
 Outcomes are learned side by side, one per core.
 
 For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
@@ -6,8 +6,11 @@ For each configured outcome with enough observed labels, S-, T-, X- and DR-learn
 15% of the others (`selection_exposures`), per action, by the doubly-robust (DR) value of the
 policies each one's ranking induces — "this action for the top 10%, 20%, ... 90% by predicted
 uplift, nothing for the others" — averaged over those budgets, with the Qini coefficient and the DR
-value of "where the uplift is positive" beside it. Per action the winner's predictions are
-calibrated on the same selection rows (training.uplift.selection) and the result joins the bundle.
+value of "where the uplift is positive" beside it. Per action the S-learner serves unless another
+learner beats it in a paired comparison on those rows; such a challenger's predictions (T-, X- and
+DR-learners' effects are over-dispersed) are shrunk on the same selection rows
+(training.uplift.selection), the S-learner's, already shrunk by its trees, are not. The served
+learners are refitted on the training and selection customers together.
 The last 15% of the customers (`evaluation_exposures`) are never used here, not even to choose:
 `nextbest evaluate` judges the bundle on them, so its figures carry no winner's curse.
 
@@ -22,6 +25,7 @@ so they are compared on the same footing.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +41,7 @@ from training.data.exposures import (
     split_exposures,
     uplift_arrays,
 )
+from training.data.snapshots import censoring_note, data_span
 from training.features.definition import FeatureBuilder
 from training.uplift.learners import (
     LEARNERS,
@@ -47,7 +52,7 @@ from training.uplift.learners import (
     aipw_pseudo_outcome,
     is_binary,
 )
-from training.uplift.metrics import dr_value, or_nan, qini_coefficient
+from training.uplift.metrics import dr_contributions, dr_value, or_nan, qini_coefficient
 from training.uplift.selection import SelectedUplift, calibration_line
 
 # Small, regularised LightGBM bases (many small-effect actions reward shrinkage over depth);
@@ -56,14 +61,25 @@ FAST_PARAMS: dict[str, Any] = {
     "n_estimators": 150,
     "learning_rate": 0.05,
     "num_leaves": 15,
-    "min_child_samples": 100,
+    "min_child_samples": 100,  # at least; more on many rows (sized_params)
     "colsample": 0.5,
     "n_jobs": 2,  # cores: outcomes train side by side on them (train_uplift); threads to predict
     "random_state": 0,
 }
+# The S-learner sees the arm only in the trees that sample its column, and spends its first
+# rounds on the outcome's main effects: every tree gets every column, and twice the rounds
+S_COLSAMPLE = 1.0
+S_ROUNDS_FACTOR = 2
+MIN_CHILD_PER_ROWS = 100  # leaves hold at least rows / 100 rows, from the base parameters
+MAX_MIN_CHILD = 200  # min_child_samples up to 200 (measured: a floor of 20 overfits 3k rows)
 TARGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # budgets a ranking is judged at
 MIN_LABELS = 200  # labelled exposures an outcome needs before any learner is fitted on it
 MIN_CONTROL = 20  # control rows (in training and in the held-out part) needed to estimate uplift
+DEFAULT_LEARNER = "SLearner"  # served unless a paired comparison shows another is better
+# Another learner must beat the default by this many standard errors of the paired difference
+# (one-sided, about 1% after comparing three alternatives): a choice on noise costs more than
+# the default's occasional shortfall (README, the peer panel)
+Z_CHOICE = 2.5
 
 
 @dataclass
@@ -139,8 +155,23 @@ def skip_reason(
     return None
 
 
+def sized_params(params: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Base-model parameters for a fit on `rows` rows: leaves of at least rows / 100 rows, from
+    the parameters' own `min_child_samples` up to MAX_MIN_CHILD, so that trees on 100k+ rows do
+    not chase the noise of a hundred customers. Going below the base (a floor of 20 for a 3k-row
+    test) let the S-learner read noise as effects."""
+    low = int(params.get("min_child_samples", 20))
+    return params | {
+        "min_child_samples": int(np.clip(rows // MIN_CHILD_PER_ROWS, low, max(low, MAX_MIN_CHILD)))
+    }
+
+
 def make_learner(name: str, categorical: list[int], params: dict[str, Any]) -> UpliftLearner:
-    """A fresh learner of class `name` (a key of uplift.LEARNERS)."""
+    """A fresh learner of class `name` (a key of uplift.LEARNERS); the S-learner gets every
+    column in every tree and `S_ROUNDS_FACTOR` times the rounds."""
+    if name == "SLearner":
+        rounds = int(params.get("n_estimators", 100)) * S_ROUNDS_FACTOR
+        params = params | {"colsample": S_COLSAMPLE, "n_estimators": rounds}
     return LEARNERS[name](categorical=categorical, **params)
 
 
@@ -170,20 +201,30 @@ def top_share_policies(
 
 def fit_learners(
     X: np.ndarray, treatment: np.ndarray, y: np.ndarray, propensity: np.ndarray,
-    categorical: list[int], params: dict[str, Any],
+    categorical: list[int], params: dict[str, Any], names: Collection[str] | None = None,
 ) -> dict[str, UpliftLearner]:  # fmt: skip
-    """Every learner of uplift.LEARNERS fitted on the rows, all on one binning of X; the
-    X-learner borrows the T-learner's outcome models (its first stage is that T-learner)."""
+    """The learners of uplift.LEARNERS named in `names` (default: all) fitted on the rows, all
+    on one binning of X; the X-learner borrows the T-learner's outcome models when both are
+    fitted (its first stage is that T-learner)."""
+    wanted = [n for n in LEARNERS if names is None or n in names]
     fitted: dict[str, UpliftLearner] = {}
     binned = BinnedFeatures(X, categorical)
-    for name in sorted(LEARNERS, key=lambda n: n != "TLearner"):  # the T-learner first
+    for name in sorted(wanted, key=lambda n: n != "TLearner"):  # the T-learner first
         learner = make_learner(name, categorical, params)
         if isinstance(learner, XLearner) and isinstance(fitted.get("TLearner"), TLearner):
             first = fitted["TLearner"]
             fitted[name] = learner.fit(X, treatment, y, propensity, binned, first_stage=first)
         else:
             fitted[name] = learner.fit(X, treatment, y, propensity, binned)
-    return {name: fitted[name] for name in LEARNERS}
+    return {name: fitted[name] for name in wanted}
+
+
+def paired_z(candidate: np.ndarray, default: np.ndarray) -> float:
+    """How many standard errors the mean per-row gain `candidate - default` lies above 0: the
+    paired comparison of two policies judged on the same rows (0 when they never differ)."""
+    diff = np.asarray(candidate, dtype=np.float64) - np.asarray(default, dtype=np.float64)
+    sd = float(np.std(diff, ddof=1)) if len(diff) > 1 else 0.0
+    return float(np.mean(diff) / (sd / np.sqrt(len(diff)))) if sd > 0 else 0.0
 
 
 def compare_learners(
@@ -200,10 +241,12 @@ def compare_learners(
     """Fit every learner on the `fit` rows; on the `judge` rows judge, per action, the DR
     values of the policies its ranking induces — "this action for the top 10%, 20%, … 90%" —
     and of "this action where its uplift is positive", with Qini beside them (and the
-    all-actions policy of each learner as action "all"). Per action the learner with the best
-    mean DR value over the top-share policies is chosen and calibrated against DR
-    pseudo-outcomes of the `judge` rows."""
-    fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, params)
+    all-actions policy of each learner as action "all"). Per action the default learner is
+    kept unless another beats it in a paired comparison on the same rows (`choose_per_action`);
+    a challenger that wins is shrunk against DR pseudo-outcomes of the `judge` rows (the default
+    is served as fitted); the choice is refitted on the `fit` and `judge` rows together, which is what is served."""
+    sized = sized_params(params, int(fit.sum()))
+    fitted = fit_learners(X[fit], treatment[fit], y[fit], propensity[fit], categorical, sized)
     outcome_model = fitted["TLearner"]
     assert isinstance(outcome_model, TLearner)
     actions = list(outcome_model.actions_)
@@ -214,10 +257,13 @@ def compare_learners(
     mu = offset + sign * raw_mu
     arms = [CONTROL, *actions]
 
+    def terms(policy: np.ndarray) -> np.ndarray:
+        return dr_contributions(policy, t_held, y_held, p_held, mu, arms=arms)
+
     def value(policy: np.ndarray) -> tuple[float, float]:
         return tuple(dr_value(policy, t_held, y_held, p_held, mu, arms=arms))  # type: ignore[return-value]
 
-    rows, raw = [], {}
+    rows, raw, targeting = [], {}, {}
     for name, learner in fitted.items():
         raw[name] = learner.predict(X[held])
         uplift = sign * raw[name]
@@ -229,13 +275,20 @@ def compare_learners(
         for j, action in enumerate(actions):
             treat = sign_policy(uplift[:, j])
             dr, ci = value(np.where(treat, action, CONTROL))
-            curve = [
-                value(np.where(m, action, CONTROL))[0] for m in top_share_policies(uplift[:, j])
-            ]
+            # per row, the mean term of the top-share policies: their paired comparison
+            targeting[name, action] = np.mean(
+                [terms(np.where(m, action, CONTROL)) for m in top_share_policies(uplift[:, j])],
+                axis=0,
+            )
             rows.append({"learner": name, "action": action, "dr_value": dr, "ci": ci,
-                         "dr_targeting": float(np.mean(curve)),
+                         "dr_targeting": float(np.mean(targeting[name, action])),
                          "treated_share": float(treat.mean()), "qini": qini[action]})  # fmt: skip
     table = pd.DataFrame(rows)
+    pairs = list(zip(table["learner"].astype(str), table["action"].astype(str), strict=True))
+    table["z_vs_default"] = [
+        paired_z(targeting[p], targeting[DEFAULT_LEARNER, p[1]]) if p[1] != "all" else np.nan
+        for p in pairs
+    ]
     choice = choose_per_action(table, actions)
     slopes: dict[tuple[str, str], float] = {}
     lines = {}
@@ -248,22 +301,31 @@ def compare_learners(
         for name in raw:  # every learner's slope is reported; the chosen one's line is served
             line = calibration_line(raw[name][:, j], pseudo)
             slopes[name, action] = line.slope
-            if name == choice[action]:
+            if name == choice[action] and name != DEFAULT_LEARNER:
                 lines[action] = line
-    pairs = list(zip(table["learner"].astype(str), table["action"].astype(str), strict=True))
     table["chosen"] = [a != "all" and choice.get(a) == name for name, a in pairs]
     table["slope"] = [slopes.get(pair, np.nan) for pair in pairs]
-    return table, SelectedUplift(fitted, choice, lines)
+    every = fit | judge
+    served = fit_learners(X[every], treatment[every], y[every], propensity[every], categorical,
+                          sized_params(params, int(every.sum())), names=set(choice.values()))  # fmt: skip
+    return table, SelectedUplift(served, choice, lines)
 
 
 def choose_per_action(table: pd.DataFrame, actions: list[str]) -> dict[str, str]:
-    """Per action, the learner whose ranking induces the best held-out policies: the highest DR
-    value averaged over the top-share policies (`dr_targeting`; ties: the first listed)."""
+    """Per action, `DEFAULT_LEARNER` unless another learner's policies beat its policies on the
+    same held-out rows by more than `Z_CHOICE` standard errors of the paired difference
+    (`z_vs_default`); among those, the one with the largest margin.
+
+    Measured (issue 15): choosing by the highest mean DR value alone picked on differences far
+    inside their intervals, i.e. on noise, and mostly picked T-learners, the weakest learner on
+    most simulated worlds."""
     choice = {}
     for action in actions:
         rows = table[table["action"] == action]
-        values = rows["dr_targeting"].to_numpy(dtype=np.float64)
-        choice[action] = str(rows["learner"].iloc[int(np.argmax(values))])
+        z = rows["z_vs_default"].to_numpy(dtype=np.float64)
+        best = int(np.argmax(np.where(np.isfinite(z), z, -np.inf)))
+        beats = z[best] > Z_CHOICE
+        choice[action] = str(rows["learner"].iloc[best]) if beats else DEFAULT_LEARNER
     return choice
 
 
@@ -314,10 +376,17 @@ def train_uplift(
     # gain little (measured: two outcomes at 200k exposures, 195 s -> 98 s, same models).
     one_core = params | {"n_jobs": 1}
 
+    span = data_span(con, config)
+    configured = config.snapshots.observed_until is not None
+
     def learn(item: tuple[str, OutcomeSpec]) -> tuple[pd.DataFrame, SelectedUplift] | str:
         outcome, spec = item
         labelled = frame[frame[outcome].notna()]
-        return learn_outcome(labelled, outcome, spec, names, cats, one_core)
+        result = learn_outcome(labelled, outcome, spec, names, cats, one_core)
+        if isinstance(result, str) and len(labelled) < MIN_LABELS:
+            note = censoring_note(frame["as_of"], spec, span, configured)
+            result = f"{result}: {note}" if note else result
+        return result
 
     with ThreadPoolExecutor(max_workers=cores) as pool:
         results = list(pool.map(learn, config.outcomes.items()))

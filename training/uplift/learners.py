@@ -132,7 +132,8 @@ class BinnedFeatures:
         self.categorical = list(categorical)
         self.dataset = lgb.Dataset(
             X, np.zeros(len(X)), categorical_feature=self.categorical,
-            params={"verbose": -1}, free_raw_data=True,
+            # no pre-filtering by the default 20 rows a leaf: models on it may use fewer
+            params={"verbose": -1, "feature_pre_filter": False}, free_raw_data=True,
         ).construct()  # fmt: skip
 
     def subset(

@@ -91,6 +91,20 @@ def dr_value(
     either mu_hat or the propensities are right, and much tighter than IPS when mu_hat is good.
     Fit mu_hat on other rows than these, or the correction term is biased towards zero.
     """
+    return _mean_ci(dr_contributions(policy_actions, treatment, y, propensity, mu_hat, arms))
+
+
+def dr_contributions(
+    policy_actions: np.ndarray,
+    treatment: np.ndarray,
+    y: np.ndarray,
+    propensity: np.ndarray,
+    mu_hat: np.ndarray,
+    arms: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Per row, the term `dr_value` averages: two policies judged on the same rows are compared
+    by the mean and standard error of the difference of their terms (a paired comparison, far
+    tighter than the difference of two values with their own intervals)."""
     policy, treatment, y, p = _logged(policy_actions, treatment, y, propensity)
     mu = np.asarray(mu_hat, dtype=np.float64)
     if arms is None:
@@ -106,8 +120,7 @@ def dr_value(
     rows = np.arange(len(y))
     pi = np.array([column[a] for a in policy.tolist()], dtype=np.int64)
     t = np.array([column[a] for a in treatment.tolist()], dtype=np.int64)
-    contributions = mu[rows, pi] + (pi == t) * (y - mu[rows, t]) / p
-    return _mean_ci(contributions)
+    return mu[rows, pi] + (pi == t) * (y - mu[rows, t]) / p
 
 
 # ---------------------------------------------------------------------------------------------

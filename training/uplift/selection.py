@@ -6,9 +6,9 @@ wins on a rare one. `SelectedUplift` keeps, for every action, the chosen learner
 linear calibration `intercept + slope * prediction`, fitted on held-out exposures against
 doubly-robust pseudo-outcomes (`calibration_line`). Raw meta-learner effects are mostly
 over-dispersed (noise reads as heterogeneity), which makes a net-value policy act on noise; the
-slope shrinks them towards their average by as much as the held-out data says. An S-learner's are
-often under-dispersed instead (its trees split on the arm rarely, which shrinks effects towards
-zero), so the slope may also stretch them, up to `MAX_SLOPE`.
+slope shrinks them towards their average by as much as the held-out data says, and never
+stretches them (`MAX_SLOPE`): a slope above 1 fitted on a few thousand noisy pseudo-outcomes
+mostly amplifies the noise of one fit.
 
 Persistence is pickle-free like the learners': `to_dict` nests their `to_dict`s.
 """
@@ -24,10 +24,7 @@ from training.uplift.learners import UpliftLearner
 
 FORMAT_VERSION = 1
 SLOPE_PRIOR_SD = 0.5  # prior sd of the calibration slope around 1: data must speak to shrink
-# At most this stretch of the predictions' spread: on the 200k simulated world, allowing slopes
-# above 1 moved the policy from 0.621 to 0.638 of the oracle (S-learners stretched 1.4-1.8x),
-# and from 0.636 to 0.636 again with a cap of 2 or 3; the cap bounds what one noisy fit can do.
-MAX_SLOPE = 2.0
+MAX_SLOPE = 1.0  # shrink only: the README's peer panel says why
 
 
 class Line(NamedTuple):
@@ -45,8 +42,8 @@ def calibration_line(
     E[pseudo | x] is the true effect, so the least-squares slope says how much of the
     predictions' spread is real. On few or very noisy rows that slope is itself noise, so it is
     combined with a prior centred on 1 ("trust the learner", sd `prior_sd`) by precision, then
-    clipped to [0, MAX_SLOPE]: never inverted, and stretched only as far as the data and the cap
-    allow. The mean prediction is kept (the held-out mean of pseudo-outcomes is too noisy to
+    clipped to [0, MAX_SLOPE]: never inverted, never stretched. The mean prediction is kept (the
+    held-out mean of pseudo-outcomes is too noisy to
     move it).
     """
     predicted = np.asarray(predicted, dtype=np.float64)

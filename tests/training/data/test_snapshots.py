@@ -94,3 +94,18 @@ def test_scoring_dates_run_from_the_training_date_to_the_day_after_the_data() ->
             check_scoring_date(bad, span, trained)
     with pytest.raises(NextbestError, match="2026-01-03..2026-04-01"):
         check_scoring_date(date(2026, 1, 2), span)
+
+
+def test_a_censoring_note_names_the_end_of_observation_the_date_needed_and_the_fix() -> None:
+    from training.data.snapshots import censoring_note
+
+    spec = OutcomeSpec(kind="sum", event_types=["purchase"], horizon_days=90)
+    span = DataSpan(datetime(2025, 1, 1), datetime(2026, 10, 19, 14, 0))
+    as_of = pd.Series(pd.to_datetime(["2026-06-01", "2026-08-01", "2026-09-01"]))
+    note = censoring_note(as_of, spec, span)
+    assert note is not None
+    assert note.startswith("2 of 3 90-day label windows run past the end of observation 2026-10-20")
+    assert "(inferred as the day after the last event)" in note
+    assert "needs data until 2026-10-30" in note and "snapshots.observed_until" in note
+    assert "(as configured)" in str(censoring_note(as_of, spec, span, configured=True))
+    assert censoring_note(as_of.iloc[:1], spec, span) is None  # every window observed

@@ -163,3 +163,44 @@ def test_a_rule_that_can_never_be_read_stops_training(
     with pytest.raises(ConfigError, match=re.escape(f"actions.yaml: action 'call': {message}")):
         train(data, data / "config.yaml")
     assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def censored_conversion_test(root: Path) -> Path:
+    """The randomized test whose config leaves the end of observation to be inferred: the last
+    event comes 24 days after the campaign, so every 30-day conversion window is censored."""
+    data = randomized_conversion_test(root, n=1500)
+    config = (data / "config.yaml").read_text()
+    (data / "config.yaml").write_text(config.replace(", observed_until: 2026-02-15", ""))
+    return data
+
+
+@pytest.mark.slow
+def test_censored_labels_stop_training_with_the_cause_and_the_fix(
+    tmp_path: Path, mlflow_store: str
+) -> None:
+    import mlflow
+
+    from training.errors import NextbestError
+
+    data = censored_conversion_test(tmp_path / "ab")
+    last = pd.read_csv(data / "events.csv", parse_dates=["ts"])["ts"].max()
+    until = (last.normalize() + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    with pytest.raises(NextbestError) as caught:
+        train(data, data / "config.yaml")
+    message = str(caught.value)
+    assert "no action can be valued in money" in message and "--scores-only" in message
+    assert f"end of observation {until} (inferred" in message
+    assert "needs data until 2026-01-31" in message and "snapshots.observed_until" in message
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.slow
+def test_a_scores_only_bundle_is_registered_when_asked_for(
+    tmp_path: Path, mlflow_store: str
+) -> None:
+    from training.registry.mlflow_models import load_bundle
+
+    data = censored_conversion_test(tmp_path / "ab")
+    result = train(data, data / "config.yaml", scores_only=True)
+    assert "snapshots.observed_until" in result.uplift_skipped["converted"]
+    assert not load_bundle(result.version).uplift

@@ -172,6 +172,30 @@ def test_inverse_cdf_poisson_has_the_right_law() -> None:
         assert abs(k.mean() - lam) < 0.02 and abs(k.var() - lam) < 0.05
 
 
+@pytest.mark.parametrize(
+    ("design", "arms", "propensity"),
+    [("single", set(ARMS), 1 / len(ARMS)), ("offer", {"control", ACTION_IDS[0]}, 0.5)],
+)
+def test_designs_run_one_randomized_campaign_on_one_date(
+    tmp_path: Path, design: str, arms: set[str], propensity: float
+) -> None:
+    from training.synth.world import design_config
+
+    campaign = replace(design_config(design).campaigns[0], week=20)  # inside TINY's 40 weeks
+    synthesize(1500, tmp_path / design, seed=2, cfg=replace(TINY, campaigns=(campaign,)))
+    exposures = pd.read_parquet(tmp_path / design / "exposures.parquet")
+    assert exposures["ts"].nunique() == 1 and set(exposures["action_id"]) == arms
+    assert np.allclose(exposures["propensity"], propensity, atol=1e-6)
+    assert len(exposures) > 0.4 * 1500  # 60% of the customers active and old enough
+
+
+def test_an_unknown_design_is_refused() -> None:
+    from training.synth.world import design_config
+
+    with pytest.raises(ValueError, match="design must be one of waves, single, offer"):
+        design_config("weekly")
+
+
 def test_lifetime_truth_is_what_the_next_twelve_months_bring(tmp_path: Path) -> None:
     """value_12m (the truth an LTV model is scored on) predicts the revenue the simulation then
     realises over the next 12 months: unbiased in total and tracking it customer by customer."""

@@ -35,11 +35,12 @@ def test_few_noisy_rows_leave_the_learner_trusted() -> None:
     assert calibration_line(predicted, pseudo).slope > 0.9
 
 
-def test_calibration_stretches_at_most_max_slope_and_never_inverts() -> None:
+def test_calibration_shrinks_but_never_stretches_or_inverts() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=5_000)
-    assert calibration_line(x, 1.5 * x).slope == pytest.approx(1.5, abs=1e-6)  # under-dispersed
-    assert calibration_line(x, 3 * x).slope == MAX_SLOPE
+    assert MAX_SLOPE == 1.0
+    assert calibration_line(x, 0.5 * x).slope == pytest.approx(0.5, abs=1e-6)  # over-dispersed
+    assert calibration_line(x, 1.5 * x).slope == MAX_SLOPE  # under-dispersed: left as it is
     assert calibration_line(x, -x).slope == 0.0
     flat = calibration_line(np.full(10, 2.0), np.arange(10.0))
     assert flat == Line(2.0, 0.0)
