@@ -413,6 +413,45 @@ def bench_telco() -> Row | None:
     )
 
 
+def bench_text(customers: int) -> list[Row]:
+    """Issue 20: bench/text_quality.py (airline tweets vs same-run peers; the simulator's texts)."""
+    cmd = [sys.executable, "bench/text_quality.py", "--customers", str(customers)]
+    seconds, gib, output = run_measured(cmd)
+    lines = [json.loads(x) for x in output.splitlines() if x.startswith("{")]
+    rows = []
+    sentiment = {f["model"]: f for f in lines if f["figure"] == "airline_sentiment"}
+    if sentiment:
+        ours = next(f for name, f in sentiment.items() if name.startswith("text model"))
+        peers = [f for f in sentiment.values() if f is not ours]
+        ok = all(ours[m] >= max(p[m] for p in peers) for m in ("macro_f1", "roc_auc_negative"))
+        detail = "; ".join(f"{n}: F1 {f['macro_f1']:.3f}, AUC {f['roc_auc_negative']:.3f}"
+                           for n, f in sentiment.items())  # fmt: skip
+        rows.append(Row("airline tweets sentiment, held-out 30%: macro-F1, ROC-AUC (negative vs "
+                        "rest)", seconds, gib, ">= best same-run peer", ok, detail))  # fmt: skip
+        topics = next(f for f in lines if f["figure"] == "airline_topics")
+        rows.append(Row("airline tweets: 10 topics vs the human reasons of held-out negatives",
+                        0, 0, "reported", None, f"NMI {topics['nmi']:.3f} (n {topics['n']:,})"))  # fmt: skip
+    sat = {f["features"]: f for f in lines if f["figure"] == "sim_satisfaction"}
+    ok = sat["with text"]["mae"] < sat["without text"]["mae"] and (
+        sat["with text"]["spearman"] > sat["without text"]["spearman"]
+    )
+    detail = "; ".join(f"{k}: MAE {f['mae']:.3f}, Spearman {f['spearman']:.3f}"
+                       for k, f in sat.items()) + f" (n test {sat['with text']['n_test']})"  # fmt: skip
+    name = f"simulator ({customers:,} customers): satisfaction model with vs without text"
+    rows.append(Row(name, 0, 0, "MAE lower, Spearman higher", ok, detail))
+    churn = {f["features"]: f["auc"] for f in lines if f["figure"] == "sim_churn"}
+    detail = "; ".join(f"{k}: AUC {v:.3f}" for k, v in churn.items())
+    ok = churn["with text"] >= churn["without text"]
+    rows.append(Row("simulator: churn with vs without text", 0, 0, "AUC not lower", ok, detail))
+    per_language = {f["language"]: f["spearman"] for f in lines if f["figure"] == "sim_text_vs_hidden"
+                    and f["feature"] == "text_score_mean_90d"}  # fmt: skip
+    detail = ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_language.items()))
+    ok = min(per_language.values()) >= 0.5
+    rows.append(Row("simulator: text_score_mean_90d vs hidden satisfaction, Spearman per language",
+                    0, 0, ">= 0.5 in each", ok, detail))  # fmt: skip
+    return rows
+
+
 def _serve_row(f: dict, target: str, ok: bool | None) -> Row:
     detail = (
         f"{f['rps']:.0f} req/s, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms, "
@@ -630,9 +669,18 @@ def main() -> None:
         "--faults-only", action="store_true", help="only the fault figures (bench/faults_bench.py)"
     )
     parser.add_argument(
+        "--text-only", action="store_true", help="only the text figures (bench/text_quality.py)"
+    )
+    parser.add_argument(
+        "--text-customers", type=int, default=12_000, help="customers of the text simulator world"
+    )
+    parser.add_argument(
         "--lifetime-only", action="store_true", help="only issue 21's lifetime-value figures"
     )
     args = parser.parse_args()
+    if args.text_only:
+        render(bench_text(args.text_customers))
+        return
     if args.lifetime_only:
         workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
         try:
@@ -687,6 +735,7 @@ def main() -> None:
         telco = bench_telco()
         if telco is not None:
             rows.append(telco)
+        rows += bench_text(args.text_customers)
         rows += bench_serve(args.open_seconds)
         rows += bench_faults()
         render(rows)

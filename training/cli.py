@@ -209,6 +209,8 @@ def train(
         out.print(f"no uplift model for outcome '{outcome}': {why}", highlight=False)
     if result.lifetime:
         out.print(f"ltv: {result.lifetime} (chosen on held-out revenue)", highlight=False)
+    if result.text:
+        out.print(result.text, highlight=False)
     out.print(f"registered nextbest version {result.version} (snapshots {', '.join(result.as_of)})")
 
 
@@ -546,6 +548,15 @@ def import_telco(src: SrcOpt, out_dir: OutDirOpt) -> None:
 def import_hillstrom(src: SrcOpt, out_dir: OutDirOpt) -> None:
     """Hillstrom's randomized e-mail test: exposures with propensity 1/3, visits and purchases."""
     from training.data.importers import import_hillstrom as run
+
+    _report_import(run(_require_file(src), out_dir).root)
+
+
+@import_app.command("airline-tweets")
+@user_errors
+def import_airline_tweets(src: SrcOpt, out_dir: OutDirOpt) -> None:
+    """Airline tweets: one customer per tweet, the tweet as the comment of a CSAT answer."""
+    from training.data.importers import import_airline_tweets as run
 
     _report_import(run(_require_file(src), out_dir).root)
 

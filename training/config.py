@@ -323,6 +323,21 @@ class Decisioning(_Model):
     )
 
 
+class TextSettings(_Model):
+    """Text signals (optional `text:` block): the model fitted on texts paired with survey answers."""
+
+    enabled: bool = Field(default=True, description="fit a text model when events carry text")
+    topics: int = Field(default=10, ge=1, le=50, description="topics found without labels")
+    folds: int = Field(default=5, ge=2, le=20, description="cross-fitting folds, by customer")
+    context_days: int = Field(
+        default=90, gt=0, description="texts this long before an as-of date learn its label"
+    )
+    min_pairs: int = Field(default=200, ge=1, description="fewer labelled texts: no text model")
+    max_pairs: int = Field(
+        default=50_000, ge=1, description="labelled texts the model learns from, at most"
+    )
+
+
 class Config(_Model):
     """The whole configuration; `catalog` is the loaded action catalog named by `actions`."""
 
@@ -333,6 +348,7 @@ class Config(_Model):
     features: FeatureSettings = FeatureSettings()
     promotion: Promotion = Promotion()
     decisioning: Decisioning = Decisioning()
+    text: TextSettings = TextSettings()
     catalog: Catalog = Field(default_factory=Catalog, description="filled by load_config")
 
     @field_validator("outcomes")

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from serving.online.events import MAX_TEXT_CHARS
+from training.data.contract import MAX_TEXT_CHARS  # the API takes what the contract takes
 
 MAX_ACTIONS = 20
 MAX_CONTEXT_ITEMS = 20

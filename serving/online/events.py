@@ -27,7 +27,6 @@ from training.atomic import atomic_file
 from training.errors import NextbestError
 
 BUSY_TIMEOUT_MS = 10_000
-MAX_TEXT_CHARS = 4000  # an event's free text (a survey comment, a chat line): docs/api.md
 EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type", "value", "text", "event_id")
 
 _SCHEMA = """

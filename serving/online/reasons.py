@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 TOP_FEATURES = 3  # candidate features per action; the first with a known value is used
 COLD_START = "New or unknown customer: this answer uses the channel and population averages only."
-_COUNT = re.compile(r"^(events|contacts|unresolved|complaints|purchases|actions|times|minutes)\b")
+_COUNT = re.compile(
+    r"^(events|contacts|unresolved|complaints|purchases|actions|times|minutes|texts)\b"
+)
 
 
 def phrase(description: str, value: float | str) -> str:
@@ -46,7 +48,7 @@ class Explainer:
 
     def __init__(self, bundle: Bundle) -> None:
         self.names = list(bundle.builder.feature_names_)
-        self.descriptions = feature_descriptions(self.names)
+        self.descriptions = feature_descriptions(self.names, bundle.builder.topic_terms_)
         self.categories = {self.names.index(s.name): tuple(s.categories)
                            for s in bundle.builder.static_ if s.kind == "categorical"}  # fmt: skip
         churn = bundle.models.get("churn")

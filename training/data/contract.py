@@ -27,6 +27,14 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("customer_id", "ts", "channel", "event_type", "value"),
     "exposures": ("customer_id", "ts", "action_id", "propensity"),
 }
+# Optional contract columns: checked and typed when present, absent is fine.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": (),
+    "events": ("text",),
+    "exposures": (),
+}
+# The per-event limit on `text` (characters): a whole chat or call note fits, a pasted file does not.
+MAX_TEXT_CHARS = 10_000
 # What each contract column is, which decides how it is parsed and checked.
 _ROLE = {
     "customer_id": "id",
@@ -36,6 +44,7 @@ _ROLE = {
     "action_id": "text",
     "value": "number",
     "propensity": "number",
+    "text": "free_text",
 }
 _INTEGER = {"tinyint", "smallint", "integer", "bigint", "hugeint"} | {
     "utinyint",
@@ -58,6 +67,7 @@ _ACCEPTED = {
     ),
     "text": (_TEXT | _INTEGER | {"boolean"}, "a string"),
     "number": (_NUMERIC | {"varchar"}, "a number"),
+    "free_text": (_TEXT | {"null"}, "a string (the event's words), or empty"),
 }
 _EXPECTED_TS = "expected e.g. 2026-03-01, 2026-03-01 10:00:00 or 2026-03-01T10:00:00"
 _CSV_SAMPLE_ROWS = {"customers": -1, "events": 20480, "exposures": 20480}  # -1: sniff whole file
@@ -225,7 +235,8 @@ def _reader(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str:
     if path.stat().st_size == 0:
         raise ContractError(path.name, None, "file is empty: a CSV needs at least its header line")
     header = _csv_types(con, path, f"all_varchar=true, sample_size={_CSV_SAMPLE_ROWS['events']}")
-    text = {c: "VARCHAR" for c in REQUIRED_COLUMNS[table] if c in header}
+    contract = (*REQUIRED_COLUMNS[table], *OPTIONAL_COLUMNS[table])
+    text = {c: "VARCHAR" for c in contract if c in header}
     sniffed = _csv_types(con, path, f"sample_size={_CSV_SAMPLE_ROWS[table]}, types={_struct(text)}")
     # Pin the sniffed types so later queries neither re-sniff the whole file nor guess differently.
     return f"read_csv({_lit(str(path))}, header=true, types={_struct(sniffed | text)})"
@@ -257,10 +268,14 @@ def _numbered(table: str, path: Path) -> str:
 
 def _typed_select(table: str, types: dict[str, str]) -> str:
     """SELECT turning the raw contract columns into their contract types, extras passed through."""
-    required = REQUIRED_COLUMNS[table]
-    typed = [f"{_parse(c, types[c], strict=True)} AS {_ident(c)}" for c in required]
-    extras = [f"t.{_ident(c)}" for c in types if c not in required]
+    typed_columns = [*REQUIRED_COLUMNS[table], *_present_optional(table, types)]
+    typed = [f"{_parse(c, types[c], strict=True)} AS {_ident(c)}" for c in typed_columns]
+    extras = [f"t.{_ident(c)}" for c in types if c not in typed_columns]
     return f"SELECT {', '.join(typed + extras)} FROM _raw_{table} AS t"
+
+
+def _present_optional(table: str, types: dict[str, str]) -> list[str]:
+    return [c for c in OPTIONAL_COLUMNS[table] if c in types]
 
 
 def _parse(column: str, dtype: str, strict: bool) -> str:
@@ -271,6 +286,8 @@ def _parse(column: str, dtype: str, strict: bool) -> str:
     role = _ROLE[column]
     if role in ("id", "text"):
         return f"CAST({col} AS VARCHAR)"
+    if role == "free_text":  # blank text is no text
+        return f"NULLIF(CAST({col} AS VARCHAR), '')"
     if role == "timestamp":
         if dtype == "varchar":  # via TIMESTAMPTZ so that "...+02:00" and "...Z" become UTC
             return f"{cast}({cast}(NULLIF(trim({col}), '') AS TIMESTAMPTZ) AS TIMESTAMP)"
@@ -305,16 +322,25 @@ def _check_schema(
                 f"required column is missing{hint}; columns found: {', '.join(types)}",
                 _example(con, table, "true"),
             )
-        accepted, wanted = _ACCEPTED[_ROLE[column]]
-        if types[column] not in accepted:
-            raise ContractError(
-                file,
-                column,
-                f"has type {types[column].upper()}, expected {wanted}",
-                _example(con, table, f"t.{_ident(column)} IS NOT NULL", column),
-            )
+        _check_type(con, table, file, column, types[column])
+    for column in _present_optional(table, types):
+        _check_type(con, table, file, column, types[column])
     if table == "customers":
         _check_attributes(con, file, types)
+
+
+def _check_type(
+    con: duckdb.DuckDBPyConnection, table: str, file: str, column: str, dtype: str
+) -> None:
+    """A contract column must have a type its role can parse."""
+    accepted, wanted = _ACCEPTED[_ROLE[column]]
+    if dtype not in accepted:
+        raise ContractError(
+            file,
+            column,
+            f"has type {dtype.upper()}, expected {wanted}",
+            _example(con, table, f"t.{_ident(column)} IS NOT NULL", column),
+        )
 
 
 def _check_attributes(con: duckdb.DuckDBPyConnection, file: str, types: dict[str, str]) -> None:
@@ -371,7 +397,8 @@ def _check_table(
     rules = _rules(table, types, known)
     counts = [f"count(*) FILTER (WHERE {r.bad})" for r in rules]
     if path.suffix == ".csv":
-        counts += [f"count(t.{_ident(c)})" for c in types if c not in REQUIRED_COLUMNS[table]]
+        typed = (*REQUIRED_COLUMNS[table], *OPTIONAL_COLUMNS[table])
+        counts += [f"count(t.{_ident(c)})" for c in types if c not in typed]
     sql = f"SELECT count(*), {', '.join(counts) or '0'} FROM _raw_{table} AS t"
     total, *found = (_run(con, path.name, sql).fetchall() or [(0,)])[0]
     if table == "customers" and total == 0:
@@ -397,6 +424,10 @@ def _rules(table: str, types: dict[str, str], known: set[str] | None) -> list[_R
     if table == "events":
         rules.append(_Rule("event_type", "event_type is missing or empty", _blank("event_type")))
         rules += _number_rules("value", types["value"])
+        if "text" in types:
+            too_long = f"length(CAST(t.text AS VARCHAR)) > {MAX_TEXT_CHARS}"
+            problem = f"text longer than {MAX_TEXT_CHARS:,} characters (the per-event limit)"
+            rules.append(_Rule("text", problem, too_long))
     else:
         rules.append(_Rule("action_id", "action_id is missing or empty", _blank("action_id")))
         rules += _number_rules("propensity", types["propensity"])

@@ -69,6 +69,11 @@ HILLSTROM_ACTIONS = [
         "channels": ["email"],
     },
 ]
+AIRLINE_COLUMNS = ("tweet_id", "airline_sentiment", "negativereason", "airline", "text",
+                   "tweet_created")  # fmt: skip
+# the human sentiment label as a CSAT answer (1-5): negative, neutral, positive
+AIRLINE_CSAT = {"negative": 1.0, "neutral": 3.0, "positive": 5.0}
+AIRLINE_HORIZON_DAYS = 4  # as of 2015-02-20, observed to the last tweet day
 OUTPUT_FILES = {
     "customers.parquet",
     "events.parquet",
@@ -201,6 +206,53 @@ def hillstrom_config(campaign_date: date) -> dict[str, Any]:
             "value": outcome("sum", "purchase", role="value"),
         },
         "objective": {"value_outcome": "value", "currency": "USD"},
+        "actions": "actions.yaml",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Twitter US airline sentiment
+
+
+def import_airline_tweets(src_csv: Path, out_dir: Path) -> Dataset:
+    """Airline tweets -> one customer per tweet (the copy has no author), the airline as an
+    attribute, and the tweet as the comment of a `csat` answer: 1 negative, 3 neutral, 5 positive."""
+    raw = _read_source(src_csv, AIRLINE_COLUMNS, "Twitter US airline sentiment")
+    tables = airline_tweets_tables(raw)
+    _write_dataset(Path(out_dir), tables, airline_tweets_config(), actions=[])
+    return open_dataset(out_dir)
+
+
+def airline_tweets_tables(raw: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The contract tables from the tweets frame (all columns read as text); the human reason for
+    negatives is left out of the contract (it is what topics are judged against)."""
+    _require_values(raw, "airline_sentiment", set(AIRLINE_CSAT), "airline tweets")
+    ts = pd.to_datetime(raw["tweet_created"], format="%m/%d/%Y %H:%M", errors="coerce")
+    if ts.isna().any():
+        row = int(np.flatnonzero(ts.isna().to_numpy())[0])
+        raise NextbestError(
+            f"airline tweets source, column 'tweet_created': not a M/D/YYYY H:MM time "
+            f"({raw['tweet_created'].iloc[row]!r}, row {row + 2} of the file)"
+        )
+    ids = "W" + pd.Series(np.arange(1, len(raw) + 1)).astype("str")
+    customers = pd.DataFrame({"customer_id": ids, "airline": raw["airline"].astype("str")})
+    events = _events(ids, ts.to_numpy(dtype="datetime64[us]"), "twitter", "csat")
+    events["value"] = raw["airline_sentiment"].map(AIRLINE_CSAT).to_numpy(dtype="float64")
+    events["text"] = raw["text"].astype("str").to_numpy()
+    return {
+        "customers": customers,
+        "events": events.sort_values(["ts", "customer_id"], ignore_index=True),
+    }
+
+
+def airline_tweets_config() -> dict[str, Any]:
+    """Config for the tweets: satisfaction is the CSAT answer; text learns from the comments."""
+    csat = {"role": "satisfaction", "kind": "last", "event_types": ["csat"],
+            "horizon_days": AIRLINE_HORIZON_DAYS}  # fmt: skip
+    return {
+        "snapshots": {"as_of": [date(2015, 2, 20)], "observed_until": date(2015, 2, 25)},
+        "outcomes": {"satisfaction": csat},
+        "objective": {"currency": "USD"},
         "actions": "actions.yaml",
     }
 

@@ -36,7 +36,9 @@ REPORT_FILE = "report.html"
 METADATA_FILE = "evaluation.json"
 TABLES = ("policies", "actions", "qini", "calibration", "investment")  # each as <name>.csv
 SCORES_FILE = "scores.csv"
-OUTPUT_FILES = {REPORT_FILE, METADATA_FILE, SCORES_FILE, *(f"{name}.csv" for name in TABLES)}
+TOPICS_FILE = "topics.csv"
+OUTPUT_FILES = {REPORT_FILE, METADATA_FILE, SCORES_FILE, TOPICS_FILE,
+                *(f"{name}.csv" for name in TABLES)}  # fmt: skip
 RUN_NAME = "evaluate"
 ARTIFACT_PATH = "report"
 
@@ -282,10 +284,14 @@ class Column(NamedTuple):
 
 
 def render_html(
-    ev: Evaluation | None, figures: Mapping[str, Figure], scores: ScoreEvaluation | None = None
+    ev: Evaluation | None,
+    figures: Mapping[str, Figure],
+    scores: ScoreEvaluation | None = None,
+    topics: pd.DataFrame | None = None,
 ) -> str:
     """The whole report as one self-contained HTML page; every inserted string is escaped. `ev` is
-    None for a bundle without uplift models: the page then holds the scores alone."""
+    None for a bundle without uplift models: the page then holds the scores alone. `topics`
+    (training.evaluation.texts) adds the voice of the customer."""
     images = {name: png_data_uri(fig) for name, fig in figures.items()}
     sections = [] if ev is None else uplift_sections(ev, images)
     if scores is not None:
@@ -296,6 +302,8 @@ def render_html(
             ]
             sections.append(_section("headline", "Headline", SCORES_ONLY_TEXT, _definitions(facts)))
         sections.append(score_section(scores))
+    if topics is not None and not topics.empty:
+        sections.append(topic_section(topics))
     version = model_version(ev, scores)
     kind = "ROI report" if ev is not None else "score report"
     return _page(f"nextbest {kind}: model version {version}", "\n".join(sections))
@@ -335,6 +343,24 @@ def score_section(scores: ScoreEvaluation) -> str:
     if not parts:
         parts.append('<p class="empty">No score model could be judged on this data.</p>')
     return _section("scores", "Scores: churn, satisfaction and LTV", SCORES_TEXT, *parts)
+
+
+def topic_section(topics: pd.DataFrame) -> str:
+    """What customers write about: each topic's terms, volume by month, negative share, drift."""
+    months = [c for c in topics.columns if c[:4].isdigit()]
+    columns = [
+        Column("topic", lambda r: str(r["topic"]) if r["topic"] >= 0 else "none"),
+        Column("top terms", lambda r: str(r["terms"])),
+        Column("texts", lambda r: format_count(r["texts"])),
+        Column("negative", lambda r: format_share(r["negative_share"])),
+        Column("drift", lambda r: f"{100 * r['drift']:+.1f} pts"),
+        *(Column(m, _count_of(m)) for m in months),
+    ]
+    return _section("topics", "Voice of the customer: topics", TOPICS_TEXT, _table(topics, columns))
+
+
+def _count_of(key: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda r: format_count(r[key])
 
 
 def headline_facts(ev: Evaluation) -> list[tuple[str, str]]:
@@ -540,6 +566,12 @@ SCORES_TEXT = (
     "probabilities (lower is better); the calibration plot puts predicted against observed "
     "churn. Satisfaction and LTV: MAE and RMSE (lower is better) and rank correlations."
 )
+TOPICS_TEXT = (
+    "What customers wrote about in the last months (survey comments, chat and call notes, "
+    "complaints), in topics the text model found without labels, each named by its heaviest "
+    "terms. Negative: the share of the topic's texts the model reads as negative. Drift: the "
+    "topic's share of all texts in the last month minus its share in the first."
+)
 SCORES_ONLY_TEXT = (
     "This bundle has no uplift models (the data set has no exposures, or the catalog no actions), "
     "so there is no policy or ROI to judge: the page reports how well the scores predict."
@@ -556,7 +588,10 @@ CALIBRATION_TEXT = (
 
 # --------------------------------------------------------------------------------- writing
 def write_report(
-    ev: Evaluation | None, out_dir: Path | str, scores: ScoreEvaluation | None = None
+    ev: Evaluation | None,
+    out_dir: Path | str,
+    scores: ScoreEvaluation | None = None,
+    topics: pd.DataFrame | None = None,
 ) -> Path:
     """Write report.html, the tables as CSV and evaluation.json into `out_dir`, replacing it whole
     and atomically: the previous report stays complete until the new one is. `ev` is None for a
@@ -566,7 +601,7 @@ def write_report(
     with atomic_directory(out_dir) as tmp:
         plots = figures(ev) if ev is not None else {}
         try:
-            page = render_html(ev, plots, scores)
+            page = render_html(ev, plots, scores, topics)
         finally:
             for fig in [*plots.values(), *(scores.figures.values() if scores else ())]:
                 fig.clear()  # not pyplot-managed: clearing drops the artists and their buffers
@@ -575,6 +610,8 @@ def write_report(
             getattr(ev, name).to_csv(tmp / f"{name}.csv", index=False)
         if scores is not None:
             scores.metrics.to_csv(tmp / SCORES_FILE, index=False)
+        if topics is not None:
+            topics.to_csv(tmp / TOPICS_FILE, index=False)
         text = json.dumps(metadata(ev, scores, tmp), indent=2, allow_nan=False)
         (tmp / METADATA_FILE).write_text(text + "\n", encoding="utf-8")
     return out_dir

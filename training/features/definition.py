@@ -28,6 +28,11 @@ Features, in output order (numeric ones float32, string attributes pandas Catego
   (mean and number of answers over the whole history; the mean is NaN when none), ``days_since_last_<s>``.
 - exposures: ``exposures_90d``, ``exposures_365d``, ``days_since_last_exposure`` and per fitted
   action a (``control`` included): ``<a>_exposures_365d``, ``days_since_<a>``.
+- texts, only with a text model (`with_text`), from the events' optional ``text`` column scored as
+  they are read (polarity P(positive) - P(negative) in [-1, 1], negative or not, topic):
+  ``days_since_last_text``, ``text_score_last``, ``texts_<w>d``, ``text_score_mean_<w>d``,
+  ``text_negative_share_<w>d``, ``text_topic_<k>_count_<w>d`` per topic k,
+  ``days_since_last_negative_text``. Without text the counts are 0 and the rest NaN.
 """
 
 from __future__ import annotations
@@ -51,12 +56,14 @@ import pyarrow.compute as pc
 from training.config import FeatureSettings
 from training.errors import ConfigError, ContractError, NextbestError
 from training.features import sql as fs
+from training.text.model import TextScorer
 
 # Bump when the meaning of any feature changes: saved builders of another version are refused.
 DEFINITION_VERSION = "2"
 FORMAT = 1
 MAX_CATEGORIES = 100
 CHUNK_ROWS = 50_000_000  # joined event rows per aggregate query: bounds DuckDB's memory
+TEXT_BATCH_ROWS = 100_000  # texts scored per batch
 EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type", "value")
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|DECIMAL.*)$")
 _DATE = re.compile(r"^(DATE|TIMESTAMP.*)$")
@@ -155,6 +162,7 @@ class FeatureBuilder:
 
     def __init__(self, settings: FeatureSettings = FeatureSettings()) -> None:  # noqa: B008
         self.settings = settings
+        self.text_model_: TextScorer | None = None
 
     def fit(self, con: Con) -> FeatureBuilder:
         """Learn vocabularies and attribute kinds from the canonical views of `con`."""
@@ -176,6 +184,18 @@ class FeatureBuilder:
         self._finish()
         return self
 
+    def with_text(self, model: TextScorer | None) -> FeatureBuilder:
+        """Score the events' text with `model` (None: no text features); names and version follow."""
+        self._check_fitted()
+        self.text_model_ = model
+        self._finish()
+        return self
+
+    @property
+    def topic_terms_(self) -> list[list[str]]:
+        """The top terms of each text topic (empty without a text model)."""
+        return [] if self.text_model_ is None else self.text_model_.topic_terms()
+
     def _finish(self) -> None:
         """Derive the definition, specs, names and version from the fitted state."""
         s = self.settings
@@ -192,6 +212,7 @@ class FeatureBuilder:
             survey_types=tuple(s.survey_event_types),
             has_resolved=self.has_resolved_,
             resolved_column=s.resolved_column,
+            text_topics=-1 if self.text_model_ is None else self.text_model_.n_topics,
         )
         names = {
             f"{kind}:{raw}": sanitize(raw)
@@ -214,7 +235,12 @@ class FeatureBuilder:
         return self.version_
 
     def _state(self) -> dict[str, Any]:
-        return {
+        text = {}  # only with a text model, so builders without one keep their version
+        if self.text_model_ is not None:
+            model = self.text_model_
+            text = {"text": {"digest": model.digest, "topics": model.n_topics,
+                             "topic_terms": model.topic_terms()}}  # fmt: skip
+        return text | {
             "format": FORMAT,
             "settings": self.settings.model_dump(mode="json"),
             "event_types": list(self.event_types_),
@@ -237,11 +263,20 @@ class FeatureBuilder:
         return self._state() | {"feature_names": self.feature_names_, "version": self.version_}
 
     @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> FeatureBuilder:
-        """Rebuild a fitted builder; refuses a state this code would compute differently."""
+    def from_dict(
+        cls, state: dict[str, Any], text_model: TextScorer | None = None
+    ) -> FeatureBuilder:
+        """Rebuild a fitted builder (with its saved text model, if it had one); refuses a state
+        this code would compute differently."""
         if state.get("format") != FORMAT:
             raise NextbestError(f"feature state format {state.get('format')!r} is not {FORMAT}")
+        saved = state.get("text")
+        if saved is None and text_model is not None:
+            raise NextbestError("feature state has no text model, but one was given")
+        if saved is not None and (text_model is None or text_model.digest != saved["digest"]):
+            raise NextbestError("feature state needs the text model it was fitted with")
         self = cls(FeatureSettings(**state["settings"]))
+        self.text_model_ = text_model
         self.event_types_ = list(state["event_types"])
         self.value_types_ = list(state["value_types"])
         self.channels_ = list(state["channels"])
@@ -294,11 +329,14 @@ class FeatureBuilder:
             if s.column not in customers:
                 raise ContractError("customers", s.column, "attribute seen in training is missing")
         table = f"_nextbest_spine_{uuid.uuid4().hex}"
+        texts = f"_nextbest_texts_{uuid.uuid4().hex}"
         try:
             _make_spine(con, table, as_of, spine)
-            return _features(con, self.definition_, self.specs_, table, chunk_rows)
+            scored = _score_texts(con, self.text_model_, table, texts)
+            return _features(con, self.definition_, self.specs_, table, chunk_rows, scored)
         finally:
             con.execute(f"DROP TABLE IF EXISTS {fs.quote_ident(table)}")
+            con.execute(f"DROP TABLE IF EXISTS {fs.quote_ident(texts)}")
 
 
 def _fit_static(con: Con, columns: dict[str, str]) -> list[fs.StaticColumn]:
@@ -314,6 +352,90 @@ def _fit_static(con: Con, columns: dict[str, str]) -> list[fs.StaticColumn]:
             cats = tuple(sorted(c for c, _, _ in _top(con, "customers", column, MAX_CATEGORIES)))
         out.append(fs.StaticColumn(column, name, kind, cats))
     return out
+
+
+def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> str | None:
+    """Score the texts of the spine's customers before their latest as-of into `table`
+    (customer_id, ts, polarity, negative, topic); None when there is no model or no text column.
+
+    Texts are scored when features are computed (training, materialize, batch), never per request;
+    each distinct text once (per group of writers when scores depend on the writer: cross-fitting)."""
+    if model is None or "text" not in (_columns(con, "events") or {}):
+        return None
+    bound = _scalar(con, f"SELECT max(as_of) FROM {fs.quote_ident(spine)}")
+    where = (
+        "WHERE e.text IS NOT NULL AND trim(e.text) <> '' "
+        f"AND e.ts < {_ts_literal(bound if bound is not None else pd.Timestamp(0))} "
+        f"AND e.customer_id IN (SELECT customer_id FROM {fs.quote_ident(spine)})"
+    )
+    target = fs.quote_ident(table)
+    if model.per_customer:  # each distinct text once per group of writers (fold)
+        id_sql = f"SELECT DISTINCT CAST(e.customer_id AS VARCHAR) FROM events e {where}"
+        ids = [r[0] for r in con.execute(id_sql).fetchall()]
+        groups = pa.table({"customer_id": pa.array(ids, pa.string()),
+                           "grp": pa.array(model.group_of(ids), pa.int64())})  # fmt: skip
+        rows = fs.quote_ident(f"{table}_rows")
+        with _registered(con, groups) as g:  # rows first: joined with `g` alone, the scores
+            con.execute(  # would pair every writer of a group with every text of it
+                f"CREATE TEMP TABLE {rows} AS SELECT g.customer_id, e.ts, "
+                f"CAST(e.text AS VARCHAR) AS text, g.grp FROM events e "
+                f"JOIN {g} g ON CAST(e.customer_id AS VARCHAR) = g.customer_id {where}"
+            )
+        try:
+            sql = (
+                f"SELECT grp, text, any_value(customer_id) AS customer_id FROM {rows} GROUP BY ALL"
+            )
+            with _registered(con, _scored(con, sql, model, ("grp", "customer_id"))) as view:
+                con.execute(
+                    f"CREATE TEMP TABLE {target} AS SELECT r.customer_id, r.ts, s.polarity, "
+                    f"s.negative, s.topic FROM {rows} r JOIN {view} s "
+                    "ON s.grp = r.grp AND s.text = r.text"
+                )
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {rows}")
+        return table
+    sql = f"SELECT DISTINCT CAST(e.text AS VARCHAR) AS text FROM events e {where}"
+    with _registered(con, _scored(con, sql, model, ())) as view:
+        con.execute(
+            f"CREATE TEMP TABLE {target} AS SELECT CAST(e.customer_id AS VARCHAR) AS customer_id, "
+            f"e.ts, s.polarity, s.negative, s.topic FROM events e "
+            f"JOIN {view} s ON CAST(e.text AS VARCHAR) = s.text {where}"
+        )
+    return table
+
+
+def _scored(con: Con, sql: str, model: TextScorer, keep: tuple[str, ...]) -> pa.Table:
+    """The rows of `sql` (a `text` column, a `customer_id` one when kept) with their scores,
+    read and scored in batches."""
+    parts = []
+    for batch in con.sql(sql).to_arrow_reader(TEXT_BATCH_ROWS):
+        texts = batch.column("text").to_pylist()
+        ids = batch.column("customer_id").to_pylist() if "customer_id" in keep else None
+        scores = model.score(texts, ids)
+        columns = {name: batch.column(name) for name in (*keep, "text")}
+        parts.append(pa.table(columns | {
+            "polarity": pa.array(scores.polarity, pa.float32()),
+            "negative": pa.array(scores.negative, pa.bool_()),
+            "topic": pa.array(scores.topic, pa.int16()),
+        }))  # fmt: skip
+    if parts:
+        return pa.concat_tables(parts)
+    schema = con.sql(sql).limit(0).to_arrow_table().schema
+    empty = {f.name: pa.array([], f.type) for f in schema}
+    return pa.table(empty | {"polarity": pa.array([], pa.float32()),
+                             "negative": pa.array([], pa.bool_()),
+                             "topic": pa.array([], pa.int16())})  # fmt: skip
+
+
+@contextmanager
+def _registered(con: Con, table: pa.Table) -> Iterator[str]:
+    """An Arrow table as a temporary DuckDB view, for the length of the block."""
+    view = f"_nextbest_arrow_{uuid.uuid4().hex}"
+    con.register(view, table)
+    try:
+        yield view
+    finally:
+        con.unregister(view)
 
 
 def _make_spine(con: Con, table: str, as_of: AsOf | None, spine: str | None) -> None:
@@ -411,6 +533,8 @@ def _column(spec: fs.Spec, st: _Stats) -> np.ndarray:
         if stat == "n_all":  # a count: no answers is 0, not unknown
             return np.nan_to_num(st.value(stat), nan=0.0)
         return st.value({"age": "amin"}.get(stat, stat))
+    if spec.source in ("texts", "text_last"):
+        return _text_column(spec, st)
     if stat == "count":
         return st.cum("n")[:, w]
     if stat == "sum":
@@ -427,8 +551,34 @@ def _column(spec: fs.Spec, st: _Stats) -> np.ndarray:
     raise ValueError(f"unknown feature statistic {spec.source}.{stat}")
 
 
-def _source_sql(con: Con, d: fs.Definition, source: str, scope: fs.Scope) -> str | None:
+def _text_column(spec: fs.Spec, st: _Stats) -> np.ndarray:
+    """The values of one text feature."""
+    w, stat = spec.window, spec.stat
+    if stat == "count":
+        return st.cum("n")[:, w]
+    if stat == "score_mean":
+        return _ratio(st.cum("ss")[:, w], st.cum("n")[:, w])
+    if stat == "negative_share":
+        return _ratio(st.cum("nn")[:, w], st.cum("n")[:, w])
+    if stat == "last":
+        return st.extreme("amin", largest=False)
+    if stat == "negative_age":
+        return st.extreme("aneg", largest=False)
+    if stat == "score_last":
+        return st.value("score_last")
+    raise ValueError(f"unknown text statistic {stat}")
+
+
+def _source_sql(
+    con: Con, d: fs.Definition, source: str, scope: fs.Scope, texts: str | None
+) -> str | None:
     """The aggregate query of a source, or None when its input does not exist."""
+    if source in ("texts", "text_last"):
+        if texts is None:
+            return None
+        return (
+            fs.texts_sql(d, scope, texts) if source == "texts" else fs.text_last_sql(scope, texts)
+        )
     if source == "events":
         return fs.events_sql(d, scope)
     if source == "channels":
@@ -446,6 +596,8 @@ _CODES = {
     "channels": lambda d: len(d.channels),
     "surveys": lambda d: len(d.survey_types),
     "exposures": lambda d: len(d.actions),
+    "texts": lambda d: d.text_topics + 1,
+    "text_last": lambda d: 1,
 }
 
 
@@ -470,13 +622,15 @@ def _scopes(con: Con, table: str, chunk_rows: int) -> list[fs.Scope]:
     return [fs.Scope(table, bound, lo, hi) for lo, hi in zip(lows, highs, strict=True)]
 
 
-def _aggregate(con: Con, d: fs.Definition, source: str, scopes: list[fs.Scope]) -> pa.Table:
+def _aggregate(
+    con: Con, d: fs.Definition, source: str, scopes: list[fs.Scope], texts: str | None
+) -> pa.Table:
     """A source's aggregated rows over all chunks."""
     if source in ("surveys", "exposures"):  # small inputs: one pass
         scopes = [fs.Scope(scopes[0].spine, scopes[0].bound)]
     tables = []
     for scope in scopes:
-        sql = _source_sql(con, d, source, scope)
+        sql = _source_sql(con, d, source, scope, texts)
         assert sql is not None
         tables.append(con.sql(sql).to_arrow_table())
     return pa.concat_tables(tables)
@@ -489,14 +643,15 @@ def _fill_source(
     scopes: list[fs.Scope],
     n: int,
     out: np.ndarray,
+    texts: str | None = None,
 ) -> None:
     """Run one source's aggregate queries and write its features into their columns of `out`."""
     source = specs[0][1].source
-    if _source_sql(con, d, source, scopes[0]) is None:
+    if _source_sql(con, d, source, scopes[0], texts) is None:
         for k, spec in specs:
             out[:, k] = 0.0 if spec.stat == "count" else np.nan
         return
-    grouped = _Grouped(_aggregate(con, d, source, scopes), _CODES[source](d))
+    grouped = _Grouped(_aggregate(con, d, source, scopes, texts), _CODES[source](d))
     n_buckets = len(fs.EXPOSURE_WINDOWS if source == "exposures" else d.windows) + 1
     stats: tuple[tuple[int, ...] | None, _Stats] | None = None
     for k, spec in specs:
@@ -506,7 +661,12 @@ def _fill_source(
 
 
 def _features(
-    con: Con, d: fs.Definition, specs: list[fs.Spec], table: str, chunk_rows: int
+    con: Con,
+    d: fs.Definition,
+    specs: list[fs.Spec],
+    table: str,
+    chunk_rows: int,
+    texts: str | None = None,
 ) -> pd.DataFrame:
     """Compute every feature of the spine rows in `table` and assemble the output frame."""
     with _insertion_order(con, keep=False):
@@ -524,10 +684,10 @@ def _features(
             elif spec.source == "missing":
                 out[:, position[k]] = np.nan
         scopes = _scopes(con, table, chunk_rows)
-        for source in ("events", "channels", "surveys", "exposures"):
+        for source in ("events", "channels", "surveys", "exposures", "texts", "text_last"):
             mine = [(position[k], s) for k, s in numeric if s.source == source]
             if mine:
-                _fill_source(con, d, mine, scopes, n, out)
+                _fill_source(con, d, mine, scopes, n, out, texts)
     return _assemble(head, d, specs, numeric, out)
 
 
@@ -558,6 +718,10 @@ def _assemble(
 # ------------------------------------------------------------------------------ descriptions
 _WINDOWED = [
     (r"events_(\d+)d", "events"),
+    (r"texts_(\d+)d", "texts written"),
+    (r"text_score_mean_(\d+)d", "average tone of the texts (-1 negative, 1 positive)"),
+    (r"text_negative_share_(\d+)d", "share of negative texts"),
+    (r"text_topic_(\d+)_count_(\d+)d", "texts about {T}"),
     (r"contacts_(\d+)d", "contacts with customer service"),
     (r"unresolved_contacts_(\d+)d", "unresolved contacts"),
     (r"resolution_rate_(\d+)d", "share of contacts resolved"),
@@ -577,6 +741,9 @@ _FIXED = {
     "days_since_first_event": "days since the first recorded event",
     "days_since_last_event": "days since the last event",
     "days_since_last_exposure": "days since the last action",
+    "days_since_last_text": "days since the last text",
+    "days_since_last_negative_text": "days since the last negative text",
+    "text_score_last": "tone of the last text (-1 negative, 1 positive)",
 }
 _PLAIN = [
     (r"(.+)_last", "last {S} answer"),
@@ -589,8 +756,8 @@ _PLAIN = [
 ]
 
 
-def _describe(name: str) -> str:
-    """Human text of one feature name, from its pattern."""
+def _describe(name: str, topic_terms: list[list[str]]) -> str:
+    """Human text of one feature name, from its pattern (a text topic by its top terms)."""
     if name in _FIXED:
         return _FIXED[name]
     for pattern, text in _WINDOWED:
@@ -598,7 +765,7 @@ def _describe(name: str) -> str:
         if m:
             days = int(m.groups()[-1])
             label = m.group(1).replace("_", " ") if len(m.groups()) > 1 else ""
-            what = text.format(label, S=label.upper())
+            what = text.format(label, S=label.upper(), T=_topic(label, topic_terms))
             return f"{what} in the last {'day' if days == 1 else f'{days} days'}"
     for pattern, text in _PLAIN:
         m = re.fullmatch(pattern, name)
@@ -608,9 +775,19 @@ def _describe(name: str) -> str:
     return name.replace("_", " ")
 
 
-def feature_descriptions(names: Iterable[str]) -> dict[str, str]:
-    """Agent-facing text for feature names, e.g. complaints_30d -> "complaints in the last 30 days"."""
-    return {name: _describe(name) for name in names}
+def _topic(label: str, topic_terms: list[list[str]]) -> str:
+    """A text topic by its first three terms, or by its number when they are not known."""
+    if label.isdigit() and int(label) < len(topic_terms):
+        return ", ".join(topic_terms[int(label)][:3])
+    return f"topic {label}"
+
+
+def feature_descriptions(
+    names: Iterable[str], topic_terms: list[list[str]] | None = None
+) -> dict[str, str]:
+    """Agent-facing text for feature names, e.g. complaints_30d -> "complaints in the last 30 days";
+    text topics are named by their top terms (`FeatureBuilder.topic_terms_`) when given."""
+    return {name: _describe(name, topic_terms or []) for name in names}
 
 
 def to_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:

@@ -8,7 +8,8 @@ float32 casts. The online service uses it at decision time, where ~50 DuckDB que
 cost far more than the arithmetic; DuckDB stays the reference (tests/training/features).
 
 Inputs the reference would read differently (other column types, a non-finite value, not exactly
-one customers row) are refused by `unsupported`, so that the caller runs the reference instead.
+one customers row) and bundles with text features (their texts are scored by the text model) are
+refused by `unsupported`, so that the caller runs the reference instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from training.features.definition import AsOf, FeatureBuilder, to_timestamp
 
 _TS = pa.timestamp("us")
 _TEXT = (pa.string(),)
+_TEXT_SOURCES = ("texts", "text_last")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class OneCustomer:
         self.definition = d
         self.specs = list(builder.specs_)
         self.names = list(builder.feature_names_)
+        # text features score each text with the bundle's text model: left to the reference
+        self.has_text = any(s.source in _TEXT_SOURCES for s in self.specs)
         self._types = pa.array(d.type_codes, pa.string())
         self._channels = pa.array(d.channels, pa.string())
         self._surveys = pa.array(d.survey_types, pa.string())
@@ -94,6 +98,8 @@ class OneCustomer:
     ) -> str | None:
         """Why these inputs need the DuckDB reference (None: this path computes them exactly)."""
         d = self.definition
+        if self.has_text:
+            return "text features (scored by the text model) are computed by the reference"
         if customers.num_rows != 1 or _type(customers, "customer_id") not in _TEXT:
             return "not exactly one customers row with a text customer_id"
         if customers.column("customer_id").null_count:

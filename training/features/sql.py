@@ -2,7 +2,7 @@
 
 Each query is ONE narrow ``GROUP BY`` pass: events are grouped by (spine row, event-type code,
 window bucket), channels by (row, channel code, bucket), survey answers by (row, survey), exposures
-by (row, action code, bucket). Ages are integer microseconds before the row's as-of time, so a window
+by (row, action code, bucket), scored texts by (row, topic code, bucket). Ages are integer microseconds before the row's as-of time, so a window
 test is exact: an event is inside the ``w``-day window when ``0 < as_of - ts <= w days``.
 `training.features.definition` turns these small tables into the feature columns with vectorised numpy.
 """
@@ -54,6 +54,7 @@ class Definition:
     survey_types: tuple[str, ...]
     has_resolved: bool
     resolved_column: str
+    text_topics: int = -1  # topics of the text model; -1: no text model, no text features
 
     @property
     def type_codes(self) -> tuple[str, ...]:
@@ -76,7 +77,7 @@ class Spec:
     """
 
     name: str
-    source: str  # static | events | channels | surveys | exposures | missing
+    source: str  # static | events | channels | surveys | exposures | texts | text_last | missing
     stat: str
     select: tuple[int, ...] | None = None
     window: int = -1
@@ -180,12 +181,29 @@ def _exposures(out: Specs, d: Definition, names: dict[str, str]) -> None:
         out.add(Spec(f"days_since_{name}", "exposures", "last", (k,)))
 
 
+def _texts(out: Specs, d: Definition) -> None:
+    """The text block (with a text model only): tone, negatives and topics per window."""
+    if d.text_topics < 0:
+        return
+    out.add(Spec("days_since_last_text", "texts", "last"), fixed=True)
+    out.add(Spec("text_score_last", "text_last", "score_last"), fixed=True)
+    for j, w in enumerate(d.windows):
+        out.add(Spec(f"texts_{w}d", "texts", "count", None, j), fixed=True)
+        out.add(Spec(f"text_score_mean_{w}d", "texts", "score_mean", None, j), fixed=True)
+        out.add(Spec(f"text_negative_share_{w}d", "texts", "negative_share", None, j), fixed=True)
+    for k in range(d.text_topics):
+        for j, w in enumerate(d.windows):
+            out.add(Spec(f"text_topic_{k}_count_{w}d", "texts", "count", (k + 1,), j), fixed=True)
+    out.add(Spec("days_since_last_negative_text", "texts", "negative_age"), fixed=True)
+
+
 def _build(out: Specs, d: Definition, names: dict[str, str]) -> Specs:
     _static(out, d)
     _activity(out, d, names)
     _cx(out, d)
     _surveys(out, d, names)
     _exposures(out, d, names)
+    _texts(out, d)
     return out
 
 
@@ -318,6 +336,29 @@ def exposures_sql(d: Definition, scope: Scope) -> str:
     return (
         f"SELECT i, code, {_bucket(EXPOSURE_WINDOWS)} AS b, CAST(count(*) AS INTEGER) AS n, "
         f"{_days('min(age)')} AS amin FROM ({rows}) GROUP BY i, code, b"
+    )
+
+
+def texts_sql(d: Definition, scope: Scope, texts: str) -> str:
+    """Per (row, topic code, bucket) of the scored texts table: count, polarity sum, negatives,
+    min age and min age of a negative in days (inf when none). Topic code 0: no topic."""
+    extra = ", e.polarity AS p, e.negative AS neg"
+    rows = _aged(quote_ident(texts), scope, "CAST(e.topic + 1 AS SMALLINT)", extra)
+    never = "CAST('inf' AS FLOAT)"
+    return (
+        f"SELECT i, code, {_bucket(d.windows)} AS b, CAST(count(*) AS INTEGER) AS n, "
+        f"sum(p) AS ss, CAST(count_if(neg) AS INTEGER) AS nn, {_days('min(age)')} AS amin, "
+        f"coalesce({_days('min(age) FILTER (WHERE neg)')}, {never}) AS aneg "
+        f"FROM ({rows}) GROUP BY i, code, b"
+    )
+
+
+def text_last_sql(scope: Scope, texts: str) -> str:
+    """Per row: the polarity of the latest scored text (ties broken on the polarity)."""
+    rows = _aged(quote_ident(texts), scope, "CAST(0 AS SMALLINT)", ", e.polarity AS p")
+    return (
+        "SELECT i, code, arg_min(p, struct_pack(a := age, b := p)) AS score_last "
+        f"FROM ({rows}) GROUP BY i, code"
     )
 
 

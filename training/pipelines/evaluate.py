@@ -9,6 +9,7 @@ from training.data.contract import open_dataset, validate_dataset
 from training.evaluation.decisions import Evaluation, evaluate_bundle
 from training.evaluation.report import log_report, write_report
 from training.evaluation.scores import ScoreEvaluation, evaluate_scores
+from training.evaluation.texts import evaluate_topics
 from training.registry.mlflow_models import load_bundle
 from training.synth.generate import default_truth_dir
 
@@ -30,6 +31,7 @@ def evaluate(
         uplift = bool(bundle.uplift and bundle.config.catalog.actions)
         evaluation = evaluate_bundle(con, bundle, truth_dir) if uplift else None
         scores = evaluate_scores(con, bundle)
-    path = write_report(evaluation, out, scores)
+        topics = evaluate_topics(con, bundle)
+    path = write_report(evaluation, out, scores, topics)
     log_report(evaluation, path, scores)
     return evaluation, scores, path

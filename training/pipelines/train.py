@@ -7,7 +7,8 @@ a randomized test with no role at all (one action, one conversion outcome) train
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from training.data.snapshots import (
     resolve_as_of,
     split_for,
 )
+from training.data.texts import fit_texts
 from training.errors import NextbestError
 from training.evaluation.score_metrics import score_figures, score_metrics
 from training.features.definition import FeatureBuilder
@@ -44,6 +46,7 @@ from training.scores.base import LightGBMScoreModel, ScoreModel, fit_on
 from training.scores.churn import ChurnModel
 from training.scores.ltv import LtvModel
 from training.scores.satisfaction import SatisfactionModel
+from training.text.model import CrossFittedText
 from training.uplift.fit import train_uplift
 
 MIN_LABELS = 200  # fewer labelled rows than this cannot train and test a model honestly
@@ -61,6 +64,7 @@ class TrainResult:
     skipped: dict[str, str] = field(default_factory=dict)
     uplift: dict[str, str] = field(default_factory=dict)  # outcome -> chosen learner class
     uplift_skipped: dict[str, str] = field(default_factory=dict)  # outcome -> why no uplift
+    text: str = ""  # the text model fitted, or why there is none
     lifetime: str = ""  # the lifetime method `ltv` uses ("": ltv is the label-window revenue)
 
 
@@ -151,13 +155,27 @@ def train(
     ds = open_dataset(data)
     with ds.connect() as con:
         builder = FeatureBuilder(config.features).fit(con)
-        check_rule_names(config, builder.feature_names_)
         span = data_span(con, config)
         dates = resolve_as_of(config, span)
+        texts = fit_texts(con, config, dates)
+        text_note = (
+            texts
+            if isinstance(texts, str)
+            else (
+                f"text: {texts[0].n_topics} topics, cross-fitted in {config.text.folds} folds by customer"
+            )
+        )
+        say(text_note)
+        crossed = None if isinstance(texts, str) else texts[1]
+        builder.with_text(None if isinstance(texts, str) else texts[0])
+        check_rule_names(config, builder.feature_names_)
         say(f"building snapshots as of {', '.join(map(str, dates))}")
-        frame = build_snapshots(con, builder, config, dates)
+        with _text_scored_by(builder, crossed):
+            frame = build_snapshots(con, builder, config, dates)
         present = {t for (t,) in con.execute("SELECT DISTINCT event_type FROM events").fetchall()}
-    result = TrainResult(version="", as_of=[d.isoformat() for d in dates], rows=len(frame))
+    result = TrainResult(
+        version="", as_of=[d.isoformat() for d in dates], rows=len(frame), text=text_note
+    )
     models: dict[str, ScoreModel] = {}
     with training_run(ds, builder, config, config_path, dates) as run:
         for role in ROLES:
@@ -176,7 +194,7 @@ def train(
             log_lifetime(describe(lifetime))
             result.lifetime = lifetime.method
         say("training uplift models on the exposures")
-        with ds.connect() as con:
+        with ds.connect() as con, _text_scored_by(builder, crossed):
             uplift = train_uplift(con, builder, config)
         if not models and uplift is None:
             why = "; ".join(f"{r}: {w}" for r, w in result.skipped.items())
@@ -204,6 +222,21 @@ def train(
         )
         result.version = log_bundle(bundle, frame.head(5))
     return result
+
+
+@contextmanager
+def _text_scored_by(builder: FeatureBuilder, crossed: CrossFittedText | None) -> Iterator[None]:
+    """Training rows score texts out of fold (cross-fitted by customer), so no score model sees
+    a text score fitted on its own label; the bundle keeps the model fitted on every label."""
+    final = builder.text_model_
+    if crossed is None:
+        yield
+        return
+    builder.with_text(crossed)
+    try:
+        yield
+    finally:
+        builder.with_text(final)
 
 
 def _train_role(

@@ -5,6 +5,7 @@ model per role that could be trained, the uplift learners, and metadata. On disk
 model's own files (LightGBM text models + JSON, never pickle):
 
     builder.json  config.json  metadata.json  models/<role>/...  uplift/<outcome>.json
+    text/text.json  text/text.npz   (only with a text model: vocabularies, idf, coefficients)
     lifetime.json  (with `objective.lifetime_months`: how `ltv` projects value, see scores.lifetime)
 
 This module is pure: no MLflow, nothing at import time. Registering a bundle as a version of the MLflow
@@ -38,6 +39,8 @@ from training.features.definition import FeatureBuilder, to_matrix
 from training.registry.checksums import checksums, verify
 from training.scores.base import ScoreModel
 from training.scores.lifetime import LifetimeValue
+from training.text.model import JSON_FILE as TEXT_JSON
+from training.text.model import TextModel
 from training.uplift.selection import UpliftModel, load_uplift
 
 FORMAT = 1
@@ -212,6 +215,10 @@ class Bundle:
     # -- persistence --------------------------------------------------------------------------
     def save(self, folder: Path | str) -> Path:
         """Write the bundle into `folder` (created; must not exist or be empty)."""
+        text = self.builder.text_model_
+        if text is not None and not isinstance(text, TextModel):  # checked before any write
+            kind = type(text).__name__
+            raise NextbestError(f"the bundle saves only the final text model, not a {kind}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if any(folder.iterdir()):
@@ -225,6 +232,9 @@ class Bundle:
         for outcome, learner in self.uplift.items():
             (folder / "uplift").mkdir(exist_ok=True)
             _write_json(folder / "uplift" / f"{outcome}.json", learner.to_dict())
+        if text is not None:
+            (folder / "text").mkdir()
+            text.save(folder / "text")
         if self.lifetime is not None:
             _write_json(folder / "lifetime.json", self.lifetime.to_dict())
         _write_json(folder / "builder.json", self.builder.to_dict())
@@ -246,7 +256,10 @@ class Bundle:
             recorded = meta.pop("checksums", None)
             if recorded is not None:  # bundles saved before checksums were recorded have none
                 verify(folder, recorded)
-            builder = FeatureBuilder.from_dict(_read_json(folder / "builder.json"))
+            text = (
+                TextModel.load(folder / "text") if (folder / "text" / TEXT_JSON).is_file() else None
+            )
+            builder = FeatureBuilder.from_dict(_read_json(folder / "builder.json"), text)
             config = Config.model_validate(_read_json(folder / "config.json"))
         except (OSError, KeyError, ValueError) as exc:
             raise NextbestError(f"{folder}: not a readable nextbest bundle ({exc})") from None

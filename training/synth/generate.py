@@ -21,6 +21,7 @@ from training.synth.actions import ACTION_COSTS, ACTION_IDS, ARMS, EFFECT_NOTES,
 from training.synth.campaigns import assign
 from training.synth.dynamics import State, initial_state
 from training.synth.journey import CHANNELS, EVENT_TYPES, WEEK_S, EventBatch, simulate_week
+from training.synth.text import ISSUES, LANGUAGES, Writers, dictionary, draw_writers, text_codes
 from training.synth.truth import LIFETIME_MONTHS, lifetime_revenue, potential_outcomes
 from training.synth.world import (
     AGE_BANDS,
@@ -114,11 +115,14 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
     """Simulate one chunk of customers over the whole calendar."""
     rng = np.random.default_rng([seed, chunk, 0])
     assign_rng = np.random.default_rng([seed, chunk, 1])
+    text_rng = np.random.default_rng([seed, chunk, 2])  # its own stream: texts change no event
     pop = draw_population(rng, first, n, cfg)
+    writers = draw_writers(text_rng, n)
     st = initial_state(pop)
     n_eval = max(0, min(n, cfg.truth_customers - first))
     campaigns = {c.week: c for c in cfg.campaigns}
     batches: list[EventBatch] = []
+    texts: list[np.ndarray] = []
     exposures: list[pa.Table] = []
     truth: list[pa.Table] = []
     exposure_truth: list[pa.Table] = []
@@ -141,7 +145,7 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
                 seed + 6007 * week,
                 LIFETIME_MONTHS,
             )
-            truth.append(_truth_table(pop, st, idx, cfg.week_start(week), po | long))
+            truth.append(_truth_table(pop, st, idx, cfg.week_start(week), po | long, writers))
         if week == cfg.weeks:
             break
         if week in campaigns:
@@ -174,10 +178,12 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
                 mask[reached[arm == a]] = True
                 start_action(pop, st, mask, a - 1, week, cfg.effect_weeks)
             exposures.append(_exposure_table(pop, reached, arm, prop, week, cfg))
+        sat, failures = st.sat.copy(), st.recent_fail.copy()
         batches.append(simulate_week(pop, st, week, rng, week * WEEK_S))
+        texts.append(_week_texts(text_rng, writers, batches[-1], sat, failures))
     return _ChunkResult(
         customers=_customers_table(pop, cfg),
-        events=_events_table(pop, EventBatch.concat(batches), cfg),
+        events=_events_table(pop, EventBatch.concat(batches), cfg, np.concatenate(texts)),
         exposures=pa.concat_tables(exposures)
         if exposures
         else _exposure_table(pop, *_NONE, 0, cfg),
@@ -187,6 +193,7 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
     )
 
 
+_TEXTS = dictionary()
 _NONE = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
@@ -225,9 +232,23 @@ def _customers_table(pop: Population, cfg: WorldConfig) -> pa.Table:
     )
 
 
-def _events_table(pop: Population, b: EventBatch, cfg: WorldConfig) -> pa.Table:
+def _week_texts(
+    rng: np.random.Generator,
+    writers: Writers,
+    b: EventBatch,
+    sat: np.ndarray,
+    failures: np.ndarray,
+) -> np.ndarray:
+    """Text codes of one week's events, from the satisfaction and failures before the week."""
+    names = np.asarray(EVENT_TYPES)[b.event_type]
+    trouble = (b.resolved == 0) | (names == "complaint") | (failures[b.cust] > 1.0)
+    return text_codes(rng, writers, b.cust, names, sat[b.cust], trouble)
+
+
+def _events_table(pop: Population, b: EventBatch, cfg: WorldConfig, texts: np.ndarray) -> pa.Table:
     order = np.lexsort((b.ts, b.cust))
     b = b.keep(order)
+    texts = texts[order]
     return pa.table(
         {
             "customer_id": _labels(b.cust, pop.ids),
@@ -236,6 +257,9 @@ def _events_table(pop: Population, b: EventBatch, cfg: WorldConfig) -> pa.Table:
             "event_type": _labels(b.event_type, EVENT_TYPES),
             "value": pa.array(b.value, from_pandas=True),
             "resolved": pa.array(b.resolved == 1, mask=b.resolved < 0),
+            "text": pa.DictionaryArray.from_arrays(
+                pa.array(texts.astype(np.int32), mask=texts < 0), pa.array(_TEXTS, pa.string())
+            ).cast(pa.string()),
         }
     )
 
@@ -263,7 +287,12 @@ def _with_columns(table: pa.Table, columns: dict[str, np.ndarray]) -> pa.Table:
 
 
 def _truth_table(
-    pop: Population, st: State, idx: np.ndarray, as_of: date, po: dict[str, np.ndarray]
+    pop: Population,
+    st: State,
+    idx: np.ndarray,
+    as_of: date,
+    po: dict[str, np.ndarray],
+    writers: Writers,
 ) -> pa.Table:
     """Ground truth rows: identity, latent state (for analysis) and potential outcomes per arm."""
     table = pa.table(
@@ -277,6 +306,8 @@ def _truth_table(
             "service_need": pa.array(pop.service_need[idx]),
             "recent_failures": pa.array(st.recent_fail[idx]),
             "action_in_force": _labels(st.action[idx] + 1, ARMS),
+            "language": _labels(writers.language[idx], LANGUAGES),
+            "text_issue": _labels(writers.issue[idx], ISSUES),
         }
     )
     return _with_columns(table, po)

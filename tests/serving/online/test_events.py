@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from tests.serving.conftest import Server, World, start_server, stop_server
-from training.data.contract import validate_dataset
+from training.data.contract import MAX_TEXT_CHARS, validate_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
@@ -78,7 +78,7 @@ BAD_ROWS = {
     "value": ({"value": "3"}, "events.2.value"),
     "event_type": ({"event_type": ""}, "events.2.event_type"),
     "unknown field": ({"colour": "red"}, "events.2.colour"),
-    "text too long": ({"text": "x" * 5000}, "events.2.text"),
+    "text too long": ({"text": "x" * (MAX_TEXT_CHARS + 1)}, "events.2.text"),
     "customer_id": ({"customer_id": 7}, "events.2.customer_id"),
 }
 

@@ -16,3 +16,12 @@ def test_other_values_follow_a_colon() -> None:
     )
     assert phrase("plan", "premium") == "plan: premium"
     assert phrase("monthly fee", 21.5432) == "monthly fee: 21.54"
+
+
+def test_a_text_topic_reads_as_what_the_customer_wrote_about() -> None:
+    from training.features.definition import feature_descriptions
+
+    about = feature_descriptions(["text_topic_1_count_30d"], [["x"], ["bill", "invoice", "refund"]])
+    assert phrase(about["text_topic_1_count_30d"], 2.0) == (
+        "2 texts about bill, invoice, refund in the last 30 days"
+    )

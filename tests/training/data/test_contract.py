@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from training.data.contract import (
+    MAX_TEXT_CHARS,
     TABLES,
     column_types,
     open_dataset,
@@ -446,3 +447,43 @@ def test_csv_extra_column_changing_type_late_is_reported(tmp_path: Path) -> None
 
 def test_tables_constant_matches_contract() -> None:
     assert TABLES == ("customers", "events", "exposures")
+
+
+# --------------------------------------------------------------------------------------------
+# the optional `text` column
+
+
+def with_text(texts: list[object]) -> Edit:
+    def edit(frames: Frames) -> None:
+        frames["events"]["text"] = pd.Series(texts, dtype=object)
+
+    return edit
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_text_column_is_optional_and_typed_as_text(tmp_path: Path, fmt: str) -> None:
+    texts = [None, "Il rimborso non è mai arrivato", "1234", ""]
+    root = broken(tmp_path, fmt, with_text(texts))
+    validate_dataset(root)
+    with open_dataset(root).connect() as con:
+        assert column_types(con, "events")["text"] == "VARCHAR"
+        got = con.execute("SELECT text FROM events ORDER BY ts").fetchall()
+    # a number-like comment stays text; an empty one is no text
+    assert [r[0] for r in got] == [None, "Il rimborso non è mai arrivato", "1234", None]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_text_over_the_per_event_limit_is_refused(tmp_path: Path, fmt: str) -> None:
+    bomb = "a" * (MAX_TEXT_CHARS + 1)
+    root = broken(tmp_path, fmt, with_text([None, "ok", bomb, "x" * MAX_TEXT_CHARS]))
+    before = sorted(p.name for p in root.iterdir())
+    message = expect_error(root, f"events.{fmt}", "text", "C3")
+    assert f"longer than {MAX_TEXT_CHARS:,} characters" in message and "1 of 4 rows" in message
+    assert len(message) < 400  # the example is cut, the bomb is not echoed
+    assert sorted(p.name for p in root.iterdir()) == before
+
+
+def test_parquet_text_of_wrong_type(tmp_path: Path) -> None:
+    root = broken(tmp_path, "parquet", with_text([1, 2, 3, 4]))  # an int64 column
+    message = expect_error(root, "events.parquet", "text", "0042")
+    assert "expected a string" in message

@@ -11,12 +11,18 @@ import yaml
 
 from tests.conftest import SHARED_DATASETS
 from training.data.contract import validate_dataset
-from training.data.importers import import_hillstrom, import_telco
+from training.data.importers import (
+    airline_tweets_tables,
+    import_airline_tweets,
+    import_hillstrom,
+    import_telco,
+)
 from training.errors import NextbestError
 
 DATASETS = SHARED_DATASETS
 TELCO = DATASETS / "Telco-Customer-Churn.csv"
 HILLSTROM = DATASETS / "hillstrom.csv"
+TWEETS = DATASETS / "airline_tweets.csv"
 
 
 def _catalog(out: Path) -> set[str]:
@@ -212,3 +218,38 @@ def test_unknown_hillstrom_segment_is_reported(tmp_path: Path) -> None:
     src = _hillstrom_source(tmp_path / "src.csv", ["Mens E-Mail", "SMS", "No E-Mail", "No E-Mail"])
     with pytest.raises(NextbestError, match=r"segment.*'SMS'.*row 3"):
         import_hillstrom(src, tmp_path / "out")
+
+
+@pytest.mark.skipif(not TWEETS.exists(), reason=f"public data set not present: {TWEETS}")
+def test_real_airline_tweets_import_passes_the_contract(tmp_path: Path) -> None:
+    out = tmp_path / "tweets"
+    ds = import_airline_tweets(TWEETS, out)
+    summary = validate_dataset(out, known_actions=_catalog(out))
+    assert summary.rows == {"customers": 14640, "events": 14640, "exposures": 0}
+    assert summary.event_types == {"csat": 14640} and summary.static_columns == {
+        "airline": "VARCHAR"
+    }
+    with ds.connect() as con:
+        answers = dict(con.execute("SELECT value, count(*) FROM events GROUP BY 1").fetchall())
+        texts = con.execute("SELECT count(text), max(length(text)) FROM events").fetchone()
+    assert answers == {1.0: 9178, 3.0: 3099, 5.0: 2363}  # the README's sentiment counts
+    assert texts is not None and texts[0] == 14640 and texts[1] < 200
+
+
+def test_airline_tweets_bad_time_is_reported() -> None:
+    raw = pd.DataFrame(
+        {
+            "tweet_id": ["1", "2"],
+            "airline_sentiment": ["negative", "positive"],
+            "negativereason": ["Late Flight", ""],
+            "airline": ["United", "Delta"],
+            "text": ["@united late again", "@delta thanks!"],
+            "tweet_created": ["2/24/2015 11:35", "yesterday"],
+        }  # fmt: skip
+    )
+    with pytest.raises(NextbestError, match="tweet_created.*'yesterday', row 3"):
+        airline_tweets_tables(raw)
+    raw.loc[1, "tweet_created"] = "2/24/2015 11:36"
+    tables = airline_tweets_tables(raw)
+    assert tables["events"]["value"].tolist() == [1.0, 5.0]
+    assert tables["events"]["text"].tolist() == ["@united late again", "@delta thanks!"]

@@ -30,6 +30,11 @@ def test_trains_every_score_and_registers_one_bundle(small_world: Path, mlflow_s
     bundle = load_bundle("1")
     assert set(bundle.models) == {"churn", "satisfaction", "value"}
     assert [d.isoformat() for d in bundle.metadata.as_of] == result.as_of
+    # the simulator's texts give a text model (the final one, not the cross-fitted) and features
+    assert result.text.startswith("text: 10 topics"), result.text
+    assert type(bundle.builder.text_model_).__name__ == "TextModel"
+    assert "text_score_mean_90d" in bundle.builder.feature_names_
+    assert len(bundle.builder.topic_terms_) == 10
 
 
 def static_only_churn_set(root: Path, n: int = 3000, seed: int = 0) -> Path:

@@ -302,3 +302,31 @@ def test_metadata_may_be_given_as_a_dict(trained: Trained) -> None:
     assert bundle.metadata.rows == 12
     with pytest.raises(ValueError, match="unknown_field"):
         Bundle(trained.builder, trained.config, trained.models, {"unknown_field": 1})
+
+
+def test_a_text_model_travels_in_the_bundle_without_pickle(
+    trained: Trained, tmp_path: Path
+) -> None:
+    from training.data.texts import fit_texts
+
+    with open_dataset(trained.data_dir).connect() as con:
+        fitted = fit_texts(con, trained.config, trained.as_of)
+        assert not isinstance(fitted, str), fitted
+        builder = FeatureBuilder.from_dict(trained.builder.to_dict()).with_text(fitted[0])
+        expected = builder.transform(con, as_of=trained.as_of[-1])
+    assert "text_negative_share_30d" in builder.feature_names_
+    folder = Bundle(builder, trained.config, {}).save(tmp_path / "bundle")
+    assert sorted(p.name for p in (folder / "text").iterdir()) == ["text.json", "text.npz"]
+    assert not list(folder.rglob("*.pkl"))
+    loaded = Bundle.load(folder)
+    assert loaded.builder.version == builder.version
+    assert loaded.builder.topic_terms_ == builder.topic_terms_
+    with open_dataset(trained.data_dir).connect() as con:
+        got = loaded.builder.transform(con, as_of=trained.as_of[-1])
+    pd.testing.assert_frame_equal(got, expected)
+    with pytest.raises(NextbestError, match="only the final"):
+        Bundle(builder.with_text(fitted[1]), trained.config, {}).save(tmp_path / "crossed")
+    assert not (tmp_path / "crossed").exists()
+    (folder / "text" / "text.npz").write_bytes(b"not the arrays")
+    with pytest.raises(NextbestError, match="bundle"):
+        Bundle.load(folder)
