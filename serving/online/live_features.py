@@ -4,12 +4,15 @@ definition, so they equal what `nextbest features` computes on the data with tho
 appended (tests/serving/online/test_live_features.py). Windows slide with the clock: an event older
 than a window has dropped out of it.
 
-The journey comes from the online store's history table (serving.online.history); the features
-are computed by DuckDB in memory over three one-customer tables, on one thread.
+The journey comes from the online store's history table (serving.online.history). The features
+are computed by `training.features.one_customer` (the same specs in numpy, equal to the reference
+bit for bit); inputs it refuses (`OneCustomer.unsupported`) go through the builder's DuckDB
+reference in memory over three one-customer tables, on one thread.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,8 +23,9 @@ import pyarrow as pa
 
 from serving.online.events import Event
 from serving.online.history import History
-from serving.online.store import FeatureRow, namespace_rows, rule_names
+from serving.online.store import FeatureRow, Namespace, namespace_rows, rule_names
 from training.features.definition import to_matrix
+from training.features.one_customer import OneCustomer, OneRow
 from training.registry.bundle import Bundle
 
 
@@ -32,6 +36,8 @@ class LiveFeatures:
         self.bundle = bundle
         self.names = list(bundle.builder.feature_names_)
         self.rule_names = rule_names(bundle)
+        self.fast = OneCustomer(bundle.builder)
+        self._positions = {name: self.names.index(name) for name in self.rule_names}
         self._con = duckdb.connect(":memory:", config={"threads": 1})
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
@@ -39,6 +45,24 @@ class LiveFeatures:
     def row(self, history: History, ingested: Sequence[Event], now: datetime) -> FeatureRow:
         """The customer's model row and rule inputs as of `now` (model outputs: computed live)."""
         events = pa.concat_tables([history.events, events_table(ingested, history.events.schema)])
+        if self.fast.unsupported(history.customers, events, history.exposures) is None:
+            found = self.fast.row(history.customers, events, history.exposures, now)
+            return FeatureRow(found.vector, self._namespace(found), None)
+        return self.reference_row(history, events, now)
+
+    def _namespace(self, found: OneRow) -> Namespace:
+        """The rule inputs as `namespace_rows` gives them: floats, category text, None if missing."""
+        out: Namespace = {}
+        for name, j in self._positions.items():
+            if name in found.categories:
+                out[name] = found.categories[name]
+            else:
+                value = float(found.vector[j])
+                out[name] = None if math.isnan(value) else value
+        return out
+
+    def reference_row(self, history: History, events: pa.Table, now: datetime) -> FeatureRow:
+        """The row through the builder's DuckDB reference (`events`: stored and ingested)."""
         with self._lock:
             for name, table in (
                 ("customers", history.customers),

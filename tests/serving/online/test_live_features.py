@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from serving.online.events import Event
 from serving.online.history import History, from_ipc, history_rows
-from serving.online.live_features import LiveFeatures
+from serving.online.live_features import LiveFeatures, events_table
 from serving.online.store import namespace_rows, rule_names
 from training.data.contract import open_dataset
 from training.features.definition import to_matrix
@@ -99,6 +100,15 @@ def test_live_rows_equal_the_batch_definition_with_events_appended(
             rows[customer].vector, expected[k].astype(np.float32), err_msg=customer
         )
         assert rows[customer].namespace == spaces[k]
+        # the rows came from the one-customer path, and the DuckDB reference gives the same
+        history = journeys[customer]
+        events = pa.concat_tables(
+            [history.events, events_table(ingested[customer], history.events.schema)]
+        )
+        assert live.fast.unsupported(history.customers, events, history.exposures) is None
+        reference = live.reference_row(history, events, when)
+        np.testing.assert_array_equal(rows[customer].vector, reference.vector, err_msg=customer)
+        assert reference.namespace == spaces[k]
     live.close()
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder, feature_descriptions
+from training.features.one_customer import OneCustomer
 from training.synth.dynamics import nps_answer
 from training.synth.text import dictionary, draw_writers, text_codes
 from training.text.labels import answer_classes
@@ -172,3 +173,15 @@ def test_text_features_read_like_sentences() -> None:
     assert text["text_topic_2_count_30d"] == "texts about bill, invoice, refund in the last 30 days"
     assert text["text_negative_share_30d"] == "share of negative texts in the last 30 days"
     assert text["days_since_last_negative_text"] == "days since the last negative text"
+
+
+def test_the_one_customer_path_leaves_text_features_to_the_reference(model: TextModel) -> None:
+    """Text features score texts with the text model: the one-customer path refuses the bundle
+    (the caller runs the DuckDB reference), and accepts the same builder without the model."""
+    con = connect()
+    builder = FeatureBuilder().fit(con).with_text(model)
+    tables = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("customers", "events")}  # fmt: skip
+    first = tables["customers"].slice(0, 1)
+    reason = OneCustomer(builder).unsupported(first, tables["events"], None)
+    assert reason is not None and "text" in reason
+    assert OneCustomer(builder.with_text(None)).unsupported(first, tables["events"], None) is None

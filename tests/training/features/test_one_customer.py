@@ -1,0 +1,128 @@
+"""The one-customer path equals FeatureBuilder.transform (the DuckDB reference) bit for bit: on
+random histories with fractional values, at several as-of times (windows sliding, events at and
+after the as-of time, empty windows, customers with nothing), with missing values and static
+attributes of every kind; and it refuses the inputs it would read differently."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from tests.training.features.test_definition import T, connect, random_data
+from training.features.definition import FeatureBuilder, to_matrix
+from training.features.one_customer import OneCustomer
+
+AS_OFS = [
+    T,
+    T + timedelta(days=8, hours=3, microseconds=250),  # windows slide past the last events
+    T - timedelta(days=200, seconds=1),
+    T + timedelta(days=800),  # everything old: empty windows
+]
+
+
+def varied(seed: int, extra: pd.DataFrame | None = None) -> duckdb.DuckDBPyConnection:
+    """`random_data` with fractional values, missing values and every attribute kind (plus
+    `extra` customers rows)."""
+    customers, events, exposures = random_data(seed, n_customers=120, n_events=3000)
+    rng = np.random.default_rng(seed + 1)
+    n = len(customers)
+    customers["vip"] = pd.array(rng.random(n) < 0.3, dtype="boolean")
+    customers.loc[rng.random(n) < 0.1, "vip"] = None
+    customers.loc[rng.random(n) < 0.1, "age"] = np.nan
+    customers["tenure"] = rng.integers(0, 100, n)  # an integer attribute
+    customers["last_login"] = pd.Timestamp(T) - pd.to_timedelta(rng.integers(-9, 90, n), "h")
+    plans = customers["plan"].astype(object)
+    plans[rng.random(n) < 0.1] = None
+    customers["plan"] = plans
+    valued = events["value"].notna().to_numpy()
+    events.loc[valued, "value"] = np.round(rng.normal(3.0, 4.0, valued.sum()), 3)
+    events.loc[rng.random(len(events)) < 0.05, "value"] = np.nan
+    events.loc[rng.random(len(events)) < 0.05, "channel"] = None
+    resolved = events["resolved"].copy()
+    resolved[rng.random(len(events)) < 0.2] = pd.NA
+    events["resolved"] = resolved
+    if extra is not None:
+        customers = pd.concat([customers, extra], ignore_index=True)
+    return connect(customers, events, exposures)
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    return {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("customers", "events", "exposures")}  # fmt: skip
+
+
+def own(table: pa.Table, customer: str) -> pa.Table:
+    return table.filter(pa.compute.equal(table.column("customer_id"), customer))
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_one_customer_rows_equal_the_reference(seed: int) -> None:
+    con = varied(seed)
+    builder = FeatureBuilder().fit(con)
+    one, data = OneCustomer(builder), tables(con)
+    categorical = [s.name for s in builder.static_ if s.kind == "categorical"]
+    assert categorical and {"vip", "tenure", "days_since_last_login"} <= set(builder.feature_names_)
+    for as_of in AS_OFS:
+        reference = builder.transform(con, as_of=as_of)
+        expected = to_matrix(reference, builder.feature_names_)
+        for k, customer in enumerate(reference["customer_id"]):
+            customers = own(data["customers"], customer)
+            # half of the rows get the whole events table: the path keeps the customer's own
+            events = data["events"] if k % 2 else own(data["events"], customer)
+            assert one.unsupported(customers, events, data["exposures"]) is None
+            got = one.row(customers, events, data["exposures"], as_of)
+            np.testing.assert_array_equal(got.vector, expected[k], err_msg=f"{customer} {as_of}")
+            for name in categorical:
+                text = reference[name].iloc[k]
+                assert got.categories[name] == (None if pd.isna(text) else text)
+
+
+def test_a_customer_with_nothing_and_no_exposures_table() -> None:
+    builder = FeatureBuilder().fit(varied(5))
+    con = varied(5, pd.DataFrame({"customer_id": ["nobody"], "plan": ["platinum"]}))
+    con.execute("DROP VIEW exposures")
+    reference = builder.transform(con, as_of=T)
+    expected = to_matrix(reference, builder.feature_names_)[
+        list(reference["customer_id"]).index("nobody")
+    ]
+    data = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("customers", "events")}  # fmt: skip
+    got = OneCustomer(builder).row(own(data["customers"], "nobody"), data["events"], None, T)
+    np.testing.assert_array_equal(got.vector, expected)
+    assert got.categories["plan"] is None  # an unseen category is missing, as in the reference
+    assert np.isnan(got.vector[builder.feature_names_.index("days_since_last_event")])
+
+
+def test_inputs_read_differently_are_refused() -> None:
+    con = varied(6)
+    one, data = OneCustomer(FeatureBuilder().fit(con)), tables(con)
+    customers, events = own(data["customers"], "c0001"), data["events"]
+    assert one.unsupported(data["customers"], events, None) is not None  # not one row
+    as_text = customers.set_column(
+        customers.column_names.index("age"), "age", pa.array(["40"], pa.string())
+    )
+    assert "age" in str(one.unsupported(as_text, events, None))
+    nan = events.set_column(
+        events.column_names.index("value"), "value", pa.array([float("nan")] * len(events))
+    )
+    assert "non-finite" in str(one.unsupported(customers, nan, None))
+    ns = events.set_column(1, "ts", events.column("ts").cast(pa.timestamp("ns")))
+    assert "ts" in str(one.unsupported(customers, ns, None))
+
+
+def test_microseconds_of_the_as_of_time_count() -> None:
+    """An event one microsecond before the as-of time is in; the reference agrees."""
+    con = varied(7)
+    builder = FeatureBuilder().fit(con)
+    data = tables(con)
+    customer = "c0002"
+    last = max(ts for ts in own(data["events"], customer).column("ts").to_pylist() if ts < T)
+    for as_of in (last, last + timedelta(microseconds=1), datetime.fromisoformat(f"{last}")):
+        reference = builder.transform(con, as_of=as_of).set_index("customer_id")
+        k = list(reference.index).index(customer)
+        expected = to_matrix(reference.reset_index(), builder.feature_names_)[k]
+        got = OneCustomer(builder).row(own(data["customers"], customer), data["events"], data["exposures"], as_of)  # fmt: skip
+        np.testing.assert_array_equal(got.vector, expected)

@@ -1,0 +1,357 @@
+"""THE feature definition evaluated for ONE customer in numpy and Python, without DuckDB.
+
+`OneCustomer` compiles a fitted FeatureBuilder's specs once and then computes one customer's
+feature vector from their own `customers` row, `events` and `exposures` (Arrow tables in the
+contract's typed form) as of one time, step for step as `FeatureBuilder.transform` does: the same
+integer-microsecond ages and window buckets, the same per (code, bucket) aggregates, the same
+float32 casts. The online service uses it at decision time, where ~50 DuckDB queries per request
+cost far more than the arithmetic; DuckDB stays the reference (tests/training/features).
+
+Inputs the reference would read differently (other column types, a non-finite value, not exactly
+one customers row) and bundles with text features (their texts are scored by the text model) are
+refused by `unsupported`, so that the caller runs the reference instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from training.features import sql as fs
+from training.features.definition import AsOf, FeatureBuilder, to_timestamp
+
+_TS = pa.timestamp("us")
+_TEXT = (pa.string(),)
+_TEXT_SOURCES = ("texts", "text_last")
+
+
+@dataclass(frozen=True)
+class OneRow:
+    """One customer's features: the model vector (`to_matrix` form: categoricals as codes, NaN
+    when missing) and the text of each categorical feature (None when missing)."""
+
+    vector: np.ndarray  # (p,) float32 in feature_names_ order
+    categories: dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class _Agg:
+    """Per (code, bucket) aggregates of one source for one customer, cumulative over buckets."""
+
+    n: list[list[float]]  # cumulative counts
+    sv: list[list[float]]  # value sums per bucket (not cumulative: multi-code sums add first)
+    nv: list[list[float]]  # cumulative counts of values
+    nrt: list[list[float]]  # cumulative resolved
+    nrf: list[list[float]]  # cumulative unresolved
+    amin: list[int | None]  # per code: smallest age (us)
+    amax: list[int | None]  # per code: largest age (us)
+
+
+def _days(age_us: int | None) -> float:
+    """Fractional days as the SQL computes them: a double division, then float32."""
+    return float("nan") if age_us is None else float(np.float32(age_us / fs.DAY_US))
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+class OneCustomer:
+    """A fitted builder's specs, compiled to compute one customer's row at a time."""
+
+    def __init__(self, builder: FeatureBuilder) -> None:
+        builder._check_fitted()
+        d = builder.definition_
+        self.definition = d
+        self.specs = list(builder.specs_)
+        self.names = list(builder.feature_names_)
+        # text features score each text with the bundle's text model: left to the reference
+        self.has_text = any(s.source in _TEXT_SOURCES for s in self.specs)
+        self._types = pa.array(d.type_codes, pa.string())
+        self._channels = pa.array(d.channels, pa.string())
+        self._surveys = pa.array(d.survey_types, pa.string())
+        self._actions = pa.array(d.actions, pa.string())
+        self._event_edges = np.array([w * fs.DAY_US for w in d.windows], dtype=np.int64)
+        self._exposure_edges = np.array(
+            [w * fs.DAY_US for w in fs.EXPOSURE_WINDOWS], dtype=np.int64
+        )
+        n_codes = {
+            "events": len(d.type_codes) + 1,
+            "channels": len(d.channels) + 1,
+            "exposures": len(d.actions) + 1,
+        }
+        # per spec, the codes it aggregates (all of its source's for select None)
+        self._codes = [
+            tuple(range(n_codes[s.source]))
+            if s.select is None and s.source in n_codes
+            else s.select
+            for s in self.specs
+        ]
+
+    # --------------------------------------------------------------------------- eligibility
+    def unsupported(
+        self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None
+    ) -> str | None:
+        """Why these inputs need the DuckDB reference (None: this path computes them exactly)."""
+        d = self.definition
+        if self.has_text:
+            return "text features (scored by the text model) are computed by the reference"
+        if customers.num_rows != 1 or _type(customers, "customer_id") not in _TEXT:
+            return "not exactly one customers row with a text customer_id"
+        if customers.column("customer_id").null_count:
+            return "the customers row has no customer_id"
+        for s in d.static:
+            kind = _type(customers, s.column)
+            if kind is None or not _static_ok(s.kind, kind):
+                return f"customers.{s.column}: type {kind} for a {s.kind} attribute"
+        wanted = {"customer_id": _TEXT, "ts": (_TS,), "channel": _TEXT, "event_type": _TEXT}
+        wanted["value"] = (pa.float64(),)
+        if d.has_resolved:
+            wanted[d.resolved_column] = (pa.bool_(),)
+        for column, types in wanted.items():
+            if _type(events, column) not in types:
+                return f"events.{column}: type {_type(events, column)}"
+        values = events.column("value")
+        if values.length() - values.null_count and not pc.all(pc.is_finite(values)).as_py():
+            return "events.value: a non-finite value"
+        if exposures is not None and _has_exposures(exposures):
+            for column, types in (("customer_id", _TEXT), ("ts", (_TS,)), ("action_id", _TEXT)):
+                if _type(exposures, column) not in types:
+                    return f"exposures.{column}: type {_type(exposures, column)}"
+        return None
+
+    # ------------------------------------------------------------------------------- the row
+    def row(
+        self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None, as_of: AsOf
+    ) -> OneRow:
+        """The customer's features as of `as_of` (inputs for which `unsupported` is None)."""
+        ts = to_timestamp(as_of)
+        now = int(ts.value // 1000)  # the reference's timestamp literal keeps microseconds
+        customer = str(customers.column("customer_id")[0].as_py())
+        statics, texts = self._static(customers, now)
+        ev = _mine(events, customer, now)
+        d = self.definition
+        aggs: dict[str, _Agg | None] = {
+            "events": self._events(ev, now),
+            "channels": self._channels_agg(ev, now),
+            "exposures": None,
+        }
+        if exposures is not None and _has_exposures(exposures):
+            aggs["exposures"] = self._exposures_agg(_mine(exposures, customer, now), now)
+        surveys = self._survey_stats(ev, now) if d.survey_types else None
+        out = []
+        for spec, codes in zip(self.specs, self._codes, strict=True):
+            if spec.source == "static":
+                out.append(statics[spec.column])
+            elif spec.source == "missing":
+                out.append(float("nan"))
+            elif spec.source == "surveys":
+                out.append(_survey_value(spec, surveys))
+            else:
+                out.append(_value(spec, aggs[spec.source], codes or ()))
+        return OneRow(np.array(out, dtype=np.float32), texts)
+
+    def _static(self, customers: pa.Table, now: int) -> tuple[dict[str, float], dict]:
+        """The attributes as floats (categoricals as codes) and the categorical texts."""
+        values: dict[str, float] = {}
+        texts: dict[str, str | None] = {}
+        for s in self.definition.static:
+            raw = customers.column(s.column)[0]
+            v = raw.as_py()
+            if v is None:
+                values[s.column] = float("nan")
+                if s.kind == "categorical":
+                    texts[s.name] = None
+            elif s.kind == "categorical":
+                text = str(v)
+                known = text in s.categories
+                texts[s.name] = text if known else None
+                values[s.column] = float(s.categories.index(text)) if known else float("nan")
+            elif s.kind == "date":
+                age = now - _epoch_us(raw)
+                values[s.column] = _days(age) if age >= 0 else float("nan")
+            else:  # numeric (via double, as the SQL casts) or boolean as 0/1
+                values[s.column] = float(np.float32(float(v)))
+        return values, texts
+
+    def _events(self, ev: _Rows, now: int) -> _Agg:
+        codes = _codes(ev.table.column("event_type"), self._types)
+        resolved = self.definition.resolved_column if self.definition.has_resolved else None
+        return _aggregate(ev, codes, self._event_edges, len(self._types) + 1, resolved)
+
+    def _channels_agg(self, ev: _Rows, now: int) -> _Agg:
+        codes = _codes(ev.table.column("channel"), self._channels)
+        return _aggregate(ev, codes, self._event_edges, len(self._channels) + 1, None)
+
+    def _exposures_agg(self, ex: _Rows, now: int) -> _Agg:
+        codes = _codes(ex.table.column("action_id"), self._actions)
+        return _aggregate(ex, codes, self._exposure_edges, len(self._actions) + 1, None)
+
+    def _survey_stats(self, ev: _Rows, now: int) -> list[dict[str, float]]:
+        """Per survey type: last, prev, mean (365 days), amin, mean_all, n_all (NaN: none)."""
+        codes = _codes(ev.table.column("event_type"), self._surveys)
+        values = ev.table.column("value")
+        valid = values.is_valid().to_numpy(zero_copy_only=False)
+        v = pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False)
+        out = []
+        for q in range(len(self._surveys)):
+            mask = (codes == q) & valid
+            answers = sorted(zip(ev.age[mask].tolist(), v[mask].tolist(), strict=True))
+            year = [x for age, x in answers if age <= fs.SURVEY_MEAN_DAYS * fs.DAY_US]
+            nan = float("nan")
+            out.append(
+                {
+                    "last": answers[0][1] if answers else nan,
+                    "prev": answers[1][1] if len(answers) > 1 else nan,
+                    "mean": _mean(year),
+                    "amin": _days(answers[0][0]) if answers else nan,
+                    "mean_all": _mean([x for _, x in answers]),
+                    "n_all": float(len(answers)),
+                }
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of one customer strictly before the as-of time, with their ages (us)."""
+
+    table: pa.Table
+    age: np.ndarray  # int64
+
+
+def _type(table: pa.Table, column: str) -> pa.DataType | None:
+    return table.schema.field(column).type if column in table.column_names else None
+
+
+def _static_ok(kind: str, arrow: pa.DataType) -> bool:
+    """Arrow types whose SQL cast this module reproduces for an attribute kind."""
+    if kind == "numeric":
+        return pa.types.is_integer(arrow) or pa.types.is_floating(arrow)
+    if kind == "bool":
+        return pa.types.is_boolean(arrow)
+    if kind == "date":
+        return pa.types.is_date32(arrow) or arrow == _TS
+    return arrow in _TEXT
+
+
+def _has_exposures(exposures: pa.Table) -> bool:
+    return all(c in exposures.column_names for c in ("customer_id", "ts", "action_id"))
+
+
+def _epoch_us(scalar: pa.Scalar) -> int:
+    """Microseconds since the epoch of a date32 or timestamp[us] scalar."""
+    if pa.types.is_date32(scalar.type):
+        return int(scalar.cast(pa.int32()).as_py()) * fs.DAY_US
+    return int(scalar.cast(pa.int64()).as_py())
+
+
+def _mine(table: pa.Table, customer: str, now: int) -> _Rows:
+    """Rows of `customer` with ``ts < now`` (a missing ts or customer_id never matches)."""
+    ts = pc.fill_null(table.column("ts").cast(pa.int64()), now).to_numpy(zero_copy_only=False)
+    same = pc.fill_null(pc.equal(table.column("customer_id"), customer), False)
+    keep = same.to_numpy(zero_copy_only=False) & (ts < now)
+    if keep.all():
+        return _Rows(table, now - ts)
+    return _Rows(table.filter(pa.array(keep)), now - ts[keep])
+
+
+def _codes(column: pa.ChunkedArray, vocabulary: pa.Array) -> np.ndarray:
+    """Vocabulary index of each value; anything else (missing too) -> len(vocabulary)."""
+    if len(vocabulary) == 0:
+        return np.zeros(len(column), dtype=np.int64)
+    found = pc.fill_null(pc.index_in(column, value_set=vocabulary), len(vocabulary))
+    return found.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _aggregate(
+    rows: _Rows, codes: np.ndarray, edges: np.ndarray, n_codes: int, resolved: str | None
+) -> _Agg:
+    """Counts, value sums and resolved counts per (code, window bucket); ages per code."""
+    n_buckets = len(edges) + 1
+    bucket = np.searchsorted(edges, rows.age, side="left")  # smallest window with age <= w
+    flat = codes * n_buckets + bucket
+    size = n_codes * n_buckets
+
+    def per(weights: np.ndarray | None) -> np.ndarray:
+        return np.bincount(flat, weights=weights, minlength=size).reshape(n_codes, n_buckets)
+
+    def cum(weights: np.ndarray | None) -> list[list[float]]:
+        return np.cumsum(per(weights).astype(np.float64), axis=1).tolist()
+
+    zeros = [[0.0] * n_buckets for _ in range(n_codes)]
+    sv, nv, nrt, nrf = zeros, zeros, zeros, zeros
+    if "value" in rows.table.column_names:
+        values = rows.table.column("value")
+        valid = values.is_valid().to_numpy(zero_copy_only=False)
+        sv = per(pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False)).tolist()
+        nv = cum(valid.astype(np.float64))
+    if resolved is not None:
+        r = rows.table.column(resolved)
+        nrt = cum(pc.fill_null(r, False).to_numpy(zero_copy_only=False).astype(np.float64))
+        nrf = cum(pc.fill_null(pc.invert(r), False).to_numpy(zero_copy_only=False).astype(float))
+    amin: list[int | None] = [None] * n_codes
+    amax: list[int | None] = [None] * n_codes
+    for code, age in zip(codes.tolist(), rows.age.tolist(), strict=True):
+        low, high = amin[code], amax[code]
+        amin[code] = age if low is None or age < low else low
+        amax[code] = age if high is None or age > high else high
+    return _Agg(cum(None), sv, nv, nrt, nrf, amin, amax)
+
+
+def _value(spec: fs.Spec, agg: _Agg | None, codes: Sequence[int]) -> float:
+    """One events / channels / exposures feature from its source's aggregates."""
+    if agg is None:  # the source's input does not exist
+        return 0.0 if spec.stat == "count" else float("nan")
+    w, stat = spec.window, spec.stat
+    if stat == "count":
+        return float(sum(agg.n[c][w] for c in codes))
+    if stat in ("sum", "mean"):
+        total = _cum_sum(agg.sv, codes, w)
+        return total if stat == "sum" else _ratio(total, sum(agg.nv[c][w] for c in codes))
+    if stat == "unresolved":
+        return float(sum(agg.nrf[c][w] for c in codes))
+    if stat == "rate":
+        done = float(sum(agg.nrt[c][w] for c in codes))
+        return _ratio(done, done + sum(agg.nrf[c][w] for c in codes))
+    if stat in ("last", "first"):
+        ages = agg.amin if stat == "last" else agg.amax
+        found = [a for a in (ages[c] for c in codes) if a is not None]
+        if not found:
+            return float("nan")
+        return _days(min(found) if stat == "last" else max(found))
+    raise ValueError(f"unknown feature statistic {spec.source}.{stat}")
+
+
+def _cum_sum(per_bucket: list[list[float]], codes: Sequence[int], window: int) -> float:
+    """Sum over the codes per bucket (in select order), then cumulative over buckets, as the
+    reference adds them (so float sums round the same way)."""
+    total = 0.0
+    for b in range(window + 1):
+        bucket = 0.0
+        for c in codes:
+            bucket += per_bucket[c][b]
+        total = bucket if b == 0 else total + bucket
+    return total
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _survey_value(spec: fs.Spec, surveys: list[dict[str, float]] | None) -> float:
+    """One survey feature of its survey type (select holds the survey's index)."""
+    nan = float("nan")
+    if surveys is None:
+        return 0.0 if spec.stat == "count" else nan
+    assert spec.select is not None
+    stats = surveys[spec.select[0]]
+    if spec.stat == "trend":
+        return float(np.float32(stats["last"]) - np.float32(stats["prev"]))
+    if spec.stat == "n_all":
+        return stats["n_all"]
+    return stats[{"age": "amin"}.get(spec.stat, spec.stat)]
