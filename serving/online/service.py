@@ -400,9 +400,22 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
-        allowed = self._allowed(decider.catalog, request.customer_id, now)
-        decision = decider.decide(row, ask, allowed, self.rng)
+        decision, reasons = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
+        response = _response(decision_id, request.customer_id, runtime, decision, reasons)
+        await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
+        self.log.record(_record(decision_id, now, request, runtime.version, decision))
+        DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
+        return response
+
+    def _decide(
+        self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+    ) -> tuple[Decision, dict[str, list[str]]]:
+        """The decision for `ask` under the contact policy as of `now`, with its reasons: one
+        path for /recommend and for triggered decisions."""
+        decider = runtime.decider
+        allowed = self._allowed(decider.catalog, ask.customer_id, now)
+        decision = decider.decide(row, ask, allowed, self.rng)
         reasons = runtime.explainer.explain(
             decider.vector(row),
             decision.actions,
@@ -410,11 +423,7 @@ class Nextbest:
             decision.cold_start,
             ask.rule_inputs(),
         )
-        response = _response(decision_id, request.customer_id, runtime, decision, reasons)
-        await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
-        self.log.record(_record(decision_id, now, request, runtime.version, decision))
-        DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
-        return response
+        return decision, reasons
 
     def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
         """The contact policy's mask: contact limits on what was received, and actions declined
@@ -581,16 +590,8 @@ class Nextbest:
         exclude = tuple(a for a, hit in zip(decider.action_ids, mask, strict=True) if not hit)
         context = {"trigger_event_type": event.event_type}
         ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
-        allowed = self._allowed(decider.catalog, event.customer_id, now)
-        decision = decider.decide(row, ask, allowed, self.rng)
+        decision, reasons = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
-        reasons = runtime.explainer.explain(
-            decider.vector(row),
-            decision.actions,
-            decision.scores["churn_probability"],
-            decision.cold_start,
-            ask.rule_inputs(),
-        )
         response = _response(decision_id, event.customer_id, runtime, decision, reasons)
         self.log.record(
             DecisionRecord(
