@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -404,7 +404,10 @@ class Nextbest:
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, runtime, decision, reasons)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
-        self.log.record(_record(decision_id, now, request, runtime.version, decision))
+        self.log.record(
+            _record(decision_id, now, request.customer_id, request.channel, request.context,
+                    runtime.version, decision)
+        )  # fmt: skip
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         return response
 
@@ -593,20 +596,10 @@ class Nextbest:
         decision, reasons = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, event.customer_id, runtime, decision, reasons)
+        trigger = dict(context) | {"trigger_event_id": event.event_id}
         self.log.record(
-            DecisionRecord(
-                decision_id=decision_id,
-                ts=now,
-                customer_id=event.customer_id,
-                channel=channel,
-                model_version=runtime.version,
-                action_id=decision.chosen,
-                propensity=decision.propensity,
-                control_group=decision.control_group,
-                explored=decision.explored,
-                cold_start=decision.cold_start,
-                actions=tuple(a.action_id for a in decision.actions),
-                context=dict(context) | {"trigger_event_id": event.event_id},
+            _record(
+                decision_id, now, event.customer_id, channel, trigger, runtime.version, decision
             )
         )
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
@@ -721,13 +714,20 @@ def _kind(decision: Decision) -> str:
 
 
 def _record(
-    decision_id: str, now: datetime, request: RecommendRequest, version: str, decision: Decision
+    decision_id: str,
+    now: datetime,
+    customer_id: str,
+    channel: str,
+    context: Mapping[str, object],
+    version: str,
+    decision: Decision,
 ) -> DecisionRecord:
+    """The decision log's row of a decision (asked for by /recommend or fired by a trigger)."""
     return DecisionRecord(
         decision_id=decision_id,
         ts=now,
-        customer_id=request.customer_id,
-        channel=request.channel,
+        customer_id=customer_id,
+        channel=channel,
         model_version=version,
         action_id=decision.chosen,
         propensity=decision.propensity,
@@ -735,7 +735,7 @@ def _record(
         explored=decision.explored,
         cold_start=decision.cold_start,
         actions=tuple(a.action_id for a in decision.actions),
-        context=dict(request.context),
+        context=dict(context),
     )
 
 
