@@ -7,11 +7,14 @@ The pipeline, the same for both engines:
     -> per chunk: DuckDB features -> serving.batch.chunks.score_chunk      (engine: local or Dask)
     -> in chunk order: scores, arbitration, campaign selection -> Parquet (serving.batch.output)
 
-The output directory belongs to the job (docs/batch.md; checked writable before any work): it holds
-`scores.parquet` (with `control_group`), when the bundle has uplift models and a non-empty catalog
-`actions.parquet` (with `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so
-a killed job leaves the previous complete output or none, and readers never miss it (an atomic
-exchange, training.atomic); a directory with other files is refused.
+The output directory belongs to the job (docs/batch.md; checked writable before any work): each run
+writes an `as_of=YYYY-MM-DD/` partition holding `scores.parquet` (with `control_group`), when the
+bundle has uplift models and a non-empty catalog `actions.parquet` (with `selected`), a small
+`_nextbest.json` manifest and its drift (`_drift.json`, `_profile.json`: serving.batch.drift); the
+newest `keep_runs` partitions stay, and this run's files are also at the top level
+(serving.batch.partitions). It is replaced whole, so a killed job leaves the previous complete
+output or none, and readers never miss it (an atomic exchange, training.atomic); a directory with
+other files is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import duckdb
 import pandas as pd
 
 from serving.batch.chunks import has_actions, score_chunk
+from serving.batch.drift import DRIFT_FILE, PROFILE_FILE, DriftReport, RunWatch, read_previous
 from serving.batch.output import (
     ACTIONS_FILE,
     SCORES_FILE,
@@ -37,9 +41,17 @@ from serving.batch.output import (
     Progress,
     write_outputs,
 )
-from serving.batch.population import Population, iter_features, plan_population
+from serving.batch.partitions import (
+    PARTITION,
+    carry_over,
+    partition_name,
+    previous_partition,
+    publish,
+)
+from serving.batch.population import Population, Watch, iter_features, plan_population, watched
 from serving.batch.settings import BatchSettings
 from training.atomic import atomic_directory, check_writable
+from training.config import DriftSettings
 from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
@@ -48,7 +60,7 @@ from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 
 MANIFEST = "_nextbest.json"
-OUTPUT_FILES = {SCORES_FILE, ACTIONS_FILE, MANIFEST}
+OUTPUT_FILES = {SCORES_FILE, ACTIONS_FILE, MANIFEST, DRIFT_FILE, PROFILE_FILE}
 T = TypeVar("T")
 _DONE = object()
 
@@ -60,16 +72,25 @@ class ScoreSummary:
     model_version: str
     out: Path
     stats: OutputStats | None = None
+    drift: DriftReport | None = None
 
 
 def check_output_dir(out: Path) -> None:
-    """Refuse, before any work, to replace a directory that holds anything but a previous nextbest
-    output, or to write where the job cannot (an unwritable or missing parent)."""
-    if out.exists() and (not out.is_dir() or set(p.name for p in out.iterdir()) - OUTPUT_FILES):
+    """Refuse, before any work, to replace a directory that holds anything but previous nextbest
+    outputs (its files and `as_of=` partitions), or to write where the job cannot (an unwritable or
+    missing parent)."""
+    if out.exists() and (not out.is_dir() or any(not _ours(p) for p in out.iterdir())):
         raise NextbestError(
             f"{out}: exists and holds files nextbest did not write; choose an empty or new --out"
         )
     check_writable(out)
+
+
+def _ours(path: Path) -> bool:
+    """A file or partition a nextbest batch run writes."""
+    if path.is_dir() and PARTITION.match(path.name):
+        return all(p.name in OUTPUT_FILES for p in path.iterdir())
+    return path.name in OUTPUT_FILES
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
@@ -84,11 +105,15 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
 
 
 def local_frames(
-    con: duckdb.DuckDBPyConnection, bundle: Bundle, population: Population
+    con: duckdb.DuckDBPyConnection,
+    bundle: Bundle,
+    population: Population,
+    watch: Watch | None = None,
 ) -> Generator[pd.DataFrame]:
-    """The local engine: each chunk's features (computed one chunk ahead), then its candidates
-    frame, in this process."""
-    for _, features in prefetched(iter_features(con, bundle.builder, population)):
+    """The local engine: each chunk's features (computed and shown to `watch` one chunk ahead),
+    then its candidates frame, in this process."""
+    chunks = watched(iter_features(con, bundle.builder, population), watch)
+    for _, features in prefetched(chunks):
         yield score_chunk(bundle, features)
 
 
@@ -99,12 +124,21 @@ def score(
     model_ref: str | None = None,
     settings: BatchSettings | None = None,
     progress: Progress | None = None,
+    thresholds: DriftSettings | None = None,
 ) -> ScoreSummary:
-    """Validate, load the bundle, score every active customer chunk by chunk and write the output."""
+    """Validate, load the bundle, score every active customer chunk by chunk and write the output
+    with its drift (thresholds: the bundle's `drift` config unless given)."""
 
     settings = settings or BatchSettings()
     check_output_dir(out)
     bundle = load_bundle(model_ref)
+    previous = previous_partition(out, as_of)
+    watch = RunWatch(
+        bundle,
+        as_of,
+        thresholds or bundle.config.drift,
+        read_previous(previous[1] if previous else None),
+    )
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
@@ -119,9 +153,14 @@ def score(
             limits=CampaignLimits.of(bundle.config.catalog, settings.budget),
         )
         with atomic_directory(out) as tmp:
-            stats = _run_engine(con, bundle, population, settings, spec, tmp, progress)
-            _write_manifest(tmp / MANIFEST, spec, stats)
-    return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats)
+            run = tmp / partition_name(as_of)
+            run.mkdir()
+            stats = _run_engine(con, bundle, population, settings, spec, tmp, progress, watch)
+            drift = watch.finish(run, spec.model_version)
+            _write_manifest(run / MANIFEST, spec, stats, drift)
+            carry_over(out, tmp, as_of, settings.keep_runs)
+            publish(tmp, as_of)
+    return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats, drift)
 
 
 def _run_engine(
@@ -132,18 +171,21 @@ def _run_engine(
     spec: OutputSpec,
     tmp: Path,
     progress: Progress | None,
+    watch: RunWatch,
 ) -> OutputStats:
-    """Feed the chosen engine's candidates frames to the writer."""
+    """Feed the chosen engine's candidates frames to the writer (into this run's partition)."""
+    run = tmp / partition_name(spec.as_of)
     if settings.engine == "local":
-        with closing(local_frames(con, bundle, population)) as frames:  # joins the prefetch
-            return write_outputs(tmp, frames, spec, progress)
+        local = local_frames(con, bundle, population, watch.features)
+        with closing(local):  # joins the prefetch
+            return write_outputs(run, local, spec, progress)
     from serving.batch.dask_engine import dask_frames
 
-    with dask_frames(con, bundle, population, settings, tmp) as frames:
-        return write_outputs(tmp, frames, spec, progress)
+    with dask_frames(con, bundle, population, settings, tmp, watch.features) as frames:
+        return write_outputs(run, frames, spec, progress)
 
 
-def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
+def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats, drift: DriftReport) -> None:
     """A small JSON summary of the run (no timestamp: re-runs write the same bytes)."""
     manifest: dict[str, object] = {
         "as_of": spec.as_of.isoformat(),
@@ -164,4 +206,5 @@ def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
             "spend": round(stats.allocation.spend, 6),
             "expected_value": round(stats.allocation.value, 6),
         }
+    manifest["drift"] = drift.manifest()
     path.write_text(json.dumps(manifest, indent=2))

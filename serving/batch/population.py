@@ -9,7 +9,7 @@ bound memory: one chunk's features and scores live at a time, whatever the popul
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -97,3 +97,16 @@ def iter_features(
     """Every chunk's features, in plan order."""
     for chunk in population.chunks:
         yield chunk, chunk_features(con, builder, chunk)
+
+
+Watch = Callable[[pd.DataFrame], None]
+
+
+def watched(
+    chunks: Iterator[tuple[ChunkRange, pd.DataFrame]], watch: Watch | None
+) -> Iterator[tuple[ChunkRange, pd.DataFrame]]:
+    """The same chunks, each one's features shown to `watch` (the drift profile) on the way."""
+    for chunk, features in chunks:
+        if watch is not None:
+            watch(features)
+        yield chunk, features
