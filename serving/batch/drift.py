@@ -320,4 +320,9 @@ def read_previous(path: Path | None) -> RunProfile | None:
     """The previous run's profile in its partition, if it left one (runs before drift did not)."""
     if path is None or not (path / PROFILE_FILE).is_file():
         return None
-    return RunProfile.read(path / PROFILE_FILE)
+    try:
+        return RunProfile.read(path / PROFILE_FILE)
+    except NextbestError:
+        if not (path / PROFILE_FILE).exists():  # replaced by a run finishing meanwhile
+            return None
+        raise

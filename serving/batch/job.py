@@ -152,14 +152,17 @@ def score(
             with_actions=has_actions(bundle),
             limits=CampaignLimits.of(bundle.config.catalog, settings.budget),
         )
-        with atomic_directory(out) as tmp:
+
+        def history(tmp: Path) -> None:  # under the output lock: no partition vanishes meanwhile
+            carry_over(out, tmp, as_of, settings.keep_runs)
+            publish(tmp, as_of)
+
+        with atomic_directory(out, before_swap=history) as tmp:
             run = tmp / partition_name(as_of)
             run.mkdir()
             stats = _run_engine(con, bundle, population, settings, spec, tmp, progress, watch)
             drift = watch.finish(run, spec.model_version)
             _write_manifest(run / MANIFEST, spec, stats, drift)
-            carry_over(out, tmp, as_of, settings.keep_runs)
-            publish(tmp, as_of)
     return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats, drift)
 
 
