@@ -9,11 +9,13 @@ the whole decision) so it also survives a power loss (`ServingSettings.log_synch
 
 `export_exposures` turns the log into the data contract's `exposures` table (docs/data.md):
 one row per decision of a known customer, the first action shown (or `control`) with the
-probability with which it was chosen.
+probability with which it was chosen. Shadow decisions (a challenger deciding beside the shown
+arm: logged, never shown) are no exposures and are left out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -47,7 +49,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     explored      INTEGER NOT NULL,
     cold_start    INTEGER NOT NULL,
     actions       TEXT NOT NULL,
-    context       TEXT NOT NULL
+    context       TEXT NOT NULL,
+    arm           TEXT NOT NULL DEFAULT 'champion',
+    shadow        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, ts);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -90,6 +94,12 @@ class DecisionRecord:
     cold_start: bool
     actions: tuple[str, ...]  # every action shown, in order
     context: dict[str, object]
+    arm: str = "champion"  # "champion" or "challenger": which bundle decided
+    shadow: bool = False  # decided beside the shown arm: logged, never shown, never a contact
+
+
+# columns added after the first release, with their defaults: added to an older log on open
+_ADDED_COLUMNS = {"arm": "TEXT NOT NULL DEFAULT 'champion'", "shadow": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class DecisionLog:
@@ -107,6 +117,11 @@ class DecisionLog:
         self._con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         with self._lock:
             self._con.executescript(_SCHEMA)
+            have = {row[1] for row in self._con.execute("PRAGMA table_info(decisions)")}
+            for column, spec in _ADDED_COLUMNS.items():
+                if column not in have:  # another worker may add it meanwhile: then it exists
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        self._con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {spec}")
 
     def record(self, record: DecisionRecord) -> None:
         """Insert and commit one decision (autocommit: one transaction per statement)."""
@@ -118,7 +133,7 @@ class DecisionLog:
             self._con.execute(
                 "INSERT INTO decisions VALUES (:decision_id, :ts, :customer_id, :channel, "
                 ":model_version, :action_id, :propensity, :control_group, :explored, :cold_start, "
-                ":actions, :context)",
+                ":actions, :context, :arm, :shadow)",
                 row,
             )
 
@@ -139,7 +154,7 @@ class DecisionLog:
             self._con.execute("BEGIN IMMEDIATE")
             try:
                 found = self._con.execute(
-                    "SELECT customer_id, actions FROM decisions WHERE decision_id = ?",
+                    "SELECT customer_id, actions FROM decisions WHERE decision_id = ? AND shadow = 0",
                     (decision_id,),
                 ).fetchone()
                 if found is None:
@@ -218,7 +233,7 @@ def exposures_frame(log: Path, include_cold_start: bool = False) -> pd.DataFrame
     if not Path(log).is_file():
         raise NextbestError(f"{log}: no decision log")
     with sqlite3.connect(f"file:{Path(log).resolve()}?mode=ro", uri=True) as con:
-        where = "" if include_cold_start else "WHERE cold_start = 0"
+        where = "WHERE shadow = 0" + ("" if include_cold_start else " AND cold_start = 0")
         frame = pd.read_sql_query(
             f"SELECT customer_id, ts, action_id, propensity FROM decisions {where} ORDER BY ts",  # noqa: S608
             con,
@@ -241,7 +256,7 @@ LATEST_FEEDBACK = """
         SELECT f.*, row_number() OVER (
             PARTITION BY f.decision_id, f.action_id ORDER BY f.ts DESC, f.rowid DESC) AS k
         FROM feedback AS f JOIN decisions AS d USING (decision_id)
-        WHERE d.cold_start = 0 OR ?)
+        WHERE d.shadow = 0 AND (d.cold_start = 0 OR ?))
     WHERE k = 1 ORDER BY ts"""
 
 

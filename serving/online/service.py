@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from importlib import resources
@@ -89,7 +89,14 @@ from serving.online.outbox import (
     parse_cursor,
 )
 from serving.online.outbox import page as outbox_page
-from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
+from serving.online.runtime import (
+    Arm,
+    Runtime,
+    current_key,
+    load_runtime,
+    store_identity,
+)
+from serving.online.score_watch import ScoreWatch
 from serving.online.settings import ServingSettings
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
@@ -102,6 +109,7 @@ from training.policy.contact import (
     declines_allowed,
     lookback,
 )
+from training.policy.control import hash_point
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
 MAX_ID_CHARS = 128
@@ -136,6 +144,20 @@ DROPPED = bentoml.metrics.Counter(
 TRIGGER_FAILURES = bentoml.metrics.Counter(
     name="nextbest_trigger_failures",
     documentation="Ingested batches whose triggers could not be evaluated (the events are stored)",
+)
+SHADOW = bentoml.metrics.Counter(
+    name="nextbest_shadow_decisions",
+    documentation="Decisions made in shadow (logged, not shown), by arm and first action",
+    labelnames=["arm", "action_id"],
+)
+ARMS = bentoml.metrics.Counter(
+    name="nextbest_arm_decisions",
+    documentation="Decisions shown, by the arm that made them (champion or challenger)",
+    labelnames=["arm"],
+)
+SHADOW_FAILURES = bentoml.metrics.Counter(
+    name="nextbest_shadow_failures",
+    documentation="Shadow decisions that could not be made (the shown answer is unaffected)",
 )
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
@@ -226,6 +248,8 @@ class ReloadStatus:
     loaded_at: str | None = None
     model_version: str | None = None
     store_inode: int | None = None
+    challenger_version: str | None = None
+    challenger_error: str | None = None
 
 
 STATUS = ReloadStatus()
@@ -260,6 +284,7 @@ class Nextbest:
         self._wake = threading.Event()  # a request saw the store change: check now
         self._last_failure: str | None = None
         self._retiring: list[tuple[float, Runtime]] = []  # (close after, replaced runtime)
+        self._watch: dict[str, ScoreWatch] = {}  # served scores vs reference, per arm version
         self._try_load()
         self._sweep()  # triggers a killed worker left pending
         if self.settings.reload_seconds > 0:
@@ -279,18 +304,27 @@ class Nextbest:
             runtime = self._new_store_only()
         if runtime is None:
             return
+        self._watch = {arm.version: self._watch.get(arm.version) or _score_watch(arm)
+                       for arm in _arms_of(runtime)}  # fmt: skip
         old, self.runtime = self.runtime, runtime  # one swap: requests see old or new, whole
         STATUS.loads += 1
         STATUS.loaded_at = _now_iso()
         STATUS.model_version, STATUS.store_inode = runtime.version, runtime.key[1][0]
+        challenger = runtime.challenger
+        STATUS.challenger_version = challenger.version if challenger is not None else None
+        STATUS.challenger_error = runtime.challenger_error
         RELOADS.labels(outcome="loaded").inc()
         logger.info(
-            "event=%s model_version=%s store_as_of=%s store_customers=%d",
+            "event=%s model_version=%s store_as_of=%s store_customers=%d challenger=%s",
             "loaded" if old is None else "reloaded",
             runtime.version,
             runtime.store.info.as_of,
             runtime.store.info.customers,
+            STATUS.challenger_version or ("-" if runtime.challenger_error is None else "refused"),
         )
+        if runtime.challenger_error is not None:
+            logger.warning("event=challenger_not_loaded reason=%r",
+                           escape_controls(runtime.challenger_error)[:500])  # fmt: skip
         if old is not None:
             self._retiring.append((time.monotonic() + RETIRE_SECONDS, old))
             del old
@@ -400,26 +434,68 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
-        decision, reasons = self._decide(runtime, row, ask, now)
+        shown, hidden = self._arms(runtime, ask)
+        decision, reasons = self._decide(shown, row, ask, now)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, request.customer_id, runtime, decision, reasons)
+        response = _response(decision_id, request.customer_id, shown, decision, reasons)
+        shadow = None if hidden is None else self._shadow(hidden, row, ask, now)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         self.log.record(
             _record(decision_id, now, request.customer_id, request.channel, request.context,
-                    runtime.version, decision)
+                    shown, decision)
         )  # fmt: skip
+        if shadow is not None:
+            self.log.record(shadow)
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
+        ARMS.labels(arm=shown.name).inc()
+        watch = self._watch.get(shown.version)
+        if watch is not None:
+            watch.observe(decision.scores)
         return response
 
+    def _arms(self, runtime: Runtime, ask: DecisionRequest) -> tuple[Arm, Arm | None]:
+        """(the arm whose decision is shown, the arm deciding in shadow or None): the challenger
+        shows for its share of customers (stable: a salted hash of the id), and in shadow mode
+        the other arm decides too. A challenger that cannot take the request (its catalog lacks
+        the channel or an excluded action) leaves it to the champion."""
+        champion, challenger = runtime.champion, runtime.challenger
+        if challenger is None:
+            return champion, None
+        try:
+            challenger.decider.check(ask)
+        except (UnknownChannelError, UnknownActionError):
+            return champion, None
+        point = hash_point(ask.customer_id, self.settings.challenger_salt)
+        routed = point < self.settings.challenger_share
+        shown, other = (challenger, champion) if routed else (champion, challenger)
+        return shown, other if self.settings.shadow else None
+
+    def _shadow(
+        self, arm: Arm, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+    ) -> DecisionRecord | None:
+        """The shadow arm's decision for the same request, as a log record (not shown: no reasons
+        are needed). A failure here is counted and never touches the shown answer."""
+        try:
+            allowed = self._allowed(arm.decider.catalog, ask.customer_id, now)
+            decision = arm.decider.decide(row, ask, allowed, self.rng)
+        except Exception as exc:
+            SHADOW_FAILURES.inc()
+            logger.warning("event=shadow_failed arm=%s reason=%s", arm.name, type(exc).__name__)
+            return None
+        SHADOW.labels(arm=arm.name, action_id=decision.chosen).inc()
+        record = _record(uuid.uuid4().hex, now, ask.customer_id, ask.channel, ask.context, arm,
+                         decision)  # fmt: skip
+        return replace(record, shadow=True)
+
     def _decide(
-        self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+        self, arm: Arm, row: FeatureRow | None, ask: DecisionRequest, now: datetime
     ) -> tuple[Decision, dict[str, list[str]]]:
-        """The decision for `ask` under the contact policy as of `now`, with its reasons: one
-        path for /recommend and for triggered decisions."""
-        decider = runtime.decider
+        """The decision of `arm` for `ask` under the contact policy as of `now`, with its
+        reasons: one path for /recommend and for triggered decisions."""
+        decider = arm.decider
         allowed = self._allowed(decider.catalog, ask.customer_id, now)
         decision = decider.decide(row, ask, allowed, self.rng)
-        reasons = runtime.explainer.explain(
+        reasons = arm.explainer.explain(
             decider.vector(row),
             decision.actions,
             decision.scores["churn_probability"],
@@ -593,14 +669,13 @@ class Nextbest:
         exclude = tuple(a for a, hit in zip(decider.action_ids, mask, strict=True) if not hit)
         context = {"trigger_event_type": event.event_type}
         ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
-        decision, reasons = self._decide(runtime, row, ask, now)
+        champion = runtime.champion  # triggered decisions are the champion's (docs/api.md)
+        decision, reasons = self._decide(champion, row, ask, now)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, event.customer_id, runtime, decision, reasons)
+        response = _response(decision_id, event.customer_id, champion, decision, reasons)
         trigger = dict(context) | {"trigger_event_id": event.event_id}
         self.log.record(
-            _record(
-                decision_id, now, event.customer_id, channel, trigger, runtime.version, decision
-            )
+            _record(decision_id, now, event.customer_id, channel, trigger, champion, decision)
         )
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         fired_ids = [a for a, hit in zip(decider.action_ids, mask, strict=True) if hit]
@@ -719,16 +794,17 @@ def _record(
     customer_id: str,
     channel: str,
     context: Mapping[str, object],
-    version: str,
+    arm: Arm,
     decision: Decision,
 ) -> DecisionRecord:
-    """The decision log's row of a decision (asked for by /recommend or fired by a trigger)."""
+    """The decision log's row of a decision (asked for by /recommend or fired by a trigger),
+    naming the arm and model version that made it."""
     return DecisionRecord(
         decision_id=decision_id,
         ts=now,
         customer_id=customer_id,
         channel=channel,
-        model_version=version,
+        model_version=arm.version,
         action_id=decision.chosen,
         propensity=decision.propensity,
         control_group=decision.control_group,
@@ -736,17 +812,27 @@ def _record(
         cold_start=decision.cold_start,
         actions=tuple(a.action_id for a in decision.actions),
         context=dict(context),
+        arm=arm.name,
     )
+
+
+def _arms_of(runtime: Runtime) -> list[Arm]:
+    return [runtime.champion, *([runtime.challenger] if runtime.challenger is not None else [])]
+
+
+def _score_watch(arm: Arm) -> ScoreWatch:
+    bundle = arm.decider.bundle
+    return ScoreWatch(bundle.reference, bundle.config.drift, arm.version)
 
 
 def _response(
     decision_id: str,
     customer_id: str,
-    runtime: Runtime,
+    arm: Arm,
     decision: Decision,
     reasons: dict[str, list[str]],
 ) -> RecommendResponse:
-    catalog = runtime.decider.catalog
+    catalog = arm.decider.catalog
     actions = []
     for ranked in decision.actions:
         action = catalog.actions[ranked.index]
@@ -765,12 +851,12 @@ def _response(
     return RecommendResponse(
         decision_id=decision_id,
         customer_id=customer_id,
-        model_version=runtime.version,
+        model_version=arm.version,
         scores=Scores(**decision.scores),
         actions=actions,
         cold_start=decision.cold_start,
         control_group=decision.control_group,
         explored=decision.explored,
         propensity=decision.propensity,
-        currency=runtime.decider.bundle.config.objective.currency,
+        currency=arm.decider.bundle.config.objective.currency,
     )
