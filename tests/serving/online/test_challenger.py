@@ -123,7 +123,10 @@ def test_shadow_logs_the_challengers_decision_beside_the_one_shown(
         assert rows == len(shown) + 5  # the shadow decisions are no exposures
         assert len(exported) == rows and set(exported["customer_id"]) <= set(customers)
         _, metrics = server.call("GET", "/metrics")
-        assert 'nextbest_shadow_decisions_total{arm="challenger"' in metrics
+        counted = [line for line in metrics.splitlines()
+                   if line.startswith("nextbest_shadow_decisions_total{")]  # fmt: skip
+        assert all('arm="challenger"' in line for line in counted)
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == len(customers)
     finally:
         stop_server(server)
 
