@@ -491,6 +491,62 @@ def bench_serve(open_seconds: float) -> list[Row]:
     return rows
 
 
+def bench_drift(customers: int = 20_000) -> list[Row]:
+    """bench/drift_bench.py (issue 19): the batch drift check at 1M customers (each part its own
+    process: its wall time and peak RSS), the exact-KS peer, and /recommend with shadow on/off."""
+    script = [sys.executable, "bench/drift_bench.py"]
+    workdir = Path(tempfile.mkdtemp(prefix="nextbest-drift-bench-"))
+    rows = []
+    try:
+        run_measured([*script, "--part", "drift-setup", "--workdir", str(workdir),
+                      "--customers", str(customers)])  # fmt: skip
+        for part in ("unshifted", "shifted", "exact-ks"):
+            seconds, gib, output = run_measured(
+                [*script, "--part", part, "--workdir", str(workdir)]
+            )
+            f = json.loads(output)
+            flagged = f["flagged"]
+            shown = ", ".join(flagged[:4]) + (
+                f" and {len(flagged) - 4} more" if len(flagged) > 4 else ""
+            )
+            detail = f"{f['seconds']:.1f} s in the check; {len(flagged)} flagged" + (
+                f": {shown}" if flagged else ""
+            )
+            if part == "unshifted":
+                target, ok = (
+                    "< 30 s, < 2 GiB, 0 false alarms",
+                    seconds < 30 and gib < 2 and not flagged,
+                )
+            elif part == "shifted":
+                moved = all(any(w in n for w in ("web", "purchase", "revenue")) for n in flagged)
+                target, ok = "flags the purchase and web features only", bool(flagged) and moved
+            else:
+                target, ok = "reference (binned check above)", None
+            rows.append(
+                Row(
+                    f["figure"],
+                    seconds,
+                    gib,
+                    target,
+                    ok,
+                    detail + f"; max PSI {f.get('max_psi', '-')}",
+                )
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _, _, output = run_measured([*script, "--part", "shadow"])
+    figures = {f["kind"]: f for f in map(json.loads, output.splitlines())}
+    for kind in ("shadow_off", "shadow_on"):
+        f = figures[kind]
+        ok = f["p99_ms"] <= 12 if kind == "shadow_on" else None
+        row = _serve_row(
+            f | {"service": "nextbest"}, "p99 <= 12 ms" if ok is not None else "reference", ok
+        )
+        row.detail += f", logged {f['logged']} (shadow flag: rows)"
+        rows.append(row)
+    return rows
+
+
 def bench_faults() -> list[Row]:
     """bench/faults_bench.py: what the service and the batch job survive (issue 16)."""
     _, _, output = run_measured([sys.executable, "bench/faults_bench.py"])
@@ -677,7 +733,13 @@ def main() -> None:
     parser.add_argument(
         "--lifetime-only", action="store_true", help="only issue 21's lifetime-value figures"
     )
+    parser.add_argument(
+        "--drift-only", action="store_true", help="only issue 19's drift and shadow figures"
+    )
     args = parser.parse_args()
+    if args.drift_only:
+        render(bench_drift())
+        return
     if args.text_only:
         render(bench_text(args.text_customers))
         return
@@ -737,6 +799,7 @@ def main() -> None:
             rows.append(telco)
         rows += bench_text(args.text_customers)
         rows += bench_serve(args.open_seconds)
+        rows += bench_drift()
         rows += bench_faults()
         render(rows)
     finally:
