@@ -50,6 +50,7 @@ class Runtime:
     live: LiveFeatures  # features of a customer with live events, as of the request time
     challenger: Arm | None = None
     challenger_error: str | None = None  # why a configured challenger is not loaded
+    same_catalog: bool = True  # the challenger's catalog is the champion's (one contact mask)
 
     @property
     def champion(self) -> Arm:
@@ -102,7 +103,8 @@ def load_runtime(
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
     decider = Decider(bundle, stored_outputs=own_store)
     live = LiveFeatures(bundle)
-    return Runtime(decider, Explainer(bundle), store, version, key, live, challenger, error)
+    same = challenger is None or challenger.decider.catalog == bundle.config.catalog
+    return Runtime(decider, Explainer(bundle), store, version, key, live, challenger, error, same)
 
 
 def _challenger(

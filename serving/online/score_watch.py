@@ -19,7 +19,7 @@ import numpy as np
 
 from training.config import DriftSettings
 from training.drift.compare import ks, psi
-from training.drift.profile import Reference
+from training.drift.profile import Reference, bin_of
 
 EVERY = 16  # decisions between two recomputations of the gauges
 MIN_DECISIONS = 100  # fewer decisions than this: no PSI/KS yet (too noisy to flag)
@@ -78,9 +78,7 @@ class ScoreWatch:
             return
         with self._lock:
             for name, binning in self._bins.items():
-                value = scores.get(name)
-                one = np.array([np.nan if value is None else value], dtype=np.float64)
-                index = int(np.argmax(binning.counts(one)))
+                index = bin_of(binning, scores.get(name))
                 self._counts[name][index] += 1
                 BINS.labels(score=name, bin=str(index), model_version=self.version).inc()
             self._seen += 1

@@ -435,10 +435,13 @@ class Nextbest:
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
         shown, hidden = self._arms(runtime, ask)
-        decision, reasons = self._decide(shown, row, ask, now)
+        allowed = self._allowed(shown.decider.catalog, request.customer_id, now)
+        decision, reasons = self._decide(shown, row, ask, now, allowed)
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, shown, decision, reasons)
-        shadow = None if hidden is None else self._shadow(hidden, row, ask, now)
+        if hidden is not None and not runtime.same_catalog:
+            allowed = self._allowed(hidden.decider.catalog, request.customer_id, now)
+        shadow = None if hidden is None else self._shadow(hidden, row, ask, now, allowed)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         self.log.record(
             _record(decision_id, now, request.customer_id, request.channel, request.context,
@@ -471,12 +474,17 @@ class Nextbest:
         return shown, other if self.settings.shadow else None
 
     def _shadow(
-        self, arm: Arm, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+        self,
+        arm: Arm,
+        row: FeatureRow | None,
+        ask: DecisionRequest,
+        now: datetime,
+        allowed: NDArray[np.bool_],
     ) -> DecisionRecord | None:
-        """The shadow arm's decision for the same request, as a log record (not shown: no reasons
-        are needed). A failure here is counted and never touches the shown answer."""
+        """The shadow arm's decision for the same request under the same contact-policy mask (of
+        its catalog), as a log record (not shown: no reasons are needed). A failure here is
+        counted and never touches the shown answer."""
         try:
-            allowed = self._allowed(arm.decider.catalog, ask.customer_id, now)
             decision = arm.decider.decide(row, ask, allowed, self.rng)
         except Exception as exc:
             SHADOW_FAILURES.inc()
@@ -488,12 +496,19 @@ class Nextbest:
         return replace(record, shadow=True)
 
     def _decide(
-        self, arm: Arm, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+        self,
+        arm: Arm,
+        row: FeatureRow | None,
+        ask: DecisionRequest,
+        now: datetime,
+        allowed: NDArray[np.bool_] | None = None,
     ) -> tuple[Decision, dict[str, list[str]]]:
-        """The decision of `arm` for `ask` under the contact policy as of `now`, with its
-        reasons: one path for /recommend and for triggered decisions."""
+        """The decision of `arm` for `ask` under the contact policy as of `now` (its mask, when
+        the caller has it already), with its reasons: one path for /recommend and for triggered
+        decisions."""
         decider = arm.decider
-        allowed = self._allowed(decider.catalog, ask.customer_id, now)
+        if allowed is None:
+            allowed = self._allowed(decider.catalog, ask.customer_id, now)
         decision = decider.decide(row, ask, allowed, self.rng)
         reasons = arm.explainer.explain(
             decider.vector(row),

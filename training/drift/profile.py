@@ -9,6 +9,7 @@ size is profiled in one pass at the memory of its largest chunk. Saved as plain 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,6 +48,17 @@ class Binning:
             index = np.where((codes >= 0) & (codes < self.categories), codes, self.size - 1)
         index[missing] = self.size - 1
         return np.bincount(index, minlength=self.size).astype(np.int64)
+
+
+def bin_of(binning: Binning, value: float | None) -> int:
+    """The bin of one value (as `Binning.counts` would count it), without building arrays."""
+    missing = binning.size - 1
+    if value is None or value != value:  # NaN
+        return missing
+    if binning.kind == "numeric":
+        return bisect.bisect_right(binning.edges, value)
+    code = int(value)
+    return code if 0 <= code < binning.categories else missing
 
 
 def fit_binning(values: NDArray[Any], kind: Kind, bins: int, categories: int = 0) -> Binning:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from training.drift.compare import compare, ks, mix_shift, psi
-from training.drift.profile import Binning, Profile, ProfileBuilder, fit_binning, fit_profile
+from training.drift.profile import (
+    Binning,
+    Profile,
+    ProfileBuilder,
+    bin_of,
+    fit_binning,
+    fit_profile,
+)
 from training.errors import NextbestError
 
 
@@ -89,3 +96,13 @@ def test_decision_mix_flags_an_action_whose_share_moves() -> None:
     shift = mix_shift({"a": 0.3, "none": 0.7}, {"a": 0.1, "b": 0.15, "none": 0.75}, limit=0.1)
     assert shift.flagged == ["a", "b"]  # "b" is new at 15%; "none" moved 5 points only
     assert shift.change["a"] == pytest.approx(-0.2)
+
+
+def test_one_value_lands_in_the_bin_the_counts_use() -> None:
+    values = sample(4)["spend"][:500]
+    numeric = fit_binning(sample(1)["spend"], "numeric", 20)
+    for value in [*values[:200], np.nan, -1.0, 1e9]:
+        counted = numeric.counts(np.array([value], dtype=np.float32))
+        assert bin_of(numeric, float(np.float32(value))) == int(np.argmax(counted))
+    categorical = Binning("categorical", categories=3)
+    assert [bin_of(categorical, v) for v in (0.0, 2.0, 3.0, None, float("nan"))] == [0, 2, 3, 3, 3]
