@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from importlib import resources
@@ -98,6 +98,7 @@ from serving.online.runtime import (
 )
 from serving.online.score_watch import ScoreWatch
 from serving.online.settings import ServingSettings
+from serving.online.shadow import ShadowRunner, ShadowTask
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
 from training.config import Catalog
@@ -145,19 +146,10 @@ TRIGGER_FAILURES = bentoml.metrics.Counter(
     name="nextbest_trigger_failures",
     documentation="Ingested batches whose triggers could not be evaluated (the events are stored)",
 )
-SHADOW = bentoml.metrics.Counter(
-    name="nextbest_shadow_decisions",
-    documentation="Decisions made in shadow (logged, not shown), by arm and first action",
-    labelnames=["arm", "action_id"],
-)
 ARMS = bentoml.metrics.Counter(
     name="nextbest_arm_decisions",
     documentation="Decisions shown, by the arm that made them (champion or challenger)",
     labelnames=["arm"],
-)
-SHADOW_FAILURES = bentoml.metrics.Counter(
-    name="nextbest_shadow_failures",
-    documentation="Shadow decisions that could not be made (the shown answer is unaffected)",
 )
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
@@ -279,6 +271,7 @@ class Nextbest:
         self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
         ensure_schema(self.events)
         self.rng = np.random.default_rng()
+        self.shadow = ShadowRunner(self.log, _shadow_record)
         self.runtime: Runtime | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a request saw the store change: check now
@@ -397,6 +390,7 @@ class Nextbest:
     def _shutdown(self) -> None:
         self._stop.set()
         self._wake.set()
+        self.shadow.close()
         self.log.close()
         self.events.close()
 
@@ -439,16 +433,15 @@ class Nextbest:
         decision, reasons = self._decide(shown, row, ask, now, allowed)
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, shown, decision, reasons)
-        if hidden is not None and not runtime.same_catalog:
-            allowed = self._allowed(hidden.decider.catalog, request.customer_id, now)
-        shadow = None if hidden is None else self._shadow(hidden, row, ask, now, allowed)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         self.log.record(
             _record(decision_id, now, request.customer_id, request.channel, request.context,
                     shown, decision)
         )  # fmt: skip
-        if shadow is not None:
-            self.log.record(shadow)
+        if hidden is not None:  # decided and logged off the answer's path (serving.online.shadow)
+            if not runtime.same_catalog:
+                allowed = self._allowed(hidden.decider.catalog, request.customer_id, now)
+            self.shadow.submit(ShadowTask(hidden, row, ask, now, allowed))
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         ARMS.labels(arm=shown.name).inc()
         watch = self._watch.get(shown.version)
@@ -472,28 +465,6 @@ class Nextbest:
         routed = point < self.settings.challenger_share
         shown, other = (challenger, champion) if routed else (champion, challenger)
         return shown, other if self.settings.shadow else None
-
-    def _shadow(
-        self,
-        arm: Arm,
-        row: FeatureRow | None,
-        ask: DecisionRequest,
-        now: datetime,
-        allowed: NDArray[np.bool_],
-    ) -> DecisionRecord | None:
-        """The shadow arm's decision for the same request under the same contact-policy mask (of
-        its catalog), as a log record (not shown: no reasons are needed). A failure here is
-        counted and never touches the shown answer."""
-        try:
-            decision = arm.decider.decide(row, ask, allowed, self.rng)
-        except Exception as exc:
-            SHADOW_FAILURES.inc()
-            logger.warning("event=shadow_failed arm=%s reason=%s", arm.name, type(exc).__name__)
-            return None
-        SHADOW.labels(arm=arm.name, action_id=decision.chosen).inc()
-        record = _record(uuid.uuid4().hex, now, ask.customer_id, ask.channel, ask.context, arm,
-                         decision)  # fmt: skip
-        return replace(record, shadow=True)
 
     def _decide(
         self,
@@ -829,6 +800,13 @@ def _record(
         context=dict(context),
         arm=arm.name,
     )
+
+
+def _shadow_record(decision_id: str, task: ShadowTask, decision: Decision) -> DecisionRecord:
+    """The log record of a shadow decision (flagged shadow by the runner)."""
+    ask = task.ask
+    return _record(decision_id, task.now, ask.customer_id, ask.channel, ask.context, task.arm,
+                   decision)  # fmt: skip
 
 
 def _arms_of(runtime: Runtime) -> list[Arm]:

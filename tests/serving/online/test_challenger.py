@@ -37,6 +37,14 @@ def decisions(log: Path) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM decisions ORDER BY ts, shadow", con)
 
 
+def settled(log: Path, rows: int, seconds: float = 30) -> pd.DataFrame:
+    """The log once it holds `rows` decisions (shadow decisions are logged just after the answer)."""
+    deadline = time.monotonic() + seconds
+    while len(found := decisions(log)) < rows and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
 def recommend(server: Server, customer_id: str) -> dict:
     status, answer = server.call(
         "POST", "/recommend", {"customer_id": customer_id, "channel": "call_center"}
@@ -105,7 +113,7 @@ def test_shadow_logs_the_challengers_decision_beside_the_one_shown(
         champion = alone[0]["model_version"]
         answers = [recommend(server, c) for c in customers]
         assert {a["model_version"] for a in answers} == {champion}  # the champion's answers
-        log = decisions(server.log).iloc[5:]
+        log = settled(server.log, 5 + 2 * len(customers)).iloc[5:]  # shadows: after the answer
         assert len(log) == 2 * len(customers)  # two decisions per request ...
         shown, shadow = log[log["shadow"] == 0], log[log["shadow"] == 1]
         assert list(shown["decision_id"]) == [a["decision_id"] for a in answers]  # ... one shown
