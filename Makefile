@@ -83,9 +83,9 @@ evaluate: setup
 ## report: the same as evaluate (docs/cli.md names both)
 report: evaluate
 
-## promote: move @champion to the latest version (MODEL=N for another) if it is not worse
+## promote: move @champion to the latest version (MODEL=N for another) if neither its scores nor its decisions on DATA are worse
 promote: setup
-	$(NB) promote $(if $(MODEL),--model $(MODEL))
+	$(NB) promote --data $(DATA) $(if $(MODEL),--model $(MODEL))
 
 ## score: batch-score every customer of DATA as of SCORE_AS_OF with @champion into out/score (ENGINE=dask, BUDGET=)
 score: setup

@@ -267,16 +267,27 @@ def promote(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="move @champion even if worse")] = False,
     config: ConfigOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="data set to judge both policies on (default: the candidate's)"
+        ),
+    ] = None,
 ) -> None:
-    """Move the @champion alias to a version, only if it is not worse than the current champion."""
-    from training.config import load_config
-    from training.registry.promotion import promote as run
+    """Move the @champion alias to a version, only if it is not worse than the current champion:
+    on the score metrics and on its policy's value, paired with the champion's on the same
+    held-out exposures. The candidate becomes @challenger either way; a refusal exits 1."""
+    from training.pipelines.promote import promote as run
     from training.registry.promotion import render
     from training.registry.tracking import configure_tracking
 
     configure_tracking()
-    result = run(model, force=force, tolerance=load_config(config).promotion.tolerance)
-    render(result, out)  # a refusal is a decision, not an error: exit 0 either way
+    with err.status("comparing the candidate with the champion"):
+        result = run(model, force=force, config_path=config, data=data)
+    render(result, out)
+    if not result.promoted and result.champion != result.candidate:
+        err.print(f"[bold red]refused:[/] {result.reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()
