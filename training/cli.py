@@ -292,6 +292,56 @@ def promote(
 
 @app.command()
 @user_errors
+def impact(
+    data: DataOpt,
+    since: Annotated[
+        str | None, typer.Option("--since", help="only decisions from this date (YYYY-MM-DD)")
+    ] = None,
+    decision_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--decision-log", help="the service's decision log (default: DIR's exposures)"
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="output directory (replaced whole)")
+    ] = Path("out/impact"),
+    config: ConfigOpt = None,
+) -> None:
+    """What the logged decisions earned against the global control group, per action, model
+    version, channel, segment and week, with 95% intervals (HTML page and MLflow)."""
+    from training.evaluation.impact_report import REPORT_FILE, log_impact, write_impact
+    from training.pipelines.impact import impact as run
+    from training.registry.tracking import configure_tracking
+
+    decisions = feedback = None
+    if decision_log is not None:
+        from serving.online.decision_log import exposures_frame, feedback_frame
+
+        decisions, feedback = exposures_frame(decision_log), feedback_frame(decision_log)
+    with err.status("measuring the decisions against the control group"):
+        result = run(data, config, parse_date(since, "--since"), decisions, feedback)
+    path = write_impact(result, out_dir)
+    configure_tracking()
+    log_impact(result, path)
+    overall = result.tables["overall"].iloc[0]
+    currency = result.currency
+    out.print(
+        f"incremental value per decision: {overall['incremental_value']:+.2f} ± "
+        f"{overall['ci']:.2f} {currency} (95%, {result.rows:,} decisions, "
+        f"{result.censored:,} with outcome windows not over yet)",
+        highlight=False,
+    )
+    for row in result.tables["actions"].to_dict("records"):
+        out.print(
+            f"  {row['action_id']:24s} {row['incremental_value']:+9.2f} ± {row['ci']:.2f}",
+            highlight=False,
+        )
+    out.print(f"page: {path / REPORT_FILE}")
+
+
+@app.command()
+@user_errors
 def score(
     data: DataOpt,
     as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD")],
