@@ -26,7 +26,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train evaluate report promote impact score materialize serve bento live notebooks browser bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote impact loop score materialize serve bento live notebooks browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -90,6 +90,10 @@ promote: setup
 ## impact: what the logged decisions earned against the control group (DATA's exposures, or LOG=decision log; SINCE=YYYY-MM-DD); page in out/impact
 impact: setup
 	$(NB) impact --data $(DATA) --config $(CONFIG) --out out/impact $(if $(SINCE),--since $(SINCE)) $(if $(LOG),--decision-log $(LOG))
+
+## loop: the closed learning loop on the simulator (ROUNDS=4, LOOP_N=5000 customers); works in out/loop
+loop: setup
+	$(NB) loop --rounds $(or $(ROUNDS),4) --customers $(or $(LOOP_N),5000) --out out/loop
 
 ## score: batch-score every customer of DATA as of SCORE_AS_OF with @champion into out/score (ENGINE=dask, BUDGET=)
 score: setup

@@ -342,6 +342,45 @@ def impact(
 
 @app.command()
 @user_errors
+def loop(
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="learning rounds after round 0")
+    ] = 4,
+    customers: Annotated[
+        int, typer.Option("--customers", min=500, help="simulated customers")
+    ] = 5000,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same loop)")] = 7,
+    exploration: Annotated[
+        float, typer.Option("--exploration", min=0.0, max=1.0, help="epsilon of the decisions")
+    ] = 0.2,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="working directory (data, config, MLflow store)")
+    ] = Path("out/loop"),
+) -> None:
+    """The closed learning loop on the simulator: explore, then per round train on every exposure
+    so far, promote through the gate, decide with exploration, and see what the decisions did."""
+    from training.pipelines.loop import run_loop
+
+    result = run_loop(rounds, out_dir, customers, seed, exploration, say=lambda m: err.print(m))
+    out.print(
+        "round  week  decisions  champion  true value / oracle   impact of previous round (truth)"
+    )
+    for r in result.rounds:
+        impact = (f"{r.impact:+8.2f} ± {r.impact_ci:5.2f} ({r.impact_truth:+.2f})"
+                  if r.impact == r.impact else "")  # fmt: skip
+        share = f"{r.value_share:6.1%}" if r.value_share == r.value_share else "   –  "
+        text = f"{r.round:5d}  {r.week:4d}  {r.decisions:9,d}  {r.model_version or 'random':>8s}"
+        out.print(f"{text}  {r.true_value:+7.2f} / {r.oracle_value:5.2f} {share}   {impact}",
+                  highlight=False)  # fmt: skip
+        out.print(f"       promotion: {r.promotion}", highlight=False)
+    est, ci, truth = result.last_impact
+    out.print(
+        f"impact of the last round: {est:+.2f} ± {ci:.2f} (truth {truth:+.2f})", highlight=False
+    )
+
+
+@app.command()
+@user_errors
 def score(
     data: DataOpt,
     as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD")],

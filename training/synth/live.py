@@ -10,6 +10,7 @@ ground truth (each arm's expected outcomes, `truth.potential_outcomes`) before t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -137,14 +138,19 @@ def draw_decisions(
     return arms, (1 - control_share) * chosen + control_share * (arms == 0)
 
 
-def true_net(truth: pd.DataFrame, arm_costs: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+def true_net(
+    truth: pd.DataFrame, arm_costs: np.ndarray, weights: Mapping[str, float | np.ndarray]
+) -> np.ndarray:
     """(n, arms) true incremental money of each arm over control per customer of `truth`
     (`LiveWorld.truth`): sum of weight * (outcome_arm - outcome_control) minus the arm's cost;
-    `weights` per truth outcome prefix (value, churn, satisfaction), column 0 is 0."""
+    `weights` per truth outcome prefix (value, churn, satisfaction), a number or one per
+    customer (the churn weight is minus the customer's LTV); column 0 is 0."""
     net = np.zeros((len(truth), len(ARMS)))
     for prefix, weight in weights.items():
         base = truth[f"{prefix}_control"].to_numpy(dtype=np.float64)
         for a, arm in enumerate(ARMS[1:], start=1):
-            net[:, a] += weight * (truth[f"{prefix}_{arm}"].to_numpy(dtype=np.float64) - base)
+            net[:, a] += np.asarray(weight, dtype=np.float64) * (
+                truth[f"{prefix}_{arm}"].to_numpy(dtype=np.float64) - base
+            )
     net[:, 1:] -= np.asarray(arm_costs, dtype=np.float64)[None, :]
     return net
