@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -100,7 +101,31 @@ def run_loop(
     out = Path(out)
     config_path = loop_config(out)
     config = load_config(config_path)
+    with _own_store(out):
+        return _run(rounds, out, config_path, config, customers, seed, exploration, note)
+
+
+@contextmanager
+def _own_store(out: Path) -> Iterator[None]:
+    """MLflow at `out/mlflow.db` for the loop's duration (its versions never touch yours)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+        from training.registry.tracking import configure_tracking
+
+        configure_tracking()  # back to the store of the environment
+
+
+def _run(
+    rounds: int, out: Path, config_path: Path, config: Config, customers: int, seed: int,
+    exploration: float, note: Say,
+) -> LoopResult:  # fmt: skip
     weeks = FIRST_WEEK + ROUND_WEEKS * (rounds + 1) + 1
     world = LiveWorld.create(customers, seed=seed, weeks=weeks, truth_reps=4)
     rng = np.random.default_rng([seed, 19])
