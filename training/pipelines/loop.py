@@ -107,19 +107,22 @@ def run_loop(
 
 @contextmanager
 def _own_store(out: Path) -> Iterator[None]:
-    """MLflow at `out/mlflow.db` for the loop's duration (its versions never touch yours)."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    """MLflow at `out/mlflow.db` for the loop's duration (its versions never touch yours); the
+    environment's store and experiment (MLflow keeps both in variables) come back after."""
+    import mlflow
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    before = {name: os.environ.get(name) for name in names}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-        from training.registry.tracking import configure_tracking
-
-        configure_tracking()  # back to the store of the environment
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _run(

@@ -17,10 +17,11 @@ from training.pipelines.loop import run_loop
 
 @pytest.mark.slow
 def test_two_rounds_learn_and_measure_themselves(tmp_path: Path) -> None:
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    before = {name: os.environ.get(name) for name in names}
     lines: list[str] = []
     result = run_loop(1, tmp_path / "loop", customers=2500, seed=3, say=lines.append)
-    assert os.environ.get("MLFLOW_TRACKING_URI") == before
+    assert {name: os.environ.get(name) for name in names} == before
     assert (tmp_path / "loop" / "mlflow.db").is_file()
     explore, learned = result.rounds
     assert explore.model_version == "" and explore.value_share < 0  # random actions lose money
