@@ -576,7 +576,7 @@ def render(rows: list[Row]) -> None:
     Console(width=160).print(table)
 
 
-def bench_loop(customers: int = 5000, impact_customers: int = 6000) -> list[Row]:
+def bench_loop(customers: int = 8000, impact_customers: int = 6000) -> list[Row]:
     """Issue 19: the closed loop on the simulator (4 rounds) and impact estimates against their
     truth over 10 simulated production months."""
     script = [sys.executable, "-W", "ignore", "bench/loop_bench.py"]
