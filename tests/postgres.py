@@ -8,6 +8,7 @@ initdb refuses to run as root: as root the server is created and run as the `pos
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -105,8 +106,6 @@ def start_local_postgres(root: Path | None = None) -> LocalPostgres:
 
 def remove(server: LocalPostgres) -> None:
     """Stop the server (if running) and delete its folder."""
-    try:
+    with contextlib.suppress(RuntimeError):  # already stopped
         server.stop("immediate")
-    except RuntimeError:
-        pass  # already stopped
     shutil.rmtree(server.data, ignore_errors=True)

@@ -349,6 +349,18 @@ def _campaign_line(stats: Any) -> str:
 
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="registry reference or version")]
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="NEXTBEST_DATABASE_URL",
+        show_envvar=True,
+        help="the contact history on PostgreSQL (postgresql://user@host:5432/db) instead of --log",
+    ),
+]
+LogOpt = Annotated[
+    Path, typer.Option("--log", help="the contact history's SQLite file (no --database-url)")
+]
 
 
 @app.command()
@@ -388,6 +400,7 @@ def serve(
     log: Annotated[
         Path | None, typer.Option("--log", help="decision log (default out/decision_log.sqlite)")
     ] = None,
+    database_url: DatabaseUrlOpt = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="worker processes")
     ] = None,
@@ -406,7 +419,7 @@ def serve(
     from serving.online.settings import ServingSettings
 
     flags: dict[str, Any] = {"model": model, "bundle_dir": bundle, "online_store": store}
-    flags |= {"decision_log": log, "workers": workers}
+    flags |= {"decision_log": log, "workers": workers, "database_url": database_url}
     settings = ServingSettings.from_env().model_copy(
         update={k: v for k, v in flags.items() if v is not None}
     )
@@ -466,33 +479,76 @@ def bento(
 @app.command("export-exposures")
 @user_errors
 def export_exposures(
-    log: Annotated[Path, typer.Option("--log", help="decision log file")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for exposures.parquet")],
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
     include_cold_start: Annotated[
         bool, typer.Option(help="also export decisions on customers the store did not hold")
     ] = False,
 ) -> None:
     """Turn the decision log into contract exposures (with logged propensities) for retraining."""
-    from serving.online.decision_log import export_exposures as run
+    from serving.history.exports import export_exposures as run
 
-    rows, path = run(log, out_dir, include_cold_start)
+    rows, path = run(database_url or log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} exposures to {path}")
 
 
 @app.command("export-feedback")
 @user_errors
 def export_feedback(
-    log: Annotated[Path, typer.Option("--log", help="decision log file")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for feedback.parquet")],
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
     include_cold_start: Annotated[
         bool, typer.Option(help="also export feedback on decisions of customers the store lacked")
     ] = False,
 ) -> None:
     """Write what happened to shown actions (accepted, declined, ignored) for the next training."""
-    from serving.online.decision_log import export_feedback as run
+    from serving.history.exports import export_feedback as run
 
-    rows, path = run(log, out_dir, include_cold_start)
+    rows, path = run(database_url or log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} feedback rows to {path}")
+
+
+@app.command()
+@user_errors
+def forget(
+    customer: Annotated[
+        list[str] | None, typer.Option("--customer", help="a customer id (repeatable)")
+    ] = None,
+    customers_file: Annotated[
+        Path | None, typer.Option("--customers-file", help="customer ids, one per line")
+    ] = None,
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
+    store: Annotated[Path, typer.Option("--store", help="online store")] = Path(
+        "out/online_store.sqlite"
+    ),
+    events: Annotated[Path, typer.Option("--events", help="event store and outbox")] = Path(
+        "out/event_store.sqlite"
+    ),
+    exports: Annotated[
+        list[Path] | None,
+        typer.Option("--exports", help="a folder of exported Parquet files (repeatable)"),
+    ] = None,
+    erasure_log: Annotated[
+        Path, typer.Option("--erasure-log", help="JSON lines: when, salted hashes, counts")
+    ] = Path("out/erasures.jsonl"),
+    salt_file: Annotated[
+        Path, typer.Option("--salt-file", help="the hashes' salt (NEXTBEST_ERASURE_SALT wins)")
+    ] = Path("out/erasure.salt"),
+) -> None:
+    """Erase customers from the online store, the contact history, the event store and outbox,
+    and exported files; the erasure is logged with a salted hash, never the id (docs/operations.md)."""
+    from serving.online.erasure import forget as run
+    from serving.online.erasure import log_erasure, read_ids, salt
+
+    ids = read_ids(customer or [], customers_file)
+    key = salt(salt_file)
+    done = run(ids, database_url or log, store, events, exports or [])
+    log_erasure(done, ids, key, erasure_log)
+    counts = ", ".join(f"{k} {v:,}" for k, v in done.removed.items())
+    out.print(f"forgot {len(ids):,} customers: {counts}; logged in {erasure_log}")
 
 
 @app.command("export-events")

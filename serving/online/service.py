@@ -25,7 +25,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -40,6 +41,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from serving.history.log import (
+    ContactConflictError,
+    DecisionLog,
+    DecisionRecord,
+    HistoryUnavailableError,
+    NotOfferedError,
+    UnknownDecisionError,
+)
 from serving.online import openapi
 from serving.online.api_models import (
     ActionOut,
@@ -57,13 +66,6 @@ from serving.online.api_models import (
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
 from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
-from serving.online.decision_log import (
-    ContactConflictError,
-    DecisionLog,
-    DecisionRecord,
-    NotOfferedError,
-    UnknownDecisionError,
-)
 from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
@@ -140,6 +142,10 @@ TRIGGER_FAILURES = bentoml.metrics.Counter(
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
     documentation="Requests answered 503 because the online store was overwritten in place",
+)
+HISTORY_DOWN = bentoml.metrics.Counter(
+    name="nextbest_history_unavailable",
+    documentation="Requests answered 503 because the contact history could not be read or written",
 )
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -251,7 +257,7 @@ class Nextbest:
         logger.setLevel(logging.INFO)  # loads and reloads are worth seeing (the root says WARNING)
         logger.disabled = False
         self.settings = SETTINGS
-        self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
+        self.log = DecisionLog(self.settings.history_source(), self.settings.log_synchronous)
         self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
         ensure_schema(self.events)
         self.rng = np.random.default_rng()
@@ -400,14 +406,16 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
-        decision, reasons = self._decide(runtime, row, ask, now)
+        with _history_or_503():
+            decision, reasons = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, runtime, decision, reasons)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
-        self.log.record(
-            _record(decision_id, now, request.customer_id, request.channel, request.context,
-                    runtime.version, decision)
-        )  # fmt: skip
+        with _history_or_503():  # not stored, not answered: the client retries
+            self.log.record(
+                _record(decision_id, now, request.customer_id, request.channel, request.context,
+                        runtime.version, decision)
+            )  # fmt: skip
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         return response
 
@@ -504,7 +512,10 @@ class Nextbest:
 
             allowed = policy_allows
         try:
-            self.log.feedback(request.decision_id, request.action_id, request.outcome, now, allowed)
+            with _history_or_503():
+                self.log.feedback(
+                    request.decision_id, request.action_id, request.outcome, now, allowed
+                )
         except UnknownDecisionError as exc:
             raise NotFound(str(exc)) from None
         except NotOfferedError as exc:
@@ -699,6 +710,20 @@ def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= most:
         raise BadCursorError(f"limit: must be an integer from 1 to {most}")
     return int(text)
+
+
+@contextmanager
+def _history_or_503() -> Iterator[None]:
+    """A contact history that cannot be read or written is a 503 saying so (never a 500): the
+    decision was neither stored nor answered, and the client may retry."""
+    try:
+        yield
+    except HistoryUnavailableError:
+        HISTORY_DOWN.inc()
+        raise Unavailable(
+            "the contact history cannot be reached; nothing was stored, retry shortly",
+            "contact history unavailable",
+        ) from None
 
 
 def _now_iso() -> str:
