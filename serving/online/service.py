@@ -70,6 +70,7 @@ from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
     OPEN_PATHS,
+    UNAVAILABLE as UNAVAILABLE_REASON,
     TEMPLATES,
     ApiKeyMiddleware,
     ArrivalMiddleware,
@@ -406,12 +407,12 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
-        with _history_or_503():
+        with _history_or_503(ctx):
             decision, reasons = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, runtime, decision, reasons)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
-        with _history_or_503():  # not stored, not answered: the client retries
+        with _history_or_503(ctx):  # not stored, not answered: the client retries
             self.log.record(
                 _record(decision_id, now, request.customer_id, request.channel, request.context,
                         runtime.version, decision)
@@ -496,7 +497,7 @@ class Nextbest:
         )
 
     @bentoml.api(route="/feedback")
-    async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
+    async def feedback(self, request: FeedbackRequest, /, ctx: bentoml.Context) -> FeedbackResponse:
         """Store what happened to a shown action; committed before the answer. An acceptance the
         contact policy forbids (the action was received from another decision inside its
         cool-down) is refused with 409, race-free across workers."""
@@ -512,7 +513,7 @@ class Nextbest:
 
             allowed = policy_allows
         try:
-            with _history_or_503():
+            with _history_or_503(ctx):
                 self.log.feedback(
                     request.decision_id, request.action_id, request.outcome, now, allowed
                 )
@@ -712,18 +713,19 @@ def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
     return int(text)
 
 
+HISTORY_DOWN_MESSAGE = "the contact history cannot be reached; nothing was stored, retry shortly"
+
+
 @contextmanager
-def _history_or_503() -> Iterator[None]:
-    """A contact history that cannot be read or written is a 503 saying so (never a 500): the
-    decision was neither stored nor answered, and the client may retry."""
+def _history_or_503(ctx: bentoml.Context) -> Iterator[None]:
+    """A contact history that cannot be read or written is a 503 saying so (never a 500), with
+    Retry-After (serving.online.http_guards): nothing was stored nor answered; retry."""
     try:
         yield
     except HistoryUnavailableError:
         HISTORY_DOWN.inc()
-        raise Unavailable(
-            "the contact history cannot be reached; nothing was stored, retry shortly",
-            "contact history unavailable",
-        ) from None
+        ctx.request.scope[UNAVAILABLE_REASON] = HISTORY_DOWN_MESSAGE
+        raise Unavailable(HISTORY_DOWN_MESSAGE, "contact history unavailable") from None
 
 
 def _now_iso() -> str:
