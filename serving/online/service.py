@@ -70,7 +70,6 @@ from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
     OPEN_PATHS,
-    UNAVAILABLE as UNAVAILABLE_REASON,
     TEMPLATES,
     ApiKeyMiddleware,
     ArrivalMiddleware,
@@ -78,6 +77,9 @@ from serving.online.http_guards import (
     JsonApiMiddleware,
     ReadyDetailMiddleware,
     bound_metric_labels,
+)
+from serving.online.http_guards import (
+    UNAVAILABLE as UNAVAILABLE_REASON,
 )
 from serving.online.journey import DEFAULT_LIMIT as DEFAULT_JOURNEY
 from serving.online.journey import MAX_LIMIT as MAX_JOURNEY
