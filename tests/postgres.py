@@ -52,6 +52,7 @@ class LocalPostgres:
     data: Path
     port: int
     as_user: str | None
+    durable: bool = False  # fsync on: what a deployment runs (the bench); off: fast tests
 
     def _run(self, *args: str) -> None:
         command = [str(self.bin / args[0]), *args[1:]]
@@ -62,7 +63,10 @@ class LocalPostgres:
             raise RuntimeError(f"{args[0]} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
     def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync=off -c max_connections=200"
+        fsync = "on" if self.durable else "off"
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync={fsync} -c max_connections=200"
+        )
         log = str(self.data / "server.log")
         self._run("pg_ctl", "-D", str(self.data / "db"), "-o", options, "-l", log, "-w", "start")
 
@@ -83,7 +87,7 @@ class LocalPostgres:
         return self.url(name)
 
 
-def start_local_postgres(root: Path | None = None) -> LocalPostgres:
+def start_local_postgres(root: Path | None = None, durable: bool = False) -> LocalPostgres:
     """initdb and start a server in a new temporary folder; raises RuntimeError without binaries."""
     bin_dir = binaries()
     if bin_dir is None:
@@ -95,7 +99,7 @@ def start_local_postgres(root: Path | None = None) -> LocalPostgres:
         os.chown(data, entry.pw_uid, entry.pw_gid)
         data.chmod(0o700)
         as_user = SERVER_USER
-    server = LocalPostgres(bin_dir, data, _free_port(), as_user)
+    server = LocalPostgres(bin_dir, data, _free_port(), as_user, durable)
     server._run(
         "initdb", "-D", str(data / "db"), "-U", SERVER_USER, "-A", "trust", "-E", "UTF8",
         "--no-sync",
