@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from serving.history.engine import WRITE, Synchronous, describe, history_url, open_engine
 from serving.history.schema import decisions, feedback, migrate
@@ -94,6 +95,10 @@ class DecisionLog:
                 con.execution_options(nextbest_begin=begin)
                 with con.begin():
                     yield con
+        except PoolTimeoutError as exc:
+            raise HistoryUnavailableError(
+                f"the contact history ({self.where}) has no free connection"
+            ) from exc
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise HistoryUnavailableError(
