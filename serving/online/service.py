@@ -1,10 +1,10 @@
 """The BentoML service (docs/api.md): `bentoml serve serving.online.service:Nextbest`, or `nextbest serve`.
 
 Thin on purpose: it loads the runtime (bundle + online store), opens the decision log, and turns
-requests into calls of serving.online.decision / serving.online.reasons and log records. The hot path is numpy,
-SQLite and the contact history's database (no pandas, no pyfunc); each worker runs LightGBM on one thread, freezes the
-loaded objects out of the garbage collector and raises its gen-0 threshold, which keeps full
-collections (pauses of 100+ ms under load) rare. A reload unfreezes, closes the replaced runtime's
+requests into calls of serving.online.decision / serving.online.reasons and log records. The hot
+path is numpy, SQLite and the contact history's database (serving.history; no pandas, no pyfunc);
+each worker runs LightGBM on one thread, freezes the loaded objects out of the garbage collector
+and raises its gen-0 threshold, which keeps full collections (pauses of 100+ ms under load) rare. A reload unfreezes, closes the replaced runtime's
 store after a grace period and collects it, so nothing of it stays pinned. The APIs are `async def` although their work is
 synchronous: a decision is a few milliseconds of CPU with nothing to wait for, so it runs on the
 worker's event loop directly instead of paying a hop to a thread pool (measured: c=8 throughput
