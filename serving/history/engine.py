@@ -59,8 +59,13 @@ def open_engine(source: str | Path, synchronous: Synchronous = "NORMAL") -> Engi
     url = history_url(source)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, synchronous)
+    # NORMAL: a committed decision survives a crash of the service (PostgreSQL holds it) but a
+    # crash of PostgreSQL or of its machine may lose the last fraction of a second of commits,
+    # as SQLite's NORMAL does on a machine crash; FULL: each commit waits for the WAL's fsync
+    commit = "off" if synchronous == "NORMAL" else "on"
     return create_engine(
         url,
+        isolation_level="AUTOCOMMIT",  # one statement, one transaction; see DecisionLog._write
         pool_size=2,
         max_overflow=4,
         pool_pre_ping=True,
@@ -68,7 +73,7 @@ def open_engine(source: str | Path, synchronous: Synchronous = "NORMAL") -> Engi
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_S,
             "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
-            f"-c lock_timeout={STATEMENT_TIMEOUT_MS}",
+            f"-c lock_timeout={STATEMENT_TIMEOUT_MS} -c synchronous_commit={commit}",
             "application_name": "nextbest",
         },
     )

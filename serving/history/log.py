@@ -87,12 +87,24 @@ class DecisionLog:
             migrate(con)
 
     @contextmanager
-    def _write(self, begin: str = WRITE["nextbest_begin"]) -> Iterator[Connection]:
-        """One transaction, committed on exit (SQLite: BEGIN IMMEDIATE takes the write lock at
-        once, BEGIN a read); a lost database is HistoryUnavailableError."""
+    def _write(
+        self, begin: str = WRITE["nextbest_begin"], atomic: bool = True
+    ) -> Iterator[Connection]:
+        """A connection for one unit of work; a lost database is HistoryUnavailableError.
+
+        SQLite: always a transaction, committed on exit (BEGIN IMMEDIATE takes the write lock at
+        once; `begin=""` for a read). PostgreSQL: the engine runs in autocommit, so one statement
+        (a decision's insert, a read) is its own transaction without BEGIN and COMMIT round trips;
+        `atomic` work (several statements) gets a READ COMMITTED transaction."""
         try:
             with self.engine.connect() as con:
-                con.execution_options(nextbest_begin=begin)
+                if self.postgres and not atomic:
+                    yield con
+                    return
+                if self.postgres:
+                    con.execution_options(isolation_level="READ COMMITTED")
+                else:
+                    con.execution_options(nextbest_begin=begin)
                 with con.begin():
                     yield con
         except PoolTimeoutError as exc:
@@ -109,12 +121,12 @@ class DecisionLog:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._write(begin="") as con:
+        with self._write(begin="", atomic=False) as con:
             yield con
 
     def record(self, record: DecisionRecord) -> None:
-        """Insert and commit one decision."""
-        with self._write() as con:
+        """Insert and commit one decision (one statement: atomic on its own)."""
+        with self._write(atomic=False) as con:
             con.execute(insert(decisions), [_row(record)])
 
     def record_many(self, records: Sequence[DecisionRecord], accepted: bool = False) -> None:
@@ -185,6 +197,24 @@ class DecisionLog:
         with self._read() as con:
             return _contacts(con, customer_id, since, "", DECLINED)
 
+    def policy_history(
+        self, customer_id: str, contacts_since: datetime, declines_since: datetime | None
+    ) -> tuple[list[Contact], list[Contact]]:
+        """(contacts since `contacts_since`, declines since `declines_since`) in one read: what
+        the contact policy needs at decision time (None: declines are not needed)."""
+        since = contacts_since if declines_since is None else min(contacts_since, declines_since)
+        params = {"customer": customer_id, "other": "", "since": _iso(since)}
+        with self._read() as con:
+            rows = con.execute(text(LATEST_OUTCOMES), params).all()
+        contacts, declines = [], []
+        for action, ts, outcome in rows:
+            when = datetime.fromisoformat(ts)
+            if outcome == ACCEPTED and when >= contacts_since:
+                contacts.append(Contact(action, when))
+            elif outcome == DECLINED and declines_since is not None and when >= declines_since:
+                declines.append(Contact(action, when))
+        return contacts, declines
+
     def contacts_frame(
         self, since: datetime, until: datetime, outcome: str = ACCEPTED
     ) -> pd.DataFrame:
@@ -236,6 +266,13 @@ LATEST_ACCEPTED = """
             PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
         FROM feedback WHERE customer_id = :customer AND decision_id != :other) AS latest
     WHERE k = 1 AND outcome = :outcome AND ts >= :since"""
+
+LATEST_OUTCOMES = """
+    SELECT action_id, ts, outcome FROM (
+        SELECT action_id, ts, outcome, row_number() OVER (
+            PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
+        FROM feedback WHERE customer_id = :customer AND decision_id != :other) AS latest
+    WHERE k = 1 AND outcome IN ('accepted', 'declined') AND ts >= :since"""
 
 LATEST_IN_RANGE = """
     SELECT latest.customer_id, latest.action_id, d.channel, latest.ts FROM (

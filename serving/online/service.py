@@ -442,11 +442,13 @@ class Nextbest:
     def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
         """The contact policy's mask: contact limits on what was received, and actions declined
         too often (`suppress_after_declines`), from the decision log."""
-        contacts = self.log.contacts(customer_id, now - lookback(catalog))
-        allowed = allowed_mask(catalog, contacts, now)
         since = decline_lookback(catalog)
+        contacts, declines = self.log.policy_history(
+            customer_id, now - lookback(catalog), now - since if since else None
+        )
+        allowed = allowed_mask(catalog, contacts, now)
         if since:
-            allowed &= declines_allowed(catalog, self.log.declines(customer_id, now - since), now)
+            allowed &= declines_allowed(catalog, declines, now)
         return allowed
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:

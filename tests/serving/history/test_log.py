@@ -189,3 +189,20 @@ def test_forget_removes_every_row_of_a_customer(source: str) -> None:
     log.feedback(later.decision_id, "credit", "declined", NOW)
     assert log.count() == 2
     log.close()
+
+
+def test_policy_history_reads_contacts_and_declines_in_one(source: str) -> None:
+    log = DecisionLog(source)
+    old, new = record(actions=("credit", "call")), record(actions=("credit", "call"))
+    log.record(old)
+    log.record(new)
+    log.feedback(old.decision_id, "credit", "accepted", NOW - timedelta(days=40))
+    log.feedback(old.decision_id, "call", "declined", NOW - timedelta(days=40))
+    log.feedback(new.decision_id, "call", "declined", NOW - timedelta(days=1))
+    week, quarter = NOW - timedelta(days=7), NOW - timedelta(days=90)
+    contacts, declines = log.policy_history("C1", quarter, week)
+    assert [c.action_id for c in contacts] == ["credit"]
+    assert [(d.action_id, d.ts) for d in declines] == [("call", NOW - timedelta(days=1))]
+    assert log.policy_history("C1", week, None) == ([], [])
+    assert log.policy_history("C1", quarter, quarter)[1] == log.declines("C1", quarter)
+    log.close()
