@@ -62,7 +62,8 @@ class ServingSettings(BaseModel):
     log_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="NORMAL",
         description="NORMAL: a logged decision survives a crash of the service (~0.1 ms a commit); "
-        "FULL: also a power loss (an fsync per decision, ~4 ms on this machine's disk)",
+        "FULL: also a power loss (an fsync per decision, ~4 ms on this machine's disk). On "
+        "PostgreSQL: synchronous_commit off (NORMAL) or on (FULL)",
     )
     api_key: SecretStr | None = Field(default=None, description="set: every API call needs it")
     api_key_header: str = Field(
