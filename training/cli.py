@@ -41,6 +41,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: the score metrics `nextbest evaluate` prints (all of them are in the report)
 HEADLINE_SCORE_METRICS = ("roc_auc", "brier", "mae", "spearman", "normalized_gini")
 
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="NEXTBEST_DATABASE_URL",
+        show_envvar=True,
+        help="the contact history on PostgreSQL (postgresql://user@host:5432/db) instead of --log",
+    ),
+]
+LogOpt = Annotated[
+    Path, typer.Option("--log", help="the contact history's SQLite file (no --database-url)")
+]
 DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (docs/data.md)")]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config (default: the packaged demo config)")
@@ -307,6 +319,7 @@ def impact(
         Path, typer.Option("--out", help="output directory (replaced whole)")
     ] = Path("out/impact"),
     config: ConfigOpt = None,
+    database_url: DatabaseUrlOpt = None,
 ) -> None:
     """What the logged decisions earned against the global control group, per action, model
     version, channel, segment and week, with 95% intervals (HTML page and MLflow)."""
@@ -315,10 +328,11 @@ def impact(
     from training.registry.tracking import configure_tracking
 
     decisions = feedback = None
-    if decision_log is not None:
-        from serving.online.decision_log import exposures_frame, feedback_frame
+    history = database_url or decision_log
+    if history is not None:
+        from serving.history.exports import exposures_frame, feedback_frame
 
-        decisions, feedback = exposures_frame(decision_log), feedback_frame(decision_log)
+        decisions, feedback = exposures_frame(history), feedback_frame(history)
     with err.status("measuring the decisions against the control group"):
         result = run(data, config, parse_date(since, "--since"), decisions, feedback)
     path = write_impact(result, out_dir)
@@ -516,6 +530,7 @@ def serve(
     log: Annotated[
         Path | None, typer.Option("--log", help="decision log (default out/decision_log.sqlite)")
     ] = None,
+    database_url: DatabaseUrlOpt = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="worker processes")
     ] = None,
@@ -534,7 +549,7 @@ def serve(
     from serving.online.settings import ServingSettings
 
     flags: dict[str, Any] = {"model": model, "bundle_dir": bundle, "online_store": store}
-    flags |= {"decision_log": log, "workers": workers}
+    flags |= {"decision_log": log, "workers": workers, "database_url": database_url}
     settings = ServingSettings.from_env().model_copy(
         update={k: v for k, v in flags.items() if v is not None}
     )
@@ -594,33 +609,76 @@ def bento(
 @app.command("export-exposures")
 @user_errors
 def export_exposures(
-    log: Annotated[Path, typer.Option("--log", help="decision log file")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for exposures.parquet")],
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
     include_cold_start: Annotated[
         bool, typer.Option(help="also export decisions on customers the store did not hold")
     ] = False,
 ) -> None:
     """Turn the decision log into contract exposures (with logged propensities) for retraining."""
-    from serving.online.decision_log import export_exposures as run
+    from serving.history.exports import export_exposures as run
 
-    rows, path = run(log, out_dir, include_cold_start)
+    rows, path = run(database_url or log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} exposures to {path}")
 
 
 @app.command("export-feedback")
 @user_errors
 def export_feedback(
-    log: Annotated[Path, typer.Option("--log", help="decision log file")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for feedback.parquet")],
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
     include_cold_start: Annotated[
         bool, typer.Option(help="also export feedback on decisions of customers the store lacked")
     ] = False,
 ) -> None:
     """Write what happened to shown actions (accepted, declined, ignored) for the next training."""
-    from serving.online.decision_log import export_feedback as run
+    from serving.history.exports import export_feedback as run
 
-    rows, path = run(log, out_dir, include_cold_start)
+    rows, path = run(database_url or log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} feedback rows to {path}")
+
+
+@app.command()
+@user_errors
+def forget(
+    customer: Annotated[
+        list[str] | None, typer.Option("--customer", help="a customer id (repeatable)")
+    ] = None,
+    customers_file: Annotated[
+        Path | None, typer.Option("--customers-file", help="customer ids, one per line")
+    ] = None,
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
+    store: Annotated[Path, typer.Option("--store", help="online store")] = Path(
+        "out/online_store.sqlite"
+    ),
+    events: Annotated[Path, typer.Option("--events", help="event store and outbox")] = Path(
+        "out/event_store.sqlite"
+    ),
+    exports: Annotated[
+        list[Path] | None,
+        typer.Option("--exports", help="a folder of exported Parquet files (repeatable)"),
+    ] = None,
+    erasure_log: Annotated[
+        Path, typer.Option("--erasure-log", help="JSON lines: when, salted hashes, counts")
+    ] = Path("out/erasures.jsonl"),
+    salt_file: Annotated[
+        Path, typer.Option("--salt-file", help="the hashes' salt (NEXTBEST_ERASURE_SALT wins)")
+    ] = Path("out/erasure.salt"),
+) -> None:
+    """Erase customers from the online store, the contact history, the event store and outbox,
+    and exported files; the erasure is logged with a salted hash, never the id (docs/operations.md)."""
+    from serving.online.erasure import forget as run
+    from serving.online.erasure import log_erasure, read_ids, salt
+
+    ids = read_ids(customer or [], customers_file)
+    key = salt(salt_file)
+    done = run(ids, database_url or log, store, events, exports or [])
+    log_erasure(done, ids, key, erasure_log)
+    counts = ", ".join(f"{k} {v:,}" for k, v in done.removed.items())
+    out.print(f"forgot {len(ids):,} customers: {counts}; logged in {erasure_log}")
 
 
 @app.command("export-events")

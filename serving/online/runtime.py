@@ -22,8 +22,8 @@ from serving.online.reasons import Explainer
 from serving.online.settings import ServingSettings
 from serving.online.store import OnlineStore
 from training.registry.bundle import Bundle
+from training.registry.mlflow_models import CHALLENGER, CHAMPION
 
-CHAMPION_ARM, CHALLENGER_ARM = "champion", "challenger"
 Key = tuple[str, tuple[int, int], str]  # (bundle key, store file identity, challenger version)
 
 
@@ -31,7 +31,7 @@ Key = tuple[str, tuple[int, int], str]  # (bundle key, store file identity, chal
 class Arm:
     """A bundle that decides: its decision function, explainer and registry version."""
 
-    name: str  # CHAMPION_ARM or CHALLENGER_ARM
+    name: str  # CHAMPION or CHALLENGER (the registry alias the arm is served from)
     decider: Decider
     explainer: Explainer
     version: str
@@ -54,7 +54,7 @@ class Runtime:
 
     @property
     def champion(self) -> Arm:
-        return Arm(CHAMPION_ARM, self.decider, self.explainer, self.version)
+        return Arm(CHAMPION, self.decider, self.explainer, self.version)
 
     @property
     def bundle(self) -> Bundle:
@@ -127,4 +127,4 @@ def _challenger(
     except Exception as exc:  # a bad challenger must never take the champion down
         return None, f"challenger: {type(exc).__name__}: {exc}"
     decider = Decider(bundle, stored_outputs=False)  # the store's outputs are the champion's
-    return Arm(CHALLENGER_ARM, decider, Explainer(bundle), bundle.version or ""), None
+    return Arm(CHALLENGER, decider, Explainer(bundle), bundle.version or ""), None

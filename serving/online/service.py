@@ -1,10 +1,10 @@
 """The BentoML service (docs/api.md): `bentoml serve serving.online.service:Nextbest`, or `nextbest serve`.
 
 Thin on purpose: it loads the runtime (bundle + online store), opens the decision log, and turns
-requests into calls of serving.online.decision / serving.online.reasons and log records. The hot path is numpy
-and SQLite only (no pandas, no pyfunc); each worker runs LightGBM on one thread, freezes the
-loaded objects out of the garbage collector and raises its gen-0 threshold, which keeps full
-collections (pauses of 100+ ms under load) rare. A reload unfreezes, closes the replaced runtime's
+requests into calls of serving.online.decision / serving.online.reasons and log records. The hot
+path is numpy, SQLite and the contact history's database (serving.history; no pandas, no pyfunc);
+each worker runs LightGBM on one thread, freezes the loaded objects out of the garbage collector
+and raises its gen-0 threshold, which keeps full collections (pauses of 100+ ms under load) rare. A reload unfreezes, closes the replaced runtime's
 store after a grace period and collects it, so nothing of it stays pinned. The APIs are `async def` although their work is
 synchronous: a decision is a few milliseconds of CPU with nothing to wait for, so it runs on the
 worker's event loop directly instead of paying a hop to a thread pool (measured: c=8 throughput
@@ -25,7 +25,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -40,6 +41,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from serving.history.log import (
+    ContactConflictError,
+    DecisionLog,
+    DecisionRecord,
+    HistoryUnavailableError,
+    NotOfferedError,
+    UnknownDecisionError,
+)
 from serving.online import openapi
 from serving.online.api_models import (
     ActionOut,
@@ -57,13 +66,6 @@ from serving.online.api_models import (
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
 from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
-from serving.online.decision_log import (
-    ContactConflictError,
-    DecisionLog,
-    DecisionRecord,
-    NotOfferedError,
-    UnknownDecisionError,
-)
 from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
@@ -75,6 +77,9 @@ from serving.online.http_guards import (
     JsonApiMiddleware,
     ReadyDetailMiddleware,
     bound_metric_labels,
+)
+from serving.online.http_guards import (
+    UNAVAILABLE as UNAVAILABLE_REASON,
 )
 from serving.online.journey import DEFAULT_LIMIT as DEFAULT_JOURNEY
 from serving.online.journey import MAX_LIMIT as MAX_JOURNEY
@@ -154,6 +159,10 @@ ARMS = bentoml.metrics.Counter(
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
     documentation="Requests answered 503 because the online store was overwritten in place",
+)
+HISTORY_DOWN = bentoml.metrics.Counter(
+    name="nextbest_history_unavailable",
+    documentation="Requests answered 503 because the contact history could not be read or written",
 )
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -267,7 +276,7 @@ class Nextbest:
         logger.setLevel(logging.INFO)  # loads and reloads are worth seeing (the root says WARNING)
         logger.disabled = False
         self.settings = SETTINGS
-        self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
+        self.log = DecisionLog(self.settings.history_source(), self.settings.log_synchronous)
         self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
         ensure_schema(self.events)
         self.rng = np.random.default_rng()
@@ -429,19 +438,22 @@ class Nextbest:
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
         shown, hidden = self._arms(runtime, ask)
-        allowed = self._allowed(shown.decider.catalog, request.customer_id, now)
+        with _history_or_503(ctx):
+            allowed = self._allowed(shown.decider.catalog, request.customer_id, now)
+            hidden_allowed = allowed
+            if hidden is not None and not runtime.same_catalog:
+                hidden_allowed = self._allowed(hidden.decider.catalog, request.customer_id, now)
         decision, reasons = self._decide(shown, row, ask, now, allowed)
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, shown, decision, reasons)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
-        self.log.record(
-            _record(decision_id, now, request.customer_id, request.channel, request.context,
-                    shown, decision)
-        )  # fmt: skip
+        with _history_or_503(ctx):  # not stored, not answered: the client retries
+            self.log.record(
+                _record(decision_id, now, request.customer_id, request.channel, request.context,
+                        shown, decision)
+            )  # fmt: skip
         if hidden is not None:  # decided and logged off the answer's path (serving.online.shadow)
-            if not runtime.same_catalog:
-                allowed = self._allowed(hidden.decider.catalog, request.customer_id, now)
-            self.shadow.submit(ShadowTask(hidden, row, ask, now, allowed))
+            self.shadow.submit(ShadowTask(hidden, row, ask, now, hidden_allowed))
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         ARMS.labels(arm=shown.name).inc()
         watch = self._watch.get(shown.version)
@@ -493,11 +505,13 @@ class Nextbest:
     def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
         """The contact policy's mask: contact limits on what was received, and actions declined
         too often (`suppress_after_declines`), from the decision log."""
-        contacts = self.log.contacts(customer_id, now - lookback(catalog))
-        allowed = allowed_mask(catalog, contacts, now)
         since = decline_lookback(catalog)
+        contacts, declines = self.log.policy_history(
+            customer_id, now - lookback(catalog), now - since if since else None
+        )
+        allowed = allowed_mask(catalog, contacts, now)
         if since:
-            allowed &= declines_allowed(catalog, self.log.declines(customer_id, now - since), now)
+            allowed &= declines_allowed(catalog, declines, now)
         return allowed
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
@@ -550,7 +564,7 @@ class Nextbest:
         )
 
     @bentoml.api(route="/feedback")
-    async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
+    async def feedback(self, request: FeedbackRequest, /, ctx: bentoml.Context) -> FeedbackResponse:
         """Store what happened to a shown action; committed before the answer. An acceptance the
         contact policy forbids (the action was received from another decision inside its
         cool-down) is refused with 409, race-free across workers."""
@@ -566,7 +580,10 @@ class Nextbest:
 
             allowed = policy_allows
         try:
-            self.log.feedback(request.decision_id, request.action_id, request.outcome, now, allowed)
+            with _history_or_503(ctx):
+                self.log.feedback(
+                    request.decision_id, request.action_id, request.outcome, now, allowed
+                )
         except UnknownDecisionError as exc:
             raise NotFound(str(exc)) from None
         except NotOfferedError as exc:
@@ -760,6 +777,21 @@ def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= most:
         raise BadCursorError(f"limit: must be an integer from 1 to {most}")
     return int(text)
+
+
+HISTORY_DOWN_MESSAGE = "the contact history cannot be reached; nothing was stored, retry shortly"
+
+
+@contextmanager
+def _history_or_503(ctx: bentoml.Context) -> Iterator[None]:
+    """A contact history that cannot be read or written is a 503 saying so (never a 500), with
+    Retry-After (serving.online.http_guards): nothing was stored nor answered; retry."""
+    try:
+        yield
+    except HistoryUnavailableError:
+        HISTORY_DOWN.inc()
+        ctx.request.scope[UNAVAILABLE_REASON] = HISTORY_DOWN_MESSAGE
+        raise Unavailable(HISTORY_DOWN_MESSAGE, "contact history unavailable") from None
 
 
 def _now_iso() -> str:

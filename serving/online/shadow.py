@@ -22,8 +22,8 @@ import bentoml
 import numpy as np
 from numpy.typing import NDArray
 
+from serving.history.log import DecisionLog, DecisionRecord
 from serving.online.decision import Decision, DecisionRequest
-from serving.online.decision_log import DecisionLog, DecisionRecord
 from serving.online.runtime import Arm
 from serving.online.store import FeatureRow
 

@@ -6,6 +6,7 @@ scores' PSI and KS against the training reference."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from serving.batch.population import iter_features, plan_population
-from serving.online.decision_log import export_exposures
+from serving.history.exports import export_exposures
 from tests.serving.conftest import AS_OF, Server, World, start_server, stop_server
 from training.data.contract import open_dataset
 from training.policy.control import hash_point
@@ -123,8 +124,9 @@ def test_shadow_logs_the_challengers_decision_beside_the_one_shown(
         assert set(shown["model_version"]) == {champion}
         assert not set(shadow["decision_id"]) & {a["decision_id"] for a in answers}
         assert ((log["propensity"] > 0) & (log["propensity"] <= 1)).all()  # every row has one
-        shadow_id = shadow["decision_id"].iloc[0]
-        feedback = {"decision_id": shadow_id, "action_id": "x", "outcome": "accepted"}
+        offered = shadow[shadow["actions"] != "[]"].iloc[0]  # an action the shadow did "show"
+        feedback = {"decision_id": offered["decision_id"], "outcome": "accepted",
+                    "action_id": json.loads(offered["actions"])[0]}  # fmt: skip
         assert server.call("POST", "/feedback", feedback)[0] == 404  # never shown: no feedback
         rows, path = export_exposures(server.log, tmp_path / "export")
         exported = pd.read_parquet(path)
