@@ -18,6 +18,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,3 +265,118 @@ def export_feedback(log: Path, out: Path, include_cold_start: bool = False) -> t
     with atomic_file(target) as tmp:
         frame.to_parquet(tmp, index=False)
     return len(frame), target
+
+
+# --- the contact history in bulk (batch scoring and the contact policy) ---------------------------
+# Two functions of plain SQL on the two tables above, kept apart so that they port to any store:
+# the contacts of many customers in a time window, and the contacts of a batch recorded at once.
+
+SENT = "sent"  # the feedback outcome of a batch send (`nextbest score --record-contacts`)
+
+CONTACT_HISTORY = """
+    SELECT f.customer_id, f.action_id, d.channel, f.ts, f.outcome FROM (
+        SELECT decision_id, customer_id, action_id, outcome, ts, row_number() OVER (
+            PARTITION BY decision_id, action_id, outcome = 'sent'
+            ORDER BY ts DESC, rowid DESC) AS k
+        FROM feedback WHERE ts >= ? AND {customers}) AS f
+    JOIN decisions AS d USING (decision_id)
+    WHERE f.k = 1"""
+
+
+def contact_history(
+    log: Path | str | sqlite3.Connection,
+    since: datetime,
+    customers: list[str] | None = None,
+    id_range: tuple[str | None, str | None] | None = None,
+) -> pd.DataFrame:
+    """The contact history from `since` on (columns customer_id, action_id, channel, ts (UTC),
+    outcome) of the given customers, or of low <= customer_id < high (`id_range`, None: open), or
+    of everyone. One row per shown action: its latest feedback (`accepted`, `declined`, ...), as
+    the service has always counted; a batch send (`sent`) is a row of its own, whatever feedback
+    followed. The channel is the decision's."""
+    where, params = _customer_filter(customers, id_range)
+    query = CONTACT_HISTORY.format(customers=where)  # noqa: S608 (placeholders only)
+    if isinstance(log, sqlite3.Connection):
+        rows = log.execute(query, (_iso(since), *params)).fetchall()
+    else:
+        if not Path(log).is_file():
+            raise NextbestError(f"{log}: no decision log")
+        with closing(sqlite3.connect(f"file:{Path(log).resolve()}?mode=ro", uri=True)) as con:
+            rows = con.execute(query, (_iso(since), *params)).fetchall()
+    frame = pd.DataFrame.from_records(
+        rows, columns=["customer_id", "action_id", "channel", "ts", "outcome"]
+    )
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
+    return frame
+
+
+def _customer_filter(
+    customers: list[str] | None, id_range: tuple[str | None, str | None] | None
+) -> tuple[str, list[str]]:
+    if customers is not None:
+        return f"customer_id IN ({', '.join('?' * len(customers))})", list(customers)
+    low, high = id_range or (None, None)
+    conds, params = ["1 = 1"], []
+    if low is not None:
+        conds, params = [*conds, "customer_id >= ?"], [*params, low]
+    if high is not None:
+        conds, params = [*conds, "customer_id < ?"], [*params, high]
+    return " AND ".join(conds), params
+
+
+BATCH_COLUMNS = (
+    "decision_id", "ts", "customer_id", "channel", "model_version", "action_id", "propensity",
+    "control_group", "context",
+)  # fmt: skip
+
+
+def record_contacts(log: Path | str, batch: pd.DataFrame) -> int:
+    """Record a batch's decisions (BATCH_COLUMNS; `action_id` "control" for the control group)
+    in one transaction, all or nothing: each a decision row, and each sent action a `sent`
+    feedback row, so the service, the next batch and `export-exposures` see them. Returns the
+    rows recorded."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with closing(
+        sqlite3.connect(Path(log), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    ) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(_SCHEMA)
+        ts = [_iso(t) for t in pd.to_datetime(batch["ts"], utc=True)]
+        control = batch["control_group"].to_numpy(dtype=bool)
+        action = batch["action_id"].astype(str).tolist()
+        columns = [
+            batch[c].astype(str).tolist()
+            for c in ("decision_id", "customer_id", "channel", "model_version", "context")
+        ]
+        propensity = batch["propensity"].astype(float).tolist()
+        decisions = (
+            (d, t, cu, ch, mv, a, p, int(g), 0, 0, "[]" if a == "control" else json.dumps([a]), cx)
+            for d, t, cu, ch, mv, a, p, g, cx in zip(
+                columns[0],
+                ts,
+                columns[1],
+                columns[2],
+                columns[3],
+                action,
+                propensity,
+                control,
+                columns[4],
+                strict=True,
+            )
+        )
+        sent = (
+            (d, cu, a, SENT, t)
+            for d, cu, a, t in zip(columns[0], columns[1], action, ts, strict=True)
+            if a != "control"
+        )
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", decisions
+            )
+            con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?)", sent)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    return len(batch)
