@@ -484,6 +484,17 @@ class Config(_Model):
                 )
         return self
 
+    @property
+    def policy_channels(self) -> tuple[str, ...]:
+        """Every channel the catalog, the channel caps or consent name, sorted."""
+        named = {c for a in self.catalog.actions for c in a.channels or ()}
+        return tuple(sorted(named | set(self.contact_policy.channels) | set(self.consent)))
+
+    @property
+    def consent_rule_names(self) -> tuple[str, ...]:
+        """The names by which rules read consent (`consent_<channel>`): none without `consent`."""
+        return tuple(f"{CONSENT_PREFIX}{c}" for c in self.policy_channels) if self.consent else ()
+
     def outcome_for_role(self, role: Role) -> tuple[str, OutcomeSpec] | None:
         """The (name, spec) of the outcome playing `role`, or None if no outcome has it."""
         return next(((n, s) for n, s in self.outcomes.items() if s.role == role), None)

@@ -316,7 +316,8 @@ def _customer_filter(
     if customers is not None:
         return f"customer_id IN ({', '.join('?' * len(customers))})", list(customers)
     low, high = id_range or (None, None)
-    conds, params = ["1 = 1"], []
+    conds: list[str] = ["1 = 1"]
+    params: list[str] = []
     if low is not None:
         conds, params = [*conds, "customer_id >= ?"], [*params, low]
     if high is not None:

@@ -22,6 +22,7 @@ import asyncio
 import gc
 import json
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from typing import Any, cast
 
 import bentoml
 import numpy as np
+import pandas as pd
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -63,6 +65,7 @@ from serving.online.decision_log import (
     DecisionRecord,
     NotOfferedError,
     UnknownDecisionError,
+    contact_history,
 )
 from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
@@ -93,20 +96,28 @@ from serving.online.runtime import Runtime, current_key, load_runtime, store_ide
 from serving.online.settings import ServingSettings
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
-from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
+    OPT_IN,
+    OPT_OUT,
+    ConsentEvents,
     Contact,
+    PolicyMask,
     allowed_mask,
-    decline_lookback,
-    declines_allowed,
-    lookback,
+    consent_mask,
+    consent_names,
+    history_arrays,
+    on_any_channel,
+    policy_mask,
+    suppression_reason,
 )
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
 MAX_ID_CHARS = 128
 PENDING_GRACE = timedelta(seconds=10)  # a pending event this old lost its request: evaluate it
 MAX_TRIGGERED = 3  # actions a triggered decision shows at most
+CONSENT_TYPES = (OPT_IN, OPT_OUT)
+CONSENT_EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type")
 RETIRE_SECONDS = (
     2.0  # a replaced runtime is closed this long after the swap (requests finish first)
 )
@@ -252,6 +263,10 @@ class Nextbest:
         logger.disabled = False
         self.settings = SETTINGS
         self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
+        # the contact history's reads (serving.online.decision_log.contact_history)
+        self.history = sqlite3.connect(
+            self.settings.decision_log, check_same_thread=False, isolation_level=None
+        )
         self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
         ensure_schema(self.events)
         self.rng = np.random.default_rng()
@@ -364,6 +379,7 @@ class Nextbest:
         self._stop.set()
         self._wake.set()
         self.log.close()
+        self.history.close()
         self.events.close()
 
     def __is_ready__(self) -> bool:
@@ -400,9 +416,9 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
-        decision, reasons = self._decide(runtime, row, ask, now)
+        decision, reasons, why = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, request.customer_id, runtime, decision, reasons)
+        response = _response(decision_id, request.customer_id, runtime, decision, reasons, why)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         self.log.record(
             _record(decision_id, now, request.customer_id, request.channel, request.context,
@@ -413,12 +429,13 @@ class Nextbest:
 
     def _decide(
         self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
-    ) -> tuple[Decision, dict[str, list[str]]]:
-        """The decision for `ask` under the contact policy as of `now`, with its reasons: one
+    ) -> tuple[Decision, dict[str, list[str]], str | None]:
+        """The decision for `ask` under the contact policy and consent as of `now`, with its
+        reasons, and why nothing is shown when consent or a cap across actions is the cause: one
         path for /recommend and for triggered decisions."""
         decider = runtime.decider
-        allowed = self._allowed(decider.catalog, ask.customer_id, now)
-        decision = decider.decide(row, ask, allowed, self.rng)
+        allowed, consent, mask = self._allowed(runtime, row, ask, now)
+        decision = decider.decide(row, ask, allowed, self.rng, consent)
         reasons = runtime.explainer.explain(
             decider.vector(row),
             decision.actions,
@@ -426,17 +443,48 @@ class Nextbest:
             decision.cold_start,
             ask.rule_inputs(),
         )
-        return decision, reasons
+        why = None if decision.actions else suppression_reason(mask, 0, ask.channel)
+        return decision, reasons, why
 
-    def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
-        """The contact policy's mask: contact limits on what was received, and actions declined
-        too often (`suppress_after_declines`), from the decision log."""
-        contacts = self.log.contacts(customer_id, now - lookback(catalog))
-        allowed = allowed_mask(catalog, contacts, now)
-        since = decline_lookback(catalog)
-        if since:
-            allowed &= declines_allowed(catalog, self.log.declines(customer_id, now - since), now)
-        return allowed
+    def _allowed(
+        self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+    ) -> tuple[NDArray[np.bool_], dict[str, object], PolicyMask]:
+        """The contact policy's (k,) mask on the request's channel (on any channel for ""), the
+        customer's `consent_<channel>` for the rules, and the policy's parts: the same
+        `policy_mask` batch scoring applies to a chunk, on this customer's contact history."""
+        decider, customer = runtime.decider, ask.customer_id
+        rules = decider.rules
+        channels = rules.evaluated(ask.channel)
+        history = contact_history(self.history, now - rules.lookback, customers=[customer])
+        consent = None
+        if rules.consent:
+            attributes = {a: np.array([decider.attribute(row, a)]) for a in rules.consent.values()}
+            events = ConsentEvents.of(self._consent_events(runtime, customer), [customer])
+            consent = consent_mask(rules, 1, channels, attributes, events, now)
+        mask = policy_mask(
+            rules, history_arrays(history, [customer], rules), 1, now, channels, consent
+        )
+        allowed, _ = on_any_channel(mask.allowed(), rules.offered(channels))
+        names: dict[str, object] = {
+            n: bool(v[0]) for n, v in consent_names(rules, channels, consent).items()
+        }
+        return np.asarray(allowed[0], dtype=bool), names, mask
+
+    def _consent_events(self, runtime: Runtime, customer: str) -> pd.DataFrame:
+        """The customer's opt_in / opt_out events: from the data (the stored journey) and posted
+        through /events."""
+        frames = []
+        history = runtime.store.history(customer)
+        if history is not None:
+            frames.append(history.events.select(CONSENT_EVENT_COLUMNS).to_pandas())
+        live = [e for e in self.events.for_customer(customer) if e.event_type in CONSENT_TYPES]
+        if live:
+            frames.append(
+                pd.DataFrame([{c: getattr(e, c) for c in CONSENT_EVENT_COLUMNS} for e in live])
+            )
+        if not frames:
+            return pd.DataFrame(columns=list(CONSENT_EVENT_COLUMNS))
+        return pd.concat(frames, ignore_index=True)
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
         """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
@@ -593,9 +641,9 @@ class Nextbest:
         exclude = tuple(a for a, hit in zip(decider.action_ids, mask, strict=True) if not hit)
         context = {"trigger_event_type": event.event_type}
         ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
-        decision, reasons = self._decide(runtime, row, ask, now)
+        decision, reasons, why = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, event.customer_id, runtime, decision, reasons)
+        response = _response(decision_id, event.customer_id, runtime, decision, reasons, why)
         trigger = dict(context) | {"trigger_event_id": event.event_id}
         self.log.record(
             _record(
@@ -745,6 +793,7 @@ def _response(
     runtime: Runtime,
     decision: Decision,
     reasons: dict[str, list[str]],
+    why: str | None = None,
 ) -> RecommendResponse:
     catalog = runtime.decider.catalog
     actions = []
@@ -773,4 +822,5 @@ def _response(
         explored=decision.explored,
         propensity=decision.propensity,
         currency=runtime.decider.bundle.config.objective.currency,
+        reason=why,
     )

@@ -112,6 +112,7 @@ class ContactRules:
     total_caps: tuple[Cap, ...]
     consent: dict[str, str]  # channel -> customer attribute
     lookback: timedelta
+    channels: tuple[str, ...]  # every channel the catalog, the caps or consent name
 
     @classmethod
     def of(cls, config: Config) -> ContactRules:
@@ -132,13 +133,15 @@ class ContactRules:
             total_caps=total,
             consent=dict(config.consent),
             lookback=max(lookback(config.catalog), timedelta(days=longest)),
+            channels=config.policy_channels,
         )
 
-    @property
-    def channels(self) -> tuple[str, ...]:
-        """Every channel the catalog, the channel caps or consent name, sorted."""
-        named = {c for cs in self.action_channels if cs for c in cs}
-        return tuple(sorted(named | set(self.channel_caps) | set(self.consent)))
+    def evaluated(self, channel: str) -> tuple[str, ...]:
+        """The channels a decision on `channel` is checked on: that one, or for "" (any channel)
+        every channel the policy knows (at least "": no channel caps, no consent)."""
+        if channel:
+            return (channel,)
+        return self.channels or ("",)
 
     def offered(self, channels: Sequence[str]) -> NDArray[np.bool_]:
         """(k, c): the action may be offered on the channel ("": any channel, so every action)."""
@@ -187,11 +190,11 @@ def history_arrays(
     contacts, `declined` as declines, any other is ignored) that concern `customer_ids`."""
     if len(frame) == 0:
         return History.empty()
-    rows = pd.Index(customer_ids).get_indexer(frame["customer_id"])
+    rows = pd.Index(customer_ids).get_indexer(pd.Index(frame["customer_id"]))
     outcome = frame["outcome"].to_numpy(dtype=object)
     received = np.isin(outcome, RECEIVED)
     keep = (rows >= 0) & (received | (outcome == DECLINED))
-    action = pd.Index(rules.action_ids).get_indexer(frame["action_id"])
+    action = pd.Index(rules.action_ids).get_indexer(pd.Index(frame["action_id"]))
     return History(
         customer=rows[keep].astype(np.intp),
         action=action[keep].astype(np.intp),
@@ -277,7 +280,7 @@ def on_any_channel(
     channel's index (−1: none), from an (n, k, c) mask and the (k, c) `offered`."""
     usable = allowed & offered[None, :, :]
     first = np.where(usable.any(axis=2), usable.argmax(axis=2), -1)
-    return usable.any(axis=2), first.astype(np.intp)
+    return np.asarray(usable.any(axis=2), dtype=bool), first.astype(np.intp)
 
 
 # --- consent -------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ class ConsentEvents:
             none = np.empty(0, dtype=np.intp)
             return cls(none, np.empty(0, object), np.empty(0, bool), np.empty(0, np.int64))
         kind = frame["event_type"].to_numpy(dtype=object)
-        rows = pd.Index(customer_ids).get_indexer(frame["customer_id"])
+        rows = pd.Index(customer_ids).get_indexer(pd.Index(frame["customer_id"]))
         keep = (rows >= 0) & np.isin(kind, (OPT_IN, OPT_OUT))
         return cls(
             rows[keep].astype(np.intp),
