@@ -340,7 +340,7 @@ def consent_mask(
     column = np.array([index.get(ch, -1) for ch in events.channel], dtype=np.intp)
     keep = (column >= 0) & (events.ts_us <= now_us(now))
     # latest per (customer, channel): sort by time, opt-outs after opt-ins of the same instant
-    order = np.lexsort((events.opt_in[keep], events.ts_us[keep]))[::-1]
+    order = np.lexsort((~events.opt_in[keep], events.ts_us[keep]))[::-1]
     rows, cols = events.customer[keep][order], column[keep][order]
     cells, first = np.unique(rows * len(channels) + cols, return_index=True)
     flat = out.reshape(-1)
