@@ -376,8 +376,12 @@ def record_contacts(log: Path | str, batch: pd.DataFrame) -> int:
                 "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", decisions
             )
             con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?)", sent)
-        except BaseException:
+        except BaseException as exc:
             con.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise NextbestError(
+                    f"{log}: cannot record the batch's contacts ({exc}); nothing was recorded"
+                ) from None
             raise
         con.execute("COMMIT")
     return len(batch)
