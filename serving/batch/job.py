@@ -148,9 +148,12 @@ def score_bundle(
             stats = _run_engine(
                 con, bundle, population, settings, spec, tmp, progress, policy, sends
             )
+            record = None if sends is None else sends.batch(as_of.isoformat())
+            if record is not None:
+                stats = replace(stats, recorded=len(record))
             _write_manifest(tmp / MANIFEST, spec, stats)
-            if sends is not None and contacts.record is not None:
-                stats = replace(stats, recorded=contacts.record(sends.batch(as_of.isoformat())))
+            if record is not None and contacts.record is not None:
+                contacts.record(record)  # the last step: a failure leaves no output either
     return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats)
 
 

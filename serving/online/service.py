@@ -434,7 +434,7 @@ class Nextbest:
         reasons, and why nothing is shown when consent or a cap across actions is the cause: one
         path for /recommend and for triggered decisions."""
         decider = runtime.decider
-        allowed, consent, mask = self._allowed(runtime, row, ask, now)
+        allowed, consent, mask, nowhere = self._allowed(runtime, row, ask, now)
         decision = decider.decide(row, ask, allowed, self.rng, consent)
         reasons = runtime.explainer.explain(
             decider.vector(row),
@@ -443,32 +443,35 @@ class Nextbest:
             decision.cold_start,
             ask.rule_inputs(),
         )
-        why = None if decision.actions else suppression_reason(mask, 0, ask.channel)
+        why = None if decision.actions else suppression_reason(mask, 0, ask.channel, nowhere)
         return decision, reasons, why
 
     def _allowed(
         self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
-    ) -> tuple[NDArray[np.bool_], dict[str, object], PolicyMask]:
+    ) -> tuple[NDArray[np.bool_], dict[str, object], PolicyMask, bool]:
         """The contact policy's (k,) mask on the request's channel (on any channel for ""), the
-        customer's `consent_<channel>` for the rules, and the policy's parts: the same
-        `policy_mask` batch scoring applies to a chunk, on this customer's contact history."""
+        customer's `consent_<channel>` for the rules, the policy's parts, and whether the
+        customer has consent on no channel at all: the same `policy_mask` batch scoring
+        applies to a chunk, on this customer's contact history."""
         decider, customer = runtime.decider, ask.customer_id
         rules = decider.rules
         channels = rules.evaluated(ask.channel)
         history = contact_history(self.history, now - rules.lookback, customers=[customer])
-        consent = None
+        consent, names, nowhere = None, {}, False
         if rules.consent:
+            every = tuple(dict.fromkeys([*channels, *rules.channels]))  # evaluated ones first
             attributes = {a: np.array([decider.attribute(row, a)]) for a in rules.consent.values()}
             events = ConsentEvents.of(self._consent_events(runtime, customer), [customer])
-            consent = consent_mask(rules, 1, channels, attributes, events, now)
+            given = consent_mask(rules, 1, every, attributes, events, now)
+            assert given is not None
+            consent = given[:, : len(channels)]
+            nowhere = not given[0, [every.index(c) for c in rules.channels]].any()
+            names = {n: bool(v[0]) for n, v in consent_names(rules, every, given).items()}
         mask = policy_mask(
             rules, history_arrays(history, [customer], rules), 1, now, channels, consent
         )
         allowed, _ = on_any_channel(mask.allowed(), rules.offered(channels))
-        names: dict[str, object] = {
-            n: bool(v[0]) for n, v in consent_names(rules, channels, consent).items()
-        }
-        return np.asarray(allowed[0], dtype=bool), names, mask
+        return np.asarray(allowed[0], dtype=bool), dict(names), mask, nowhere
 
     def _consent_events(self, runtime: Runtime, customer: str) -> pd.DataFrame:
         """The customer's opt_in / opt_out events: from the data (the stored journey) and posted

@@ -99,6 +99,7 @@ class Fixtures:
     no_consent: str  # paperless false: nothing on e-mail
     opted_out: str  # paperless, then opt_out on e-mail through /events
     opted_back: str  # opt_out then opt_in through /events
+    opted_all: str  # opt_out on every channel through /events
     log: Path
     events: Path
     baseline: dict[str, dict[str, list[str]]]  # channel -> customer -> ranked actions
@@ -161,8 +162,8 @@ def fixtures(
     consents = paperless(world)
     both = sorted(c for c in email if consents.get(c) and c in call)
     cooling = next(c for c in both if "retention_discount" in email[c])
-    picks = iter(c for c in both if c != cooling and len(email[c]) >= 2 and len(call[c]) >= 2)
-    declined, emailed, busy, opted_out, opted_back = (next(picks) for _ in range(5))
+    picks = iter(c for c in both if c != cooling)
+    declined, emailed, busy, opted_out, opted_back, opted_all = (next(picks) for _ in range(6))
     no_consent = next(c for c in sorted(email) if not consents.get(c) and c in call)
     fx: dict[str, Any] = {
         "cooled": (cooling, "retention_discount"),
@@ -171,13 +172,14 @@ def fixtures(
         "busy": busy,
     }
     write_history(root / "decision_log.sqlite", fx)
-    chosen = {cooling, declined, emailed, busy, no_consent, opted_out, opted_back}
+    chosen = {cooling, declined, emailed, busy, no_consent, opted_out, opted_back, opted_all}
     others = [c for c in sorted(set(email) | set(call)) if c not in chosen][:40]
     return Fixtures(
         **fx,
         no_consent=no_consent,
         opted_out=opted_out,
         opted_back=opted_back,
+        opted_all=opted_all,
         log=root / "decision_log.sqlite",
         events=root / "event_store.sqlite",
         baseline=baseline,
@@ -206,9 +208,13 @@ def service(
         (fixtures.opted_back, 3, "opt_out"),
         (fixtures.opted_back, 1, "opt_in"),
     ]
-    for customer, days, kind in consent_events:
+    every = ["email", "call_center", "chat", "app", "store"]
+    for customer, days, kind, channel in [
+        *((c, d, k, "email") for c, d, k in consent_events),
+        *((fixtures.opted_all, 2, "opt_out", ch) for ch in every),
+    ]:
         ts = (NOW - timedelta(days=days)).replace(tzinfo=None).isoformat()
-        event = {"customer_id": customer, "timestamp": ts, "channel": "email", "event_type": kind}
+        event = {"customer_id": customer, "ts": ts, "channel": channel, "event_type": kind}
         status, answer = running.call("POST", "/events", {"events": [event]})
         assert status == 200, answer
     yield running
@@ -284,6 +290,13 @@ def test_consent_events_take_effect_at_once_online_and_in_the_next_batch(
     assert online(service, out, "email")["reason"] == "no consent to be contacted on email"
     assert shown(online(service, out, "call_center"))  # the opt-out was for e-mail only
     assert shown(online(service, back, "email")) and policed["email"].get(back)  # opted in again
+    # opted out of everything: nothing anywhere, and the answer says why
+    everything = fixtures.opted_all
+    assert fixtures.baseline["call_center"][everything]
+    for ch in CHANNELS:
+        answer = online(service, everything, ch)
+        assert shown(answer) == [] and not policed[ch].get(everything)
+        assert answer["reason"] == "no consent: the customer has opted out of every channel"
 
 
 def test_a_failed_recording_records_nothing_and_publishes_nothing(

@@ -358,11 +358,14 @@ def consent_names(
     return {f"{CONSENT_PREFIX}{ch}": consent[:, c] for c, ch in enumerate(channels) if ch}
 
 
-def suppression_reason(mask: PolicyMask, row: int, channel: str) -> str | None:
+def suppression_reason(
+    mask: PolicyMask, row: int, channel: str, consent_nowhere: bool = False
+) -> str | None:
     """Why a customer gets nothing on `channel` ("": any) because of consent or the caps across
-    actions, in a sentence for the answer; None when neither is the cause."""
+    actions, in a sentence for the answer; None when neither is the cause. `consent_nowhere`:
+    the customer has consent on none of the policy's channels."""
     consent = mask.consent[row]
-    if len(consent) and not consent.any():
+    if consent_nowhere:
         return "no consent: the customer has opted out of every channel"
     columns = [c for c, ch in enumerate(mask.channels) if ch == channel or channel == ""]
     if columns and not consent[columns].any():

@@ -238,7 +238,7 @@ def test_consent_from_the_attribute_and_the_latest_event() -> None:
     everything = consent.copy()
     everything[3] = False
     mask = policy_mask(rules, History.empty(), len(ids), NOW, rules.channels, everything)
-    assert suppression_reason(mask, 3, "call") == (
+    assert suppression_reason(mask, 3, "call", consent_nowhere=True) == (
         "no consent: the customer has opted out of every channel"
     )
     assert consent_mask(config_with(), 2, ("call",), {}, ConsentEvents.of(events, ids), NOW) is None
