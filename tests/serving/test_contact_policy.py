@@ -208,15 +208,19 @@ def service(
         (fixtures.opted_back, 3, "opt_out"),
         (fixtures.opted_back, 1, "opt_in"),
     ]
-    every = ["email", "call_center", "chat", "app", "store"]
-    for customer, days, kind, channel in [
-        *((c, d, k, "email") for c, d, k in consent_events),
-        *((fixtures.opted_all, 2, "opt_out", ch) for ch in every),
-    ]:
-        ts = (NOW - timedelta(days=days)).replace(tzinfo=None).isoformat()
-        event = {"customer_id": customer, "ts": ts, "channel": channel, "event_type": kind}
-        status, answer = running.call("POST", "/events", {"events": [event]})
-        assert status == 200, answer
+    try:
+        every = ["email", "call_center", "chat", "app", "store"]
+        for customer, days, kind, channel in [
+            *((c, d, k, "email") for c, d, k in consent_events),
+            *((fixtures.opted_all, 2, "opt_out", ch) for ch in every),
+        ]:
+            ts = (NOW - timedelta(days=days)).replace(tzinfo=None).isoformat()
+            event = {"customer_id": customer, "ts": ts, "channel": channel, "event_type": kind}
+            status, answer = running.call("POST", "/events", {"events": [event]})
+            assert status == 200, answer
+    except BaseException:
+        stop_server(running)  # a fixture failing before its yield is not torn down
+        raise
     yield running
     stop_server(running)
 
