@@ -356,9 +356,12 @@ def _contact_sources(
 ) -> Any:
     """The batch's contact history, consent events and recorder (serving.batch.contacts), as of
     NEXTBEST_NOW when set (as the service), else now."""
+    import pandas as pd
+
     from serving.batch.contacts import ContactSources
     from serving.online.decision_log import contact_history, record_contacts
     from serving.online.events import events_frame
+    from training.policy.contact import HISTORY_COLUMNS
 
     if record and log is None:
         raise NextbestError("--record-contacts: needs --decision-log (where contacts are kept)")
@@ -373,14 +376,9 @@ def _contact_sources(
 
     def history(since: datetime, low: str | None, high: str | None) -> Any:
         assert log is not None
-        if not log.is_file():  # the first run of a new history
-            return contact_history_empty()
+        if not log.is_file():  # the first run of a new history (--record-contacts creates it)
+            return pd.DataFrame(columns=list(HISTORY_COLUMNS))
         return contact_history(log, since, id_range=(low, high))
-
-    def contact_history_empty() -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(columns=["customer_id", "action_id", "channel", "ts", "outcome"])
 
     return ContactSources(
         now=now,

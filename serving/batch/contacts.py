@@ -59,7 +59,7 @@ class ChunkPolicy:
 
     config: Config
     sources: ContactSources
-    consent_events: pd.DataFrame
+    consent_events: pd.DataFrame | None  # None: no `consent` block, nothing to read
     rules: ContactRules = field(init=False)
     channels: tuple[str, ...] = field(init=False)
 
@@ -82,6 +82,7 @@ class ChunkPolicy:
             a: features[a].to_numpy(dtype=np.float64) if a in features else _missing(a)
             for a in self.rules.consent.values()
         }
+        assert self.consent_events is not None
         events = ConsentEvents.of(self.consent_events, pd.Index(ids))
         given = consent_mask(self.rules, len(ids), channels, attributes, events, self.sources.now)
         assert given is not None

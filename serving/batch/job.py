@@ -140,7 +140,8 @@ def score_bundle(
         )
         policy = None
         if spec.with_actions:
-            policy = ChunkPolicy(bundle.config, contacts, consent_events(con, contacts))
+            events = consent_events(con, contacts) if bundle.config.consent else None
+            policy = ChunkPolicy(bundle.config, contacts, events)
         sends = None
         if policy is not None and contacts.record is not None:
             sends = SendLog(bundle.config, policy.channels, spec.model_version, contacts.now)
