@@ -642,14 +642,14 @@ POLICY_NOW = "2026-11-02T09:00:00+00:00"  # the batch's "now": its contact histo
 def bench_policy(n: int, contacts: int, keep: bool = False) -> list[Row]:
     """Issue 18: batch of n customers x every demo action with the contact policy (caps per
     action, per channel, across actions, e-mail consent) applied from a history of `contacts`
-    contacts, beside the same batch without history; the bundle is trained on 20k customers
+    contacts, beside the same batch without history; the bundle is trained on 10k customers
     with the policy in its config (bench/policy_bench.py)."""
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
     bench = [sys.executable, "bench/policy_bench.py"]
     try:
         config = workdir / "config"
         run_measured([*bench, "config", "--out", str(config)])
-        _, small = bench_synth(20_000, workdir, 600, None)
+        _, small = bench_synth(10_000, workdir, 600, None)
         ENV.update(_with_store(workdir))
         run_measured(
             [NEXTBEST, "train", "--data", str(small), "--config", str(config / "config.yaml")]

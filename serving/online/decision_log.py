@@ -22,7 +22,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import pandas as pd
 
@@ -283,28 +283,56 @@ CONTACT_HISTORY = """
     WHERE f.k = 1"""
 
 
+HistoryRows = list[tuple[str, str, str, str, str]]
+
+
+@overload
+def contact_history(
+    log: Path | str | sqlite3.Connection,
+    since: datetime,
+    customers: list[str] | None = ...,
+    id_range: tuple[str | None, str | None] | None = ...,
+    rows: Literal[False] = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+def contact_history(
+    log: Path | str | sqlite3.Connection,
+    since: datetime,
+    customers: list[str] | None = ...,
+    id_range: tuple[str | None, str | None] | None = ...,
+    *,
+    rows: Literal[True],
+) -> HistoryRows: ...
+
+
 def contact_history(
     log: Path | str | sqlite3.Connection,
     since: datetime,
     customers: list[str] | None = None,
     id_range: tuple[str | None, str | None] | None = None,
-) -> pd.DataFrame:
+    rows: bool = False,
+) -> pd.DataFrame | HistoryRows:
     """The contact history from `since` on (columns customer_id, action_id, channel, ts (UTC),
     outcome) of the given customers, or of low <= customer_id < high (`id_range`, None: open), or
     of everyone. One row per shown action: its latest feedback (`accepted`, `declined`, ...), as
     the service has always counted; a batch send (`sent`) is a row of its own, whatever feedback
-    followed. The channel is the decision's."""
+    followed. The channel is the decision's. `rows`: the plain tuples (ts as ISO text) instead
+    of a DataFrame, for the service's one customer (no pandas on its hot path)."""
     where, params = _customer_filter(customers, id_range)
     query = CONTACT_HISTORY.format(customers=where)  # noqa: S608 (placeholders only)
     if isinstance(log, sqlite3.Connection):
-        rows = log.execute(query, (_iso(since), *params)).fetchall()
+        found = log.execute(query, (_iso(since), *params)).fetchall()
     else:
         if not Path(log).is_file():
             raise NextbestError(f"{log}: no decision log")
         with closing(sqlite3.connect(f"file:{Path(log).resolve()}?mode=ro", uri=True)) as con:
-            rows = con.execute(query, (_iso(since), *params)).fetchall()
+            found = con.execute(query, (_iso(since), *params)).fetchall()
+    if rows:
+        return found
     frame = pd.DataFrame.from_records(
-        rows, columns=["customer_id", "action_id", "channel", "ts", "outcome"]
+        found, columns=["customer_id", "action_id", "channel", "ts", "outcome"]
     )
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
     return frame

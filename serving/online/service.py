@@ -35,7 +35,8 @@ from typing import Any, cast
 
 import bentoml
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -106,7 +107,7 @@ from training.policy.contact import (
     allowed_mask,
     consent_mask,
     consent_names,
-    history_arrays,
+    history_of_rows,
     on_any_channel,
     policy_mask,
     suppression_reason,
@@ -456,38 +457,47 @@ class Nextbest:
         decider, customer = runtime.decider, ask.customer_id
         rules = decider.rules
         channels = rules.evaluated(ask.channel)
-        history = contact_history(self.history, now - rules.lookback, customers=[customer])
+        since = now - rules.lookback
+        history = contact_history(self.history, since, customers=[customer], rows=True)
         consent, names, nowhere = None, {}, False
         if rules.consent:
             every = tuple(dict.fromkeys([*channels, *rules.channels]))  # evaluated ones first
             attributes = {a: np.array([decider.attribute(row, a)]) for a in rules.consent.values()}
-            events = ConsentEvents.of(self._consent_events(runtime, customer), [customer])
+            events = ConsentEvents.of_rows(self._consent_events(runtime, customer), [customer])
             given = consent_mask(rules, 1, every, attributes, events, now)
             assert given is not None
             consent = given[:, : len(channels)]
             nowhere = not given[0, [every.index(c) for c in rules.channels]].any()
             names = {n: bool(v[0]) for n, v in consent_names(rules, every, given).items()}
         mask = policy_mask(
-            rules, history_arrays(history, [customer], rules), 1, now, channels, consent
+            rules, history_of_rows(history, [customer], rules), 1, now, channels, consent
         )
         allowed, _ = on_any_channel(mask.allowed(), rules.offered(channels))
         return np.asarray(allowed[0], dtype=bool), dict(names), mask, nowhere
 
-    def _consent_events(self, runtime: Runtime, customer: str) -> pd.DataFrame:
-        """The customer's opt_in / opt_out events: from the data (the stored journey) and posted
-        through /events."""
-        frames = []
-        history = runtime.store.history(customer)
+    def _consent_events(
+        self, runtime: Runtime, customer: str
+    ) -> list[tuple[str, datetime, str, str]]:
+        """The customer's opt_in / opt_out events (customer_id, ts, channel, event_type): from
+        the data (the stored journey) and posted through /events."""
+        found: list[tuple[str, datetime, str, str]] = []
+        try:
+            history = runtime.store.history(customer)
+        except StoreChangedError:
+            UNAVAILABLE.inc()
+            self._wake.set()
+            raise Unavailable(
+                "the online store is being replaced; retry shortly", "store overwritten in place"
+            ) from None
         if history is not None:
-            frames.append(history.events.select(CONSENT_EVENT_COLUMNS).to_pandas())
-        live = [e for e in self.events.for_customer(customer) if e.event_type in CONSENT_TYPES]
-        if live:
-            frames.append(
-                pd.DataFrame([{c: getattr(e, c) for c in CONSENT_EVENT_COLUMNS} for e in live])
-            )
-        if not frames:
-            return pd.DataFrame(columns=list(CONSENT_EVENT_COLUMNS))
-        return pd.concat(frames, ignore_index=True)
+            table = history.events.select(list(CONSENT_EVENT_COLUMNS))
+            chosen = pc.is_in(table["event_type"], value_set=pa.array(CONSENT_TYPES))
+            for e in table.filter(chosen).to_pylist():
+                found.append((e["customer_id"], e["ts"], e["channel"], e["event_type"]))
+        for e in self.events.for_customer(customer):
+            if e.event_type in CONSENT_TYPES:
+                found.append((e.customer_id, e.ts, e.channel, e.event_type))
+        return found
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
         """Refuse to log a decision whose client has disconnected or whose deadline has passed (a

@@ -43,6 +43,8 @@ POLICY: dict[str, Any] = {
     "consent": {"email": "paperless"},
 }
 SUPPRESS = {"suppress_after_declines": {"count": 1, "days": 30}}
+RULED = "premium_support_trial"  # offered on call_center, chat and app, and its rule reads consent:
+CONSENT_RULE = {"eligibility": "plan != 'premium' and consent_email"}
 
 
 def policy_bundle(
@@ -51,6 +53,7 @@ def policy_bundle(
     """The bundle with exploration off, a control group of `control`, every action suppressed
     after one decline (`suppress`), and `policy` in its config."""
     actions = [a.model_dump(mode="json") | (SUPPRESS if suppress else {})
+               | (CONSENT_RULE if a.id == RULED and "consent" in policy else {})
                for a in bundle.config.catalog.actions]  # fmt: skip
     base = bundle.config.model_dump(mode="json", warnings=False)
     config = Config.model_validate(
@@ -266,7 +269,9 @@ def test_each_rule_suppresses_the_same_customers_online_and_in_batch(
         assert all(action not in policed[ch].get(customer, []) for ch in CHANNELS)
     # per channel: one e-mail two days ago closes e-mail, not the call centre
     assert base["email"][fx.emailed] and not policed["email"].get(fx.emailed)
-    assert policed["call_center"][fx.emailed] == base["call_center"][fx.emailed]
+    assert policed["call_center"][fx.emailed] == without_ruled(
+        base["call_center"][fx.emailed], True
+    )
     assert "on email" in answers["email"][fx.emailed]["reason"]
     # across actions: two contacts in 30 days, nothing anywhere, and the answer says why
     for ch in CHANNELS:
@@ -281,7 +286,16 @@ def test_each_rule_suppresses_the_same_customers_online_and_in_batch(
     for customer in fx.others:
         expected = base["email"].get(customer, []) if consents[customer] else []
         assert policed["email"].get(customer, []) == expected, customer
-        assert policed["call_center"].get(customer, []) == base["call_center"].get(customer, [])
+        expected = without_ruled(base["call_center"].get(customer, []), consents[customer])
+        assert policed["call_center"].get(customer, []) == expected, customer
+    # the rule reading consent_email took the trial from the call centre of some, online and batch
+    ruled = [c for c, acts in base["call_center"].items() if RULED in acts and not fx.consents[c]]
+    assert ruled and not any(RULED in policed["call_center"].get(c, []) for c in ruled)
+
+
+def without_ruled(actions: list[str], consent: bool) -> list[str]:
+    """The baseline's ranking once the consent rule applies: no trial without e-mail consent."""
+    return actions if consent else [a for a in actions if a != RULED]
 
 
 def test_consent_events_take_effect_at_once_online_and_in_the_next_batch(

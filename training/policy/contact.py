@@ -204,6 +204,36 @@ def history_arrays(
     )
 
 
+def history_of_rows(
+    rows: Sequence[tuple[str, str, str, str | datetime, str]],
+    customer_ids: Sequence[str],
+    rules: ContactRules,
+) -> History:
+    """`history_arrays` of plain rows (customer_id, action_id, channel, ts, outcome), in pure
+    Python: the service's few rows of one customer, without pandas on the hot path."""
+    row_of = {c: i for i, c in enumerate(customer_ids)}
+    action_of = {a: j for j, a in enumerate(rules.action_ids)}
+    kept = [
+        (row_of[c], action_of.get(a, -1), ch, _us(ts), o in RECEIVED)
+        for c, a, ch, ts, o in rows
+        if c in row_of and (o in RECEIVED or o == DECLINED)
+    ]
+    if not kept:
+        return History.empty()
+    customer, action, channel, ts, received = zip(*kept, strict=True)
+    return History(
+        np.array(customer, dtype=np.intp),
+        np.array(action, dtype=np.intp),
+        np.array(channel, dtype=object),
+        np.array(ts, dtype=np.int64),
+        np.array(received, dtype=bool),
+    )
+
+
+def _us(ts: str | datetime) -> int:
+    return now_us(datetime.fromisoformat(ts) if isinstance(ts, str) else ts)
+
+
 @dataclass(frozen=True)
 class PolicyMask:
     """What the policy allows for n customers, by part; `allowed()` is (n, k, c)."""
@@ -294,6 +324,25 @@ class ConsentEvents:
     channel: NDArray[np.object_]
     opt_in: NDArray[np.bool_]
     ts_us: NDArray[np.int64]
+
+    @classmethod
+    def of_rows(
+        cls, rows: Sequence[tuple[str, str | datetime, str, str]], customer_ids: Sequence[str]
+    ) -> ConsentEvents:
+        """`of` plain rows (customer_id, ts, channel, event_type), in pure Python (online)."""
+        row_of = {c: i for i, c in enumerate(customer_ids)}
+        kept = [
+            (row_of[c], ch, kind == OPT_IN, _us(ts))
+            for c, ts, ch, kind in rows
+            if c in row_of and kind in (OPT_IN, OPT_OUT)
+        ]
+        customer, channel, opt_in, ts = zip(*kept, strict=True) if kept else ((), (), (), ())
+        return cls(
+            np.array(customer, dtype=np.intp),
+            np.array(channel, dtype=object),
+            np.array(opt_in, dtype=bool),
+            np.array(ts, dtype=np.int64),
+        )
 
     @classmethod
     def of(cls, frame: pd.DataFrame, customer_ids: Sequence[str] | pd.Index) -> ConsentEvents:
