@@ -104,7 +104,7 @@ from training.policy.contact import (
     ConsentEvents,
     Contact,
     PolicyMask,
-    allowed_mask,
+    acceptance_allowed,
     consent_mask,
     consent_names,
     history_of_rows,
@@ -560,8 +560,10 @@ class Nextbest:
             catalog = runtime.decider.catalog
             index = runtime.decider.action_ids.index(request.action_id)
 
+            caps = runtime.decider.rules.total_caps
+
             def policy_allows(contacts: list[Contact]) -> bool:
-                return bool(allowed_mask(catalog, contacts, now)[index])
+                return acceptance_allowed(catalog, caps, contacts, index, now)
 
             allowed = policy_allows
         try:

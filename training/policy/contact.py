@@ -86,6 +86,19 @@ def allowed_mask(catalog: Catalog, contacts: Iterable[Contact], now: datetime) -
     return allowed
 
 
+def acceptance_allowed(
+    catalog: Catalog, caps: Sequence[Cap], contacts: Iterable[Contact], index: int, now: datetime
+) -> bool:
+    """Whether an acceptance of the `index`-th action may be recorded, given the customer's other
+    contacts: its own limits (`allowed_mask`) and the caps across actions (`caps`), so that of two
+    racing acceptances the second is refused when it would break either."""
+    received = list(contacts)
+    if not allowed_mask(catalog, received, now)[index]:
+        return False
+    return all(sum(1 for c in received if now - c.ts < timedelta(days=cap.days)) < cap.limit
+               for cap in caps)  # fmt: skip
+
+
 # --- the whole policy, vectorised: one function for one customer online and a chunk in batch ---
 
 #: the outcomes of the contact history that make a contact: an offer accepted through /feedback,

@@ -256,3 +256,19 @@ def test_an_opt_out_wins_a_tie_with_an_opt_in() -> None:
         rules, 1, ("email",), {"paperless": np.array([1.0])}, ConsentEvents.of(events, ["c"]), NOW
     )
     assert consent is not None and consent.tolist() == [[False]]
+
+
+def test_an_acceptance_is_refused_over_its_own_limits_or_the_caps_across_actions() -> None:
+    from training.config import Cap
+    from training.policy.contact import acceptance_allowed
+
+    three = Cap(days=30, limit=2)
+    others = [Contact("free", days_ago(3)), Contact("call", days_ago(40))]
+    assert acceptance_allowed(CATALOG, [], [*others], 2, NOW)  # no cap across actions: as before
+    assert acceptance_allowed(CATALOG, [three], others, 2, NOW)  # one in 30 days: a second is fine
+    crowded = [*others, Contact("credit", days_ago(70))]
+    assert acceptance_allowed(CATALOG, [three], crowded, 2, NOW)  # 70 days ago: outside the window
+    assert not acceptance_allowed(CATALOG, [three], [*others, Contact("call", days_ago(1))], 2, NOW)
+    assert not acceptance_allowed(
+        CATALOG, [], [Contact("credit", days_ago(5))], 0, NOW
+    )  # cool-down
