@@ -7,6 +7,7 @@ job. The same customers must lose the same actions in both, and nothing else may
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from serving.batch.contacts import ContactSources
@@ -75,7 +77,7 @@ def ranked(actions: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def batch(
-    world: World, bundle: Bundle, out: Path, channel: str, log: Path | None, events: Path | None
+    data: Path, bundle: Bundle, out: Path, channel: str, log: Path | None, events: Path | None
 ) -> dict[str, list[str]]:
     def history(since: datetime, low: str | None, high: str | None) -> pd.DataFrame:
         assert log is not None
@@ -87,7 +89,7 @@ def batch(
         events=events_frame(events) if events is not None else None,
         channel=channel,
     )
-    score_bundle(world.data, AS_OF, out, bundle, contacts=sources)
+    score_bundle(data, AS_OF, out, bundle, contacts=sources)
     return ranked(pd.read_parquet(out / "actions.parquet"))
 
 
@@ -103,6 +105,10 @@ class Fixtures:
     opted_out: str  # paperless, then opt_out on e-mail through /events
     opted_back: str  # opt_out then opt_in through /events
     opted_all: str  # opt_out on every channel through /events
+    data_out: str  # opt_out on e-mail in the data set
+    data_back: str  # opt_out then opt_in on e-mail in the data set
+    data: Path  # the small world with those events
+    store: Path  # its online store
     log: Path
     events: Path
     baseline: dict[str, dict[str, list[str]]]  # channel -> customer -> ranked actions
@@ -154,6 +160,36 @@ def write_history(log: Path, fx: dict[str, Any]) -> None:
     history.close()
 
 
+def with_consent_events(world: World, root: Path, out: str, back: str) -> tuple[Path, Path]:
+    """The small world plus consent events in its data (an opt-out; an opt-out then an opt-in),
+    and its online store (materialized with the world's champion)."""
+    from serving.online.store import materialize
+
+    data = root / "data"
+    shutil.copytree(world.data, data)
+    events = pd.read_parquet(data / "events.parquet")
+    added = pd.DataFrame(
+        {
+            "customer_id": [out, back, back],
+            "ts": pd.to_datetime(["2026-10-20 09:00", "2026-10-10 09:00", "2026-10-20 09:00"]),
+            "channel": "email",
+            "event_type": ["opt_out", "opt_out", "opt_in"],
+        }
+    )
+    for column in events.columns.difference(added.columns):  # value, resolved, text: empty
+        added[column] = pd.Series([None] * len(added), dtype=events[column].dtype)
+    merged = pd.concat([events, added], ignore_index=True).sort_values(["customer_id", "ts"])
+    schema = pq.read_schema(data / "events.parquet")
+    merged.astype(events.dtypes.to_dict()).to_parquet(
+        data / "events.parquet", index=False, schema=schema
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)
+        patch.chdir(world.root)
+        store = materialize(data, AS_OF, root / "online_store.sqlite").path
+    return data, store
+
+
 @pytest.fixture(scope="module")
 def fixtures(
     world: World, uplift_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory
@@ -166,7 +202,9 @@ def fixtures(
     both = sorted(c for c in email if consents.get(c) and c in call)
     cooling = next(c for c in both if "retention_discount" in email[c])
     picks = iter(c for c in both if c != cooling)
-    declined, emailed, busy, opted_out, opted_back, opted_all = (next(picks) for _ in range(6))
+    declined, emailed, busy, opted_out, opted_back, opted_all, data_out, data_back = (
+        next(picks) for _ in range(8)
+    )
     no_consent = next(c for c in sorted(email) if not consents.get(c) and c in call)
     fx: dict[str, Any] = {
         "cooled": (cooling, "retention_discount"),
@@ -175,7 +213,9 @@ def fixtures(
         "busy": busy,
     }
     write_history(root / "decision_log.sqlite", fx)
-    chosen = {cooling, declined, emailed, busy, no_consent, opted_out, opted_back, opted_all}
+    chosen = {cooling, declined, emailed, busy, no_consent, opted_out, opted_back, opted_all,
+              data_out, data_back}  # fmt: skip
+    data, store = with_consent_events(world, root, data_out, data_back)
     others = [c for c in sorted(set(email) | set(call)) if c not in chosen][:40]
     return Fixtures(
         **fx,
@@ -183,6 +223,10 @@ def fixtures(
         opted_out=opted_out,
         opted_back=opted_back,
         opted_all=opted_all,
+        data_out=data_out,
+        data_back=data_back,
+        data=data,
+        store=store,
         log=root / "decision_log.sqlite",
         events=root / "event_store.sqlite",
         baseline=baseline,
@@ -202,6 +246,7 @@ def service(
     running = start_server(
         world,
         fixtures.log,
+        NEXTBEST_ONLINE_STORE=str(fixtures.store),
         NEXTBEST_BUNDLE_DIR=str(folder),
         NEXTBEST_EVENT_STORE=str(fixtures.events),
         NEXTBEST_NOW=NOW.isoformat(),
@@ -249,7 +294,8 @@ def policed(
     root = tmp_path_factory.mktemp("policed")
     bundle = policy_bundle(uplift_bundle, POLICY)
     return {
-        ch: batch(world, bundle, root / ch, ch, fixtures.log, fixtures.events) for ch in CHANNELS
+        ch: batch(fixtures.data, bundle, root / ch, ch, fixtures.log, fixtures.events)
+        for ch in CHANNELS
     }
 
 
@@ -302,12 +348,17 @@ def test_consent_events_take_effect_at_once_online_and_in_the_next_batch(
     service: Server, fixtures: Fixtures, policed: dict[str, dict[str, list[str]]]
 ) -> None:
     out, back = fixtures.opted_out, fixtures.opted_back
-    for customer in (out, back):
+    for customer in (out, back, fixtures.data_out, fixtures.data_back):
         assert fixtures.baseline["email"][customer]
     assert shown(online(service, out, "email")) == [] and not policed["email"].get(out)
     assert online(service, out, "email")["reason"] == "no consent to be contacted on email"
     assert shown(online(service, out, "call_center"))  # the opt-out was for e-mail only
     assert shown(online(service, back, "email")) and policed["email"].get(back)  # opted in again
+    # the same from the data set's own events
+    assert shown(online(service, fixtures.data_out, "email")) == []
+    assert not policed["email"].get(fixtures.data_out)
+    assert shown(online(service, fixtures.data_back, "email"))
+    assert policed["email"].get(fixtures.data_back)
     # opted out of everything: nothing anywhere, and the answer says why
     everything = fixtures.opted_all
     assert fixtures.baseline["call_center"][everything]
@@ -330,7 +381,7 @@ def test_a_failed_recording_records_nothing_and_publishes_nothing(
         before = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
     sources = ContactSources(now=NOW, record=lambda frame: record_contacts(log, frame))
     with pytest.raises(NextbestError, match="disk full.*nothing was recorded"):
-        score_bundle(world.data, AS_OF, tmp_path / "out", policy_bundle(uplift_bundle, POLICY),
+        score_bundle(fixtures.data, AS_OF, tmp_path / "out", policy_bundle(uplift_bundle, POLICY),
                      contacts=sources)  # fmt: skip
     assert not (tmp_path / "out").exists()
     with sqlite3.connect(log) as con:
@@ -350,7 +401,7 @@ def test_batch_sends_become_contacts_for_the_service_the_next_batch_and_exposure
         record=lambda frame: record_contacts(log, frame),
         channel="email",
     )
-    summary = score_bundle(world.data, AS_OF, tmp_path / "out", bundle, contacts=sources)
+    summary = score_bundle(fixtures.data, AS_OF, tmp_path / "out", bundle, contacts=sources)
     sent = pd.read_parquet(tmp_path / "out" / "actions.parquet", filters=[("selected", "==", True)])
     scores = pd.read_parquet(tmp_path / "out" / "scores.parquet")
     recorded = len(sent) + int(scores["control_group"].sum())
@@ -368,7 +419,7 @@ def test_batch_sends_become_contacts_for_the_service_the_next_batch_and_exposure
         assert shown(answer) == [] and "on email" in answer["reason"]
     # and so does the next batch: nobody left to e-mail this week
     later = ContactSources(now=NOW + timedelta(hours=1), history=sources.history, channel="email")
-    again = score_bundle(world.data, AS_OF, tmp_path / "again", bundle, contacts=later)
+    again = score_bundle(fixtures.data, AS_OF, tmp_path / "again", bundle, contacts=later)
     assert again.stats is not None and again.stats.selected == 0
     # exposures: sends with propensity 1 - control share, the control group with theirs (the
     # service's own decisions here have exploration and the control group off: propensity 1)
