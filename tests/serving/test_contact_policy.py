@@ -45,8 +45,8 @@ POLICY: dict[str, Any] = {
     "consent": {"email": "paperless"},
 }
 SUPPRESS = {"suppress_after_declines": {"count": 1, "days": 30}}
-RULED = "premium_support_trial"  # offered on call_center, chat and app, and its rule reads consent:
-CONSENT_RULE = {"eligibility": "plan != 'premium' and consent_email"}
+RULED = "loyalty_upgrade"  # its rule reads consent: no upgrade offered without e-mail consent
+CONSENT_RULE = {"eligibility": "days_since_signup_date > 365 and consent_email"}
 
 
 def policy_bundle(
@@ -196,7 +196,9 @@ def fixtures(
 ) -> Fixtures:
     root = tmp_path_factory.mktemp("policy")
     plain = policy_bundle(uplift_bundle, {}, suppress=False)
-    baseline = {ch: batch(world, plain, root / f"baseline_{ch}", ch, None, None) for ch in CHANNELS}
+    baseline = {
+        ch: batch(world.data, plain, root / f"baseline_{ch}", ch, None, None) for ch in CHANNELS
+    }
     email, call = baseline["email"], baseline["call_center"]
     consents = paperless(world)
     both = sorted(c for c in email if consents.get(c) and c in call)
@@ -334,13 +336,13 @@ def test_each_rule_suppresses_the_same_customers_online_and_in_batch(
         assert policed["email"].get(customer, []) == expected, customer
         expected = without_ruled(base["call_center"].get(customer, []), consents[customer])
         assert policed["call_center"].get(customer, []) == expected, customer
-    # the rule reading consent_email took the trial from the call centre of some, online and batch
+    # the rule reading consent_email took the upgrade from the call centre of some, online and batch
     ruled = [c for c, acts in base["call_center"].items() if RULED in acts and not fx.consents[c]]
     assert ruled and not any(RULED in policed["call_center"].get(c, []) for c in ruled)
 
 
 def without_ruled(actions: list[str], consent: bool) -> list[str]:
-    """The baseline's ranking once the consent rule applies: no trial without e-mail consent."""
+    """The baseline's ranking once the consent rule applies: no upgrade without e-mail consent."""
     return actions if consent else [a for a in actions if a != RULED]
 
 
@@ -352,7 +354,9 @@ def test_consent_events_take_effect_at_once_online_and_in_the_next_batch(
         assert fixtures.baseline["email"][customer]
     assert shown(online(service, out, "email")) == [] and not policed["email"].get(out)
     assert online(service, out, "email")["reason"] == "no consent to be contacted on email"
-    assert shown(online(service, out, "call_center"))  # the opt-out was for e-mail only
+    # the opt-out was for e-mail only: the call centre keeps its consent (its upgrade is gone all
+    # the same, as its rule reads consent_email)
+    assert online(service, out, "call_center")["reason"] is None
     assert shown(online(service, back, "email")) and policed["email"].get(back)  # opted in again
     # the same from the data set's own events
     assert shown(online(service, fixtures.data_out, "email")) == []
