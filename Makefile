@@ -26,7 +26,7 @@ export DO_NOT_TRACK := true
 export OMP_NUM_THREADS := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help setup lock lint test demo data validate features train evaluate report promote score materialize serve bento live notebooks browser bench clean
+.PHONY: help setup lock lint test demo data validate features train evaluate report promote impact loop score materialize serve bento live notebooks browser bench clean
 
 ## help: list the targets (the default)
 help:
@@ -83,9 +83,17 @@ evaluate: setup
 ## report: the same as evaluate (docs/cli.md names both)
 report: evaluate
 
-## promote: move @champion to the latest version (MODEL=N for another) if it is not worse
+## promote: move @champion to the latest version (MODEL=N for another) if neither its scores nor its decisions on DATA are worse
 promote: setup
-	$(NB) promote $(if $(MODEL),--model $(MODEL))
+	$(NB) promote --data $(DATA) $(if $(MODEL),--model $(MODEL))
+
+## impact: what the logged decisions earned against the control group (DATA's exposures, or LOG=decision log; SINCE=YYYY-MM-DD); page in out/impact
+impact: setup
+	$(NB) impact --data $(DATA) --config $(CONFIG) --out out/impact $(if $(SINCE),--since $(SINCE)) $(if $(LOG),--decision-log $(LOG))
+
+## loop: the closed learning loop on the simulator (ROUNDS=4, LOOP_N=5000 customers); works in out/loop
+loop: setup
+	$(NB) loop --rounds $(or $(ROUNDS),4) --customers $(or $(LOOP_N),5000) --out out/loop
 
 ## score: batch-score every customer of DATA as of SCORE_AS_OF with @champion into out/score (ENGINE=dask, BUDGET=)
 score: setup
@@ -121,9 +129,9 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes; BENCH_SERVE_ONLY=1; BENCH_UPLIFT_ONLY=1; BENCH_FAULTS_ONLY=1; BENCH_LIFETIME_ONLY=1; BENCH_TEXT_ONLY=1; BENCH_PEERS_ONLY=1 for the peer panel's quick mode, =full for its full mode; BENCH_POLICY_ONLY=1 for the contact policy batch, BENCH_POLICY_N=200000 to size it)
+## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes; BENCH_SERVE_ONLY=1; BENCH_UPLIFT_ONLY=1; BENCH_FAULTS_ONLY=1; BENCH_LIFETIME_ONLY=1; BENCH_TEXT_ONLY=1; BENCH_LOOP_ONLY=1; BENCH_PEERS_ONLY=1 for the peer panel's quick mode, =full for its full mode; BENCH_POLICY_ONLY=1 for the contact policy batch, BENCH_POLICY_N=200000 to size it)
 bench: setup
-	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N)) $(if $(BENCH_SERVE_ONLY),--serve-only) $(if $(BENCH_UPLIFT_ONLY),--uplift-only) $(if $(BENCH_FAULTS_ONLY),--faults-only) $(if $(BENCH_LIFETIME_ONLY),--lifetime-only) $(if $(BENCH_TEXT_ONLY),--text-only) $(if $(BENCH_PEERS_ONLY),--peers-only $(if $(filter full,$(BENCH_PEERS_ONLY)),full,quick)) $(if $(OPEN_SECONDS),--open-seconds $(OPEN_SECONDS)) $(if $(BENCH_POLICY_ONLY),--policy-only) $(if $(BENCH_POLICY_N),--policy-size $(BENCH_POLICY_N))
+	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N)) $(if $(BENCH_SERVE_ONLY),--serve-only) $(if $(BENCH_UPLIFT_ONLY),--uplift-only) $(if $(BENCH_FAULTS_ONLY),--faults-only) $(if $(BENCH_LIFETIME_ONLY),--lifetime-only) $(if $(BENCH_TEXT_ONLY),--text-only) $(if $(BENCH_LOOP_ONLY),--loop-only) $(if $(BENCH_PEERS_ONLY),--peers-only $(if $(filter full,$(BENCH_PEERS_ONLY)),full,quick)) $(if $(OPEN_SECONDS),--open-seconds $(OPEN_SECONDS)) $(if $(BENCH_POLICY_ONLY),--policy-only) $(if $(BENCH_POLICY_N),--policy-size $(BENCH_POLICY_N))
 
 ## clean: remove generated data, outputs and caches (keeps .venv)
 clean:

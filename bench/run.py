@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -575,6 +576,57 @@ def render(rows: list[Row]) -> None:
     Console(width=160).print(table)
 
 
+def bench_loop(customers: int = 8000, impact_customers: int = 6000) -> list[Row]:
+    """Issue 19: the closed loop on the simulator (4 rounds) and impact estimates against their
+    truth over 10 simulated production months."""
+    script = [sys.executable, "-W", "ignore", "bench/loop_bench.py"]
+    seconds, gib, out = run_measured(
+        [*script, "--loop", "--rounds", "4", "--customers", str(customers)]
+    )
+    loop = json.loads(out.splitlines()[-1])
+    shares = [r["value_share"] for r in loop["rounds"]]
+    learned = shares[1:]
+    rising = all(b > a for a, b in zip(shares, shares[1:], strict=False))
+    verdicts = [
+        "promoted" if "refused" not in r["promotion"] else "refused" for r in loop["rounds"][1:]
+    ]
+    impacts = [(r["impact"], r["impact_ci"], r["impact_truth"]) for r in loop["rounds"][1:]]
+    impacts.append(tuple(loop["last_impact"]))
+    inside = sum(abs(e - t) <= c for e, c, t in impacts)
+    rows = [
+        Row(
+            f"closed loop, 4 rounds after round 0 ({customers:,} customers, simulator)",
+            seconds,
+            gib,
+            "true value share rises round over round, ends >= 0.85",
+            rising and learned[-1] >= 0.85,
+            "share of the oracle by round: "
+            + ", ".join(f"{s:.2f}" for s in shares)
+            + f"; gate: {', '.join(verdicts)}; impact intervals covering the truth: "
+            f"{inside}/{len(impacts)}",
+        )
+    ]
+    seconds, gib, out = run_measured(
+        [*script, "--impact", "--draws", "10", "--customers", str(impact_customers)]
+    )
+    draws = json.loads(out.splitlines()[-1])["draws"]
+    covered = sum(d["covered"] for d in draws)
+    errors = [d["estimate"] - d["truth"] for d in draws]
+    rows.append(
+        Row(
+            f"impact vs truth, 10 simulated production months ({impact_customers:,} customers each)",
+            seconds,
+            gib,
+            "95% interval covers the truth in >= 9 of 10",
+            covered >= 9,
+            f"covered {covered}/10; mean half-width {np.mean([d['ci'] for d in draws]):.2f} EUR, "
+            f"mean error {np.mean(errors):+.2f}, truth {np.mean([d['truth'] for d in draws]):+.2f} "
+            "EUR per decision",
+        )
+    )
+    return rows
+
+
 def bench_uplift_only(n: int, keep: bool = False) -> list[Row]:
     """Issue 4's rows alone: the uplift world of n customers and Hillstrom."""
     workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
@@ -743,6 +795,9 @@ def main() -> None:
         "--lifetime-only", action="store_true", help="only issue 21's lifetime-value figures"
     )
     parser.add_argument(
+        "--loop-only", action="store_true", help="only issue 19's closed loop and impact figures"
+    )
+    parser.add_argument(
         "--policy-only",
         action="store_true",
         help="only issue 18's batch figure: the contact policy from a large history",
@@ -754,6 +809,9 @@ def main() -> None:
         "--policy-contacts", type=int, default=5_000_000, help="contacts in its history"
     )
     args = parser.parse_args()
+    if args.loop_only:
+        render(bench_loop())
+        return
     if args.policy_only:
         render(bench_policy(args.policy_size, args.policy_contacts, args.keep))
         return
@@ -817,6 +875,7 @@ def main() -> None:
         rows += bench_text(args.text_customers)
         rows += bench_serve(args.open_seconds)
         rows += bench_faults()
+        rows += bench_loop()
         render(rows)
     finally:
         if not args.keep:

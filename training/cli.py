@@ -268,16 +268,116 @@ def promote(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="move @champion even if worse")] = False,
     config: ConfigOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="data set to judge both policies on (default: the candidate's)"
+        ),
+    ] = None,
 ) -> None:
-    """Move the @champion alias to a version, only if it is not worse than the current champion."""
-    from training.config import load_config
-    from training.registry.promotion import promote as run
+    """Move the @champion alias to a version, only if it is not worse than the current champion:
+    on the score metrics and on its policy's value, paired with the champion's on the same
+    held-out exposures. The candidate becomes @challenger either way; a refusal exits 1."""
+    from training.pipelines.promote import promote as run
     from training.registry.promotion import render
     from training.registry.tracking import configure_tracking
 
     configure_tracking()
-    result = run(model, force=force, tolerance=load_config(config).promotion.tolerance)
-    render(result, out)  # a refusal is a decision, not an error: exit 0 either way
+    with err.status("comparing the candidate with the champion"):
+        result = run(model, force=force, config_path=config, data=data)
+    render(result, out)
+    if not result.promoted and result.champion != result.candidate:
+        err.print(f"[bold red]refused:[/] {result.reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
+def impact(
+    data: DataOpt,
+    since: Annotated[
+        str | None, typer.Option("--since", help="only decisions from this date (YYYY-MM-DD)")
+    ] = None,
+    decision_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--decision-log", help="the service's decision log (default: DIR's exposures)"
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="output directory (replaced whole)")
+    ] = Path("out/impact"),
+    config: ConfigOpt = None,
+) -> None:
+    """What the logged decisions earned against the global control group, per action, model
+    version, channel, segment and week, with 95% intervals (HTML page and MLflow)."""
+    from training.evaluation.impact_report import REPORT_FILE, log_impact, write_impact
+    from training.pipelines.impact import impact as run
+    from training.registry.tracking import configure_tracking
+
+    decisions = feedback = None
+    if decision_log is not None:
+        from serving.online.decision_log import exposures_frame, feedback_frame
+
+        decisions, feedback = exposures_frame(decision_log), feedback_frame(decision_log)
+    with err.status("measuring the decisions against the control group"):
+        result = run(data, config, parse_date(since, "--since"), decisions, feedback)
+    path = write_impact(result, out_dir)
+    configure_tracking()
+    log_impact(result, path)
+    overall = result.tables["overall"].iloc[0]
+    currency = result.currency
+    out.print(
+        f"incremental value per decision: {overall['incremental_value']:+.2f} ± "
+        f"{overall['ci']:.2f} {currency} (95%, {result.rows:,} decisions, "
+        f"{result.censored:,} with outcome windows not over yet)",
+        highlight=False,
+    )
+    for row in result.tables["actions"].to_dict("records"):
+        out.print(
+            f"  {row['action_id']:24s} {row['incremental_value']:+9.2f} ± {row['ci']:.2f}",
+            highlight=False,
+        )
+    out.print(f"page: {path / REPORT_FILE}")
+
+
+@app.command()
+@user_errors
+def loop(
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="learning rounds after round 0")
+    ] = 4,
+    customers: Annotated[
+        int, typer.Option("--customers", min=500, help="simulated customers")
+    ] = 5000,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same loop)")] = 7,
+    exploration: Annotated[
+        float, typer.Option("--exploration", min=0.0, max=1.0, help="epsilon of the decisions")
+    ] = 0.2,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="working directory (data, config, MLflow store)")
+    ] = Path("out/loop"),
+) -> None:
+    """The closed learning loop on the simulator: explore, then per round train on every exposure
+    so far, promote through the gate, decide with exploration, and see what the decisions did."""
+    from training.pipelines.loop import run_loop
+
+    result = run_loop(rounds, out_dir, customers, seed, exploration, say=lambda m: err.print(m))
+    out.print(
+        "round  week  decisions  champion  true value / oracle   impact of previous round (truth)"
+    )
+    for r in result.rounds:
+        impact = (f"{r.impact:+8.2f} ± {r.impact_ci:5.2f} ({r.impact_truth:+.2f})"
+                  if r.impact == r.impact else "")  # fmt: skip
+        share = f"{r.value_share:6.1%}" if r.value_share == r.value_share else "   –  "
+        text = f"{r.round:5d}  {r.week:4d}  {r.decisions:9,d}  {r.model_version or 'random':>8s}"
+        out.print(f"{text}  {r.true_value:+7.2f} / {r.oracle_value:5.2f} {share}   {impact}",
+                  highlight=False)  # fmt: skip
+        out.print(f"       promotion: {r.promotion}", highlight=False)
+    est, ci, truth = result.last_impact
+    out.print(
+        f"impact of the last round: {est:+.2f} ± {ci:.2f} (truth {truth:+.2f})", highlight=False
+    )
 
 
 @app.command()

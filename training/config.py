@@ -295,6 +295,13 @@ class Promotion(_Model):
         ge=0,
         description="how much worse (absolute, on each score's main metric) a challenger may be",
     )
+    max_value_loss: float = Field(
+        default=0.0,
+        ge=0,
+        description="money per customer by which the candidate's policy value may fall below the "
+        "champion's (paired DR on the same held-out exposures) before, with 95% confidence, "
+        "the candidate is refused",
+    )
 
 
 class Decisioning(_Model):

@@ -3,8 +3,11 @@
 The candidate (a given version, else the latest) is compared with the current champion role by
 role on each score model's main metric, read from the model-version tags `log_bundle` wrote (no
 download). It is refused when, for any role both have, it is worse by more than `tolerance`
-(absolute, in the metric's own unit), or when it lacks a role the champion has. `force` moves the
-alias anyway. With no champion yet, the candidate becomes champion.
+(absolute, in the metric's own unit), or when it lacks a role the champion has. When a `judge` is
+given (the pipeline's: both policies valued on the same held-out exposures), it is also refused
+when its policy's value is below the champion's by more than `max_value_loss` per customer with 95%
+confidence. `force` moves the alias anyway. With no champion yet, the candidate becomes champion.
+The candidate gets the `challenger` alias either way, and the comparison is logged on its run.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -22,6 +25,7 @@ from training.errors import NextbestError
 from training.registry.mlflow_models import CHAMPION, METRICS_TAG, REGISTERED_MODEL, resolve_version
 
 DEFAULT_TOLERANCE = 0.01
+CHALLENGER = "challenger"  # the alias of the last version put through the gate
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,41 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class ValueCheck:
+    """The candidate's policy value minus the champion's, per customer, paired on the same held-out
+    rows, with its 95% half-width; the check fails when even the interval's upper end is below
+    `-max_loss` (the candidate is worse beyond the tolerance with 95% confidence)."""
+
+    difference: float
+    half_width: float
+    candidate: float
+    champion: float
+    exposures: int
+    max_loss: float
+    currency: str = ""
+    metrics: tuple[tuple[str, float], ...] = ()  # extra MLflow metrics of the comparison
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.difference + self.half_width >= -self.max_loss)
+
+    def line(self) -> str:
+        """The comparison in one line."""
+        unit = f" {self.currency}" if self.currency else ""
+        return (
+            f"policy value (DR, {self.exposures:,} held-out exposures): candidate "
+            f"{self.candidate:+.2f}, champion {self.champion:+.2f}{unit}/customer; difference "
+            f"{self.difference:+.2f} ± {self.half_width:.2f} (95%), tolerance {self.max_loss:g}"
+        )
+
+
+class Judge(Protocol):
+    """Values candidate and champion (MLflow ModelVersions) on the same rows."""
+
+    def __call__(self, candidate: Any, champion: Any) -> ValueCheck | None: ...
+
+
+@dataclass(frozen=True)
 class PromotionResult:
     """What `promote` compared and did."""
 
@@ -49,19 +88,24 @@ class PromotionResult:
     forced: bool
     tolerance: float
     reason: str
+    value: ValueCheck | None = None  # the decision-value comparison (None: not judged)
 
     @property
     def passed(self) -> bool:
         """Whether the candidate passed the gate on its own (without `force`)."""
-        return all(row.ok for row in self.rows)
+        return all(row.ok for row in self.rows) and (self.value is None or self.value.ok)
 
 
 def promote(
-    ref: str | None = None, force: bool = False, tolerance: float | None = None
+    ref: str | None = None,
+    force: bool = False,
+    tolerance: float | None = None,
+    judge: Judge | None = None,
 ) -> PromotionResult:
     """Compare a candidate version with the champion and move `@champion` if it passes (or `force`).
 
-    `ref`: a version number or models:/nextbest/N (default: the latest version).
+    `ref`: a version number or models:/nextbest/N (default: the latest version). `judge`: values
+    both policies on the same held-out rows (without it only the score metrics are compared).
     """
     from mlflow import MlflowClient
 
@@ -73,7 +117,11 @@ def promote(
     client = MlflowClient()
     if champion is None:
         _move_alias(client, candidate.version, None)
-        reason = f"no champion yet: version {candidate.version} becomes champion"
+        client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, str(candidate.version))
+        reason = (
+            f"no champion yet: version {candidate.version} becomes champion "
+            "(nothing to compare its decisions with)"
+        )
         return PromotionResult(str(candidate.version), None, (), True, force, tol, reason)
     if str(champion.version) == str(candidate.version):
         reason = f"version {candidate.version} is already the champion"
@@ -81,13 +129,18 @@ def promote(
             str(candidate.version), str(champion.version), (), False, force, tol, reason
         )
     rows = compare(_main_metrics(champion), _main_metrics(candidate), tol)
-    passed = all(row.ok for row in rows)
+    value = judge(candidate, champion) if judge is not None else None
+    passed = all(row.ok for row in rows) and (value is None or value.ok)
+    client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, str(candidate.version))
     if passed or force:
         _move_alias(client, candidate.version, champion.version)
-    reason = _reason(rows, passed, force, str(candidate.version), str(champion.version))
-    return PromotionResult(
-        str(candidate.version), str(champion.version), rows, passed or force, force, tol, reason
-    )
+    reason = _reason(rows, value, passed, force, str(candidate.version), str(champion.version))
+    result = PromotionResult(
+        str(candidate.version), str(champion.version), rows, passed or force, force, tol, reason,
+        value,
+    )  # fmt: skip
+    _log_comparison(client, candidate, result)
+    return result
 
 
 def compare(
@@ -124,10 +177,18 @@ def _compare_role(
     return Comparison(role, new["metric"], a, b, delta, ok, higher, note)
 
 
-def _reason(rows: tuple[Comparison, ...], passed: bool, force: bool, new: str, old: str) -> str:
+def _reason(
+    rows: tuple[Comparison, ...], value: ValueCheck | None, passed: bool, force: bool, new: str,
+    old: str,
+) -> str:  # fmt: skip
     if passed:
         return f"version {new} is not worse than champion {old}: promoted"
-    failed = ", ".join(f"{r.role} ({r.note})" for r in rows if not r.ok)
+    failures = [f"{r.role} ({r.note})" for r in rows if not r.ok]
+    if value is not None and not value.ok:
+        worse = f"{value.difference:+.2f} ± {value.half_width:.2f}{' ' + value.currency if value.currency else ''}"
+        failures.insert(0, f"policy value ({worse}/customer vs the champion, "
+                        f"beyond the tolerance {value.max_loss:g})")  # fmt: skip
+    failed = ", ".join(failures)
     if force:
         return f"version {new} failed on {failed}; promoted anyway (--force)"
     return f"version {new} refused, champion stays {old}: {failed}"
@@ -176,6 +237,27 @@ def _move_alias(client: Any, version: str, previous: str | None) -> None:
         client.set_model_version_tag(name, str(version), "nextbest.replaced", str(previous))
 
 
+def _log_comparison(client: Any, candidate: Any, result: PromotionResult) -> None:
+    """The comparison as metrics and tags on the candidate's training run (when it has one)."""
+    run_id = getattr(candidate, "run_id", None)
+    if not run_id:
+        return
+    metrics = {
+        "promotion.passed": float(result.passed),
+        "promotion.promoted": float(result.promoted),
+    }
+    for row in result.rows:
+        if row.delta is not None and math.isfinite(row.delta):
+            metrics[f"promotion.{row.role}.{row.metric}_delta"] = row.delta
+    if result.value is not None:
+        metrics |= dict(result.value.metrics)
+    for key, value in metrics.items():
+        if math.isfinite(value):
+            client.log_metric(run_id, key, value)
+    client.set_tag(run_id, "promotion.champion_version", result.champion or "")
+    client.set_tag(run_id, "promotion.reason", result.reason[:5000])
+
+
 # -------------------------------------------------------------------------------- output
 def promotion_table(result: PromotionResult) -> Table:
     """The comparison as a Rich table, its verdict in the caption."""
@@ -207,8 +289,11 @@ def _number(value: float | None, signed: bool = False) -> str:
 
 
 def render(result: PromotionResult, console: Console) -> None:
-    """Print the comparison table (or, with nothing to compare, just the verdict)."""
+    """Print the comparison table and the policy-value line (or, with nothing to compare, just
+    the verdict)."""
     if result.rows:
         console.print(promotion_table(result))
-    else:
+    if result.value is not None:
+        console.print(result.value.line(), highlight=False)
+    if not result.rows:
         console.print(result.reason, highlight=False)

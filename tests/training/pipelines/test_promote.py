@@ -1,0 +1,128 @@
+"""Promotion on decision value: a candidate whose uplift learned from exposures with shuffled actions
+is refused against a good champion, a differently trained good one passes, and both get @challenger;
+on the small world and a real (temporary) MLflow registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tests.training.registry.test_bundle import Trained, register, train_all
+from training.cli import app
+from training.config import DEMO_CONFIG, load_config
+from training.data.contract import open_dataset
+from training.features.definition import FeatureBuilder
+from training.pipelines.promote import promote
+from training.registry.bundle import Bundle
+from training.uplift.fit import UpliftResult, train_uplift
+
+
+def learn_uplift(data: Path, **params: float) -> UpliftResult:
+    config = load_config()
+    with open_dataset(data).connect() as con:
+        builder = FeatureBuilder(config.features).fit(con)
+        result = train_uplift(con, builder, config, params={"n_estimators": 30, **params})
+    assert result is not None
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(small_world: Path) -> Trained:
+    return train_all(small_world)
+
+
+@pytest.fixture(scope="module")
+def good(small_world: Path) -> UpliftResult:
+    return learn_uplift(small_world)
+
+
+@pytest.fixture(scope="module")
+def sabotaged(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> UpliftResult:
+    """Uplift learned from the same exposures with their actions shuffled across rows."""
+    copy = tmp_path_factory.mktemp("shuffled") / "demo"
+    shutil.copytree(small_world, copy)
+    exposures = pd.read_parquet(copy / "exposures.parquet")
+    shuffled = np.random.default_rng(0).permutation(exposures["action_id"].to_numpy())
+    exposures.assign(action_id=shuffled).to_parquet(copy / "exposures.parquet", index=False)
+    return learn_uplift(copy)
+
+
+def with_uplift(trained: Trained, uplift: UpliftResult) -> Bundle:
+    base = trained.bundle()
+    return Bundle(base.builder, base.config, base.models, base.metadata, uplift.learners)
+
+
+def aliases() -> dict[str, str]:
+    client = mlflow.MlflowClient()
+    return {
+        a: str(client.get_model_version_by_alias("nextbest", a).version)
+        for a in ("champion", "challenger")
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("promote")  # one worker: the uplift fixtures are fitted once
+def test_a_sabotaged_candidate_is_refused_and_a_good_one_passes(
+    trained: Trained, good: UpliftResult, sabotaged: UpliftResult, small_world: Path, store: Path
+) -> None:
+    register(trained, with_uplift(trained, good))
+    first = promote(data=small_world)
+    assert first.promoted and first.value is None and "nothing to compare" in first.reason
+
+    register(trained, with_uplift(trained, sabotaged))
+    refused = promote(data=small_world)
+    assert not refused.promoted and not refused.passed
+    assert all(row.ok for row in refused.rows)  # the same score models: only the value fails
+    value = refused.value
+    assert value is not None and not value.ok and value.exposures > 1000
+    assert value.difference + value.half_width < 0  # worse with 95% confidence
+    assert value.difference == pytest.approx(value.candidate - value.champion)
+    assert "refused" in refused.reason and "policy value" in refused.reason
+    assert aliases() == {"champion": "1", "challenger": "2"}
+    run = mlflow.MlflowClient().get_run(
+        mlflow.MlflowClient().get_model_version("nextbest", "2").run_id
+    )
+    assert run.data.metrics["promotion.value_difference"] == pytest.approx(value.difference)
+    assert run.data.metrics["promotion.passed"] == 0.0
+    assert run.data.tags["promotion.champion_version"] == "1"
+
+    # a good candidate trained otherwise (more, slower trees): not worse beyond the tolerance
+    register(trained, with_uplift(trained, learn_uplift(small_world, n_estimators=45,
+                                                        learning_rate=0.08)))  # fmt: skip
+    passed = promote(data=small_world)
+    assert passed.promoted and passed.passed and passed.value is not None
+    assert passed.value.ok and abs(passed.value.difference) < abs(value.difference)
+    assert aliases() == {"champion": "3", "challenger": "3"}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("promote")  # one worker: the uplift fixtures are fitted once
+def test_the_command_exits_non_zero_with_one_line_on_a_refusal(
+    trained: Trained, good: UpliftResult, sabotaged: UpliftResult, small_world: Path, store: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    register(trained, with_uplift(trained, good))
+    register(trained, with_uplift(trained, sabotaged))
+    runner = CliRunner()
+    first = runner.invoke(app, ["promote", "--model", "1", "--data", str(small_world)])
+    assert first.exit_code == 0, first.output
+    refused = runner.invoke(app, ["promote", "--data", str(small_world)])
+    assert refused.exit_code == 1
+    assert "policy value (DR" in refused.stdout
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("refused: version 2 refused, champion stays 1")
+    # a tolerance of 1,000 EUR per customer lets the same loss through
+    shutil.copytree(DEMO_CONFIG.parent, tmp_path / "demo")
+    loose = tmp_path / "demo" / DEMO_CONFIG.name
+    loose.write_text(loose.read_text() + "\npromotion:\n  max_value_loss: 1000\n")
+    let_through = runner.invoke(
+        app, ["promote", "--data", str(small_world), "--config", str(loose)]
+    )
+    assert let_through.exit_code == 0, let_through.output
+    assert aliases() == {"champion": "2", "challenger": "2"}
