@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from serving.online.decision_log import DecisionLog
+from serving.history.log import DecisionLog
 from training.config import load_config
 
 #: the bench's config: the demo's, with caps per channel and across actions and e-mail consent
@@ -78,7 +78,8 @@ def write_history(data: Path, log: Path, contacts: int, now: datetime, seed: int
             ),  # fmt: skip
         )
         con.executemany(
-            "INSERT INTO feedback VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO feedback (decision_id, customer_id, action_id, outcome, ts) "
+            "VALUES (?, ?, ?, ?, ?)",
             zip(decision, who, action, outcome, ts.tolist(), strict=True),
         )
     con.execute("COMMIT")

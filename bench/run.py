@@ -492,6 +492,23 @@ def bench_serve(open_seconds: float) -> list[Row]:
     return rows
 
 
+def bench_history(open_seconds: float) -> list[Row]:
+    """bench/history_bench.py: the contact history on SQLite vs PostgreSQL, two replicas on one."""
+    cmd = [sys.executable, "bench/history_bench.py", "--open-seconds", str(open_seconds)]
+    _, _, output = run_measured(cmd)
+    f = {x["kind"]: x | {"service": "nextbest"} for x in map(json.loads, output.splitlines())}
+    lite, pg, two = f["c1_sqlite"], f["c1_postgresql"], f["replicas"]
+    rows = [
+        _serve_row(lite, "reference", None),
+        _serve_row(pg, "p50 <= 4 ms, p99 <= 10 ms", pg["p50_ms"] <= 4 and pg["p99_ms"] <= 10),
+    ]
+    ok = two["p99_ms"] <= 25 and not two["errors"] and not two["lost"] and not two["violations"]
+    row = _serve_row(two, "p99 <= 25 ms, 0 errors, 0 lost, 0 cap violations", ok)
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(two["feedback"].items()))
+    row.detail += f", {two['violations']} cap violations (acceptances by status: {answers})"
+    return [*rows, row]
+
+
 def bench_faults() -> list[Row]:
     """bench/faults_bench.py: what the service and the batch job survive (issue 16)."""
     _, _, output = run_measured([sys.executable, "bench/faults_bench.py"])
@@ -789,6 +806,11 @@ def main() -> None:
         "--text-only", action="store_true", help="only the text figures (bench/text_quality.py)"
     )
     parser.add_argument(
+        "--history-only",
+        action="store_true",
+        help="only the contact-history figures (bench/history_bench.py): SQLite vs PostgreSQL",
+    )
+    parser.add_argument(
         "--text-customers", type=int, default=12_000, help="customers of the text simulator world"
     )
     parser.add_argument(
@@ -827,6 +849,9 @@ def main() -> None:
         return
     if args.faults_only:
         render(bench_faults())
+        return
+    if args.history_only:
+        render(bench_history(args.open_seconds))
         return
     if args.serve_only:
         render(bench_serve(args.open_seconds))
@@ -875,6 +900,7 @@ def main() -> None:
         rows += bench_text(args.text_customers)
         rows += bench_serve(args.open_seconds)
         rows += bench_faults()
+        rows += bench_history(args.open_seconds)
         rows += bench_loop()
         render(rows)
     finally:

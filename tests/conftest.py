@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import REQUIRED_HINT, LocalPostgres, binaries, remove, start_local_postgres
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -39,3 +42,23 @@ def shared_dataset(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the team's shared data sets are not mounted here)")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the session (tests/postgres.py). Without the binaries the
+    tests that need it fail when NEXTBEST_REQUIRE_POSTGRES=1 (`.ci/run` sets it) and are skipped
+    otherwise (a developer machine without PostgreSQL)."""
+    if binaries() is None:
+        if os.environ.get("NEXTBEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(REQUIRED_HINT, pytrace=False)
+        pytest.skip(REQUIRED_HINT)
+    server = start_local_postgres()
+    yield server
+    remove(server)
+
+
+@pytest.fixture
+def pg_url(postgres: LocalPostgres) -> str:
+    """The URL of a new empty database on the session's server."""
+    return postgres.new_database()

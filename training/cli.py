@@ -42,6 +42,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: the score metrics `nextbest evaluate` prints (all of them are in the report)
 HEADLINE_SCORE_METRICS = ("roc_auc", "brier", "mae", "spearman", "normalized_gini")
 
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="NEXTBEST_DATABASE_URL",
+        show_envvar=True,
+        help="the contact history on PostgreSQL (postgresql://user@host:5432/db) instead of --log",
+    ),
+]
+LogOpt = Annotated[
+    Path, typer.Option("--log", help="the contact history's SQLite file (no --database-url)")
+]
 DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (docs/data.md)")]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config (default: the packaged demo config)")
@@ -308,6 +320,7 @@ def impact(
         Path, typer.Option("--out", help="output directory (replaced whole)")
     ] = Path("out/impact"),
     config: ConfigOpt = None,
+    database_url: DatabaseUrlOpt = None,
 ) -> None:
     """What the logged decisions earned against the global control group, per action, model
     version, channel, segment and week, with 95% intervals (HTML page and MLflow)."""
@@ -316,10 +329,11 @@ def impact(
     from training.registry.tracking import configure_tracking
 
     decisions = feedback = None
-    if decision_log is not None:
-        from serving.online.decision_log import exposures_frame, feedback_frame
+    history = database_url or decision_log
+    if history is not None:
+        from serving.history.exports import exposures_frame, feedback_frame
 
-        decisions, feedback = exposures_frame(decision_log), feedback_frame(decision_log)
+        decisions, feedback = exposures_frame(history), feedback_frame(history)
     with err.status("measuring the decisions against the control group"):
         result = run(data, config, parse_date(since, "--since"), decisions, feedback)
     path = write_impact(result, out_dir)
@@ -414,14 +428,15 @@ def score(
         bool,
         typer.Option(
             "--record-contacts",
-            help="record the selected rows (and the control group) in --decision-log as "
-            "contacts, all or nothing",
+            help="record the selected rows (and the control group) in the contact history "
+            "(--decision-log or --database-url) as contacts, all or nothing",
         ),
     ] = False,
     channel: Annotated[
         str | None,
         typer.Option("--channel", help="the campaign's channel (default: any the action has)"),
     ] = None,
+    database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Score every customer as of a date with the registered bundle (output: docs/batch.md)."""
     from serving.batch.job import score as run
@@ -430,7 +445,7 @@ def score(
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
-    contacts = _contact_sources(decision_log, event_store, record_contacts, channel)
+    contacts = _contact_sources(database_url or decision_log, event_store, record_contacts, channel)
     settings = BatchSettings(
         engine=_engine(engine),
         chunk_customers=chunk_size,
@@ -448,43 +463,41 @@ def score(
     if summary.stats is not None and summary.stats.action_rows is not None:
         out.print(_campaign_line(summary.stats), highlight=False)
     if summary.stats is not None and summary.stats.recorded is not None:
-        out.print(f"{summary.stats.recorded:,} decisions recorded in {decision_log}")
+        assert contacts.history is not None
+        where = contacts.history.where
+        contacts.history.close()
+        out.print(f"{summary.stats.recorded:,} decisions recorded in {where}")
+    elif contacts.history is not None:
+        contacts.history.close()
 
 
 def _contact_sources(
-    log: Path | None, events: Path | None, record: bool, channel: str | None
+    history: str | Path | None, events: Path | None, record: bool, channel: str | None
 ) -> Any:
-    """The batch's contact history, consent events and recorder (serving.batch.contacts), as of
-    NEXTBEST_NOW when set (as the service), else now."""
-    import pandas as pd
-
+    """The batch's contact history (an SQLite file or a PostgreSQL URL), consent events and
+    whether to record the run's sends (serving.batch.contacts), as of NEXTBEST_NOW when set (as
+    the service), else now."""
     from serving.batch.contacts import ContactSources
-    from serving.online.decision_log import contact_history, record_contacts
+    from serving.history.log import DecisionLog
     from serving.online.events import events_frame
-    from training.policy.contact import HISTORY_COLUMNS
 
-    if record and log is None:
-        raise NextbestError("--record-contacts: needs --decision-log (where contacts are kept)")
-    if log is not None and not record and not log.is_file():
-        raise NextbestError(f"--decision-log: {log}: no such file")
+    if record and history is None:
+        raise NextbestError(
+            "--record-contacts: needs --decision-log or --database-url (where contacts are kept)"
+        )
+    if isinstance(history, Path) and not record and not history.is_file():
+        raise NextbestError(f"--decision-log: {history}: no such file")
     now_text = os.environ.get("NEXTBEST_NOW")
     try:
         now = datetime.fromisoformat(now_text) if now_text else datetime.now(UTC)
     except ValueError:
         raise NextbestError(f"NEXTBEST_NOW: {now_text!r} is not an ISO timestamp") from None
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-
-    def history(since: datetime, low: str | None, high: str | None) -> Any:
-        assert log is not None
-        if not log.is_file():  # the first run of a new history (--record-contacts creates it)
-            return pd.DataFrame(columns=list(HISTORY_COLUMNS))
-        return contact_history(log, since, id_range=(low, high))
-
     return ContactSources(
         now=now,
-        history=history if log is not None else None,
+        history=DecisionLog(history) if history is not None else None,
         events=events_frame(events) if events is not None else None,
-        record=functools.partial(record_contacts, log) if record and log is not None else None,
+        record=record,
         channel=channel,
     )
 
@@ -554,6 +567,7 @@ def serve(
     log: Annotated[
         Path | None, typer.Option("--log", help="decision log (default out/decision_log.sqlite)")
     ] = None,
+    database_url: DatabaseUrlOpt = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="worker processes")
     ] = None,
@@ -572,7 +586,7 @@ def serve(
     from serving.online.settings import ServingSettings
 
     flags: dict[str, Any] = {"model": model, "bundle_dir": bundle, "online_store": store}
-    flags |= {"decision_log": log, "workers": workers}
+    flags |= {"decision_log": log, "workers": workers, "database_url": database_url}
     settings = ServingSettings.from_env().model_copy(
         update={k: v for k, v in flags.items() if v is not None}
     )
@@ -632,33 +646,76 @@ def bento(
 @app.command("export-exposures")
 @user_errors
 def export_exposures(
-    log: Annotated[Path, typer.Option("--log", help="decision log file")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for exposures.parquet")],
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
     include_cold_start: Annotated[
         bool, typer.Option(help="also export decisions on customers the store did not hold")
     ] = False,
 ) -> None:
     """Turn the decision log into contract exposures (with logged propensities) for retraining."""
-    from serving.online.decision_log import export_exposures as run
+    from serving.history.exports import export_exposures as run
 
-    rows, path = run(log, out_dir, include_cold_start)
+    rows, path = run(database_url or log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} exposures to {path}")
 
 
 @app.command("export-feedback")
 @user_errors
 def export_feedback(
-    log: Annotated[Path, typer.Option("--log", help="decision log file")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for feedback.parquet")],
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
     include_cold_start: Annotated[
         bool, typer.Option(help="also export feedback on decisions of customers the store lacked")
     ] = False,
 ) -> None:
     """Write what happened to shown actions (accepted, declined, ignored) for the next training."""
-    from serving.online.decision_log import export_feedback as run
+    from serving.history.exports import export_feedback as run
 
-    rows, path = run(log, out_dir, include_cold_start)
+    rows, path = run(database_url or log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} feedback rows to {path}")
+
+
+@app.command()
+@user_errors
+def forget(
+    customer: Annotated[
+        list[str] | None, typer.Option("--customer", help="a customer id (repeatable)")
+    ] = None,
+    customers_file: Annotated[
+        Path | None, typer.Option("--customers-file", help="customer ids, one per line")
+    ] = None,
+    log: LogOpt = Path("out/decision_log.sqlite"),
+    database_url: DatabaseUrlOpt = None,
+    store: Annotated[Path, typer.Option("--store", help="online store")] = Path(
+        "out/online_store.sqlite"
+    ),
+    events: Annotated[Path, typer.Option("--events", help="event store and outbox")] = Path(
+        "out/event_store.sqlite"
+    ),
+    exports: Annotated[
+        list[Path] | None,
+        typer.Option("--exports", help="a folder of exported Parquet files (repeatable)"),
+    ] = None,
+    erasure_log: Annotated[
+        Path, typer.Option("--erasure-log", help="JSON lines: when, salted hashes, counts")
+    ] = Path("out/erasures.jsonl"),
+    salt_file: Annotated[
+        Path, typer.Option("--salt-file", help="the hashes' salt (NEXTBEST_ERASURE_SALT wins)")
+    ] = Path("out/erasure.salt"),
+) -> None:
+    """Erase customers from the online store, the contact history, the event store and outbox,
+    and exported files; the erasure is logged with a salted hash, never the id (docs/operations.md)."""
+    from serving.online.erasure import forget as run
+    from serving.online.erasure import log_erasure, read_ids, salt
+
+    ids = read_ids(customer or [], customers_file)
+    key = salt(salt_file)
+    done = run(ids, database_url or log, store, events, exports or [])
+    log_erasure(done, ids, key, erasure_log)
+    counts = ", ".join(f"{k} {v:,}" for k, v in done.removed.items())
+    out.print(f"forgot {len(ids):,} customers: {counts}; logged in {erasure_log}")
 
 
 @app.command("export-events")

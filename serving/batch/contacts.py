@@ -7,15 +7,15 @@ opt_in / opt_out events (the data set's and those posted through /events). An ac
 eligible when some channel it is offered on (the `--channel`, or any) allows it; that channel is
 the one a send is recorded on.
 
-Storage stays outside: the command line hands in the functions that read the history and record
-contacts, so this module (below serving.online by the layering) knows no database.
+The history is the service's own store (serving.history, below serving.batch in the layers): one
+read per chunk, and a run's sends recorded in one transaction, on SQLite or PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from serving.batch.chunks import CONSENT_COLUMN, CONTROL_COLUMN, SELECTED_COLUMN, candidate_column
 from serving.batch.population import ChunkRange
+from serving.history.log import DecisionLog
 from training.config import CONTROL, Config
 from training.errors import NextbestError
 from training.policy.contact import (
@@ -38,8 +39,6 @@ from training.policy.contact import (
 )
 
 CHANNEL = "channel"  # candidate_column(action, CHANNEL): index of the channel a send goes on
-#: reads the contact history: (since, low, high) -> HISTORY_COLUMNS frame of that id range
-HistoryReader = Callable[[datetime, str | None, str | None], pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,9 @@ class ContactSources:
     """What batch knows of past contacts and consent, and where a run's sends are recorded."""
 
     now: datetime  # the run's time: the history and consent as of it
-    history: HistoryReader | None = None  # None: no contact history
+    history: DecisionLog | None = None  # None: no contact history
     events: pd.DataFrame | None = None  # posted events (customer_id, ts, channel, event_type)
-    record: Callable[[pd.DataFrame], int] | None = None  # None: --record-contacts not asked
+    record: bool = False  # record the run's sends in `history` (--record-contacts)
     channel: str | None = None  # the campaign's channel (None: any channel an action has)
 
 
@@ -96,7 +95,9 @@ class ChunkPolicy:
         history = History.empty()
         if self.sources.history is not None and len(ids):
             since = self.sources.now - self.rules.lookback
-            rows = self.sources.history(since, chunk.low, chunk.high)
+            rows = self.sources.history.contact_history_frame(
+                since, id_range=(chunk.low, chunk.high)
+            )
             history = history_arrays(rows, ids, self.rules)
         consent = None
         if self.rules.consent:

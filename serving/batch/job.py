@@ -143,7 +143,9 @@ def score_bundle(
             events = consent_events(con, contacts) if bundle.config.consent else None
             policy = ChunkPolicy(bundle.config, contacts, events)
         sends = None
-        if policy is not None and contacts.record is not None:
+        if policy is not None and contacts.record:
+            if contacts.history is None:
+                raise NextbestError("recording contacts needs a contact history to record them in")
             sends = SendLog(bundle.config, policy.channels, spec.model_version, contacts.now)
         with atomic_directory(out) as tmp:
             stats = _run_engine(
@@ -153,8 +155,10 @@ def score_bundle(
             if record is not None:
                 stats = replace(stats, recorded=len(record))
             _write_manifest(tmp / MANIFEST, spec, stats)
-            if record is not None and contacts.record is not None:
-                contacts.record(record)  # the last step: a failure leaves no output either
+            if record is not None and contacts.history is not None:
+                contacts.history.record_contacts(
+                    record
+                )  # the last step: a failure leaves no output either
     return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats)
 
 

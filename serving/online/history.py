@@ -71,7 +71,9 @@ def history_rows(
         parts = []
         for name in HISTORY_TABLES:
             start, stop = bounds[name][k], bounds[name][k + 1]
-            parts.append(to_ipc(tables[name].slice(start, stop - start)))
+            # a copy, not a slice: IPC writes a slice's whole string buffers, which put the
+            # neighbouring customers' ids (and text) in each journey and kept them after erasure
+            parts.append(to_ipc(tables[name].take(np.arange(start, stop))))
         yield customer, parts[0], parts[1], parts[2]
 
 

@@ -20,6 +20,8 @@ OPEN_PATHS = frozenset(
 )
 UNKNOWN_PATH = "/_unknown"  # what every path the service does not have is counted as
 ARRIVED = "nextbest.arrived"  # scope key: time.monotonic() when the request reached the service
+UNAVAILABLE = "nextbest.unavailable"  # scope key: why the service answers this request 503
+RETRY_AFTER_SECONDS = b"1"
 
 
 async def _reply(send: Send, status: int, message: str) -> None:
@@ -209,8 +211,10 @@ def one_error_object(payload: Any) -> Any:
 
 
 class JsonApiMiddleware:
-    """For the JSON API `paths`: 415 for form bodies, and every 4xx answer as one JSON object
-    `{"error": ...}` whatever part of the stack produced it."""
+    """For the JSON API `paths`: 415 for form bodies, every 4xx answer as one JSON object
+    `{"error": ...}` whatever part of the stack produced it, and a 503 the service explained (its
+    reason in the scope: BentoML hides every 5xx message) as `{"error": reason}` with
+    Retry-After."""
 
     def __init__(self, app: ASGIApp, paths: Collection[str]) -> None:
         self.app, self.paths = app, frozenset(paths)
@@ -231,7 +235,10 @@ class JsonApiMiddleware:
 
         async def reshaping(message: Message) -> None:
             nonlocal held, body
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            if message["type"] == "http.response.start" and (
+                400 <= message["status"] < 500
+                or (message["status"] == 503 and UNAVAILABLE in scope)
+            ):
                 held = message  # sent once the whole body is known, with its new length
                 return
             if held is None or message["type"] != "http.response.body":
@@ -240,8 +247,12 @@ class JsonApiMiddleware:
             body += message.get("body", b"")
             if message.get("more_body", False):
                 return
-            new = json.dumps(_reshaped(body)).encode()
             headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
+            if held["status"] == 503:
+                new = json.dumps({"error": str(scope[UNAVAILABLE])}).encode()
+                headers.append((b"retry-after", RETRY_AFTER_SECONDS))
+            else:
+                new = json.dumps(_reshaped(body)).encode()
             headers.append((b"content-length", str(len(new)).encode()))
             await send({**held, "headers": headers})
             await send({"type": "http.response.body", "body": new})

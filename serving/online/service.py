@@ -1,10 +1,10 @@
 """The BentoML service (docs/api.md): `bentoml serve serving.online.service:Nextbest`, or `nextbest serve`.
 
 Thin on purpose: it loads the runtime (bundle + online store), opens the decision log, and turns
-requests into calls of serving.online.decision / serving.online.reasons and log records. The hot path is numpy
-and SQLite only (no pandas, no pyfunc); each worker runs LightGBM on one thread, freezes the
-loaded objects out of the garbage collector and raises its gen-0 threshold, which keeps full
-collections (pauses of 100+ ms under load) rare. A reload unfreezes, closes the replaced runtime's
+requests into calls of serving.online.decision / serving.online.reasons and log records. The hot
+path is numpy, SQLite and the contact history's database (serving.history; no pandas, no pyfunc);
+each worker runs LightGBM on one thread, freezes the loaded objects out of the garbage collector
+and raises its gen-0 threshold, which keeps full collections (pauses of 100+ ms under load) rare. A reload unfreezes, closes the replaced runtime's
 store after a grace period and collects it, so nothing of it stays pinned. The APIs are `async def` although their work is
 synchronous: a decision is a few milliseconds of CPU with nothing to wait for, so it runs on the
 worker's event loop directly instead of paying a hop to a thread pool (measured: c=8 throughput
@@ -22,11 +22,11 @@ import asyncio
 import gc
 import json
 import logging
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -43,6 +43,15 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from serving.history.log import (
+    ContactConflictError,
+    DecisionLog,
+    DecisionRecord,
+    HistoryRows,
+    HistoryUnavailableError,
+    NotOfferedError,
+    UnknownDecisionError,
+)
 from serving.online import openapi
 from serving.online.api_models import (
     ActionOut,
@@ -60,14 +69,6 @@ from serving.online.api_models import (
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
 from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
-from serving.online.decision_log import (
-    ContactConflictError,
-    DecisionLog,
-    DecisionRecord,
-    NotOfferedError,
-    UnknownDecisionError,
-    contact_history,
-)
 from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
@@ -79,6 +80,9 @@ from serving.online.http_guards import (
     JsonApiMiddleware,
     ReadyDetailMiddleware,
     bound_metric_labels,
+)
+from serving.online.http_guards import (
+    UNAVAILABLE as UNAVAILABLE_REASON,
 )
 from serving.online.journey import DEFAULT_LIMIT as DEFAULT_JOURNEY
 from serving.online.journey import MAX_LIMIT as MAX_JOURNEY
@@ -102,7 +106,6 @@ from training.policy.contact import (
     OPT_IN,
     OPT_OUT,
     ConsentEvents,
-    Contact,
     PolicyMask,
     acceptance_allowed,
     consent_mask,
@@ -152,6 +155,10 @@ TRIGGER_FAILURES = bentoml.metrics.Counter(
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
     documentation="Requests answered 503 because the online store was overwritten in place",
+)
+HISTORY_DOWN = bentoml.metrics.Counter(
+    name="nextbest_history_unavailable",
+    documentation="Requests answered 503 because the contact history could not be read or written",
 )
 
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -263,11 +270,7 @@ class Nextbest:
         logger.setLevel(logging.INFO)  # loads and reloads are worth seeing (the root says WARNING)
         logger.disabled = False
         self.settings = SETTINGS
-        self.log = DecisionLog(self.settings.decision_log, self.settings.log_synchronous)
-        # the contact history's reads (serving.online.decision_log.contact_history)
-        self.history = sqlite3.connect(
-            self.settings.decision_log, check_same_thread=False, isolation_level=None
-        )
+        self.log = DecisionLog(self.settings.history_source(), self.settings.log_synchronous)
         self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
         ensure_schema(self.events)
         self.rng = np.random.default_rng()
@@ -380,7 +383,6 @@ class Nextbest:
         self._stop.set()
         self._wake.set()
         self.log.close()
-        self.history.close()
         self.events.close()
 
     def __is_ready__(self) -> bool:
@@ -417,14 +419,16 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
-        decision, reasons, why = self._decide(runtime, row, ask, now)
+        with _history_or_503(ctx):
+            decision, reasons, why = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, runtime, decision, reasons, why)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
-        self.log.record(
-            _record(decision_id, now, request.customer_id, request.channel, request.context,
-                    runtime.version, decision)
-        )  # fmt: skip
+        with _history_or_503(ctx):  # not stored, not answered: the client retries
+            self.log.record(
+                _record(decision_id, now, request.customer_id, request.channel, request.context,
+                        runtime.version, decision)
+            )  # fmt: skip
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         return response
 
@@ -458,7 +462,7 @@ class Nextbest:
         rules = decider.rules
         channels = rules.evaluated(ask.channel)
         since = now - rules.lookback
-        history = contact_history(self.history, since, customers=[customer], rows=True)
+        history = self.log.contact_history(since, customers=[customer])
         consent, names, nowhere = None, {}, False
         if rules.consent:
             every = tuple(dict.fromkeys([*channels, *rules.channels]))  # evaluated ones first
@@ -549,25 +553,27 @@ class Nextbest:
         )
 
     @bentoml.api(route="/feedback")
-    async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
+    async def feedback(self, request: FeedbackRequest, /, ctx: bentoml.Context) -> FeedbackResponse:
         """Store what happened to a shown action; committed before the answer. An acceptance the
-        contact policy forbids (the action was received from another decision inside its
-        cool-down) is refused with 409, race-free across workers."""
+        contact policy forbids (the action, or with it more than a cap of the decision's channel
+        or across channels, received from another decision: accepted online or sent by a batch) is
+        refused with 409, race-free across workers."""
         now = self.settings.clock()
         runtime = self.runtime
-        allowed: Callable[[list[Contact]], bool] | None = None
+        allowed: Callable[[HistoryRows, str], bool] | None = None
         if runtime is not None and request.action_id in runtime.decider.action_ids:
-            catalog = runtime.decider.catalog
+            rules = runtime.decider.rules
             index = runtime.decider.action_ids.index(request.action_id)
 
-            caps = runtime.decider.rules.total_caps
-
-            def policy_allows(contacts: list[Contact]) -> bool:
-                return acceptance_allowed(catalog, caps, contacts, index, now)
+            def policy_allows(others: HistoryRows, channel: str) -> bool:
+                return acceptance_allowed(rules, others, index, channel, now)
 
             allowed = policy_allows
         try:
-            self.log.feedback(request.decision_id, request.action_id, request.outcome, now, allowed)
+            with _history_or_503(ctx):
+                self.log.feedback(
+                    request.decision_id, request.action_id, request.outcome, now, allowed
+                )
         except UnknownDecisionError as exc:
             raise NotFound(str(exc)) from None
         except NotOfferedError as exc:
@@ -762,6 +768,21 @@ def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= most:
         raise BadCursorError(f"limit: must be an integer from 1 to {most}")
     return int(text)
+
+
+HISTORY_DOWN_MESSAGE = "the contact history cannot be reached; nothing was stored, retry shortly"
+
+
+@contextmanager
+def _history_or_503(ctx: bentoml.Context) -> Iterator[None]:
+    """A contact history that cannot be read or written is a 503 saying so (never a 500), with
+    Retry-After (serving.online.http_guards): nothing was stored nor answered; retry."""
+    try:
+        yield
+    except HistoryUnavailableError:
+        HISTORY_DOWN.inc()
+        ctx.request.scope[UNAVAILABLE_REASON] = HISTORY_DOWN_MESSAGE
+        raise Unavailable(HISTORY_DOWN_MESSAGE, "contact history unavailable") from None
 
 
 def _now_iso() -> str:

@@ -41,7 +41,15 @@ class ServingSettings(BaseModel):
         "served instead of a registry reference, without MLflow",
     )
     online_store: Path = Field(default=Path("out/online_store.sqlite"))
-    decision_log: Path = Field(default=Path("out/decision_log.sqlite"))
+    decision_log: Path = Field(
+        default=Path("out/decision_log.sqlite"),
+        description="the contact history's SQLite file, when no database URL is set",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="the contact history on PostgreSQL (postgresql://user:password@host:5432/db), "
+        "shared by every replica; unset: the SQLite file `decision_log`",
+    )
     event_store: Path = Field(
         default=Path("out/event_store.sqlite"),
         description="live events (POST /events) and the trigger outbox; kept across restarts",
@@ -54,7 +62,8 @@ class ServingSettings(BaseModel):
     log_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="NORMAL",
         description="NORMAL: a logged decision survives a crash of the service (~0.1 ms a commit); "
-        "FULL: also a power loss (an fsync per decision, ~4 ms on this machine's disk)",
+        "FULL: also a power loss (an fsync per decision, ~4 ms on this machine's disk). On "
+        "PostgreSQL: synchronous_commit off (NORMAL) or on (FULL)",
     )
     api_key: SecretStr | None = Field(default=None, description="set: every API call needs it")
     api_key_header: str = Field(
@@ -129,6 +138,12 @@ class ServingSettings(BaseModel):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # no zone means UTC, as in the data contract
         return value
+
+    def history_source(self) -> str | Path:
+        """Where the contact history lives: the database URL when set, else the SQLite file."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return self.decision_log
 
     def clock(self) -> datetime:
         """The current time (aware, UTC): NEXTBEST_NOW when set, else the wall clock."""

@@ -21,13 +21,8 @@ import pytest
 
 from serving.batch.contacts import ContactSources
 from serving.batch.job import score_bundle
-from serving.online.decision_log import (
-    DecisionLog,
-    DecisionRecord,
-    contact_history,
-    exposures_frame,
-    record_contacts,
-)
+from serving.history.exports import exposures_frame
+from serving.history.log import DecisionLog, DecisionRecord
 from serving.online.events import events_frame
 from tests.serving.conftest import AS_OF, Server, World, start_server, stop_server
 from training.config import Catalog, Config
@@ -79,17 +74,16 @@ def ranked(actions: pd.DataFrame) -> dict[str, list[str]]:
 def batch(
     data: Path, bundle: Bundle, out: Path, channel: str, log: Path | None, events: Path | None
 ) -> dict[str, list[str]]:
-    def history(since: datetime, low: str | None, high: str | None) -> pd.DataFrame:
-        assert log is not None
-        return contact_history(log, since, id_range=(low, high))
-
+    history = DecisionLog(log) if log is not None else None
     sources = ContactSources(
         now=NOW,
-        history=history if log is not None else None,
+        history=history,
         events=events_frame(events) if events is not None else None,
         channel=channel,
     )
     score_bundle(data, AS_OF, out, bundle, contacts=sources)
+    if history is not None:
+        history.close()
     return ranked(pd.read_parquet(out / "actions.parquet"))
 
 
@@ -383,10 +377,12 @@ def test_a_failed_recording_records_nothing_and_publishes_nothing(
             "WHERE outcome = 'sent') >= 10 BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
         before = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
-    sources = ContactSources(now=NOW, record=lambda frame: record_contacts(log, frame))
+    sources = ContactSources(now=NOW, history=DecisionLog(log), record=True)
     with pytest.raises(NextbestError, match="disk full.*nothing was recorded"):
         score_bundle(fixtures.data, AS_OF, tmp_path / "out", policy_bundle(uplift_bundle, POLICY),
                      contacts=sources)  # fmt: skip
+    assert sources.history is not None
+    sources.history.close()
     assert not (tmp_path / "out").exists()
     with sqlite3.connect(log) as con:
         assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == before
@@ -399,12 +395,8 @@ def test_batch_sends_become_contacts_for_the_service_the_next_batch_and_exposure
     log = fixtures.log
     bundle = policy_bundle(uplift_bundle, POLICY, control=0.2)
     exposed_before = len(exposures_frame(log))
-    sources = ContactSources(
-        now=NOW,
-        history=lambda since, lo, hi: contact_history(log, since, id_range=(lo, hi)),
-        record=lambda frame: record_contacts(log, frame),
-        channel="email",
-    )
+    store = DecisionLog(log)
+    sources = ContactSources(now=NOW, history=store, record=True, channel="email")
     summary = score_bundle(fixtures.data, AS_OF, tmp_path / "out", bundle, contacts=sources)
     sent = pd.read_parquet(tmp_path / "out" / "actions.parquet", filters=[("selected", "==", True)])
     scores = pd.read_parquet(tmp_path / "out" / "scores.parquet")
@@ -412,7 +404,7 @@ def test_batch_sends_become_contacts_for_the_service_the_next_batch_and_exposure
     assert len(sent) > 100 and summary.stats is not None and summary.stats.recorded == recorded
     manifest = json.loads((tmp_path / "out" / "_nextbest.json").read_text())
     assert manifest["contacts_recorded"] == recorded
-    history = contact_history(log, NOW - timedelta(days=1))
+    history = store.contact_history_frame(NOW - timedelta(days=1))
     sends = history[history["outcome"] == "sent"]
     assert sorted(sends["customer_id"]) == sorted(sent["customer_id"])
     assert (sends["channel"] == "email").all()
@@ -434,3 +426,4 @@ def test_batch_sends_become_contacts_for_the_service_the_next_batch_and_exposure
     assert set(exposures[p == 0.8]["customer_id"]) == set(sent["customer_id"])
     held = (exposures["action_id"] == "control") & (p == 0.2)
     assert 1 <= held.sum() <= int(scores["control_group"].sum())
+    store.close()

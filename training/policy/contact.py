@@ -86,19 +86,6 @@ def allowed_mask(catalog: Catalog, contacts: Iterable[Contact], now: datetime) -
     return allowed
 
 
-def acceptance_allowed(
-    catalog: Catalog, caps: Sequence[Cap], contacts: Iterable[Contact], index: int, now: datetime
-) -> bool:
-    """Whether an acceptance of the `index`-th action may be recorded, given the customer's other
-    contacts: its own limits (`allowed_mask`) and the caps across actions (`caps`), so that of two
-    racing acceptances the second is refused when it would break either."""
-    received = list(contacts)
-    if not allowed_mask(catalog, received, now)[index]:
-        return False
-    return all(sum(1 for c in received if now - c.ts < timedelta(days=cap.days)) < cap.limit
-               for cap in caps)  # fmt: skip
-
-
 # --- the whole policy, vectorised: one function for one customer online and a chunk in batch ---
 
 #: the outcomes of the contact history that make a contact: an offer accepted through /feedback,
@@ -437,3 +424,25 @@ def suppression_reason(
     if columns and not mask.channel_ok[row, columns].any():
         return f"contact limit: the customer has had the most contacts allowed on {channel}"
     return None
+
+
+def acceptance_allowed(
+    rules: ContactRules,
+    others: Sequence[tuple[str, str, str, str | datetime, str]],
+    index: int,
+    channel: str,
+    now: datetime,
+) -> bool:
+    """Whether an acceptance of the `index`-th action on the decision's `channel` ("": any) may be
+    recorded, given what the customer received from other decisions (history rows, accepted
+    online or sent by a batch): the same `policy_mask` as at decision time, on what was received
+    (declines and consent do not undo something the customer took), so of two racing acceptances
+    the second is refused when it would break a cool-down, a frequency limit or a cap."""
+    customer = others[0][0] if others else ""
+    received = [r for r in others if r[4] in RECEIVED]
+    channels = rules.evaluated(channel)
+    history = history_of_rows(received, [customer], rules)
+    allowed = policy_mask(rules, history, 1, now, channels).allowed()
+    if channel:  # the channel it was shown on, even if the catalog no longer offers it there
+        return bool(allowed[0, index, 0])
+    return bool(on_any_channel(allowed, rules.offered(channels))[0][0, index])

@@ -299,7 +299,7 @@ def test_a_concurrent_burst_leaves_exactly_one_record_per_answer(
 def test_export_exposures_turns_the_log_into_contract_exposures(
     server: Server, world: World, tmp_path: Path
 ) -> None:
-    from serving.online.decision_log import export_exposures
+    from serving.history.exports import export_exposures
     from training.config import load_config
     from training.data.contract import validate_dataset
 

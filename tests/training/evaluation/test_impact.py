@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from serving.online.decision_log import ACCEPTED, DECLINED, DecisionLog, DecisionRecord
+from serving.history.log import ACCEPTED, DECLINED, DecisionLog, DecisionRecord
 from training.cli import app
 from training.config import load_config
 from training.errors import NextbestError

@@ -258,17 +258,25 @@ def test_an_opt_out_wins_a_tie_with_an_opt_in() -> None:
     assert consent is not None and consent.tolist() == [[False]]
 
 
-def test_an_acceptance_is_refused_over_its_own_limits_or_the_caps_across_actions() -> None:
-    from training.config import Cap
+def test_an_acceptance_is_refused_over_its_own_limits_or_the_caps_of_the_policy() -> None:
     from training.policy.contact import acceptance_allowed
 
-    three = Cap(days=30, limit=2)
-    others = [Contact("free", days_ago(3)), Contact("call", days_ago(40))]
-    assert acceptance_allowed(CATALOG, [], [*others], 2, NOW)  # no cap across actions: as before
-    assert acceptance_allowed(CATALOG, [three], others, 2, NOW)  # one in 30 days: a second is fine
-    crowded = [*others, Contact("credit", days_ago(70))]
-    assert acceptance_allowed(CATALOG, [three], crowded, 2, NOW)  # 70 days ago: outside the window
-    assert not acceptance_allowed(CATALOG, [three], [*others, Contact("call", days_ago(1))], 2, NOW)
-    assert not acceptance_allowed(
-        CATALOG, [], [Contact("credit", days_ago(5))], 0, NOW
-    )  # cool-down
+    def ok(config: Config, rows: list[tuple[str, str, str, float, str]], index: int,
+           channel: str) -> bool:  # fmt: skip
+        others = [(c, a, ch, NOW - timedelta(days=d), o) for c, a, ch, d, o in rows]
+        return acceptance_allowed(ContactRules.of(config), others, index, channel, NOW)
+
+    plain = config_with()
+    others = [("c1", "discount", "call", 3, "accepted"), ("c1", "call", "call", 40, "sent")]
+    assert ok(plain, others, 1, "call")  # no cap across actions: one call in 90 days
+    assert not ok(plain, [("c1", "credit", "call", 5, "sent")], 0, "call")  # a batch send cools
+    assert ok(plain, [("c1", "credit", "call", 5, "declined")], 0, "call")  # a decline does not
+    total = config_with(contact_policy={"max_contacts_per_30_days": 2})
+    assert ok(total, others, 1, "call")  # one in 30 days: a second is fine
+    assert ok(total, [*others, ("c1", "credit", "", 70, "accepted")], 1, "call")  # outside
+    assert not ok(total, [*others, ("c1", "credit", "email", 1, "sent")], 1, "call")
+    capped = config_with(contact_policy={"channels": {"email": {"max_per_7_days": 1}}})
+    emailed = [("c1", "discount", "email", 2, "sent")]
+    assert not ok(capped, emailed, 1, "email")  # the channel's cap, from a batch send
+    assert ok(capped, emailed, 1, "call")  # another channel
+    assert ok(capped, emailed, 1, "")  # any channel: the call channel is still open

@@ -1,0 +1,1 @@
+"""The contact history: every decision shown and every piece of feedback, on SQLite or PostgreSQL."""

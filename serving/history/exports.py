@@ -1,0 +1,78 @@
+"""The history turned into the data contract's tables for the next training: exposures (one row
+per decision of a known customer, the first action shown or `control`, with the probability with
+which it was chosen; docs/data.md) and feedback (the latest outcome of each shown action)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import text
+
+from serving.history.engine import NoHistoryError, history_url
+from serving.history.log import DecisionLog
+from training.atomic import atomic_file
+
+EXPOSURES = """
+    SELECT customer_id, ts, action_id, propensity FROM decisions
+    WHERE cold_start = 0 OR :all_ = 1 ORDER BY ts"""
+
+LATEST_FEEDBACK = """
+    SELECT customer_id, ts, action_id, outcome, decision_id FROM (
+        SELECT f.customer_id, f.ts, f.action_id, f.outcome, f.decision_id, row_number() OVER (
+            PARTITION BY f.decision_id, f.action_id ORDER BY f.ts DESC, f.seq DESC) AS k
+        FROM feedback AS f JOIN decisions AS d ON d.decision_id = f.decision_id
+        WHERE d.cold_start = 0 OR :all_ = 1) AS latest
+    WHERE k = 1 ORDER BY ts"""
+
+
+def _frame(source: str | Path, sql: str, include_cold_start: bool) -> pd.DataFrame:
+    url = history_url(source)
+    if url.get_backend_name() == "sqlite" and not Path(str(url.database)).is_file():
+        raise NoHistoryError(f"{url.database}: no decision log")
+    log = DecisionLog(source)
+    try:
+        with log.engine.connect() as con:
+            frame = pd.read_sql_query(text(sql), con, params={"all_": int(include_cold_start)})
+    finally:
+        log.close()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
+    return frame
+
+
+def exposures_frame(source: str | Path, include_cold_start: bool = False) -> pd.DataFrame:
+    """The contract's exposures (customer_id, ts, action_id, propensity) of the logged decisions.
+
+    Cold-start decisions are left out unless asked for: their customers are not in the data set the
+    log's decisions were made on, and the contract refuses exposures of unknown customers.
+    """
+    return _frame(source, EXPOSURES, include_cold_start)
+
+
+def export_exposures(
+    source: str | Path, out: Path, include_cold_start: bool = False
+) -> tuple[int, Path]:
+    """Write `out/exposures.parquet` atomically; returns (rows, file)."""
+    frame = exposures_frame(source, include_cold_start)
+    target = Path(out) / "exposures.parquet"
+    with atomic_file(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return len(frame), target
+
+
+def feedback_frame(source: str | Path, include_cold_start: bool = False) -> pd.DataFrame:
+    """What happened to shown actions (customer_id, ts, action_id, outcome, decision_id): the
+    latest feedback on each, the offers accepted and declined per action that a next training can
+    turn into features; cold starts left out unless asked for, as for exposures."""
+    return _frame(source, LATEST_FEEDBACK, include_cold_start)
+
+
+def export_feedback(
+    source: str | Path, out: Path, include_cold_start: bool = False
+) -> tuple[int, Path]:
+    """Write `out/feedback.parquet` atomically; returns (rows, file)."""
+    frame = feedback_frame(source, include_cold_start)
+    target = Path(out) / "feedback.parquet"
+    with atomic_file(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return len(frame), target

@@ -1,0 +1,437 @@
+"""The decision log and contact history: every decision and every piece of feedback, durable in
+one database shared by every service replica (PostgreSQL) or in one SQLite file (WAL) per host.
+
+A record is committed before its answer is sent (`record` returns only then), so the log holds
+exactly one row per answered decision: the evidence the ROI report and the next training read.
+On SQLite with `synchronous=NORMAL` (the service's default) a committed decision survives a crash
+of the service but not of the machine; FULL adds an fsync per commit. A database that cannot be
+reached or written raises `HistoryUnavailableError` (the service answers 503): nothing is answered
+that is not stored.
+
+Contacts are the actions a customer accepted (the latest feedback on each shown action); an
+acceptance is checked against the customer's other contacts and stored in one transaction that
+holds a per-customer lock (PostgreSQL: an advisory transaction lock on the customer; SQLite: the
+database's write lock), so replicas that accept the same action at once cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from serving.history.engine import WRITE, Synchronous, describe, history_url, open_engine
+from serving.history.schema import decisions, feedback, migrate
+from training.errors import NextbestError
+from training.policy.contact import Contact
+
+ACCEPTED = "accepted"
+DECLINED = "declined"
+SENT = "sent"  # the feedback outcome of a batch send (`nextbest score --record-contacts`)
+#: (customer_id, action_id, channel, ts as ISO text, outcome): the contact history's plain rows
+HistoryRows = list[tuple[str, str, str, str, str]]
+BATCH_COLUMNS = (
+    "decision_id", "ts", "customer_id", "channel", "model_version", "action_id", "propensity",
+    "control_group", "context",
+)  # fmt: skip
+CUSTOMER_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:customer, 0))"
+
+
+class UnknownDecisionError(NextbestError):
+    """Feedback names a decision the log does not hold."""
+
+
+class NotOfferedError(NextbestError):
+    """Feedback names an action the decision did not show."""
+
+
+class ContactConflictError(NextbestError):
+    """An acceptance the contact policy forbids: the customer already received the action (from
+    another decision) inside its cool-down or frequency limit."""
+
+
+class HistoryUnavailableError(NextbestError):
+    """The history's database cannot be reached or written now; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One answered decision (or batch send), as logged."""
+
+    decision_id: str
+    ts: datetime
+    customer_id: str
+    channel: str
+    model_version: str
+    action_id: str  # the first action shown, or "control"
+    propensity: float
+    control_group: bool
+    explored: bool
+    cold_start: bool
+    actions: tuple[str, ...]  # every action shown, in order
+    context: dict[str, object]
+
+
+class DecisionLog:
+    """One process's handle on the history (a pool of connections); thread-safe.
+
+    `source`: an SQLite file path, or a `postgresql://` URL. The schema is migrated on open."""
+
+    def __init__(self, source: str | Path, synchronous: Synchronous = "NORMAL") -> None:
+        self.url = history_url(source)
+        self.where = describe(self.url)
+        self.engine = open_engine(source, synchronous)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        with self._write() as con:
+            migrate(con)
+
+    @contextmanager
+    def _write(
+        self, begin: str = WRITE["nextbest_begin"], atomic: bool = True
+    ) -> Iterator[Connection]:
+        """A connection for one unit of work; a lost database is HistoryUnavailableError.
+
+        SQLite: always a transaction, committed on exit (BEGIN IMMEDIATE takes the write lock at
+        once; `begin=""` for a read). PostgreSQL: the engine runs in autocommit, so one statement
+        (a decision's insert, a read) is its own transaction without BEGIN and COMMIT round trips;
+        `atomic` work (several statements) gets a READ COMMITTED transaction."""
+        try:
+            with self.engine.connect() as con:
+                if self.postgres and not atomic:
+                    yield con
+                    return
+                if self.postgres:
+                    con.execution_options(isolation_level="READ COMMITTED")
+                else:
+                    con.execution_options(nextbest_begin=begin)
+                with con.begin():
+                    yield con
+        except PoolTimeoutError as exc:
+            raise HistoryUnavailableError(
+                f"the contact history ({self.where}) has no free connection"
+            ) from exc
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise HistoryUnavailableError(
+                    f"the contact history ({self.where}) cannot be written: "
+                    f"{type(exc.orig).__name__}"
+                ) from exc
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._write(begin="", atomic=False) as con:
+            yield con
+
+    def record(self, record: DecisionRecord) -> None:
+        """Insert and commit one decision (one statement: atomic on its own)."""
+        with self._write(atomic=False) as con:
+            con.execute(insert(decisions), [_row(record)])
+
+    def record_many(self, records: Sequence[DecisionRecord], accepted: bool = False) -> None:
+        """Insert many decisions in one transaction (a batch run's sends); with `accepted`, each
+        shown action also becomes a contact at the decision's time (an accepted feedback row)."""
+        if not records:
+            return
+        rows = [
+            {"decision_id": r.decision_id, "customer_id": r.customer_id, "action_id": a}
+            | {"outcome": ACCEPTED, "ts": _iso(r.ts)}
+            for r in records
+            for a in r.actions
+        ]
+        self._insert([_row(r) for r in records], rows if accepted else [])
+
+    def record_contacts(self, batch: pd.DataFrame) -> int:
+        """Record a batch's sends (BATCH_COLUMNS; `action_id` "control" for the control group) in
+        one transaction, all or nothing: each a decision row, and each sent action a `sent`
+        feedback row, so the service, the next batch and `export-exposures` see them (`sent`, not
+        `accepted`: feedback on the send later does not replace it). Returns the rows recorded."""
+        missing = [c for c in BATCH_COLUMNS if c not in batch.columns]
+        if missing:
+            raise NextbestError(f"batch contacts: missing columns {missing}")
+        ts = [_iso(t) for t in pd.to_datetime(batch["ts"], utc=True)]
+        ids, customers, channels, versions, contexts = (
+            batch[c].astype(str).tolist()
+            for c in ("decision_id", "customer_id", "channel", "model_version", "context")
+        )
+        actions = batch["action_id"].astype(str).tolist()
+        propensity = batch["propensity"].astype(float).tolist()
+        control = batch["control_group"].to_numpy(dtype=bool).tolist()
+        shown = ["[]" if a == "control" else json.dumps([a]) for a in actions]
+        names = ("decision_id", "ts", "customer_id", "channel", "model_version", "action_id",
+                 "propensity", "control_group", "actions", "context")  # fmt: skip
+        decided = [
+            dict(zip(names, values, strict=True)) | {"explored": 0, "cold_start": 0}
+            for values in zip(
+                ids,
+                ts,
+                customers,
+                channels,
+                versions,
+                actions,
+                propensity,
+                [int(c) for c in control],
+                shown,
+                contexts,
+                strict=True,
+            )  # fmt: skip
+        ]
+        sent = [
+            {"decision_id": d, "customer_id": c, "action_id": a, "outcome": SENT, "ts": t}
+            for d, c, a, t in zip(ids, customers, actions, ts, strict=True)
+            if a != "control"
+        ]
+        try:
+            self._insert(decided, sent)
+        except (HistoryUnavailableError, DBAPIError) as exc:
+            cause = exc.__cause__ if isinstance(exc, HistoryUnavailableError) else exc
+            orig = getattr(cause, "orig", cause)
+            raise NextbestError(
+                f"{self.where}: cannot record the batch's contacts ({orig}); nothing was recorded"
+            ) from exc
+        return len(batch)
+
+    def _insert(
+        self, decided: Sequence[Mapping[str, object]], fed: Sequence[Mapping[str, object]]
+    ) -> None:
+        """Decision rows and feedback rows in one transaction: all or nothing."""
+        with self._write() as con:
+            if decided:
+                con.execute(insert(decisions), decided)
+            if fed:
+                con.execute(insert(feedback), fed)
+
+    def feedback(
+        self,
+        decision_id: str,
+        action_id: str,
+        outcome: str,
+        ts: datetime,
+        allowed: Callable[[HistoryRows, str], bool] | None = None,
+    ) -> None:
+        """Store feedback on an action a logged decision showed; committed before returning.
+
+        An acceptance is checked by `allowed` (the customer's contact history of other decisions,
+        as `contact_history` reads it, and the decision's channel) inside the same transaction, under the customer's lock, so of two concurrent acceptances of one
+        action (on any replica), the second sees the first and is refused."""
+        with self._write() as con:
+            found = con.execute(
+                select(decisions.c.customer_id, decisions.c.actions, decisions.c.channel).where(
+                    decisions.c.decision_id == decision_id
+                )
+            ).first()
+            if found is None:
+                raise UnknownDecisionError(f"unknown decision_id {decision_id!r}")
+            customer, shown, channel = found
+            if action_id not in json.loads(shown):
+                raise NotOfferedError(
+                    f"action {action_id!r} was not offered in decision {decision_id}"
+                )
+            if self.postgres:
+                con.execute(text(CUSTOMER_LOCK), {"customer": customer})
+            if outcome == ACCEPTED and allowed is not None:
+                since = datetime.min.replace(tzinfo=UTC)
+                others = _history_rows(con, since, [customer], None, decision_id)
+                if not allowed(others, channel):
+                    raise ContactConflictError(
+                        f"action {action_id!r} was already received by this customer inside "
+                        "its cool-down or frequency limit; acceptance not recorded"
+                    )
+            row = {"decision_id": decision_id, "customer_id": customer, "action_id": action_id}
+            con.execute(insert(feedback), [row | {"outcome": outcome, "ts": _iso(ts)}])
+
+    def contacts(self, customer_id: str, since: datetime) -> list[Contact]:
+        """Actions the customer accepted since `since` (the contact policy's history). Only the
+        latest feedback on each shown action counts: a retried POST is one contact, and an
+        acceptance corrected to a decline is none."""
+        with self._read() as con:
+            return _contacts(con, customer_id, since, "")
+
+    def declines(self, customer_id: str, since: datetime) -> list[Contact]:
+        """Offers the customer declined since `since` (`suppress_after_declines`); as for
+        contacts, only the latest feedback on each shown action counts."""
+        with self._read() as con:
+            return _contacts(con, customer_id, since, "", DECLINED)
+
+    def policy_history(
+        self, customer_id: str, contacts_since: datetime, declines_since: datetime | None
+    ) -> tuple[list[Contact], list[Contact]]:
+        """(contacts since `contacts_since`, declines since `declines_since`) in one read: what
+        the contact policy needs at decision time (None: declines are not needed)."""
+        since = contacts_since if declines_since is None else min(contacts_since, declines_since)
+        params = {"customer": customer_id, "other": "", "since": _iso(since)}
+        with self._read() as con:
+            rows = con.execute(text(LATEST_OUTCOMES), params).all()
+        contacts, declines = [], []
+        for action, ts, outcome in rows:
+            when = datetime.fromisoformat(ts)
+            if outcome == ACCEPTED and when >= contacts_since:
+                contacts.append(Contact(action, when))
+            elif outcome == DECLINED and declines_since is not None and when >= declines_since:
+                declines.append(Contact(action, when))
+        return contacts, declines
+
+    def contacts_frame(
+        self, since: datetime, until: datetime, outcome: str = ACCEPTED
+    ) -> pd.DataFrame:
+        """Every customer's contacts (latest feedback `outcome`) with since <= ts < until, in one
+        read: customer_id, action_id, channel, ts (UTC, naive), the batch side's history."""
+        with self._read() as con:
+            rows = con.execute(
+                text(LATEST_IN_RANGE),
+                {"outcome": outcome, "since": _iso(since), "until": _iso(until)},
+            ).all()
+        frame = pd.DataFrame(rows, columns=["customer_id", "action_id", "channel", "ts"])
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
+        return frame
+
+    def contact_history(
+        self,
+        since: datetime,
+        customers: list[str] | None = None,
+        id_range: tuple[str | None, str | None] | None = None,
+    ) -> HistoryRows:
+        """The contact history from `since` on, as plain rows (customer_id, action_id, channel,
+        ts as ISO text, outcome), of the given customers, or of low <= customer_id < high
+        (`id_range`, None: open), or of everyone. One row per shown action: its latest feedback
+        (`accepted`, `declined`, ...), as the service counts; a batch send (`sent`) is a row of
+        its own, whatever feedback followed. The channel is the decision's."""
+        with self._read() as con:
+            return _history_rows(con, since, customers, id_range, "")
+
+    def contact_history_frame(
+        self,
+        since: datetime,
+        customers: list[str] | None = None,
+        id_range: tuple[str | None, str | None] | None = None,
+    ) -> pd.DataFrame:
+        """`contact_history` as a DataFrame (ts as UTC timestamps): the batch side's reads."""
+        frame = pd.DataFrame.from_records(
+            self.contact_history(since, customers, id_range),
+            columns=["customer_id", "action_id", "channel", "ts", "outcome"],
+        )
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
+        return frame
+
+    def count(self) -> int:
+        with self._read() as con:
+            return int(con.execute(select(func.count()).select_from(decisions)).scalar_one())
+
+    def forget(self, customer_ids: Iterable[str]) -> tuple[int, int]:
+        """Remove every decision and feedback row of these customers; returns (decisions,
+        feedback) removed. The freed pages are then rewritten (SQLite: secure_delete, VACUUM and
+        a truncated WAL; PostgreSQL: VACUUM), so no copy of an id stays on disk."""
+        ids = sorted(set(customer_ids))
+        with self._write() as con:
+            if not self.postgres:
+                con.exec_driver_sql("PRAGMA secure_delete=ON")
+            gone_feedback = con.execute(
+                delete(feedback).where(feedback.c.customer_id.in_(ids))
+            ).rowcount
+            gone_decisions = con.execute(
+                delete(decisions).where(decisions.c.customer_id.in_(ids))
+            ).rowcount
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as con:
+            if self.postgres:
+                con.exec_driver_sql("VACUUM (FULL) decisions, feedback")
+            else:
+                con.exec_driver_sql("VACUUM")
+                con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.engine.dispose()  # connections leave autocommit mode by being replaced
+        return gone_decisions, gone_feedback
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+LATEST_ACCEPTED = """
+    SELECT action_id, ts FROM (
+        SELECT action_id, ts, outcome, row_number() OVER (
+            PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
+        FROM feedback WHERE customer_id = :customer AND decision_id != :other) AS latest
+    WHERE k = 1 AND outcome = :outcome AND ts >= :since"""
+
+LATEST_OUTCOMES = """
+    SELECT action_id, ts, outcome FROM (
+        SELECT action_id, ts, outcome, row_number() OVER (
+            PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
+        FROM feedback WHERE customer_id = :customer AND decision_id != :other) AS latest
+    WHERE k = 1 AND outcome IN ('accepted', 'declined') AND ts >= :since"""
+
+LATEST_IN_RANGE = """
+    SELECT latest.customer_id, latest.action_id, d.channel, latest.ts FROM (
+        SELECT decision_id, customer_id, action_id, ts, outcome, row_number() OVER (
+            PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
+        FROM feedback) AS latest JOIN decisions AS d ON d.decision_id = latest.decision_id
+    WHERE k = 1 AND outcome = :outcome AND latest.ts >= :since AND latest.ts < :until
+    ORDER BY latest.customer_id, latest.ts"""
+
+
+CONTACT_HISTORY = """
+    SELECT f.customer_id, f.action_id, d.channel, f.ts, f.outcome FROM (
+        SELECT decision_id, customer_id, action_id, outcome, ts, row_number() OVER (
+            PARTITION BY decision_id, action_id, outcome = 'sent'
+            ORDER BY ts DESC, seq DESC) AS k
+        FROM feedback WHERE ts >= :since AND decision_id != :other AND {customers}) AS f
+    JOIN decisions AS d ON d.decision_id = f.decision_id
+    WHERE f.k = 1"""
+
+
+def _history_rows(
+    con: Connection,
+    since: datetime,
+    customers: list[str] | None,
+    id_range: tuple[str | None, str | None] | None,
+    other_than: str,
+) -> HistoryRows:
+    """`DecisionLog.contact_history` on an open connection, leaving out decision `other_than`."""
+    params: dict[str, object] = {"since": _iso(since), "other": other_than}
+    if customers is not None:
+        if not customers:
+            return []
+        query = text(CONTACT_HISTORY.format(customers="customer_id IN :customers"))
+        query = query.bindparams(bindparam("customers", expanding=True))
+        params["customers"] = list(customers)
+    else:
+        low, high = id_range or (None, None)
+        conds = ["1 = 1"]
+        if low is not None:
+            conds.append("customer_id >= :low")
+            params["low"] = low
+        if high is not None:
+            conds.append("customer_id < :high")
+            params["high"] = high
+        query = text(CONTACT_HISTORY.format(customers=" AND ".join(conds)))  # noqa: S608
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in con.execute(query, params).all()]
+
+
+def _contacts(
+    con: Connection, customer_id: str, since: datetime, other_than: str, outcome: str = ACCEPTED
+) -> list[Contact]:
+    """Latest contacts with this outcome of decisions other than `other_than`."""
+    params = {"customer": customer_id, "other": other_than, "outcome": outcome}
+    rows = con.execute(text(LATEST_ACCEPTED), params | {"since": _iso(since)}).all()
+    return [Contact(a, datetime.fromisoformat(ts)) for a, ts in rows]
+
+
+def _row(record: DecisionRecord) -> dict[str, object]:
+    row = asdict(record)
+    row["ts"] = _iso(record.ts)
+    row["actions"] = json.dumps(list(record.actions))
+    row["context"] = json.dumps(record.context, sort_keys=True)
+    for flag in ("control_group", "explored", "cold_start"):
+        row[flag] = int(row[flag])
+    return row
+
+
+def _iso(ts: datetime) -> str:
+    """UTC ISO-8601 with microseconds: sorts as text in time order."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
