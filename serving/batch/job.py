@@ -107,6 +107,7 @@ def score(
     contacts: ContactSources | None = None,
 ) -> ScoreSummary:
     """Validate, load the bundle, score every active customer chunk by chunk and write the output."""
+    check_output_dir(out)  # before the model: an unwritable output is the error, not the lookup
     return score_bundle(data, as_of, out, load_bundle(model_ref), settings, progress, contacts)
 
 

@@ -389,11 +389,19 @@ def test_a_failed_recording_records_nothing_and_publishes_nothing(
 
 
 def test_batch_sends_become_contacts_for_the_service_the_next_batch_and_exposures(
-    world: World, uplift_bundle: Bundle, fixtures: Fixtures, service: Server, tmp_path: Path
-) -> None:
+    world: World, uplift_bundle: Bundle, fixtures: Fixtures, service: Server, tmp_path: Path,
+    policed: dict[str, dict[str, list[str]]],
+) -> None:  # fmt: skip
     """Last of the module: it records into the history the service reads."""
     log = fixtures.log
     bundle = policy_bundle(uplift_bundle, POLICY, control=0.2)
+    live = {fixtures.opted_out, fixtures.opted_back}
+    # e-mail decisions shown before the run, accepted after it (below)
+    pending: dict[str, tuple[str, str]] = {}
+    for customer in [c for c in policed["email"] if c not in live][:40]:
+        answer = online(service, customer, "email")
+        if shown(answer):
+            pending[customer] = (answer["decision_id"], shown(answer)[0])
     exposed_before = len(exposures_frame(log))
     store = DecisionLog(log)
     sources = ContactSources(now=NOW, history=store, record=True, channel="email")
@@ -408,9 +416,20 @@ def test_batch_sends_become_contacts_for_the_service_the_next_batch_and_exposure
     sends = history[history["outcome"] == "sent"]
     assert sorted(sends["customer_id"]) == sorted(sent["customer_id"])
     assert (sends["channel"] == "email").all()
+    # an acceptance of an earlier e-mail decision now breaks the e-mail cap: 409, not recorded;
+    # a customer the run did not send to (the control group) may still accept
+    refused = accepted = 0
+    for customer, (decision_id, action) in pending.items():
+        status, answer = service.call(
+            "POST", "/feedback",
+            {"decision_id": decision_id, "action_id": action, "outcome": "accepted"},
+        )  # fmt: skip
+        was_sent = customer in set(sent["customer_id"])
+        assert status == (409 if was_sent else 200), (customer, answer)
+        refused, accepted = refused + was_sent, accepted + (not was_sent)
+    assert refused >= 5
     # the service sees them at once: the e-mail cap (one a week) closes e-mail for them
-    live = {fixtures.opted_out, fixtures.opted_back}
-    for customer in [c for c in sent["customer_id"] if c not in live][:5]:
+    for customer in [c for c in sent["customer_id"] if c not in live and c not in pending][:5]:
         answer = online(service, customer, "email")
         assert shown(answer) == [] and "on email" in answer["reason"]
     # and so does the next batch: nobody left to e-mail this week
