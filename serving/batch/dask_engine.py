@@ -33,7 +33,7 @@ import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from serving.batch.chunks import empty_candidates, score_chunk
-from serving.batch.population import Population, iter_features
+from serving.batch.population import AddsConsent, Population, iter_features
 from serving.batch.settings import BatchSettings
 from training.errors import NextbestError
 from training.registry.bundle import Bundle
@@ -117,11 +117,15 @@ def check_workers(client: Client) -> None:
 
 
 def staged_features(
-    con: duckdb.DuckDBPyConnection, bundle: Bundle, population: Population, staging: Path
+    con: duckdb.DuckDBPyConnection,
+    bundle: Bundle,
+    population: Population,
+    staging: Path,
+    policy: AddsConsent | None = None,
 ) -> Iterator[Path]:
     """Each chunk's features written as one Parquet part, in chunk order, as they are computed."""
     staging.mkdir(parents=True)
-    for chunk, features in iter_features(con, bundle.builder, population):
+    for chunk, features in iter_features(con, bundle.builder, population, policy):
         part = staging / f"part-{chunk.index:05d}.parquet"
         features.to_parquet(part, index=False)
         yield part
@@ -159,6 +163,7 @@ def dask_frames(
     population: Population,
     settings: BatchSettings,
     tmp: Path,
+    policy: AddsConsent | None = None,
 ) -> Iterator[Iterator[pd.DataFrame]]:
     """The candidates frames of every chunk, scored on Dask workers, in chunk order."""
     files = BundleFiles.of(bundle)
@@ -169,7 +174,7 @@ def dask_frames(
         client.register_plugin(plugin)
         try:
             window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-            parts = staged_features(con, bundle, population, staging)
+            parts = staged_features(con, bundle, population, staging, policy)
             yield _scored(client, parts, files.digest, empty_candidates(bundle), window)
         finally:
             client.unregister_worker_plugin(plugin.name)

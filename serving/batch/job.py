@@ -20,8 +20,8 @@ import json
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ import duckdb
 import pandas as pd
 
 from serving.batch.chunks import has_actions, score_chunk
+from serving.batch.contacts import ChunkPolicy, ContactSources, SendLog
 from serving.batch.output import (
     ACTIONS_FILE,
     SCORES_FILE,
@@ -44,6 +45,7 @@ from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
 from training.policy.campaign import CampaignLimits
+from training.policy.contact import OPT_IN, OPT_OUT
 from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 
@@ -84,11 +86,14 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
 
 
 def local_frames(
-    con: duckdb.DuckDBPyConnection, bundle: Bundle, population: Population
+    con: duckdb.DuckDBPyConnection,
+    bundle: Bundle,
+    population: Population,
+    policy: ChunkPolicy | None = None,
 ) -> Generator[pd.DataFrame]:
-    """The local engine: each chunk's features (computed one chunk ahead), then its candidates
-    frame, in this process."""
-    for _, features in prefetched(iter_features(con, bundle.builder, population)):
+    """The local engine: each chunk's features (computed one chunk ahead, with consent when the
+    policy has it), then its candidates frame, in this process."""
+    for _, features in prefetched(iter_features(con, bundle.builder, population, policy)):
         yield score_chunk(bundle, features)
 
 
@@ -99,13 +104,29 @@ def score(
     model_ref: str | None = None,
     settings: BatchSettings | None = None,
     progress: Progress | None = None,
+    contacts: ContactSources | None = None,
 ) -> ScoreSummary:
     """Validate, load the bundle, score every active customer chunk by chunk and write the output."""
+    check_output_dir(out)  # before the model: an unwritable output is the error, not the lookup
+    return score_bundle(data, as_of, out, load_bundle(model_ref), settings, progress, contacts)
 
+
+def score_bundle(
+    data: Path,
+    as_of: date,
+    out: Path,
+    bundle: Bundle,
+    settings: BatchSettings | None = None,
+    progress: Progress | None = None,
+    contacts: ContactSources | None = None,
+) -> ScoreSummary:
+    """`score` with a loaded bundle. With `contacts`, the contact policy and consent apply as of
+    `contacts.now`, and with `contacts.record` the run's sends are recorded once the output is
+    complete, inside its atomic write (a failed run records nothing)."""
     settings = settings or BatchSettings()
     check_output_dir(out)
-    bundle = load_bundle(model_ref)
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
+    contacts = contacts or ContactSources(now=datetime.now(UTC))
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
         check_scoring_date(as_of, span, bundle.metadata.as_of)
@@ -118,10 +139,40 @@ def score(
             with_actions=has_actions(bundle),
             limits=CampaignLimits.of(bundle.config.catalog, settings.budget),
         )
+        policy = None
+        if spec.with_actions:
+            events = consent_events(con, contacts) if bundle.config.consent else None
+            policy = ChunkPolicy(bundle.config, contacts, events)
+        sends = None
+        if policy is not None and contacts.record:
+            if contacts.history is None:
+                raise NextbestError("recording contacts needs a contact history to record them in")
+            sends = SendLog(bundle.config, policy.channels, spec.model_version, contacts.now)
         with atomic_directory(out) as tmp:
-            stats = _run_engine(con, bundle, population, settings, spec, tmp, progress)
+            stats = _run_engine(
+                con, bundle, population, settings, spec, tmp, progress, policy, sends
+            )
+            record = None if sends is None else sends.batch(as_of.isoformat())
+            if record is not None:
+                stats = replace(stats, recorded=len(record))
             _write_manifest(tmp / MANIFEST, spec, stats)
+            if record is not None and contacts.history is not None:
+                contacts.history.record_contacts(
+                    record
+                )  # the last step: a failure leaves no output either
     return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats)
+
+
+def consent_events(con: duckdb.DuckDBPyConnection, contacts: ContactSources) -> pd.DataFrame:
+    """Every opt_in / opt_out event up to the run: the data set's and the posted ones."""
+    found = con.execute(
+        "SELECT customer_id, ts, channel, event_type FROM events "
+        "WHERE event_type IN (?, ?) AND ts <= ?",
+        [OPT_IN, OPT_OUT, contacts.now.astimezone(UTC).replace(tzinfo=None)],
+    ).fetchdf()
+    if contacts.events is None or len(contacts.events) == 0:
+        return found
+    return pd.concat([found, contacts.events[list(found.columns)]], ignore_index=True)
 
 
 def _run_engine(
@@ -132,15 +183,23 @@ def _run_engine(
     spec: OutputSpec,
     tmp: Path,
     progress: Progress | None,
+    policy: ChunkPolicy | None = None,
+    sends: SendLog | None = None,
 ) -> OutputStats:
-    """Feed the chosen engine's candidates frames to the writer."""
+    """Feed the chosen engine's candidates frames, under the contact policy, to the writer."""
     if settings.engine == "local":
-        with closing(local_frames(con, bundle, population)) as frames:  # joins the prefetch
-            return write_outputs(tmp, frames, spec, progress)
+        with closing(local_frames(con, bundle, population, policy)) as frames:  # joins the prefetch
+            return write_outputs(tmp, _policed(frames, policy, population), spec, progress, sends)
     from serving.batch.dask_engine import dask_frames
 
-    with dask_frames(con, bundle, population, settings, tmp) as frames:
-        return write_outputs(tmp, frames, spec, progress)
+    with dask_frames(con, bundle, population, settings, tmp, policy) as frames:
+        return write_outputs(tmp, _policed(frames, policy, population), spec, progress, sends)
+
+
+def _policed(
+    frames: Iterator[pd.DataFrame], policy: ChunkPolicy | None, population: Population
+) -> Iterator[pd.DataFrame]:
+    return frames if policy is None else policy.frames(frames, population.chunks)
 
 
 def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
@@ -153,6 +212,8 @@ def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
     }
     if stats.action_rows is not None:
         manifest |= {"actions": stats.action_rows, "selected": stats.selected}
+    if stats.recorded is not None:
+        manifest["contacts_recorded"] = stats.recorded
     if stats.allocation is not None:
         manifest["campaign"] = {
             "budget": spec.limits.budget,

@@ -25,7 +25,9 @@ from numpy.typing import NDArray
 
 from serving.online.store import FeatureRow
 from training.config import CONTROL, SCORE_COLUMNS
+from training.errors import ConfigError
 from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
+from training.policy.contact import ContactRules
 from training.policy.control import in_control
 from training.policy.value import net_value
 from training.registry.bundle import Bundle
@@ -107,6 +109,12 @@ class Decider:
         self.n_features = len(bundle.builder.feature_names_)
         self._rule_features = self._rule_feature_decoders(bundle)
         self.channels = frozenset(c for a in self.catalog.actions for c in a.channels or ())
+        self.rules = ContactRules.of(bundle.config)
+        missing = sorted(set(self.rules.consent.values()) - set(self._rule_features))
+        if missing:
+            raise ConfigError(
+                f"consent: the customer attribute '{missing[0]}' is not a feature of this bundle"
+            )
 
     @staticmethod
     def _rule_feature_decoders(bundle: Bundle) -> dict[str, tuple[int, tuple[str, ...] | None]]:
@@ -115,6 +123,7 @@ class Decider:
         categories = {s.name: tuple(s.categories) for s in bundle.builder.static_
                       if s.kind == "categorical"}  # fmt: skip
         read = {n for a in bundle.config.catalog.actions for n in a.names_read}
+        read |= set(bundle.config.consent.values())  # consent attributes, read for the policy
         return {n: (names.index(n), categories.get(n)) for n in sorted(read & set(names))}
 
     # -- the steps ---------------------------------------------------------------------------
@@ -153,6 +162,13 @@ class Decider:
         if row is None:
             return np.full(self.n_features, np.nan, dtype=np.float32)
         return row.vector
+
+    def attribute(self, row: FeatureRow | None, name: str) -> float:
+        """A numeric customer attribute (a consent flag) of the row; NaN when unknown."""
+        if row is None or name not in self._rule_features:
+            return np.nan
+        value = row.namespace.get(name, row.vector[self._rule_features[name][0]])
+        return float(value) if isinstance(value, int | float | np.floating) else np.nan
 
     def namespace(
         self,
@@ -195,9 +211,11 @@ class Decider:
         request: DecisionRequest,
         allowed: NDArray[np.bool_] | None,
         rng: np.random.Generator,
+        inputs: Mapping[str, object] | None = None,
     ) -> Decision:
-        """The whole decision: evaluate, rank greedily, then apply the control group and exploration."""
-        evaluation = self.evaluate(row, request.channel, request.rule_inputs())
+        """The whole decision: evaluate, rank greedily, then apply the control group and
+        exploration; `inputs` are more names for the rules (the customer's `consent_<channel>`)."""
+        evaluation = self.evaluate(row, request.channel, request.rule_inputs() | dict(inputs or {}))
         mask = evaluation.eligible & exclude_mask(self.action_ids, request.exclude)
         if allowed is not None:
             mask &= allowed

@@ -35,6 +35,8 @@ from typing import Any, cast
 
 import bentoml
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -45,6 +47,7 @@ from serving.history.log import (
     ContactConflictError,
     DecisionLog,
     DecisionRecord,
+    HistoryRows,
     HistoryUnavailableError,
     NotOfferedError,
     UnknownDecisionError,
@@ -98,20 +101,27 @@ from serving.online.runtime import Runtime, current_key, load_runtime, store_ide
 from serving.online.settings import ServingSettings
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
-from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
-    Contact,
-    allowed_mask,
-    decline_lookback,
-    declines_allowed,
-    lookback,
+    OPT_IN,
+    OPT_OUT,
+    ConsentEvents,
+    PolicyMask,
+    acceptance_allowed,
+    consent_mask,
+    consent_names,
+    history_of_rows,
+    on_any_channel,
+    policy_mask,
+    suppression_reason,
 )
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
 MAX_ID_CHARS = 128
 PENDING_GRACE = timedelta(seconds=10)  # a pending event this old lost its request: evaluate it
 MAX_TRIGGERED = 3  # actions a triggered decision shows at most
+CONSENT_TYPES = (OPT_IN, OPT_OUT)
+CONSENT_EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type")
 RETIRE_SECONDS = (
     2.0  # a replaced runtime is closed this long after the swap (requests finish first)
 )
@@ -410,9 +420,9 @@ class Nextbest:
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
         with _history_or_503(ctx):
-            decision, reasons = self._decide(runtime, row, ask, now)
+            decision, reasons, why = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, request.customer_id, runtime, decision, reasons)
+        response = _response(decision_id, request.customer_id, runtime, decision, reasons, why)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         with _history_or_503(ctx):  # not stored, not answered: the client retries
             self.log.record(
@@ -424,12 +434,13 @@ class Nextbest:
 
     def _decide(
         self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
-    ) -> tuple[Decision, dict[str, list[str]]]:
-        """The decision for `ask` under the contact policy as of `now`, with its reasons: one
+    ) -> tuple[Decision, dict[str, list[str]], str | None]:
+        """The decision for `ask` under the contact policy and consent as of `now`, with its
+        reasons, and why nothing is shown when consent or a cap across actions is the cause: one
         path for /recommend and for triggered decisions."""
         decider = runtime.decider
-        allowed = self._allowed(decider.catalog, ask.customer_id, now)
-        decision = decider.decide(row, ask, allowed, self.rng)
+        allowed, consent, mask, nowhere = self._allowed(runtime, row, ask, now)
+        decision = decider.decide(row, ask, allowed, self.rng, consent)
         reasons = runtime.explainer.explain(
             decider.vector(row),
             decision.actions,
@@ -437,19 +448,60 @@ class Nextbest:
             decision.cold_start,
             ask.rule_inputs(),
         )
-        return decision, reasons
+        why = None if decision.actions else suppression_reason(mask, 0, ask.channel, nowhere)
+        return decision, reasons, why
 
-    def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
-        """The contact policy's mask: contact limits on what was received, and actions declined
-        too often (`suppress_after_declines`), from the decision log."""
-        since = decline_lookback(catalog)
-        contacts, declines = self.log.policy_history(
-            customer_id, now - lookback(catalog), now - since if since else None
+    def _allowed(
+        self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+    ) -> tuple[NDArray[np.bool_], dict[str, object], PolicyMask, bool]:
+        """The contact policy's (k,) mask on the request's channel (on any channel for ""), the
+        customer's `consent_<channel>` for the rules, the policy's parts, and whether the
+        customer has consent on no channel at all: the same `policy_mask` batch scoring
+        applies to a chunk, on this customer's contact history."""
+        decider, customer = runtime.decider, ask.customer_id
+        rules = decider.rules
+        channels = rules.evaluated(ask.channel)
+        since = now - rules.lookback
+        history = self.log.contact_history(since, customers=[customer])
+        consent, names, nowhere = None, {}, False
+        if rules.consent:
+            every = tuple(dict.fromkeys([*channels, *rules.channels]))  # evaluated ones first
+            attributes = {a: np.array([decider.attribute(row, a)]) for a in rules.consent.values()}
+            events = ConsentEvents.of_rows(self._consent_events(runtime, customer), [customer])
+            given = consent_mask(rules, 1, every, attributes, events, now)
+            assert given is not None
+            consent = given[:, : len(channels)]
+            nowhere = not given[0, [every.index(c) for c in rules.channels]].any()
+            names = {n: bool(v[0]) for n, v in consent_names(rules, every, given).items()}
+        mask = policy_mask(
+            rules, history_of_rows(history, [customer], rules), 1, now, channels, consent
         )
-        allowed = allowed_mask(catalog, contacts, now)
-        if since:
-            allowed &= declines_allowed(catalog, declines, now)
-        return allowed
+        allowed, _ = on_any_channel(mask.allowed(), rules.offered(channels))
+        return np.asarray(allowed[0], dtype=bool), dict(names), mask, nowhere
+
+    def _consent_events(
+        self, runtime: Runtime, customer: str
+    ) -> list[tuple[str, datetime, str, str]]:
+        """The customer's opt_in / opt_out events (customer_id, ts, channel, event_type): from
+        the data (the stored journey) and posted through /events."""
+        found: list[tuple[str, datetime, str, str]] = []
+        try:
+            history = runtime.store.history(customer)
+        except StoreChangedError:
+            UNAVAILABLE.inc()
+            self._wake.set()
+            raise Unavailable(
+                "the online store is being replaced; retry shortly", "store overwritten in place"
+            ) from None
+        if history is not None:
+            table = history.events.select(list(CONSENT_EVENT_COLUMNS))
+            chosen = pc.is_in(table["event_type"], value_set=pa.array(CONSENT_TYPES))
+            for e in table.filter(chosen).to_pylist():
+                found.append((e["customer_id"], e["ts"], e["channel"], e["event_type"]))
+        for e in self.events.for_customer(customer):
+            if e.event_type in CONSENT_TYPES:
+                found.append((e.customer_id, e.ts, e.channel, e.event_type))
+        return found
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
         """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
@@ -503,17 +555,18 @@ class Nextbest:
     @bentoml.api(route="/feedback")
     async def feedback(self, request: FeedbackRequest, /, ctx: bentoml.Context) -> FeedbackResponse:
         """Store what happened to a shown action; committed before the answer. An acceptance the
-        contact policy forbids (the action was received from another decision inside its
-        cool-down) is refused with 409, race-free across workers."""
+        contact policy forbids (the action, or with it more than a cap of the decision's channel
+        or across channels, received from another decision: accepted online or sent by a batch) is
+        refused with 409, race-free across workers."""
         now = self.settings.clock()
         runtime = self.runtime
-        allowed: Callable[[list[Contact]], bool] | None = None
+        allowed: Callable[[HistoryRows, str], bool] | None = None
         if runtime is not None and request.action_id in runtime.decider.action_ids:
-            catalog = runtime.decider.catalog
+            rules = runtime.decider.rules
             index = runtime.decider.action_ids.index(request.action_id)
 
-            def policy_allows(contacts: list[Contact]) -> bool:
-                return bool(allowed_mask(catalog, contacts, now)[index])
+            def policy_allows(others: HistoryRows, channel: str) -> bool:
+                return acceptance_allowed(rules, others, index, channel, now)
 
             allowed = policy_allows
         try:
@@ -609,9 +662,9 @@ class Nextbest:
         exclude = tuple(a for a, hit in zip(decider.action_ids, mask, strict=True) if not hit)
         context = {"trigger_event_type": event.event_type}
         ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
-        decision, reasons = self._decide(runtime, row, ask, now)
+        decision, reasons, why = self._decide(runtime, row, ask, now)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, event.customer_id, runtime, decision, reasons)
+        response = _response(decision_id, event.customer_id, runtime, decision, reasons, why)
         trigger = dict(context) | {"trigger_event_id": event.event_id}
         self.log.record(
             _record(
@@ -776,6 +829,7 @@ def _response(
     runtime: Runtime,
     decision: Decision,
     reasons: dict[str, list[str]],
+    why: str | None = None,
 ) -> RecommendResponse:
     catalog = runtime.decider.catalog
     actions = []
@@ -804,4 +858,5 @@ def _response(
         explored=decision.explored,
         propensity=decision.propensity,
         currency=runtime.decider.bundle.config.objective.currency,
+        reason=why,
     )
