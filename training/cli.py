@@ -7,8 +7,9 @@ configuration) end with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -426,6 +427,31 @@ def score(
             "--config", help="YAML config whose drift thresholds apply (default: the bundle's)"
         ),
     ] = None,
+    decision_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--decision-log",
+            help="the contact history (the service's decision log): the contact policy applies "
+            "from it as of the run; none: no history",
+        ),
+    ] = None,
+    event_store: Annotated[
+        Path | None,
+        typer.Option("--event-store", help="events posted to /events (opt_in / opt_out count)"),
+    ] = None,
+    record_contacts: Annotated[
+        bool,
+        typer.Option(
+            "--record-contacts",
+            help="record the selected rows (and the control group) in the contact history "
+            "(--decision-log or --database-url) as contacts, all or nothing",
+        ),
+    ] = False,
+    channel: Annotated[
+        str | None,
+        typer.Option("--channel", help="the campaign's channel (default: any the action has)"),
+    ] = None,
+    database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Score every customer as of a date with the registered bundle, and check drift against the
     training reference and the previous run (output: docs/batch.md)."""
@@ -436,6 +462,7 @@ def score(
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
+    contacts = _contact_sources(database_url or decision_log, event_store, record_contacts, channel)
     settings = BatchSettings(
         engine=_engine(engine),
         chunk_customers=chunk_size,
@@ -447,13 +474,20 @@ def score(
     thresholds = load_config(config).drift if config is not None else None
     configure_tracking()
     with progress_bar() as bar:
-        summary = run(data, day, out_dir, model, settings, RichProgress(bar), thresholds)
+        summary = run(data, day, out_dir, model, settings, RichProgress(bar), thresholds, contacts)
     out.print(
         f"scored {summary.customers:,} customers as of {summary.as_of} with model version "
         f"{summary.model_version}: {summary.out}"
     )
     if summary.stats is not None and summary.stats.action_rows is not None:
         out.print(_campaign_line(summary.stats), highlight=False)
+    if summary.stats is not None and summary.stats.recorded is not None:
+        assert contacts.history is not None
+        where = contacts.history.where
+        contacts.history.close()
+        out.print(f"{summary.stats.recorded:,} decisions recorded in {where}")
+    elif contacts.history is not None:
+        contacts.history.close()
     if summary.drift is None:
         return
     for line in summary.drift.lines():
@@ -463,6 +497,37 @@ def score(
     if fail_on_drift and summary.drift.flagged:
         err.print("[bold red]drift flagged[/] (--fail-on-drift): see _drift.json", highlight=False)
         raise typer.Exit(code=3)
+
+
+def _contact_sources(
+    history: str | Path | None, events: Path | None, record: bool, channel: str | None
+) -> Any:
+    """The batch's contact history (an SQLite file or a PostgreSQL URL), consent events and
+    whether to record the run's sends (serving.batch.contacts), as of NEXTBEST_NOW when set (as
+    the service), else now."""
+    from serving.batch.contacts import ContactSources
+    from serving.history.log import DecisionLog
+    from serving.online.events import events_frame
+
+    if record and history is None:
+        raise NextbestError(
+            "--record-contacts: needs --decision-log or --database-url (where contacts are kept)"
+        )
+    if isinstance(history, Path) and not record and not history.is_file():
+        raise NextbestError(f"--decision-log: {history}: no such file")
+    now_text = os.environ.get("NEXTBEST_NOW")
+    try:
+        now = datetime.fromisoformat(now_text) if now_text else datetime.now(UTC)
+    except ValueError:
+        raise NextbestError(f"NEXTBEST_NOW: {now_text!r} is not an ISO timestamp") from None
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return ContactSources(
+        now=now,
+        history=DecisionLog(history) if history is not None else None,
+        events=events_frame(events) if events is not None else None,
+        record=record,
+        channel=channel,
+    )
 
 
 class RichProgress:

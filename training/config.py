@@ -369,6 +369,82 @@ class TextSettings(_Model):
     )
 
 
+_CAP_KEY = re.compile(r"^max_per_([1-9][0-9]*)_days$")
+_TOTAL_KEY = re.compile(r"^max_contacts_per_([1-9][0-9]*)_days$")
+_CHANNEL = re.compile(r"^[A-Za-z0-9_]+$")
+#: the name by which eligibility rules read a channel's effective consent (`consent_email`)
+CONSENT_PREFIX = "consent_"
+
+
+def _caps(extra: dict[str, Any] | None, pattern: re.Pattern[str], form: str) -> tuple[Cap, ...]:
+    """The caps of `max_..._per_<N>_days: limit` keys, shortest window first; any other key or a
+    limit that is not an integer >= 1 is a _FieldProblem naming the key."""
+    caps = []
+    for key, limit in (extra or {}).items():
+        found = pattern.match(key)
+        if found is None:
+            raise _FieldProblem(
+                (key,), f"unknown field (expected {form}, e.g. {form.replace('<N>', '7')})"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise _FieldProblem((key,), f"must be an integer >= 1 (got {limit!r})")
+        caps.append(Cap(days=int(found.group(1)), limit=limit))
+    return tuple(sorted(caps, key=lambda c: c.days))
+
+
+class Cap(_Model):
+    """At most `limit` contacts in any trailing `days` days (this one included)."""
+
+    days: int = Field(ge=1)
+    limit: int = Field(ge=1)
+
+
+class ChannelPolicy(BaseModel):
+    """`contact_policy.channels.<channel>`: `max_per_<N>_days: limit` keys, as many as wanted."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _keys(self) -> ChannelPolicy:
+        _caps(self.model_extra, _CAP_KEY, "max_per_<N>_days")
+        return self
+
+    @property
+    def caps(self) -> tuple[Cap, ...]:
+        return _caps(self.model_extra, _CAP_KEY, "max_per_<N>_days")
+
+
+class ContactPolicy(BaseModel):
+    """Limits across actions (docs/config.md): per channel, and over every action and channel
+    (`max_contacts_per_<N>_days: limit`). Per-action limits live in the catalog."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    channels: dict[str, ChannelPolicy] = Field(default_factory=dict)
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, channels: dict[str, ChannelPolicy]) -> dict[str, ChannelPolicy]:
+        for name in channels:
+            if not _CHANNEL.match(name):
+                raise _FieldProblem((name,), "channel names use only letters, digits and _")
+        return channels
+
+    @model_validator(mode="after")
+    def _keys(self) -> ContactPolicy:
+        _caps(self.model_extra, _TOTAL_KEY, "max_contacts_per_<N>_days")
+        return self
+
+    @property
+    def total_caps(self) -> tuple[Cap, ...]:
+        """Caps on the customer's contacts of any action on any channel."""
+        return _caps(self.model_extra, _TOTAL_KEY, "max_contacts_per_<N>_days")
+
+    @property
+    def empty(self) -> bool:
+        return not self.total_caps and not any(c.caps for c in self.channels.values())
+
+
 class Config(_Model):
     """The whole configuration; `catalog` is the loaded action catalog named by `actions`."""
 
@@ -381,6 +457,12 @@ class Config(_Model):
     decisioning: Decisioning = Decisioning()
     text: TextSettings = TextSettings()
     drift: DriftSettings = DriftSettings()
+    contact_policy: ContactPolicy = ContactPolicy()
+    consent: dict[str, str] = Field(
+        default_factory=dict,
+        description="channel -> boolean customer attribute: the customer agreed to be contacted "
+        "on it (opt_in / opt_out events override it)",
+    )
     catalog: Catalog = Field(default_factory=Catalog, description="filled by load_config")
 
     @field_validator("outcomes")
@@ -394,6 +476,18 @@ class Config(_Model):
             if name in _RESERVED_OUTCOMES:
                 raise _FieldProblem((name,), f"'{name}' is reserved; choose another outcome name")
         return outcomes
+
+    @field_validator("consent")
+    @classmethod
+    def _consent_names(cls, consent: dict[str, str]) -> dict[str, str]:
+        for channel, attribute in consent.items():
+            if not _CHANNEL.match(channel):
+                raise _FieldProblem((channel,), "channel names use only letters, digits and _")
+            if not _IDENTIFIER.match(attribute):
+                raise _FieldProblem(
+                    (channel,), f"must name a customer attribute (a column name; got {attribute!r})"
+                )
+        return consent
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -421,6 +515,17 @@ class Config(_Model):
                     ("objective", "outcome_values", name), f"{why} (outcomes: {known})"
                 )
         return self
+
+    @property
+    def policy_channels(self) -> tuple[str, ...]:
+        """Every channel the catalog, the channel caps or consent name, sorted."""
+        named = {c for a in self.catalog.actions for c in a.channels or ()}
+        return tuple(sorted(named | set(self.contact_policy.channels) | set(self.consent)))
+
+    @property
+    def consent_rule_names(self) -> tuple[str, ...]:
+        """The names by which rules read consent (`consent_<channel>`): none without `consent`."""
+        return tuple(f"{CONSENT_PREFIX}{c}" for c in self.policy_channels) if self.consent else ()
 
     def outcome_for_role(self, role: Role) -> tuple[str, OutcomeSpec] | None:
         """The (name, spec) of the outcome playing `role`, or None if no outcome has it."""

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from training.config import SCORE_COLUMNS, Config
+from training.config import CONSENT_PREFIX, SCORE_COLUMNS, Config
 from training.features.definition import to_matrix
 from training.policy.arbitration import Candidates, arbitrate, eligibility_mask
 from training.policy.control import control_mask
@@ -30,6 +30,9 @@ from training.policy.value import net_value
 from training.registry.bundle import Bundle
 
 CONTROL_COLUMN = "control_group"
+#: features-frame columns of a channel's effective consent, added by serving.batch.contacts;
+#: rules read them as `consent_<channel>`, and the candidates frame keeps them
+CONSENT_COLUMN = "consent:"
 SELECTED_COLUMN = "selected"
 ELIGIBLE, VALUE = "eligible", "expected_value"
 
@@ -70,8 +73,15 @@ def score_chunk(bundle: Bundle, features: pd.DataFrame) -> pd.DataFrame:
     known = {c: v for c, v in scores.items() if not np.isnan(v).all()}
     cost = np.array([a.cost for a in config.catalog.actions], dtype=np.float64)
     value = net_value(uplift, known, cost, config.objective, config.outcomes).expected_value
-    namespace = features.drop(columns=list(SCORE_COLUMNS), errors="ignore").reset_index(drop=True)
-    eligible = eligibility_mask(config.catalog, pd.concat([namespace, frame], axis=1))
+    consent = [c for c in features.columns if str(c).startswith(CONSENT_COLUMN)]
+    namespace = features.drop(columns=[*SCORE_COLUMNS, *consent], errors="ignore")
+    namespace = namespace.reset_index(drop=True)
+    given = {c: features[c].to_numpy(dtype=bool) for c in consent}
+    rule_names = {CONSENT_PREFIX + c.removeprefix(CONSENT_COLUMN): v for c, v in given.items()}
+    inputs = pd.concat([namespace, frame], axis=1)
+    if rule_names:
+        inputs = pd.concat([inputs, pd.DataFrame(rule_names)], axis=1)
+    eligible = eligibility_mask(config.catalog, inputs)
     columns: dict[str, NDArray[np.generic]] = {}
     for j, action in enumerate(config.catalog.ids):
         columns[candidate_column(action, ELIGIBLE)] = eligible[:, j]
@@ -80,12 +90,16 @@ def score_chunk(bundle: Bundle, features: pd.DataFrame) -> pd.DataFrame:
             column = uplift.get(outcome)
             upl = np.full(len(frame), np.nan) if column is None else column[:, j]
             columns[candidate_column(action, f"uplift_{outcome}")] = upl
+    columns |= given  # the consent the policy reads again (serving.batch.contacts)
     return pd.concat([frame, pd.DataFrame(columns)], axis=1)
 
 
 def empty_candidates(bundle: Bundle) -> pd.DataFrame:
     """A zero-row candidates frame with the right columns and dtypes (Dask's `meta`)."""
     columns = {name: pd.Series([], dtype=np.float32) for name in bundle.builder.feature_names_}
+    if bundle.config.consent:
+        channels = bundle.config.policy_channels
+        columns |= {f"{CONSENT_COLUMN}{c}": pd.Series([], dtype=bool) for c in channels}
     empty = pd.DataFrame({"customer_id": pd.Series([], dtype=object), **columns})
     return score_chunk(bundle, bundle.prepare(empty))
 

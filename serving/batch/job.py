@@ -23,8 +23,8 @@ import json
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +32,7 @@ import duckdb
 import pandas as pd
 
 from serving.batch.chunks import has_actions, score_chunk
+from serving.batch.contacts import ChunkPolicy, ContactSources, SendLog
 from serving.batch.drift import DRIFT_FILE, PROFILE_FILE, DriftReport, RunWatch, read_previous
 from serving.batch.output import (
     ACTIONS_FILE,
@@ -56,6 +57,7 @@ from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
 from training.policy.campaign import CampaignLimits
+from training.policy.contact import OPT_IN, OPT_OUT
 from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 
@@ -108,11 +110,12 @@ def local_frames(
     con: duckdb.DuckDBPyConnection,
     bundle: Bundle,
     population: Population,
+    policy: ChunkPolicy | None = None,
     watch: Watch | None = None,
 ) -> Generator[pd.DataFrame]:
-    """The local engine: each chunk's features (computed and shown to `watch` one chunk ahead),
-    then its candidates frame, in this process."""
-    chunks = watched(iter_features(con, bundle.builder, population), watch)
+    """The local engine: each chunk's features (computed one chunk ahead, with consent when the
+    policy has it, and shown to `watch`: the run's drift profile), then its candidates frame."""
+    chunks = watched(iter_features(con, bundle.builder, population, policy), watch)
     for _, features in prefetched(chunks):
         yield score_chunk(bundle, features)
 
@@ -125,13 +128,30 @@ def score(
     settings: BatchSettings | None = None,
     progress: Progress | None = None,
     thresholds: DriftSettings | None = None,
+    contacts: ContactSources | None = None,
 ) -> ScoreSummary:
     """Validate, load the bundle, score every active customer chunk by chunk and write the output
     with its drift (thresholds: the bundle's `drift` config unless given)."""
+    check_output_dir(out)  # before the model: an unwritable output is the error, not the lookup
+    bundle = load_bundle(model_ref)
+    return score_bundle(data, as_of, out, bundle, settings, progress, contacts, thresholds)
 
+
+def score_bundle(
+    data: Path,
+    as_of: date,
+    out: Path,
+    bundle: Bundle,
+    settings: BatchSettings | None = None,
+    progress: Progress | None = None,
+    contacts: ContactSources | None = None,
+    thresholds: DriftSettings | None = None,
+) -> ScoreSummary:
+    """`score` with a loaded bundle. With `contacts`, the contact policy and consent apply as of
+    `contacts.now`, and with `contacts.record` the run's sends are recorded once the output is
+    complete, inside its atomic write (a failed run records nothing)."""
     settings = settings or BatchSettings()
     check_output_dir(out)
-    bundle = load_bundle(model_ref)
     previous = previous_partition(out, as_of)
     watch = RunWatch(
         bundle,
@@ -140,6 +160,7 @@ def score(
         read_previous(previous[1] if previous else None),
     )
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
+    contacts = contacts or ContactSources(now=datetime.now(UTC))
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
         check_scoring_date(as_of, span, bundle.metadata.as_of)
@@ -152,6 +173,15 @@ def score(
             with_actions=has_actions(bundle),
             limits=CampaignLimits.of(bundle.config.catalog, settings.budget),
         )
+        policy = None
+        if spec.with_actions:
+            events = consent_events(con, contacts) if bundle.config.consent else None
+            policy = ChunkPolicy(bundle.config, contacts, events)
+        sends = None
+        if policy is not None and contacts.record:
+            if contacts.history is None:
+                raise NextbestError("recording contacts needs a contact history to record them in")
+            sends = SendLog(bundle.config, policy.channels, spec.model_version, contacts.now)
 
         def history(tmp: Path) -> None:  # under the output lock: no partition vanishes meanwhile
             carry_over(out, tmp, as_of, settings.keep_runs)
@@ -160,10 +190,30 @@ def score(
         with atomic_directory(out, before_swap=history) as tmp:
             run = tmp / partition_name(as_of)
             run.mkdir()
-            stats = _run_engine(con, bundle, population, settings, spec, tmp, progress, watch)
+            stats = _run_engine(
+                con, bundle, population, settings, spec, tmp, progress, watch, policy, sends
+            )
             drift = watch.finish(run, spec.model_version)
+            record = None if sends is None else sends.batch(as_of.isoformat())
+            if record is not None:
+                stats = replace(stats, recorded=len(record))
             _write_manifest(run / MANIFEST, spec, stats, drift)
+            if record is not None and contacts.history is not None:
+                # the last step: a failure leaves no output either
+                contacts.history.record_contacts(record)
     return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats, drift)
+
+
+def consent_events(con: duckdb.DuckDBPyConnection, contacts: ContactSources) -> pd.DataFrame:
+    """Every opt_in / opt_out event up to the run: the data set's and the posted ones."""
+    found = con.execute(
+        "SELECT customer_id, ts, channel, event_type FROM events "
+        "WHERE event_type IN (?, ?) AND ts <= ?",
+        [OPT_IN, OPT_OUT, contacts.now.astimezone(UTC).replace(tzinfo=None)],
+    ).fetchdf()
+    if contacts.events is None or len(contacts.events) == 0:
+        return found
+    return pd.concat([found, contacts.events[list(found.columns)]], ignore_index=True)
 
 
 def _run_engine(
@@ -175,17 +225,26 @@ def _run_engine(
     tmp: Path,
     progress: Progress | None,
     watch: RunWatch,
+    policy: ChunkPolicy | None = None,
+    sends: SendLog | None = None,
 ) -> OutputStats:
-    """Feed the chosen engine's candidates frames to the writer (into this run's partition)."""
+    """Feed the chosen engine's candidates frames, under the contact policy, to the writer (into
+    this run's partition)."""
     run = tmp / partition_name(spec.as_of)
     if settings.engine == "local":
-        local = local_frames(con, bundle, population, watch.features)
+        local = local_frames(con, bundle, population, policy, watch.features)
         with closing(local):  # joins the prefetch
-            return write_outputs(run, local, spec, progress)
+            return write_outputs(run, _policed(local, policy, population), spec, progress, sends)
     from serving.batch.dask_engine import dask_frames
 
-    with dask_frames(con, bundle, population, settings, tmp, watch.features) as frames:
-        return write_outputs(run, frames, spec, progress)
+    with dask_frames(con, bundle, population, settings, tmp, policy, watch.features) as frames:
+        return write_outputs(run, _policed(frames, policy, population), spec, progress, sends)
+
+
+def _policed(
+    frames: Iterator[pd.DataFrame], policy: ChunkPolicy | None, population: Population
+) -> Iterator[pd.DataFrame]:
+    return frames if policy is None else policy.frames(frames, population.chunks)
 
 
 def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats, drift: DriftReport) -> None:
@@ -198,6 +257,8 @@ def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats, drift: Dri
     }
     if stats.action_rows is not None:
         manifest |= {"actions": stats.action_rows, "selected": stats.selected}
+    if stats.recorded is not None:
+        manifest["contacts_recorded"] = stats.recorded
     if stats.allocation is not None:
         manifest["campaign"] = {
             "budget": spec.limits.budget,

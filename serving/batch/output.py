@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from serving.batch.chunks import (
 )
 from training.config import Config
 from training.policy.campaign import Allocation, AllocationInput, CampaignLimits
+
+if TYPE_CHECKING:
+    from serving.batch.contacts import SendLog
 
 SCORES_FILE = "scores.parquet"
 ACTIONS_FILE = "actions.parquet"
@@ -93,6 +96,7 @@ class OutputStats:
     action_rows: int | None  # None: no actions table (no uplift models or an empty catalog)
     selected: int
     allocation: Allocation | None  # None: unconstrained
+    recorded: int | None = None  # decisions recorded as contacts (None: not asked)
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,14 @@ def write_outputs(
     frames: Iterable[pd.DataFrame],
     spec: OutputSpec,
     progress: Progress | None = None,
+    sends: SendLog | None = None,
 ) -> OutputStats:
-    """Write scores (and actions) of every candidates frame into `folder`, in frame order."""
+    """Write scores (and actions) of every candidates frame into `folder`, in frame order;
+    `sends` collects the decisions `--record-contacts` records."""
     progress = progress or _Silent()
     progress.phase("scoring", spec.customers)
     if spec.with_actions and spec.limits.binding:
-        return _two_pass(folder, frames, spec, progress)
+        return _two_pass(folder, frames, spec, progress, sends)
     scores, actions = ParquetSink(folder / SCORES_FILE), ParquetSink(folder / ACTIONS_FILE)
     control = selected = 0
     for frame in frames:
@@ -126,6 +132,8 @@ def write_outputs(
         if spec.with_actions:
             table = actions_table(unpack(frame, spec.config))
             actions.write(table)
+            if sends is not None:
+                sends.add(frame, table)
             selected += int(table[SELECTED_COLUMN].sum())
         progress.advance(len(frame))
     scores.close()
@@ -136,7 +144,11 @@ def write_outputs(
 
 
 def _two_pass(
-    folder: Path, frames: Iterable[pd.DataFrame], spec: OutputSpec, progress: Progress
+    folder: Path,
+    frames: Iterable[pd.DataFrame],
+    spec: OutputSpec,
+    progress: Progress,
+    sends: SendLog | None,
 ) -> OutputStats:
     """Scores and the spool first, then the allocation, then actions from the spool."""
     spool = folder / SPOOL_DIR
@@ -158,9 +170,13 @@ def _two_pass(
     progress.phase("allocating and ranking", spec.customers)
     actions, offset = ParquetSink(folder / ACTIONS_FILE), 0
     for part in parts:
-        chunk = unpack(pd.read_parquet(part), spec.config)
+        frame = pd.read_parquet(part)
+        chunk = unpack(frame, spec.config)
         n = len(chunk.customer_id)
-        actions.write(actions_table(chunk, allocation.chosen[offset : offset + n]))
+        table = actions_table(chunk, allocation.chosen[offset : offset + n])
+        actions.write(table)
+        if sends is not None:
+            sends.add(frame, table)
         offset += n
         part.unlink()
         progress.advance(n)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from typing import Protocol
 
 import duckdb
 import pandas as pd
@@ -91,12 +92,21 @@ def chunk_features(
         con.execute(f"DROP TABLE IF EXISTS {CHUNK}")
 
 
+class AddsConsent(Protocol):
+    def with_consent(self, features: pd.DataFrame) -> pd.DataFrame: ...
+
+
 def iter_features(
-    con: duckdb.DuckDBPyConnection, builder: FeatureBuilder, population: Population
+    con: duckdb.DuckDBPyConnection,
+    builder: FeatureBuilder,
+    population: Population,
+    policy: AddsConsent | None = None,
 ) -> Iterator[tuple[ChunkRange, pd.DataFrame]]:
-    """Every chunk's features, in plan order."""
+    """Every chunk's features, in plan order (with its customers' consent, given a policy:
+    serving.batch.contacts.ChunkPolicy)."""
     for chunk in population.chunks:
-        yield chunk, chunk_features(con, builder, chunk)
+        features = chunk_features(con, builder, chunk)
+        yield chunk, features if policy is None else policy.with_consent(features)
 
 
 Watch = Callable[[pd.DataFrame], None]

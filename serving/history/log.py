@@ -17,14 +17,14 @@ database's write lock), so replicas that accept the same action at once cannot b
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -35,6 +35,13 @@ from training.policy.contact import Contact
 
 ACCEPTED = "accepted"
 DECLINED = "declined"
+SENT = "sent"  # the feedback outcome of a batch send (`nextbest score --record-contacts`)
+#: (customer_id, action_id, channel, ts as ISO text, outcome): the contact history's plain rows
+HistoryRows = list[tuple[str, str, str, str, str]]
+BATCH_COLUMNS = (
+    "decision_id", "ts", "customer_id", "channel", "model_version", "action_id", "propensity",
+    "control_group", "context",
+)  # fmt: skip
 CUSTOMER_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:customer, 0))"
 
 
@@ -136,17 +143,73 @@ class DecisionLog:
         shown action also becomes a contact at the decision's time (an accepted feedback row)."""
         if not records:
             return
+        rows = [
+            {"decision_id": r.decision_id, "customer_id": r.customer_id, "action_id": a}
+            | {"outcome": ACCEPTED, "ts": _iso(r.ts)}
+            for r in records
+            for a in r.actions
+        ]
+        self._insert([_row(r) for r in records], rows if accepted else [])
+
+    def record_contacts(self, batch: pd.DataFrame) -> int:
+        """Record a batch's sends (BATCH_COLUMNS; `action_id` "control" for the control group) in
+        one transaction, all or nothing: each a decision row, and each sent action a `sent`
+        feedback row, so the service, the next batch and `export-exposures` see them (`sent`, not
+        `accepted`: feedback on the send later does not replace it). Returns the rows recorded."""
+        missing = [c for c in BATCH_COLUMNS if c not in batch.columns]
+        if missing:
+            raise NextbestError(f"batch contacts: missing columns {missing}")
+        ts = [_iso(t) for t in pd.to_datetime(batch["ts"], utc=True)]
+        ids, customers, channels, versions, contexts = (
+            batch[c].astype(str).tolist()
+            for c in ("decision_id", "customer_id", "channel", "model_version", "context")
+        )
+        actions = batch["action_id"].astype(str).tolist()
+        propensity = batch["propensity"].astype(float).tolist()
+        control = batch["control_group"].to_numpy(dtype=bool).tolist()
+        shown = ["[]" if a == "control" else json.dumps([a]) for a in actions]
+        names = ("decision_id", "ts", "customer_id", "channel", "model_version", "action_id",
+                 "propensity", "control_group", "actions", "context")  # fmt: skip
+        decided = [
+            dict(zip(names, values, strict=True)) | {"explored": 0, "cold_start": 0}
+            for values in zip(
+                ids,
+                ts,
+                customers,
+                channels,
+                versions,
+                actions,
+                propensity,
+                [int(c) for c in control],
+                shown,
+                contexts,
+                strict=True,
+            )  # fmt: skip
+        ]
+        sent = [
+            {"decision_id": d, "customer_id": c, "action_id": a, "outcome": SENT, "ts": t}
+            for d, c, a, t in zip(ids, customers, actions, ts, strict=True)
+            if a != "control"
+        ]
+        try:
+            self._insert(decided, sent)
+        except (HistoryUnavailableError, DBAPIError) as exc:
+            cause = exc.__cause__ if isinstance(exc, HistoryUnavailableError) else exc
+            orig = getattr(cause, "orig", cause)
+            raise NextbestError(
+                f"{self.where}: cannot record the batch's contacts ({orig}); nothing was recorded"
+            ) from exc
+        return len(batch)
+
+    def _insert(
+        self, decided: Sequence[Mapping[str, object]], fed: Sequence[Mapping[str, object]]
+    ) -> None:
+        """Decision rows and feedback rows in one transaction: all or nothing."""
         with self._write() as con:
-            con.execute(insert(decisions), [_row(r) for r in records])
-            if accepted:
-                rows = [
-                    {"decision_id": r.decision_id, "customer_id": r.customer_id, "action_id": a}
-                    | {"outcome": ACCEPTED, "ts": _iso(r.ts)}
-                    for r in records
-                    for a in r.actions
-                ]
-                if rows:
-                    con.execute(insert(feedback), rows)
+            if decided:
+                con.execute(insert(decisions), decided)
+            if fed:
+                con.execute(insert(feedback), fed)
 
     def feedback(
         self,
@@ -154,22 +217,22 @@ class DecisionLog:
         action_id: str,
         outcome: str,
         ts: datetime,
-        allowed: Callable[[list[Contact]], bool] | None = None,
+        allowed: Callable[[HistoryRows, str], bool] | None = None,
     ) -> None:
         """Store feedback on an action a logged decision showed; committed before returning.
 
-        An acceptance is checked by `allowed` against the customer's other contacts inside the
-        same transaction, under the customer's lock, so of two concurrent acceptances of one
+        An acceptance is checked by `allowed` (the customer's contact history of other decisions,
+        as `contact_history` reads it, and the decision's channel) inside the same transaction, under the customer's lock, so of two concurrent acceptances of one
         action (on any replica), the second sees the first and is refused."""
         with self._write() as con:
             found = con.execute(
-                select(decisions.c.customer_id, decisions.c.actions).where(
+                select(decisions.c.customer_id, decisions.c.actions, decisions.c.channel).where(
                     decisions.c.decision_id == decision_id, decisions.c.shadow == 0
                 )
             ).first()
             if found is None:
                 raise UnknownDecisionError(f"unknown decision_id {decision_id!r}")
-            customer, shown = found
+            customer, shown, channel = found
             if action_id not in json.loads(shown):
                 raise NotOfferedError(
                     f"action {action_id!r} was not offered in decision {decision_id}"
@@ -177,8 +240,9 @@ class DecisionLog:
             if self.postgres:
                 con.execute(text(CUSTOMER_LOCK), {"customer": customer})
             if outcome == ACCEPTED and allowed is not None:
-                others = _contacts(con, customer, datetime.min.replace(tzinfo=UTC), decision_id)
-                if not allowed(others):
+                since = datetime.min.replace(tzinfo=UTC)
+                others = _history_rows(con, since, [customer], None, decision_id)
+                if not allowed(others, channel):
                     raise ContactConflictError(
                         f"action {action_id!r} was already received by this customer inside "
                         "its cool-down or frequency limit; acceptance not recorded"
@@ -229,6 +293,34 @@ class DecisionLog:
             ).all()
         frame = pd.DataFrame(rows, columns=["customer_id", "action_id", "channel", "ts"])
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
+        return frame
+
+    def contact_history(
+        self,
+        since: datetime,
+        customers: list[str] | None = None,
+        id_range: tuple[str | None, str | None] | None = None,
+    ) -> HistoryRows:
+        """The contact history from `since` on, as plain rows (customer_id, action_id, channel,
+        ts as ISO text, outcome), of the given customers, or of low <= customer_id < high
+        (`id_range`, None: open), or of everyone. One row per shown action: its latest feedback
+        (`accepted`, `declined`, ...), as the service counts; a batch send (`sent`) is a row of
+        its own, whatever feedback followed. The channel is the decision's."""
+        with self._read() as con:
+            return _history_rows(con, since, customers, id_range, "")
+
+    def contact_history_frame(
+        self,
+        since: datetime,
+        customers: list[str] | None = None,
+        id_range: tuple[str | None, str | None] | None = None,
+    ) -> pd.DataFrame:
+        """`contact_history` as a DataFrame (ts as UTC timestamps): the batch side's reads."""
+        frame = pd.DataFrame.from_records(
+            self.contact_history(since, customers, id_range),
+            columns=["customer_id", "action_id", "channel", "ts", "outcome"],
+        )
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
         return frame
 
     def count(self) -> int:
@@ -283,6 +375,44 @@ LATEST_IN_RANGE = """
         FROM feedback) AS latest JOIN decisions AS d ON d.decision_id = latest.decision_id
     WHERE k = 1 AND outcome = :outcome AND latest.ts >= :since AND latest.ts < :until
     ORDER BY latest.customer_id, latest.ts"""
+
+
+CONTACT_HISTORY = """
+    SELECT f.customer_id, f.action_id, d.channel, f.ts, f.outcome FROM (
+        SELECT decision_id, customer_id, action_id, outcome, ts, row_number() OVER (
+            PARTITION BY decision_id, action_id, outcome = 'sent'
+            ORDER BY ts DESC, seq DESC) AS k
+        FROM feedback WHERE ts >= :since AND decision_id != :other AND {customers}) AS f
+    JOIN decisions AS d ON d.decision_id = f.decision_id
+    WHERE f.k = 1"""
+
+
+def _history_rows(
+    con: Connection,
+    since: datetime,
+    customers: list[str] | None,
+    id_range: tuple[str | None, str | None] | None,
+    other_than: str,
+) -> HistoryRows:
+    """`DecisionLog.contact_history` on an open connection, leaving out decision `other_than`."""
+    params: dict[str, object] = {"since": _iso(since), "other": other_than}
+    if customers is not None:
+        if not customers:
+            return []
+        query = text(CONTACT_HISTORY.format(customers="customer_id IN :customers"))
+        query = query.bindparams(bindparam("customers", expanding=True))
+        params["customers"] = list(customers)
+    else:
+        low, high = id_range or (None, None)
+        conds = ["1 = 1"]
+        if low is not None:
+            conds.append("customer_id >= :low")
+            params["low"] = low
+        if high is not None:
+            conds.append("customer_id < :high")
+            params["high"] = high
+        query = text(CONTACT_HISTORY.format(customers=" AND ".join(conds)))  # noqa: S608
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in con.execute(query, params).all()]
 
 
 def _contacts(

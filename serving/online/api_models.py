@@ -145,6 +145,11 @@ class RecommendResponse(BaseModel):
     explored: bool = Field(description="the first action was chosen by exploration")
     propensity: float = Field(description="probability of the first action (or of none)")
     currency: str
+    reason: str | None = Field(
+        default=None,
+        description="why no action is shown when consent or a contact limit across actions is "
+        "the cause (e.g. the customer opted out of the channel); null otherwise",
+    )
 
 
 class ScoreResponse(BaseModel):

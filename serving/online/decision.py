@@ -19,13 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from serving.online.store import FeatureRow
 from training.config import CONTROL, SCORE_COLUMNS
+from training.errors import ConfigError
 from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
+from training.policy.contact import ContactRules, PolicyMask
 from training.policy.control import in_control
 from training.policy.value import net_value
 from training.registry.bundle import Bundle
@@ -34,6 +37,18 @@ from training.rules import CHANNEL_NAME, context_name
 
 class UnknownChannelError(ValueError):
     """The request names a channel no catalog action is offered on."""
+
+
+class Allowed(NamedTuple):
+    """What the contact policy allows one customer at a decision: the (k,) action mask on the
+    request's channel (any channel for ""), the `consent_<channel>` names the rules read, the
+    policy's parts (for the reason given when nothing is shown) and whether the customer has
+    consent on no channel at all."""
+
+    actions: NDArray[np.bool_]
+    consent: dict[str, object]
+    mask: PolicyMask
+    nowhere: bool
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,12 @@ class Decider:
         self.n_features = len(bundle.builder.feature_names_)
         self._rule_features = self._rule_feature_decoders(bundle)
         self.channels = frozenset(c for a in self.catalog.actions for c in a.channels or ())
+        self.rules = ContactRules.of(bundle.config)
+        missing = sorted(set(self.rules.consent.values()) - set(self._rule_features))
+        if missing:
+            raise ConfigError(
+                f"consent: the customer attribute '{missing[0]}' is not a feature of this bundle"
+            )
 
     @staticmethod
     def _rule_feature_decoders(bundle: Bundle) -> dict[str, tuple[int, tuple[str, ...] | None]]:
@@ -115,6 +136,7 @@ class Decider:
         categories = {s.name: tuple(s.categories) for s in bundle.builder.static_
                       if s.kind == "categorical"}  # fmt: skip
         read = {n for a in bundle.config.catalog.actions for n in a.names_read}
+        read |= set(bundle.config.consent.values())  # consent attributes, read for the policy
         return {n: (names.index(n), categories.get(n)) for n in sorted(read & set(names))}
 
     # -- the steps ---------------------------------------------------------------------------
@@ -153,6 +175,13 @@ class Decider:
         if row is None:
             return np.full(self.n_features, np.nan, dtype=np.float32)
         return row.vector
+
+    def attribute(self, row: FeatureRow | None, name: str) -> float:
+        """A numeric customer attribute (a consent flag) of the row; NaN when unknown."""
+        if row is None or name not in self._rule_features:
+            return np.nan
+        value = row.namespace.get(name, row.vector[self._rule_features[name][0]])
+        return float(value) if isinstance(value, int | float | np.floating) else np.nan
 
     def namespace(
         self,
@@ -195,9 +224,11 @@ class Decider:
         request: DecisionRequest,
         allowed: NDArray[np.bool_] | None,
         rng: np.random.Generator,
+        inputs: Mapping[str, object] | None = None,
     ) -> Decision:
-        """The whole decision: evaluate, rank greedily, then apply the control group and exploration."""
-        evaluation = self.evaluate(row, request.channel, request.rule_inputs())
+        """The whole decision: evaluate, rank greedily, then apply the control group and
+        exploration; `inputs` are more names for the rules (the customer's `consent_<channel>`)."""
+        evaluation = self.evaluate(row, request.channel, request.rule_inputs() | dict(inputs or {}))
         mask = evaluation.eligible & exclude_mask(self.action_ids, request.exclude)
         if allowed is not None:
             mask &= allowed

@@ -103,7 +103,7 @@ def load_runtime(
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
     decider = Decider(bundle, stored_outputs=own_store)
     live = LiveFeatures(bundle)
-    same = challenger is None or challenger.decider.catalog == bundle.config.catalog
+    same = challenger is None or _same_policy(challenger.decider.bundle, bundle)
     return Runtime(decider, Explainer(bundle), store, version, key, live, challenger, error, same)
 
 
@@ -128,3 +128,10 @@ def _challenger(
         return None, f"challenger: {type(exc).__name__}: {exc}"
     decider = Decider(bundle, stored_outputs=False)  # the store's outputs are the champion's
     return Arm(CHALLENGER, decider, Explainer(bundle), bundle.version or ""), None
+
+
+def _same_policy(one: Bundle, other: Bundle) -> bool:
+    """Whether two bundles allow the same contacts (catalog, contact policy, consent), so one
+    contact-policy mask serves both arms of a request."""
+    a, b = one.config, other.config
+    return (a.catalog, a.contact_policy, a.consent) == (b.catalog, b.contact_policy, b.consent)

@@ -35,6 +35,8 @@ from typing import Any, cast
 
 import bentoml
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -45,6 +47,7 @@ from serving.history.log import (
     ContactConflictError,
     DecisionLog,
     DecisionRecord,
+    HistoryRows,
     HistoryUnavailableError,
     NotOfferedError,
     UnknownDecisionError,
@@ -65,7 +68,7 @@ from serving.online.api_models import (
 )
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
-from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
+from serving.online.decision import Allowed, Decision, DecisionRequest, UnknownChannelError
 from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
@@ -106,14 +109,18 @@ from serving.online.settings import ServingSettings
 from serving.online.shadow import ShadowRunner, ShadowTask
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
-from training.config import Catalog
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
-    Contact,
-    allowed_mask,
-    decline_lookback,
-    declines_allowed,
-    lookback,
+    OPT_IN,
+    OPT_OUT,
+    ConsentEvents,
+    acceptance_allowed,
+    consent_mask,
+    consent_names,
+    history_of_rows,
+    on_any_channel,
+    policy_mask,
+    suppression_reason,
 )
 from training.policy.control import hash_point
 
@@ -121,6 +128,8 @@ GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython'
 MAX_ID_CHARS = 128
 PENDING_GRACE = timedelta(seconds=10)  # a pending event this old lost its request: evaluate it
 MAX_TRIGGERED = 3  # actions a triggered decision shows at most
+CONSENT_TYPES = (OPT_IN, OPT_OUT)
+CONSENT_EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type")
 RETIRE_SECONDS = (
     2.0  # a replaced runtime is closed this long after the swap (requests finish first)
 )
@@ -439,13 +448,13 @@ class Nextbest:
         row = self._row(runtime, request.customer_id, now)
         shown, hidden = self._arms(runtime, ask)
         with _history_or_503(ctx):
-            allowed = self._allowed(shown.decider.catalog, request.customer_id, now)
+            allowed = self._allowed(runtime, shown, row, ask, now)
             hidden_allowed = allowed
             if hidden is not None and not runtime.same_catalog:
-                hidden_allowed = self._allowed(hidden.decider.catalog, request.customer_id, now)
-        decision, reasons = self._decide(shown, row, ask, now, allowed)
+                hidden_allowed = self._allowed(runtime, hidden, row, ask, now)
+        decision, reasons, why = self._decide(shown, row, ask, now, allowed)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, request.customer_id, shown, decision, reasons)
+        response = _response(decision_id, request.customer_id, shown, decision, reasons, why)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         with _history_or_503(ctx):  # not stored, not answered: the client retries
             self.log.record(
@@ -484,15 +493,13 @@ class Nextbest:
         row: FeatureRow | None,
         ask: DecisionRequest,
         now: datetime,
-        allowed: NDArray[np.bool_] | None = None,
-    ) -> tuple[Decision, dict[str, list[str]]]:
-        """The decision of `arm` for `ask` under the contact policy as of `now` (its mask, when
-        the caller has it already), with its reasons: one path for /recommend and for triggered
-        decisions."""
+        allowed: Allowed,
+    ) -> tuple[Decision, dict[str, list[str]], str | None]:
+        """The decision of `arm` for `ask` under its contact policy and consent as of `now`
+        (`allowed`, from `_allowed`), with its reasons, and why nothing is shown when consent or
+        a cap across actions is the cause: one path for /recommend and triggered decisions."""
         decider = arm.decider
-        if allowed is None:
-            allowed = self._allowed(decider.catalog, ask.customer_id, now)
-        decision = decider.decide(row, ask, allowed, self.rng)
+        decision = decider.decide(row, ask, allowed.actions, self.rng, allowed.consent)
         reasons = arm.explainer.explain(
             decider.vector(row),
             decision.actions,
@@ -500,19 +507,65 @@ class Nextbest:
             decision.cold_start,
             ask.rule_inputs(),
         )
-        return decision, reasons
+        why = None
+        if not decision.actions:
+            why = suppression_reason(allowed.mask, 0, ask.channel, allowed.nowhere)
+        return decision, reasons, why
 
-    def _allowed(self, catalog: Catalog, customer_id: str, now: datetime) -> NDArray[np.bool_]:
-        """The contact policy's mask: contact limits on what was received, and actions declined
-        too often (`suppress_after_declines`), from the decision log."""
-        since = decline_lookback(catalog)
-        contacts, declines = self.log.policy_history(
-            customer_id, now - lookback(catalog), now - since if since else None
+    def _allowed(
+        self,
+        runtime: Runtime,
+        arm: Arm,
+        row: FeatureRow | None,
+        ask: DecisionRequest,
+        now: datetime,
+    ) -> Allowed:
+        """What `arm`'s contact policy allows this customer (`Allowed`): the same `policy_mask`
+        batch scoring applies to a chunk, on this customer's contact history."""
+        decider, customer = arm.decider, ask.customer_id
+        rules = decider.rules
+        channels = rules.evaluated(ask.channel)
+        since = now - rules.lookback
+        history = self.log.contact_history(since, customers=[customer])
+        consent, names, nowhere = None, {}, False
+        if rules.consent:
+            every = tuple(dict.fromkeys([*channels, *rules.channels]))  # evaluated ones first
+            attributes = {a: np.array([decider.attribute(row, a)]) for a in rules.consent.values()}
+            events = ConsentEvents.of_rows(self._consent_events(runtime, customer), [customer])
+            given = consent_mask(rules, 1, every, attributes, events, now)
+            assert given is not None
+            consent = given[:, : len(channels)]
+            nowhere = not given[0, [every.index(c) for c in rules.channels]].any()
+            names = {n: bool(v[0]) for n, v in consent_names(rules, every, given).items()}
+        mask = policy_mask(
+            rules, history_of_rows(history, [customer], rules), 1, now, channels, consent
         )
-        allowed = allowed_mask(catalog, contacts, now)
-        if since:
-            allowed &= declines_allowed(catalog, declines, now)
-        return allowed
+        allowed, _ = on_any_channel(mask.allowed(), rules.offered(channels))
+        return Allowed(np.asarray(allowed[0], dtype=bool), dict(names), mask, nowhere)
+
+    def _consent_events(
+        self, runtime: Runtime, customer: str
+    ) -> list[tuple[str, datetime, str, str]]:
+        """The customer's opt_in / opt_out events (customer_id, ts, channel, event_type): from
+        the data (the stored journey) and posted through /events."""
+        found: list[tuple[str, datetime, str, str]] = []
+        try:
+            history = runtime.store.history(customer)
+        except StoreChangedError:
+            UNAVAILABLE.inc()
+            self._wake.set()
+            raise Unavailable(
+                "the online store is being replaced; retry shortly", "store overwritten in place"
+            ) from None
+        if history is not None:
+            table = history.events.select(list(CONSENT_EVENT_COLUMNS))
+            chosen = pc.is_in(table["event_type"], value_set=pa.array(CONSENT_TYPES))
+            for e in table.filter(chosen).to_pylist():
+                found.append((e["customer_id"], e["ts"], e["channel"], e["event_type"]))
+        for e in self.events.for_customer(customer):
+            if e.event_type in CONSENT_TYPES:
+                found.append((e.customer_id, e.ts, e.channel, e.event_type))
+        return found
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
         """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
@@ -566,17 +619,18 @@ class Nextbest:
     @bentoml.api(route="/feedback")
     async def feedback(self, request: FeedbackRequest, /, ctx: bentoml.Context) -> FeedbackResponse:
         """Store what happened to a shown action; committed before the answer. An acceptance the
-        contact policy forbids (the action was received from another decision inside its
-        cool-down) is refused with 409, race-free across workers."""
+        contact policy forbids (the action, or with it more than a cap of the decision's channel
+        or across channels, received from another decision: accepted online or sent by a batch) is
+        refused with 409, race-free across workers."""
         now = self.settings.clock()
         runtime = self.runtime
-        allowed: Callable[[list[Contact]], bool] | None = None
+        allowed: Callable[[HistoryRows, str], bool] | None = None
         if runtime is not None and request.action_id in runtime.decider.action_ids:
-            catalog = runtime.decider.catalog
+            rules = runtime.decider.rules
             index = runtime.decider.action_ids.index(request.action_id)
 
-            def policy_allows(contacts: list[Contact]) -> bool:
-                return bool(allowed_mask(catalog, contacts, now)[index])
+            def policy_allows(others: HistoryRows, channel: str) -> bool:
+                return acceptance_allowed(rules, others, index, channel, now)
 
             allowed = policy_allows
         try:
@@ -673,9 +727,10 @@ class Nextbest:
         context = {"trigger_event_type": event.event_type}
         ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
         champion = runtime.champion  # triggered decisions are the champion's (docs/api.md)
-        decision, reasons = self._decide(champion, row, ask, now)
+        allowed = self._allowed(runtime, champion, row, ask, now)
+        decision, reasons, why = self._decide(champion, row, ask, now, allowed)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, event.customer_id, champion, decision, reasons)
+        response = _response(decision_id, event.customer_id, champion, decision, reasons, why)
         trigger = dict(context) | {"trigger_event_id": event.event_id}
         self.log.record(
             _record(decision_id, now, event.customer_id, channel, trigger, champion, decision)
@@ -856,6 +911,7 @@ def _response(
     arm: Arm,
     decision: Decision,
     reasons: dict[str, list[str]],
+    why: str | None = None,
 ) -> RecommendResponse:
     catalog = arm.decider.catalog
     actions = []
@@ -884,4 +940,5 @@ def _response(
         explored=decision.explored,
         propensity=decision.propensity,
         currency=arm.decider.bundle.config.objective.currency,
+        reason=why,
     )

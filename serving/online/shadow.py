@@ -20,10 +20,9 @@ from datetime import datetime
 
 import bentoml
 import numpy as np
-from numpy.typing import NDArray
 
 from serving.history.log import DecisionLog, DecisionRecord
-from serving.online.decision import Decision, DecisionRequest
+from serving.online.decision import Allowed, Decision, DecisionRequest
 from serving.online.runtime import Arm
 from serving.online.store import FeatureRow
 
@@ -51,7 +50,7 @@ class ShadowTask:
     row: FeatureRow | None
     ask: DecisionRequest
     now: datetime
-    allowed: NDArray[np.bool_]
+    allowed: Allowed
 
 
 #: how the service turns a shadow decision into its log record (decision id, task, decision)
@@ -84,7 +83,10 @@ class ShadowRunner:
     def _run(self) -> None:
         while (task := self._queue.get()) is not None:
             try:
-                decision = task.arm.decider.decide(task.row, task.ask, task.allowed, self._rng)
+                allowed = task.allowed
+                decision = task.arm.decider.decide(
+                    task.row, task.ask, allowed.actions, self._rng, allowed.consent
+                )
                 record = self.record(uuid.uuid4().hex, task, decision)
                 self.log.record(replace(record, shadow=True))
             except Exception as exc:  # a shadow failure never reaches a request

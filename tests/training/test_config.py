@@ -133,6 +133,45 @@ def _action_changes(index: int, **changes: object) -> dict[str, object]:
         ({"features__windows": "x"}, "config.yaml: features.windows: must be a list"),
         ({"catalog": {"actions": []}}, "config.yaml: catalog: unknown field"),
         ({"actions": "missing.yaml"}, "config.yaml: actions: file not found"),
+        (
+            {"contact_policy__max_contacts_per_month": 3},
+            "config.yaml: contact_policy.max_contacts_per_month: unknown field (expected "
+            "max_contacts_per_<N>_days",
+        ),
+        (
+            {"contact_policy__max_contacts_per_0_days": 3},
+            "config.yaml: contact_policy.max_contacts_per_0_days: unknown field",
+        ),
+        (
+            {"contact_policy__max_contacts_per_30_days": 0},
+            "config.yaml: contact_policy.max_contacts_per_30_days: must be an integer >= 1 (got 0)",
+        ),
+        (
+            {"contact_policy__channels__email__max_per_week": 1},
+            "config.yaml: contact_policy.channels.email.max_per_week: unknown field (expected "
+            "max_per_<N>_days",
+        ),
+        (
+            {"contact_policy__channels__email__max_per_7_days": "one"},
+            "config.yaml: contact_policy.channels.email.max_per_7_days: must be an integer >= 1",
+        ),
+        (
+            {"contact_policy__channels__email": [1]},
+            "config.yaml: contact_policy.channels.email: must be a mapping",
+        ),
+        (
+            {"contact_policy__channels__e-mail": {"max_per_7_days": 1}},
+            "config.yaml: contact_policy.channels.e-mail: channel names use only",
+        ),
+        (
+            {"contact_policy__channel": {"email": {"max_per_7_days": 1}}},
+            "config.yaml: contact_policy.channel: unknown field",
+        ),
+        ({"consent": ["email"]}, "config.yaml: consent: must be a mapping"),
+        (
+            {"consent__email": "may we?"},
+            "config.yaml: consent.email: must name a customer attribute",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_file_and_field(
@@ -269,3 +308,23 @@ def test_objective_may_omit_the_value_outcome(tmp_path: Path) -> None:
         "objective: {currency: USD}\n"
     )
     assert load_config(path).objective.value_outcome is None
+
+
+def test_contact_policy_and_consent_load_typed_and_round_trip(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        _demo(
+            contact_policy__max_contacts_per_30_days=3,
+            contact_policy__channels__email__max_per_7_days=1,
+            contact_policy__channels__email__max_per_30_days=2,
+            consent__email="paperless",
+        ),
+    )
+    config = load_config(path)
+    caps = config.contact_policy.channels["email"].caps
+    assert [(c.days, c.limit) for c in caps] == [(7, 1), (30, 2)]
+    assert [(c.days, c.limit) for c in config.contact_policy.total_caps] == [(30, 3)]
+    assert config.consent == {"email": "paperless"}
+    assert "consent_email" in config.consent_rule_names
+    assert Config.model_validate(config.model_dump(mode="json", warnings=False)) == config
+    assert load_config().contact_policy.empty and not load_config().consent

@@ -52,9 +52,24 @@ def check_rule_names(config: Config, features: Iterable[str]) -> None:
                 f"outcome has the {role} role"
             )
     try:
-        check_eligibility_names(config.catalog, [*features, *SCORE_ROLES])
+        check_eligibility_names(
+            config.catalog, [*features, *SCORE_ROLES, *config.consent_rule_names]
+        )
     except ConfigError as exc:
         raise ConfigError(f"{config.actions}: {exc}") from None
+    check_consent_attributes(config, features)
+
+
+def check_consent_attributes(config: Config, features: Iterable[str]) -> None:
+    """Every `consent.<channel>` must name a customer attribute of the data (a boolean column of
+    customers, a feature by the same name)."""
+    known = set(features)
+    for channel, attribute in config.consent.items():
+        if attribute not in known:
+            raise ConfigError(
+                f"consent.{channel}: names '{attribute}', which is not a column of customers "
+                "(a boolean: may the customer be contacted on this channel)"
+            )
 
 
 def check_rule_scores(config: Config, skipped: Mapping[str, str]) -> None:

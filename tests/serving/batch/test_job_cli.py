@@ -15,6 +15,7 @@ import pytest
 from serving.batch.job import score
 from serving.batch.settings import BatchSettings
 from tests.serving.conftest import AS_OF, Registry
+from training.config import load_config
 
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
 DAY = AS_OF
@@ -184,3 +185,44 @@ def test_a_snapshot_export_scores_every_customer_from_its_training_date(
     assert len(churned) > 100 and later.customers == len(scores) == 3000 - len(churned)
     assert not churned & set(scores["customer_id"])
     assert scores["churn_probability"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_cli_records_a_run_as_contacts_that_the_next_run_and_exposures_see(
+    small_world: Path, registry: Registry, tmp_path: Path
+) -> None:
+    log, out = tmp_path / "history.sqlite", tmp_path / "out"
+    run = ("--data", small_world, "--as-of", AS_OF.isoformat(), "--model", registry.version)
+    assert_one_line_error(
+        cli(registry, *run, "--out", out, "--record-contacts"), "--record-contacts: needs"
+    )
+    assert_one_line_error(cli(registry, *run, "--out", out, "--decision-log", log), "no such file")
+    assert_one_line_error(
+        cli(registry, *run, "--out", out, "--channel", "pigeon"), "--channel: unknown channel"
+    )
+    assert not out.exists() and not log.exists()
+    first = cli(registry, *run, "--out", out, "--decision-log", log, "--record-contacts")
+    assert first.returncode == 0, first.stderr[-2000:]
+    manifest = json.loads((out / "_nextbest.json").read_text())
+    recorded = manifest["contacts_recorded"]
+    assert recorded == manifest["selected"] + manifest["control_group"]
+    assert f"{recorded:,} decisions recorded" in first.stdout
+    # the next run, from the recorded sends: every selected action is now inside its cool-down
+    again = cli(registry, *run, "--out", tmp_path / "again", "--decision-log", log)
+    assert again.returncode == 0, again.stderr[-2000:]
+    sent = pd.read_parquet(out / "actions.parquet", filters=[("selected", "==", True)])
+    after = pd.read_parquet(tmp_path / "again" / "actions.parquet")
+    cooled = {a.id for a in load_config().catalog.actions if a.cooldown_days}
+    pairs = set(zip(sent["customer_id"], sent["action_id"], strict=True))
+    still = set(zip(after["customer_id"], after["action_id"], strict=True))
+    assert {p for p in pairs if p[1] in cooled} and not {p for p in pairs if p[1] in cooled} & still
+    exported = subprocess.run(
+        [NEXTBEST, "export-exposures", "--log", str(log), "--out", str(tmp_path / "exp")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    exposures = pd.read_parquet(tmp_path / "exp" / "exposures.parquet")
+    assert len(exposures) == recorded
+    assert set(exposures[exposures["action_id"] != "control"]["customer_id"]) == set(
+        sent["customer_id"]
+    )

@@ -15,12 +15,14 @@ from sqlalchemy import insert, select
 
 from serving.history.exports import export_exposures, export_feedback
 from serving.history.log import (
+    ContactConflictError,
     DecisionLog,
     DecisionRecord,
     NotOfferedError,
     UnknownDecisionError,
 )
 from serving.history.schema import decisions, feedback
+from training.errors import NextbestError
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -239,4 +241,79 @@ def test_policy_history_reads_contacts_and_declines_in_one(source: str) -> None:
     assert [(d.action_id, d.ts) for d in declines] == [("call", NOW - timedelta(days=1))]
     assert log.policy_history("C1", week, None) == ([], [])
     assert log.policy_history("C1", quarter, quarter)[1] == log.declines("C1", quarter)
+    log.close()
+
+
+def batch_sends(customers: list[str], actions: list[str], ts: datetime) -> pd.DataFrame:
+    """A batch run's recorded decisions (BATCH_COLUMNS): "control" holds the customer out."""
+    return pd.DataFrame(
+        {
+            "decision_id": [f"batch-{uuid.uuid4().hex[:8]}-{i}" for i in range(len(customers))],
+            "ts": pd.Timestamp(ts),
+            "customer_id": customers,
+            "channel": "email",
+            "model_version": "3",
+            "action_id": actions,
+            "propensity": [0.8 if a != "control" else 0.2 for a in actions],
+            "control_group": [a == "control" for a in actions],
+            "context": '{"source": "batch"}',
+        }
+    )
+
+
+def test_batch_contacts_are_recorded_and_read_back_as_the_policy_history(source: str) -> None:
+    log = DecisionLog(source)
+    online = record("B2", ("call",), ts=NOW - timedelta(days=2))
+    log.record(online)
+    log.feedback(online.decision_id, "call", "accepted", NOW - timedelta(days=2))
+    sends = batch_sends(["B1", "B2", "B3", "C9"], ["credit", "credit", "control", "call"], NOW)
+    assert log.record_contacts(sends) == 4
+    assert log.count() == 5
+    # an acceptance of a sent action later does not replace the send: both are in the history
+    log.feedback(sends["decision_id"][0], "credit", "accepted", NOW + timedelta(hours=1))
+    rows = sorted(log.contact_history(NOW - timedelta(days=7)))
+    assert sorted((c, a, ch, o) for c, a, ch, _, o in rows) == [
+        ("B1", "credit", "email", "accepted"),
+        ("B1", "credit", "email", "sent"),
+        ("B2", "call", "call_center", "accepted"),
+        ("B2", "credit", "email", "sent"),
+        ("C9", "call", "email", "sent"),
+    ]  # the control group is a decision without a contact
+    sent_at = [ts for c, _, _, ts, o in rows if c == "B2" and o == "sent"][0]
+    assert datetime.fromisoformat(sent_at) == NOW
+    assert {r[0] for r in log.contact_history(NOW - timedelta(days=1))} == {"B1", "B2", "C9"}
+    assert {r[0] for r in log.contact_history(NOW - timedelta(days=7), ["B2", "C9"])} == {
+        "B2",
+        "C9",
+    }
+    assert log.contact_history(NOW, []) == []
+    ranged = log.contact_history_frame(NOW - timedelta(days=7), id_range=("B2", "C"))
+    assert list(ranged["customer_id"]) == ["B2", "B2"]
+    assert str(ranged["ts"].dt.tz) == "UTC"
+    # the acceptance check of another decision sees the batch's sends, with their channel
+    seen: list[tuple[list[tuple[str, str, str, str, str]], str]] = []
+    later = record("B2", ("credit",), ts=NOW + timedelta(hours=2), channel="email")
+    log.record(later)
+    with pytest.raises(ContactConflictError):
+        log.feedback(later.decision_id, "credit", "accepted", NOW + timedelta(hours=2),
+                     lambda others, channel: seen.append((others, channel)) is not None)  # fmt: skip
+    assert seen[0][1] == "email"
+    assert sorted((a, o) for _, a, _, _, o in seen[0][0]) == [
+        ("call", "accepted"),
+        ("credit", "sent"),
+    ]
+    log.close()
+
+
+def test_a_batch_that_cannot_be_recorded_records_nothing(source: str) -> None:
+    log = DecisionLog(source)
+    first = batch_sends(["B1"], ["credit"], NOW)
+    log.record_contacts(first)
+    clash = pd.concat([batch_sends(["B2", "B3"], ["credit", "call"], NOW), first])
+    with pytest.raises(NextbestError, match="nothing was recorded"):
+        log.record_contacts(clash)  # the last row's decision is stored already
+    assert log.count() == 1
+    assert [r[0] for r in log.contact_history(NOW - timedelta(days=1))] == ["B1"]
+    with pytest.raises(NextbestError, match="missing columns"):
+        log.record_contacts(first.drop(columns=["channel"]))
     log.close()
