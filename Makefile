@@ -134,9 +134,9 @@ postgres:
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
-## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes; BENCH_SERVE_ONLY=1; BENCH_UPLIFT_ONLY=1; BENCH_FAULTS_ONLY=1; BENCH_HISTORY_ONLY=1; BENCH_LIFETIME_ONLY=1; BENCH_TEXT_ONLY=1; BENCH_LOOP_ONLY=1; BENCH_PEERS_ONLY=1 for the peer panel's quick mode, =full for its full mode; BENCH_POLICY_ONLY=1 for the contact policy batch, BENCH_POLICY_N=200000 to size it)
+## bench: the benchmarks, printed as a table (BENCH_N=100000,1000000 to choose sizes; BENCH_SERVE_ONLY=1; BENCH_UPLIFT_ONLY=1; BENCH_FAULTS_ONLY=1; BENCH_HISTORY_ONLY=1; BENCH_LIFETIME_ONLY=1; BENCH_TEXT_ONLY=1; BENCH_LOOP_ONLY=1; BENCH_DRIFT_ONLY=1; BENCH_PEERS_ONLY=1 for the peer panel's quick mode, =full for its full mode; BENCH_POLICY_ONLY=1 for the contact policy batch, BENCH_POLICY_N=200000 to size it)
 bench: setup
-	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N)) $(if $(BENCH_SERVE_ONLY),--serve-only) $(if $(BENCH_UPLIFT_ONLY),--uplift-only) $(if $(BENCH_FAULTS_ONLY),--faults-only) $(if $(BENCH_HISTORY_ONLY),--history-only) $(if $(BENCH_LIFETIME_ONLY),--lifetime-only) $(if $(BENCH_TEXT_ONLY),--text-only) $(if $(BENCH_LOOP_ONLY),--loop-only) $(if $(BENCH_PEERS_ONLY),--peers-only $(if $(filter full,$(BENCH_PEERS_ONLY)),full,quick)) $(if $(OPEN_SECONDS),--open-seconds $(OPEN_SECONDS)) $(if $(BENCH_POLICY_ONLY),--policy-only) $(if $(BENCH_POLICY_N),--policy-size $(BENCH_POLICY_N))
+	$(BIN)/python bench/run.py $(if $(BENCH_N),--sizes $(BENCH_N)) $(if $(BENCH_SERVE_ONLY),--serve-only) $(if $(BENCH_UPLIFT_ONLY),--uplift-only) $(if $(BENCH_FAULTS_ONLY),--faults-only) $(if $(BENCH_HISTORY_ONLY),--history-only) $(if $(BENCH_LIFETIME_ONLY),--lifetime-only) $(if $(BENCH_TEXT_ONLY),--text-only) $(if $(BENCH_LOOP_ONLY),--loop-only) $(if $(BENCH_DRIFT_ONLY),--drift-only) $(if $(BENCH_PEERS_ONLY),--peers-only $(if $(filter full,$(BENCH_PEERS_ONLY)),full,quick)) $(if $(OPEN_SECONDS),--open-seconds $(OPEN_SECONDS)) $(if $(BENCH_POLICY_ONLY),--policy-only) $(if $(BENCH_POLICY_N),--policy-size $(BENCH_POLICY_N))
 
 ## clean: remove generated data, outputs and caches (keeps .venv)
 clean:

@@ -492,6 +492,62 @@ def bench_serve(open_seconds: float) -> list[Row]:
     return rows
 
 
+def bench_drift(customers: int = 20_000) -> list[Row]:
+    """bench/drift_bench.py (issue 19): the batch drift check at 1M customers (each part its own
+    process: its wall time and peak RSS), the exact-KS peer, and /recommend with shadow on/off."""
+    script = [sys.executable, "bench/drift_bench.py"]
+    workdir = Path(tempfile.mkdtemp(prefix="nextbest-drift-bench-"))
+    rows = []
+    try:
+        run_measured([*script, "--part", "drift-setup", "--workdir", str(workdir),
+                      "--customers", str(customers)])  # fmt: skip
+        for part in ("unshifted", "shifted", "exact-ks"):
+            seconds, gib, output = run_measured(
+                [*script, "--part", part, "--workdir", str(workdir)]
+            )
+            f = json.loads(output)
+            flagged = f["flagged"]
+            shown = ", ".join(flagged[:4]) + (
+                f" and {len(flagged) - 4} more" if len(flagged) > 4 else ""
+            )
+            detail = f"{f['seconds']:.1f} s in the check; {len(flagged)} flagged" + (
+                f": {shown}" if flagged else ""
+            )
+            if part == "unshifted":
+                target, ok = (
+                    "< 30 s, < 2 GiB, 0 false alarms",
+                    seconds < 30 and gib < 2 and not flagged,
+                )
+            elif part == "shifted":
+                moved = all(any(w in n for w in ("web", "purchase", "revenue")) for n in flagged)
+                target, ok = "flags the purchase and web features only", bool(flagged) and moved
+            else:
+                target, ok = "reference (binned check above)", None
+            rows.append(
+                Row(
+                    f["figure"],
+                    seconds,
+                    gib,
+                    target,
+                    ok,
+                    detail + f"; max PSI {f.get('max_psi', '-')}",
+                )
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _, _, output = run_measured([*script, "--part", "shadow"])
+    figures = {f["kind"]: f for f in map(json.loads, output.splitlines())}
+    for kind in ("shadow_off", "shadow_on"):
+        f = figures[kind]
+        ok = f["p99_ms"] <= 12 if kind == "shadow_on" else None
+        row = _serve_row(
+            f | {"service": "nextbest"}, "p99 <= 12 ms" if ok is not None else "reference", ok
+        )
+        row.detail += f", logged {f['logged']} (shadow flag: rows)"
+        rows.append(row)
+    return rows
+
+
 def bench_history(open_seconds: float) -> list[Row]:
     """bench/history_bench.py: the contact history on SQLite vs PostgreSQL, two replicas on one."""
     cmd = [sys.executable, "bench/history_bench.py", "--open-seconds", str(open_seconds)]
@@ -820,6 +876,9 @@ def main() -> None:
         "--loop-only", action="store_true", help="only issue 19's closed loop and impact figures"
     )
     parser.add_argument(
+        "--drift-only", action="store_true", help="only issue 19's drift and shadow figures"
+    )
+    parser.add_argument(
         "--policy-only",
         action="store_true",
         help="only issue 18's batch figure: the contact policy from a large history",
@@ -831,6 +890,9 @@ def main() -> None:
         "--policy-contacts", type=int, default=5_000_000, help="contacts in its history"
     )
     args = parser.parse_args()
+    if args.drift_only:
+        render(bench_drift())
+        return
     if args.loop_only:
         render(bench_loop())
         return
@@ -899,6 +961,7 @@ def main() -> None:
             rows.append(telco)
         rows += bench_text(args.text_customers)
         rows += bench_serve(args.open_seconds)
+        rows += bench_drift()
         rows += bench_faults()
         rows += bench_history(args.open_seconds)
         rows += bench_loop()

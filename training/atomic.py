@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,13 +95,16 @@ def check_writable(target: Path) -> None:
 
 
 @contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
+def atomic_directory(
+    target: Path, before_swap: Callable[[Path], None] | None = None
+) -> Iterator[Path]:
     """Yield a temporary sibling of `target` to fill; on success it replaces `target` in one step.
 
     On Linux the two directories are exchanged atomically (renameat2), so readers always find a
     complete `target`, old or new; elsewhere the old one is moved aside first (a moment without
     `target`). A lock beside `target` serialises writers finishing together. The previous `target`
-    stays complete until the swap; on an exception nothing changes.
+    stays complete until the swap; on an exception nothing changes. `before_swap(tmp)` runs under
+    that lock, just before the swap: what it reads of `target` cannot be swapped away meanwhile.
     """
     target = Path(target)
     try:
@@ -113,6 +116,8 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         with output_lock(target):
+            if before_swap is not None:
+                before_swap(tmp)
             if target.is_dir() and exchange(tmp, target):
                 pass  # tmp now holds the previous output, removed below
             else:

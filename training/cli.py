@@ -412,6 +412,21 @@ def score(
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", help="customers per chunk (bounds memory)")
     ] = 200_000,
+    keep_runs: Annotated[
+        int, typer.Option("--keep-runs", help="as-of partitions kept in --out, this run's included")
+    ] = 7,
+    fail_on_drift: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-drift", help="exit with status 3 when drift is flagged (schedulers)"
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="YAML config whose drift thresholds apply (default: the bundle's)"
+        ),
+    ] = None,
     decision_log: Annotated[
         Path | None,
         typer.Option(
@@ -438,10 +453,12 @@ def score(
     ] = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
-    """Score every customer as of a date with the registered bundle (output: docs/batch.md)."""
+    """Score every customer as of a date with the registered bundle, and check drift against the
+    training reference and the previous run (output: docs/batch.md)."""
     from serving.batch.job import score as run
     from serving.batch.settings import BatchSettings
-    from training.registry.tracking import configure_tracking
+    from training.config import load_config
+    from training.registry.tracking import configure_tracking, log_batch_run
 
     day = parse_date(as_of, "--as-of")
     assert day is not None
@@ -452,10 +469,12 @@ def score(
         budget=budget,
         scheduler=scheduler,
         workers=workers,
+        keep_runs=keep_runs,
     )
+    thresholds = load_config(config).drift if config is not None else None
     configure_tracking()
     with progress_bar() as bar:
-        summary = run(data, day, out_dir, model, settings, RichProgress(bar), contacts)
+        summary = run(data, day, out_dir, model, settings, RichProgress(bar), thresholds, contacts)
     out.print(
         f"scored {summary.customers:,} customers as of {summary.as_of} with model version "
         f"{summary.model_version}: {summary.out}"
@@ -469,6 +488,15 @@ def score(
         out.print(f"{summary.stats.recorded:,} decisions recorded in {where}")
     elif contacts.history is not None:
         contacts.history.close()
+    if summary.drift is None:
+        return
+    for line in summary.drift.lines():
+        out.print(line, style="bold yellow" if "flagged" in line or "moved" in line else None,
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    log_batch_run(day, summary.model_version, summary.drift.metrics(), summary.drift.to_dict())
+    if fail_on_drift and summary.drift.flagged:
+        err.print("[bold red]drift flagged[/] (--fail-on-drift): see _drift.json", highlight=False)
+        raise typer.Exit(code=3)
 
 
 def _contact_sources(

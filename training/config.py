@@ -330,6 +330,30 @@ class Decisioning(_Model):
     )
 
 
+class DriftSettings(_Model):
+    """When a batch run's inputs or outputs count as drifted (docs/batch.md#drift), against the
+    training reference and against the previous run."""
+
+    psi: float = Field(
+        default=0.2,
+        gt=0,
+        description="flag a feature or score whose population stability index exceeds this",
+    )
+    ks: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="flag a numeric feature or score whose KS distance exceeds this",
+    )
+    decision_mix: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="flag an action whose share of customers moved by more than this (absolute)",
+    )
+    bins: int = Field(default=20, ge=2, le=200, description="quantile bins per numeric column")
+
+
 class TextSettings(_Model):
     """Text signals (optional `text:` block): the model fitted on texts paired with survey answers."""
 
@@ -432,6 +456,7 @@ class Config(_Model):
     promotion: Promotion = Promotion()
     decisioning: Decisioning = Decisioning()
     text: TextSettings = TextSettings()
+    drift: DriftSettings = DriftSettings()
     contact_policy: ContactPolicy = ContactPolicy()
     consent: dict[str, str] = Field(
         default_factory=dict,

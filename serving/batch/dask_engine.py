@@ -33,7 +33,7 @@ import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from serving.batch.chunks import empty_candidates, score_chunk
-from serving.batch.population import AddsConsent, Population, iter_features
+from serving.batch.population import AddsConsent, Population, Watch, iter_features, watched
 from serving.batch.settings import BatchSettings
 from training.errors import NextbestError
 from training.registry.bundle import Bundle
@@ -122,10 +122,12 @@ def staged_features(
     population: Population,
     staging: Path,
     policy: AddsConsent | None = None,
+    watch: Watch | None = None,
 ) -> Iterator[Path]:
-    """Each chunk's features written as one Parquet part, in chunk order, as they are computed."""
+    """Each chunk's features written as one Parquet part, in chunk order, as they are computed
+    (and shown to `watch` first: the run's drift profile)."""
     staging.mkdir(parents=True)
-    for chunk, features in iter_features(con, bundle.builder, population, policy):
+    for chunk, features in watched(iter_features(con, bundle.builder, population, policy), watch):
         part = staging / f"part-{chunk.index:05d}.parquet"
         features.to_parquet(part, index=False)
         yield part
@@ -164,6 +166,7 @@ def dask_frames(
     settings: BatchSettings,
     tmp: Path,
     policy: AddsConsent | None = None,
+    watch: Watch | None = None,
 ) -> Iterator[Iterator[pd.DataFrame]]:
     """The candidates frames of every chunk, scored on Dask workers, in chunk order."""
     files = BundleFiles.of(bundle)
@@ -174,7 +177,7 @@ def dask_frames(
         client.register_plugin(plugin)
         try:
             window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-            parts = staged_features(con, bundle, population, staging, policy)
+            parts = staged_features(con, bundle, population, staging, policy, watch)
             yield _scored(client, parts, files.digest, empty_candidates(bundle), window)
         finally:
             client.unregister_worker_plugin(plugin.name)

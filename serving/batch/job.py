@@ -7,11 +7,14 @@ The pipeline, the same for both engines:
     -> per chunk: DuckDB features -> serving.batch.chunks.score_chunk      (engine: local or Dask)
     -> in chunk order: scores, arbitration, campaign selection -> Parquet (serving.batch.output)
 
-The output directory belongs to the job (docs/batch.md; checked writable before any work): it holds
-`scores.parquet` (with `control_group`), when the bundle has uplift models and a non-empty catalog
-`actions.parquet` (with `selected`), and a small `_nextbest.json` manifest. It is replaced whole, so
-a killed job leaves the previous complete output or none, and readers never miss it (an atomic
-exchange, training.atomic); a directory with other files is refused.
+The output directory belongs to the job (docs/batch.md; checked writable before any work): each run
+writes an `as_of=YYYY-MM-DD/` partition holding `scores.parquet` (with `control_group`), when the
+bundle has uplift models and a non-empty catalog `actions.parquet` (with `selected`), a small
+`_nextbest.json` manifest and its drift (`_drift.json`, `_profile.json`: serving.batch.drift); the
+newest `keep_runs` partitions stay, and this run's files are also at the top level
+(serving.batch.partitions). It is replaced whole, so a killed job leaves the previous complete
+output or none, and readers never miss it (an atomic exchange, training.atomic); a directory with
+other files is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pandas as pd
 
 from serving.batch.chunks import has_actions, score_chunk
 from serving.batch.contacts import ChunkPolicy, ContactSources, SendLog
+from serving.batch.drift import DRIFT_FILE, PROFILE_FILE, DriftReport, RunWatch, read_previous
 from serving.batch.output import (
     ACTIONS_FILE,
     SCORES_FILE,
@@ -38,9 +42,17 @@ from serving.batch.output import (
     Progress,
     write_outputs,
 )
-from serving.batch.population import Population, iter_features, plan_population
+from serving.batch.partitions import (
+    PARTITION,
+    carry_over,
+    partition_name,
+    previous_partition,
+    publish,
+)
+from serving.batch.population import Population, Watch, iter_features, plan_population, watched
 from serving.batch.settings import BatchSettings
 from training.atomic import atomic_directory, check_writable
+from training.config import DriftSettings
 from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
@@ -50,7 +62,7 @@ from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 
 MANIFEST = "_nextbest.json"
-OUTPUT_FILES = {SCORES_FILE, ACTIONS_FILE, MANIFEST}
+OUTPUT_FILES = {SCORES_FILE, ACTIONS_FILE, MANIFEST, DRIFT_FILE, PROFILE_FILE}
 T = TypeVar("T")
 _DONE = object()
 
@@ -62,16 +74,25 @@ class ScoreSummary:
     model_version: str
     out: Path
     stats: OutputStats | None = None
+    drift: DriftReport | None = None
 
 
 def check_output_dir(out: Path) -> None:
-    """Refuse, before any work, to replace a directory that holds anything but a previous nextbest
-    output, or to write where the job cannot (an unwritable or missing parent)."""
-    if out.exists() and (not out.is_dir() or set(p.name for p in out.iterdir()) - OUTPUT_FILES):
+    """Refuse, before any work, to replace a directory that holds anything but previous nextbest
+    outputs (its files and `as_of=` partitions), or to write where the job cannot (an unwritable or
+    missing parent)."""
+    if out.exists() and (not out.is_dir() or any(not _ours(p) for p in out.iterdir())):
         raise NextbestError(
             f"{out}: exists and holds files nextbest did not write; choose an empty or new --out"
         )
     check_writable(out)
+
+
+def _ours(path: Path) -> bool:
+    """A file or partition a nextbest batch run writes."""
+    if path.is_dir() and PARTITION.match(path.name):
+        return all(p.name in OUTPUT_FILES for p in path.iterdir())
+    return path.name in OUTPUT_FILES
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
@@ -90,10 +111,12 @@ def local_frames(
     bundle: Bundle,
     population: Population,
     policy: ChunkPolicy | None = None,
+    watch: Watch | None = None,
 ) -> Generator[pd.DataFrame]:
     """The local engine: each chunk's features (computed one chunk ahead, with consent when the
-    policy has it), then its candidates frame, in this process."""
-    for _, features in prefetched(iter_features(con, bundle.builder, population, policy)):
+    policy has it, and shown to `watch`: the run's drift profile), then its candidates frame."""
+    chunks = watched(iter_features(con, bundle.builder, population, policy), watch)
+    for _, features in prefetched(chunks):
         yield score_chunk(bundle, features)
 
 
@@ -104,11 +127,14 @@ def score(
     model_ref: str | None = None,
     settings: BatchSettings | None = None,
     progress: Progress | None = None,
+    thresholds: DriftSettings | None = None,
     contacts: ContactSources | None = None,
 ) -> ScoreSummary:
-    """Validate, load the bundle, score every active customer chunk by chunk and write the output."""
+    """Validate, load the bundle, score every active customer chunk by chunk and write the output
+    with its drift (thresholds: the bundle's `drift` config unless given)."""
     check_output_dir(out)  # before the model: an unwritable output is the error, not the lookup
-    return score_bundle(data, as_of, out, load_bundle(model_ref), settings, progress, contacts)
+    bundle = load_bundle(model_ref)
+    return score_bundle(data, as_of, out, bundle, settings, progress, contacts, thresholds)
 
 
 def score_bundle(
@@ -119,12 +145,20 @@ def score_bundle(
     settings: BatchSettings | None = None,
     progress: Progress | None = None,
     contacts: ContactSources | None = None,
+    thresholds: DriftSettings | None = None,
 ) -> ScoreSummary:
     """`score` with a loaded bundle. With `contacts`, the contact policy and consent apply as of
     `contacts.now`, and with `contacts.record` the run's sends are recorded once the output is
     complete, inside its atomic write (a failed run records nothing)."""
     settings = settings or BatchSettings()
     check_output_dir(out)
+    previous = previous_partition(out, as_of)
+    watch = RunWatch(
+        bundle,
+        as_of,
+        thresholds or bundle.config.drift,
+        read_previous(previous[1] if previous else None),
+    )
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
     contacts = contacts or ContactSources(now=datetime.now(UTC))
     with open_dataset(data).connect() as con:
@@ -148,19 +182,26 @@ def score_bundle(
             if contacts.history is None:
                 raise NextbestError("recording contacts needs a contact history to record them in")
             sends = SendLog(bundle.config, policy.channels, spec.model_version, contacts.now)
-        with atomic_directory(out) as tmp:
+
+        def history(tmp: Path) -> None:  # under the output lock: no partition vanishes meanwhile
+            carry_over(out, tmp, as_of, settings.keep_runs)
+            publish(tmp, as_of)
+
+        with atomic_directory(out, before_swap=history) as tmp:
+            run = tmp / partition_name(as_of)
+            run.mkdir()
             stats = _run_engine(
-                con, bundle, population, settings, spec, tmp, progress, policy, sends
+                con, bundle, population, settings, spec, tmp, progress, watch, policy, sends
             )
+            drift = watch.finish(run, spec.model_version)
             record = None if sends is None else sends.batch(as_of.isoformat())
             if record is not None:
                 stats = replace(stats, recorded=len(record))
-            _write_manifest(tmp / MANIFEST, spec, stats)
+            _write_manifest(run / MANIFEST, spec, stats, drift)
             if record is not None and contacts.history is not None:
-                contacts.history.record_contacts(
-                    record
-                )  # the last step: a failure leaves no output either
-    return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats)
+                # the last step: a failure leaves no output either
+                contacts.history.record_contacts(record)
+    return ScoreSummary(stats.customers, as_of, spec.model_version, out, stats, drift)
 
 
 def consent_events(con: duckdb.DuckDBPyConnection, contacts: ContactSources) -> pd.DataFrame:
@@ -183,17 +224,21 @@ def _run_engine(
     spec: OutputSpec,
     tmp: Path,
     progress: Progress | None,
+    watch: RunWatch,
     policy: ChunkPolicy | None = None,
     sends: SendLog | None = None,
 ) -> OutputStats:
-    """Feed the chosen engine's candidates frames, under the contact policy, to the writer."""
+    """Feed the chosen engine's candidates frames, under the contact policy, to the writer (into
+    this run's partition)."""
+    run = tmp / partition_name(spec.as_of)
     if settings.engine == "local":
-        with closing(local_frames(con, bundle, population, policy)) as frames:  # joins the prefetch
-            return write_outputs(tmp, _policed(frames, policy, population), spec, progress, sends)
+        local = local_frames(con, bundle, population, policy, watch.features)
+        with closing(local):  # joins the prefetch
+            return write_outputs(run, _policed(local, policy, population), spec, progress, sends)
     from serving.batch.dask_engine import dask_frames
 
-    with dask_frames(con, bundle, population, settings, tmp, policy) as frames:
-        return write_outputs(tmp, _policed(frames, policy, population), spec, progress, sends)
+    with dask_frames(con, bundle, population, settings, tmp, policy, watch.features) as frames:
+        return write_outputs(run, _policed(frames, policy, population), spec, progress, sends)
 
 
 def _policed(
@@ -202,7 +247,7 @@ def _policed(
     return frames if policy is None else policy.frames(frames, population.chunks)
 
 
-def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
+def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats, drift: DriftReport) -> None:
     """A small JSON summary of the run (no timestamp: re-runs write the same bytes)."""
     manifest: dict[str, object] = {
         "as_of": spec.as_of.isoformat(),
@@ -225,4 +270,5 @@ def _write_manifest(path: Path, spec: OutputSpec, stats: OutputStats) -> None:
             "spend": round(stats.allocation.spend, 6),
             "expected_value": round(stats.allocation.value, 6),
         }
+    manifest["drift"] = drift.manifest()
     path.write_text(json.dumps(manifest, indent=2))

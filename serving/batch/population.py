@@ -9,7 +9,7 @@ bound memory: one chunk's features and scores live at a time, whatever the popul
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
@@ -107,3 +107,16 @@ def iter_features(
     for chunk in population.chunks:
         features = chunk_features(con, builder, chunk)
         yield chunk, features if policy is None else policy.with_consent(features)
+
+
+Watch = Callable[[pd.DataFrame], None]
+
+
+def watched(
+    chunks: Iterator[tuple[ChunkRange, pd.DataFrame]], watch: Watch | None
+) -> Iterator[tuple[ChunkRange, pd.DataFrame]]:
+    """The same chunks, each one's features shown to `watch` (the drift profile) on the way."""
+    for chunk, features in chunks:
+        if watch is not None:
+            watch(features)
+        yield chunk, features

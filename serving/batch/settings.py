@@ -16,7 +16,8 @@ class BatchSettings:
 
     `chunk_customers` bounds memory (one chunk's features and candidates at a time: ~1 KiB per
     customer with the demo's ~150 features). `scheduler` is a Dask scheduler address (None: a
-    LocalCluster of `workers` single-threaded processes).
+    LocalCluster of `workers` single-threaded processes). `keep_runs` as-of partitions stay in the
+    output, this run's counted (serving.batch.partitions).
     """
 
     engine: Engine = "local"
@@ -24,6 +25,7 @@ class BatchSettings:
     budget: float | None = None
     scheduler: str | None = None
     workers: int = 2
+    keep_runs: int = 7
 
     def __post_init__(self) -> None:
         if self.chunk_customers < 1:
@@ -32,3 +34,5 @@ class BatchSettings:
             raise NextbestError(f"--budget: {self.budget}; a budget cannot be negative")
         if self.workers < 1:
             raise NextbestError(f"--workers: {self.workers}; needs at least 1")
+        if self.keep_runs < 1:
+            raise NextbestError(f"--keep-runs: {self.keep_runs}; needs at least 1 (this run)")

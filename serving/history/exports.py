@@ -1,6 +1,8 @@
 """The history turned into the data contract's tables for the next training: exposures (one row
 per decision of a known customer, the first action shown or `control`, with the probability with
-which it was chosen; docs/data.md) and feedback (the latest outcome of each shown action)."""
+which it was chosen; docs/data.md) and feedback (the latest outcome of each shown action).
+Shadow decisions (a challenger deciding beside the shown arm: logged, never shown) are neither
+exposures nor feedback and are left out."""
 
 from __future__ import annotations
 
@@ -15,14 +17,14 @@ from training.atomic import atomic_file
 
 EXPOSURES = """
     SELECT customer_id, ts, action_id, propensity FROM decisions
-    WHERE cold_start = 0 OR :all_ = 1 ORDER BY ts"""
+    WHERE shadow = 0 AND (cold_start = 0 OR :all_ = 1) ORDER BY ts"""
 
 LATEST_FEEDBACK = """
     SELECT customer_id, ts, action_id, outcome, decision_id FROM (
         SELECT f.customer_id, f.ts, f.action_id, f.outcome, f.decision_id, row_number() OVER (
             PARTITION BY f.decision_id, f.action_id ORDER BY f.ts DESC, f.seq DESC) AS k
         FROM feedback AS f JOIN decisions AS d ON d.decision_id = f.decision_id
-        WHERE d.cold_start = 0 OR :all_ = 1) AS latest
+        WHERE d.shadow = 0 AND (d.cold_start = 0 OR :all_ = 1)) AS latest
     WHERE k = 1 ORDER BY ts"""
 
 

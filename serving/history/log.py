@@ -78,6 +78,8 @@ class DecisionRecord:
     cold_start: bool
     actions: tuple[str, ...]  # every action shown, in order
     context: dict[str, object]
+    arm: str = "champion"  # "champion" or "challenger": which bundle decided
+    shadow: bool = False  # decided beside the shown arm: logged, never shown, never a contact
 
 
 class DecisionLog:
@@ -225,7 +227,7 @@ class DecisionLog:
         with self._write() as con:
             found = con.execute(
                 select(decisions.c.customer_id, decisions.c.actions, decisions.c.channel).where(
-                    decisions.c.decision_id == decision_id
+                    decisions.c.decision_id == decision_id, decisions.c.shadow == 0
                 )
             ).first()
             if found is None:
@@ -427,7 +429,7 @@ def _row(record: DecisionRecord) -> dict[str, object]:
     row["ts"] = _iso(record.ts)
     row["actions"] = json.dumps(list(record.actions))
     row["context"] = json.dumps(record.context, sort_keys=True)
-    for flag in ("control_group", "explored", "cold_start"):
+    for flag in ("control_group", "explored", "cold_start", "shadow"):
         row[flag] = int(row[flag])
     return row
 

@@ -47,6 +47,8 @@ decisions = Table(
     Column("cold_start", Integer, nullable=False),
     Column("actions", Text, nullable=False),  # JSON list, in the order shown
     Column("context", Text, nullable=False),  # JSON object
+    Column("arm", Text, nullable=False, server_default="champion"),  # the bundle that decided
+    Column("shadow", Integer, nullable=False, server_default="0"),  # logged, never shown
 )
 feedback = Table(
     "feedback",
@@ -108,7 +110,19 @@ def _v2_feedback_order(con: Connection) -> None:
     con.exec_driver_sql("CREATE INDEX feedback_decision ON feedback (decision_id)")
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_decision_log, _v2_feedback_order)
+def _v3_arms(con: Connection) -> None:
+    """Decisions name the arm that made them (champion or challenger) and whether they were made
+    in shadow (logged beside the shown decision, never shown, never a contact); rows written
+    before are the champion's, shown."""
+    con.exec_driver_sql("ALTER TABLE decisions ADD COLUMN arm TEXT NOT NULL DEFAULT 'champion'")
+    con.exec_driver_sql("ALTER TABLE decisions ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _v1_decision_log,
+    _v2_feedback_order,
+    _v3_arms,
+)
 LATEST = len(MIGRATIONS)
 
 

@@ -42,3 +42,19 @@ def load_served(settings: ServingSettings) -> tuple[Bundle, str]:
         return Bundle.load(settings.bundle_dir), key
     bundle = load_bundle(settings.model)
     return bundle, bundle.version or ""
+
+
+def challenger_key(settings: ServingSettings) -> str:
+    """The registry version the challenger reference points to now; "" when no challenger is
+    configured or the reference names nothing yet (no @challenger alias: the champion alone)."""
+    if not settings.challenger_on:
+        return ""
+    try:
+        return str(resolve_version(settings.challenger).version)
+    except NextbestError:
+        return ""
+
+
+def load_challenger(settings: ServingSettings) -> Bundle:
+    """The challenger's bundle, from the registry (a challenger is always a registry reference)."""
+    return load_bundle(settings.challenger)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +28,7 @@ from serving.online.store import FeatureRow
 from training.config import CONTROL, SCORE_COLUMNS
 from training.errors import ConfigError
 from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
-from training.policy.contact import ContactRules
+from training.policy.contact import ContactRules, PolicyMask
 from training.policy.control import in_control
 from training.policy.value import net_value
 from training.registry.bundle import Bundle
@@ -36,6 +37,18 @@ from training.rules import CHANNEL_NAME, context_name
 
 class UnknownChannelError(ValueError):
     """The request names a channel no catalog action is offered on."""
+
+
+class Allowed(NamedTuple):
+    """What the contact policy allows one customer at a decision: the (k,) action mask on the
+    request's channel (any channel for ""), the `consent_<channel>` names the rules read, the
+    policy's parts (for the reason given when nothing is shown) and whether the customer has
+    consent on no channel at all."""
+
+    actions: NDArray[np.bool_]
+    consent: dict[str, object]
+    mask: PolicyMask
+    nowhere: bool
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ from serving.online.api_models import (
 )
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
-from serving.online.decision import Decision, DecisionRequest, UnknownChannelError
+from serving.online.decision import Allowed, Decision, DecisionRequest, UnknownChannelError
 from serving.online.events import Event, EventStore
 from serving.online.http_guards import (
     ARRIVED,
@@ -97,8 +97,16 @@ from serving.online.outbox import (
     parse_cursor,
 )
 from serving.online.outbox import page as outbox_page
-from serving.online.runtime import Runtime, current_key, load_runtime, store_identity
+from serving.online.runtime import (
+    Arm,
+    Runtime,
+    current_key,
+    load_runtime,
+    store_identity,
+)
+from serving.online.score_watch import ScoreWatch
 from serving.online.settings import ServingSettings
+from serving.online.shadow import ShadowRunner, ShadowTask
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
 from training.policy.arbitration import UnknownActionError
@@ -106,7 +114,6 @@ from training.policy.contact import (
     OPT_IN,
     OPT_OUT,
     ConsentEvents,
-    PolicyMask,
     acceptance_allowed,
     consent_mask,
     consent_names,
@@ -115,6 +122,7 @@ from training.policy.contact import (
     policy_mask,
     suppression_reason,
 )
+from training.policy.control import hash_point
 
 GEN0_THRESHOLD = 50_000  # objects allocated between young collections (CPython's default: 700)
 MAX_ID_CHARS = 128
@@ -151,6 +159,11 @@ DROPPED = bentoml.metrics.Counter(
 TRIGGER_FAILURES = bentoml.metrics.Counter(
     name="nextbest_trigger_failures",
     documentation="Ingested batches whose triggers could not be evaluated (the events are stored)",
+)
+ARMS = bentoml.metrics.Counter(
+    name="nextbest_arm_decisions",
+    documentation="Decisions shown, by the arm that made them (champion or challenger)",
+    labelnames=["arm"],
 )
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
@@ -245,6 +258,8 @@ class ReloadStatus:
     loaded_at: str | None = None
     model_version: str | None = None
     store_inode: int | None = None
+    challenger_version: str | None = None
+    challenger_error: str | None = None
 
 
 STATUS = ReloadStatus()
@@ -274,11 +289,13 @@ class Nextbest:
         self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
         ensure_schema(self.events)
         self.rng = np.random.default_rng()
+        self.shadow = ShadowRunner(self.log, _shadow_record)
         self.runtime: Runtime | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a request saw the store change: check now
         self._last_failure: str | None = None
         self._retiring: list[tuple[float, Runtime]] = []  # (close after, replaced runtime)
+        self._watch: dict[str, ScoreWatch] = {}  # served scores vs reference, per arm version
         self._try_load()
         self._sweep()  # triggers a killed worker left pending
         if self.settings.reload_seconds > 0:
@@ -298,18 +315,27 @@ class Nextbest:
             runtime = self._new_store_only()
         if runtime is None:
             return
+        self._watch = {arm.version: self._watch.get(arm.version) or _score_watch(arm)
+                       for arm in _arms_of(runtime)}  # fmt: skip
         old, self.runtime = self.runtime, runtime  # one swap: requests see old or new, whole
         STATUS.loads += 1
         STATUS.loaded_at = _now_iso()
         STATUS.model_version, STATUS.store_inode = runtime.version, runtime.key[1][0]
+        challenger = runtime.challenger
+        STATUS.challenger_version = challenger.version if challenger is not None else None
+        STATUS.challenger_error = runtime.challenger_error
         RELOADS.labels(outcome="loaded").inc()
         logger.info(
-            "event=%s model_version=%s store_as_of=%s store_customers=%d",
+            "event=%s model_version=%s store_as_of=%s store_customers=%d challenger=%s",
             "loaded" if old is None else "reloaded",
             runtime.version,
             runtime.store.info.as_of,
             runtime.store.info.customers,
+            STATUS.challenger_version or ("-" if runtime.challenger_error is None else "refused"),
         )
+        if runtime.challenger_error is not None:
+            logger.warning("event=challenger_not_loaded reason=%r",
+                           escape_controls(runtime.challenger_error)[:500])  # fmt: skip
         if old is not None:
             self._retiring.append((time.monotonic() + RETIRE_SECONDS, old))
             del old
@@ -382,6 +408,7 @@ class Nextbest:
     def _shutdown(self) -> None:
         self._stop.set()
         self._wake.set()
+        self.shadow.close()
         self.log.close()
         self.events.close()
 
@@ -419,46 +446,83 @@ class Nextbest:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
         row = self._row(runtime, request.customer_id, now)
+        shown, hidden = self._arms(runtime, ask)
         with _history_or_503(ctx):
-            decision, reasons, why = self._decide(runtime, row, ask, now)
+            allowed = self._allowed(runtime, shown, row, ask, now)
+            hidden_allowed = allowed
+            if hidden is not None and not runtime.same_catalog:
+                hidden_allowed = self._allowed(runtime, hidden, row, ask, now)
+        decision, reasons, why = self._decide(shown, row, ask, now, allowed)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, request.customer_id, runtime, decision, reasons, why)
+        response = _response(decision_id, request.customer_id, shown, decision, reasons, why)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         with _history_or_503(ctx):  # not stored, not answered: the client retries
             self.log.record(
                 _record(decision_id, now, request.customer_id, request.channel, request.context,
-                        runtime.version, decision)
+                        shown, decision)
             )  # fmt: skip
+        if hidden is not None:  # decided and logged off the answer's path (serving.online.shadow)
+            self.shadow.submit(ShadowTask(hidden, row, ask, now, hidden_allowed))
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
+        ARMS.labels(arm=shown.name).inc()
+        watch = self._watch.get(shown.version)
+        if watch is not None:
+            watch.observe(decision.scores)
         return response
 
+    def _arms(self, runtime: Runtime, ask: DecisionRequest) -> tuple[Arm, Arm | None]:
+        """(the arm whose decision is shown, the arm deciding in shadow or None): the challenger
+        shows for its share of customers (stable: a salted hash of the id), and in shadow mode
+        the other arm decides too. A challenger that cannot take the request (its catalog lacks
+        the channel or an excluded action) leaves it to the champion."""
+        champion, challenger = runtime.champion, runtime.challenger
+        if challenger is None:
+            return champion, None
+        try:
+            challenger.decider.check(ask)
+        except (UnknownChannelError, UnknownActionError):
+            return champion, None
+        point = hash_point(ask.customer_id, self.settings.challenger_salt)
+        routed = point < self.settings.challenger_share
+        shown, other = (challenger, champion) if routed else (champion, challenger)
+        return shown, other if self.settings.shadow else None
+
     def _decide(
-        self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
+        self,
+        arm: Arm,
+        row: FeatureRow | None,
+        ask: DecisionRequest,
+        now: datetime,
+        allowed: Allowed,
     ) -> tuple[Decision, dict[str, list[str]], str | None]:
-        """The decision for `ask` under the contact policy and consent as of `now`, with its
-        reasons, and why nothing is shown when consent or a cap across actions is the cause: one
-        path for /recommend and for triggered decisions."""
-        decider = runtime.decider
-        allowed, consent, mask, nowhere = self._allowed(runtime, row, ask, now)
-        decision = decider.decide(row, ask, allowed, self.rng, consent)
-        reasons = runtime.explainer.explain(
+        """The decision of `arm` for `ask` under its contact policy and consent as of `now`
+        (`allowed`, from `_allowed`), with its reasons, and why nothing is shown when consent or
+        a cap across actions is the cause: one path for /recommend and triggered decisions."""
+        decider = arm.decider
+        decision = decider.decide(row, ask, allowed.actions, self.rng, allowed.consent)
+        reasons = arm.explainer.explain(
             decider.vector(row),
             decision.actions,
             decision.scores["churn_probability"],
             decision.cold_start,
             ask.rule_inputs(),
         )
-        why = None if decision.actions else suppression_reason(mask, 0, ask.channel, nowhere)
+        why = None
+        if not decision.actions:
+            why = suppression_reason(allowed.mask, 0, ask.channel, allowed.nowhere)
         return decision, reasons, why
 
     def _allowed(
-        self, runtime: Runtime, row: FeatureRow | None, ask: DecisionRequest, now: datetime
-    ) -> tuple[NDArray[np.bool_], dict[str, object], PolicyMask, bool]:
-        """The contact policy's (k,) mask on the request's channel (on any channel for ""), the
-        customer's `consent_<channel>` for the rules, the policy's parts, and whether the
-        customer has consent on no channel at all: the same `policy_mask` batch scoring
-        applies to a chunk, on this customer's contact history."""
-        decider, customer = runtime.decider, ask.customer_id
+        self,
+        runtime: Runtime,
+        arm: Arm,
+        row: FeatureRow | None,
+        ask: DecisionRequest,
+        now: datetime,
+    ) -> Allowed:
+        """What `arm`'s contact policy allows this customer (`Allowed`): the same `policy_mask`
+        batch scoring applies to a chunk, on this customer's contact history."""
+        decider, customer = arm.decider, ask.customer_id
         rules = decider.rules
         channels = rules.evaluated(ask.channel)
         since = now - rules.lookback
@@ -477,7 +541,7 @@ class Nextbest:
             rules, history_of_rows(history, [customer], rules), 1, now, channels, consent
         )
         allowed, _ = on_any_channel(mask.allowed(), rules.offered(channels))
-        return np.asarray(allowed[0], dtype=bool), dict(names), mask, nowhere
+        return Allowed(np.asarray(allowed[0], dtype=bool), dict(names), mask, nowhere)
 
     def _consent_events(
         self, runtime: Runtime, customer: str
@@ -662,14 +726,14 @@ class Nextbest:
         exclude = tuple(a for a, hit in zip(decider.action_ids, mask, strict=True) if not hit)
         context = {"trigger_event_type": event.event_type}
         ask = DecisionRequest(event.customer_id, channel, MAX_TRIGGERED, exclude, context)
-        decision, reasons, why = self._decide(runtime, row, ask, now)
+        champion = runtime.champion  # triggered decisions are the champion's (docs/api.md)
+        allowed = self._allowed(runtime, champion, row, ask, now)
+        decision, reasons, why = self._decide(champion, row, ask, now, allowed)
         decision_id = uuid.uuid4().hex
-        response = _response(decision_id, event.customer_id, runtime, decision, reasons, why)
+        response = _response(decision_id, event.customer_id, champion, decision, reasons, why)
         trigger = dict(context) | {"trigger_event_id": event.event_id}
         self.log.record(
-            _record(
-                decision_id, now, event.customer_id, channel, trigger, runtime.version, decision
-            )
+            _record(decision_id, now, event.customer_id, channel, trigger, champion, decision)
         )
         DECISIONS.labels(action_id=decision.chosen, kind=_kind(decision)).inc()
         fired_ids = [a for a, hit in zip(decider.action_ids, mask, strict=True) if hit]
@@ -803,16 +867,17 @@ def _record(
     customer_id: str,
     channel: str,
     context: Mapping[str, object],
-    version: str,
+    arm: Arm,
     decision: Decision,
 ) -> DecisionRecord:
-    """The decision log's row of a decision (asked for by /recommend or fired by a trigger)."""
+    """The decision log's row of a decision (asked for by /recommend or fired by a trigger),
+    naming the arm and model version that made it."""
     return DecisionRecord(
         decision_id=decision_id,
         ts=now,
         customer_id=customer_id,
         channel=channel,
-        model_version=version,
+        model_version=arm.version,
         action_id=decision.chosen,
         propensity=decision.propensity,
         control_group=decision.control_group,
@@ -820,18 +885,35 @@ def _record(
         cold_start=decision.cold_start,
         actions=tuple(a.action_id for a in decision.actions),
         context=dict(context),
+        arm=arm.name,
     )
+
+
+def _shadow_record(decision_id: str, task: ShadowTask, decision: Decision) -> DecisionRecord:
+    """The log record of a shadow decision (flagged shadow by the runner)."""
+    ask = task.ask
+    return _record(decision_id, task.now, ask.customer_id, ask.channel, ask.context, task.arm,
+                   decision)  # fmt: skip
+
+
+def _arms_of(runtime: Runtime) -> list[Arm]:
+    return [runtime.champion, *([runtime.challenger] if runtime.challenger is not None else [])]
+
+
+def _score_watch(arm: Arm) -> ScoreWatch:
+    bundle = arm.decider.bundle
+    return ScoreWatch(bundle.reference, bundle.config.drift, arm.version)
 
 
 def _response(
     decision_id: str,
     customer_id: str,
-    runtime: Runtime,
+    arm: Arm,
     decision: Decision,
     reasons: dict[str, list[str]],
     why: str | None = None,
 ) -> RecommendResponse:
-    catalog = runtime.decider.catalog
+    catalog = arm.decider.catalog
     actions = []
     for ranked in decision.actions:
         action = catalog.actions[ranked.index]
@@ -850,13 +932,13 @@ def _response(
     return RecommendResponse(
         decision_id=decision_id,
         customer_id=customer_id,
-        model_version=runtime.version,
+        model_version=arm.version,
         scores=Scores(**decision.scores),
         actions=actions,
         cold_start=decision.cold_start,
         control_group=decision.control_group,
         explored=decision.explored,
         propensity=decision.propensity,
-        currency=runtime.decider.bundle.config.objective.currency,
+        currency=arm.decider.bundle.config.objective.currency,
         reason=why,
     )

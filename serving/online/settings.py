@@ -40,6 +40,26 @@ class ServingSettings(BaseModel):
         description="a bundle folder (nextbest export-bundle, or the one baked into a Bento): "
         "served instead of a registry reference, without MLflow",
     )
+    challenger: str = Field(
+        default="models:/nextbest@challenger",
+        description="registry reference of the challenger bundle (used when challenger_share > 0 "
+        "or shadow)",
+    )
+    challenger_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of customers (stable, by a salted hash of their id) whose decisions "
+        "the challenger makes and shows; 0: none",
+    )
+    challenger_salt: str = Field(
+        default="nextbest-challenger", min_length=1, description="change it to draw new arms"
+    )
+    shadow: bool = Field(
+        default=False,
+        description="the arm not shown (the challenger, for most customers) also decides every "
+        "request; its decision is logged as shadow, never shown, never a contact",
+    )
     online_store: Path = Field(default=Path("out/online_store.sqlite"))
     decision_log: Path = Field(
         default=Path("out/decision_log.sqlite"),
@@ -138,6 +158,11 @@ class ServingSettings(BaseModel):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # no zone means UTC, as in the data contract
         return value
+
+    @property
+    def challenger_on(self) -> bool:
+        """Whether the service loads a challenger at all."""
+        return self.challenger_share > 0 or self.shadow
 
     def history_source(self) -> str | Path:
         """Where the contact history lives: the database URL when set, else the SQLite file."""

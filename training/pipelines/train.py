@@ -220,8 +220,15 @@ def train(
             uplift=uplift.learners if uplift is not None else None,
             lifetime=lifetime,
         )
+        if len(frame):
+            bundle.reference = bundle.fit_reference(_latest_snapshot(frame))
         result.version = log_bundle(bundle, frame.head(5))
     return result
+
+
+def _latest_snapshot(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the latest training as-of date: the population batch drift is compared with."""
+    return frame[frame["as_of"] == frame["as_of"].max()]
 
 
 @contextmanager

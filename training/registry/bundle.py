@@ -7,6 +7,7 @@ model's own files (LightGBM text models + JSON, never pickle):
     builder.json  config.json  metadata.json  models/<role>/...  uplift/<outcome>.json
     text/text.json  text/text.npz   (only with a text model: vocabularies, idf, coefficients)
     lifetime.json  (with `objective.lifetime_months`: how `ltv` projects value, see scores.lifetime)
+    reference.json (the training reference of features and scores that batch drift compares with)
 
 This module is pure: no MLflow, nothing at import time. Registering a bundle as a version of the MLflow
 model "nextbest" and finding it again is `training.registry.mlflow_models`.
@@ -34,6 +35,7 @@ from training.config import (
     WINDOW_VALUE_SCORE,
     Config,
 )
+from training.drift.profile import Reference, fit_reference
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder, to_matrix
 from training.registry.checksums import checksums, verify
@@ -91,6 +93,7 @@ class Bundle:
         metadata: BundleMetadata | dict[str, Any] | None = None,
         uplift: dict[str, UpliftModel] | None = None,
         lifetime: LifetimeValue | None = None,
+        reference: Reference | None = None,
     ) -> None:
         unknown = set(models) - set(ROLES)
         if unknown:
@@ -104,6 +107,7 @@ class Bundle:
         self.models = {role: models[role] for role in ROLES if role in models}
         self.uplift = {name: uplift[name] for name in config.outcomes if name in uplift}
         self.lifetime = lifetime if "value" in self.models else None
+        self.reference = reference
         if not isinstance(metadata, BundleMetadata):
             metadata = BundleMetadata.model_validate(metadata or {})
         self.metadata = metadata.model_copy(
@@ -199,6 +203,16 @@ class Bundle:
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
         return frame
 
+    def fit_reference(self, features: pd.DataFrame) -> Reference:
+        """The drift reference of FeatureBuilder rows (training keeps its latest snapshot's): their
+        features' and trained scores' distributions, in `config.drift.bins` quantile bins."""
+        X = to_matrix(self.prepare(features), self.builder.feature_names_)
+        scores = self.score_matrix(X)
+        trained = {name: scores[name] for name in self.trained_scores}
+        categories = {name: len(values) for name, values in self._categories.items()}
+        names = self.builder.feature_names_
+        return fit_reference(X, names, trained, categories, self.config.drift.bins)
+
     @property
     def main_metrics(self) -> dict[str, dict[str, Any]]:
         """role -> {metric, value, greater_is_better}: what promotion compares."""
@@ -237,6 +251,8 @@ class Bundle:
             text.save(folder / "text")
         if self.lifetime is not None:
             _write_json(folder / "lifetime.json", self.lifetime.to_dict())
+        if self.reference is not None:
+            _write_json(folder / "reference.json", self.reference.to_dict())
         _write_json(folder / "builder.json", self.builder.to_dict())
         # warnings=False: pydantic warns (wrongly) about Snapshots.as_of's plain validator
         config = self.config.model_dump(mode="json", warnings=False)
@@ -270,6 +286,8 @@ class Bundle:
                       for name in config.outcomes if (folder / "uplift" / f"{name}.json").is_file()}  # fmt: skip
             lifetime = (LifetimeValue.from_dict(_read_json(folder / "lifetime.json"))
                         if (folder / "lifetime.json").is_file() else None)  # fmt: skip
+            reference = (Reference.from_dict(_read_json(folder / "reference.json"))
+                         if (folder / "reference.json").is_file() else None)  # fmt: skip
             metadata = BundleMetadata.model_validate(meta)
         except (OSError, KeyError, ValueError, TypeError, LightGBMError, NextbestError) as exc:
             raise NextbestError(f"{folder}: a model of the bundle is unreadable ({exc})") from None
@@ -277,7 +295,7 @@ class Bundle:
             raise NextbestError(f"{folder}: bundle format {metadata.format} is not {FORMAT}")
         if metadata.feature_version != builder.version:
             raise NextbestError(f"{folder}: metadata and builder.json disagree on the features")
-        bundle = cls(builder, config, models, metadata, uplift, lifetime)
+        bundle = cls(builder, config, models, metadata, uplift, lifetime, reference)
         bundle.metadata = metadata  # as saved (nextbest_version of the training code)
         bundle.version = metadata.registry_version or None  # an exported bundle keeps its version
         return bundle

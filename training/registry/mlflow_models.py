@@ -20,6 +20,7 @@ from training.registry.tracking import configure_tracking
 
 REGISTERED_MODEL = "nextbest"
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # the alias of the last version put through the promotion gate
 DEFAULT_REF = f"models:/{REGISTERED_MODEL}@{CHAMPION}"
 PINNED = (
     "mlflow",

@@ -22,10 +22,15 @@ from rich.console import Console
 from rich.table import Table
 
 from training.errors import NextbestError
-from training.registry.mlflow_models import CHAMPION, METRICS_TAG, REGISTERED_MODEL, resolve_version
+from training.registry.mlflow_models import (
+    CHALLENGER,
+    CHAMPION,
+    METRICS_TAG,
+    REGISTERED_MODEL,
+    resolve_version,
+)
 
 DEFAULT_TOLERANCE = 0.01
-CHALLENGER = "challenger"  # the alias of the last version put through the gate
 
 
 @dataclass(frozen=True)

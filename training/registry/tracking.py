@@ -322,3 +322,25 @@ def log_uplift_run(result: UpliftResult) -> str:
         summary = {"comparison": records, "skipped": result.skipped}
         mlflow.log_dict(summary, "uplift/comparison.json")
     return str(run.info.run_id)
+
+
+def log_batch_run(
+    as_of: date, model_version: str, metrics: dict[str, float], report: dict[str, Any]
+) -> str:
+    """One run per batch scoring (`score <as_of>`, experiment "nextbest"): its drift metrics, a
+    `drift.flagged` tag and the whole drift report as `drift.json`. Returns the run id."""
+    import mlflow
+
+    ensure_experiment()
+    with mlflow.start_run(run_name=f"score {as_of.isoformat()}") as run:
+        mlflow.set_tags(
+            {
+                "nextbest.kind": "batch",
+                "as_of": as_of.isoformat(),
+                "model_version": model_version,
+                "drift.flagged": str(bool(report.get("flagged"))).lower(),
+            }
+        )
+        mlflow.log_metrics(_finite(metrics))
+        mlflow.log_dict(report, "drift.json")
+        return str(run.info.run_id)

@@ -52,8 +52,11 @@ def test_concurrent_runs_swap_the_output_whole_and_readers_never_miss_it(
     assert reads[0] > 100 and misses == [0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["score"]  # no .old-PID, no temporaries
     assert sorted(p.name for p in out.iterdir()) == [
+        "_drift.json",
         "_nextbest.json",
+        "_profile.json",
         "actions.parquet",
+        f"as_of={AS_OF.isoformat()}",
         "scores.parquet",
     ]
 

@@ -41,7 +41,10 @@ def first(small_world: Path, registry: Registry, tmp_path_factory: pytest.TempPa
 
 @pytest.mark.slow
 def test_output_is_the_design_tables_plus_two_columns(first: Path) -> None:
-    assert sorted(p.name for p in first.iterdir()) == sorted(FILES)
+    drift = ["_drift.json", "_profile.json"]
+    partition = f"as_of={DAY.isoformat()}"
+    assert sorted(p.name for p in first.iterdir()) == sorted([*FILES, *drift, partition])
+    assert sorted(p.name for p in (first / partition).iterdir()) == sorted([*FILES, *drift])
     scores = pd.read_parquet(first / "scores.parquet")
     assert list(scores.columns) == [
         "customer_id",

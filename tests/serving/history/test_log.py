@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import insert, select
 
 from serving.history.exports import export_exposures, export_feedback
 from serving.history.log import (
@@ -20,6 +21,7 @@ from serving.history.log import (
     NotOfferedError,
     UnknownDecisionError,
 )
+from serving.history.schema import decisions, feedback
 from training.errors import NextbestError
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -150,6 +152,38 @@ def test_export_feedback_keeps_the_latest_outcome_per_shown_action(
     ]
     assert frame["ts"].iloc[0] == pd.Timestamp("2026-11-02 09:32")
     assert export_feedback(source, tmp_path / "out", True)[0] == 4
+
+
+def test_shadow_decisions_are_stored_but_never_exposures_feedback_or_contacts(
+    source: str, tmp_path: Path
+) -> None:
+    """A shadow decision (the arm not shown, decided beside the shown one) is kept with its arm,
+    refused as a target of feedback, and left out of both exports, even with feedback rows on it
+    (written here beneath the log's API, as no code path of it does)."""
+    log = DecisionLog(source)
+    shown = record("C1", ("credit",), propensity=0.8)
+    hidden = record("C1", ("call",), arm="challenger", shadow=True, model_version="4")
+    log.record(shown)
+    log.record(hidden)
+    assert log.count() == 2
+    with log.engine.connect() as con:
+        stored = con.execute(
+            select(decisions.c.decision_id, decisions.c.arm, decisions.c.shadow)
+        ).all()
+    assert sorted(map(tuple, stored)) == sorted(
+        [(shown.decision_id, "champion", 0), (hidden.decision_id, "challenger", 1)]
+    )
+    with pytest.raises(UnknownDecisionError):
+        log.feedback(hidden.decision_id, "call", "accepted", NOW + timedelta(minutes=1))
+    log.feedback(shown.decision_id, "credit", "accepted", NOW + timedelta(minutes=1))
+    with log.engine.begin() as con:
+        row = {"decision_id": hidden.decision_id, "customer_id": "C1", "action_id": "call"}
+        con.execute(insert(feedback), [row | {"outcome": "accepted", "ts": NOW.isoformat()}])
+    exposures = pd.read_parquet(export_exposures(source, tmp_path / "out", True)[1])
+    assert exposures[["action_id", "propensity"]].values.tolist() == [["credit", 0.8]]
+    answers = pd.read_parquet(export_feedback(source, tmp_path / "out", True)[1])
+    assert answers["decision_id"].tolist() == [shown.decision_id]
+    log.close()
 
 
 def test_batch_sends_become_contacts_and_read_back_in_bulk(source: str) -> None:

@@ -1,6 +1,6 @@
 """Schema migrations: an empty database and a decision log written before migrations existed
 (today's SQLite file, rows in it) both reach the latest version with every row kept, on SQLite and
-on PostgreSQL; a database newer than this code is refused; opening twice is a no-op."""
+on PostgreSQL, as does a history of version 2 (before arms and shadow decisions); a database newer than this code is refused; opening twice is a no-op."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, select
 
 from serving.history.engine import history_url
 from serving.history.exports import exposures_frame, feedback_frame
 from serving.history.log import DecisionLog
-from serving.history.schema import LATEST, VERSION_TABLE, SchemaTooNewError
+from serving.history.schema import (
+    LATEST,
+    MIGRATIONS,
+    VERSION_TABLE,
+    SchemaTooNewError,
+    decisions,
+)
 from tests.serving.history.test_log import NOW, record
 
 # the decision log's schema before this package: one SQLite file per host, no version table
@@ -114,11 +120,49 @@ def test_a_decision_log_of_the_previous_schema_is_migrated_with_its_rows(
     log.record(record("C3", ts=NOW + timedelta(hours=2)))  # and it takes new rows
     log.feedback("d1", "credit", "accepted", NOW + timedelta(hours=1))
     assert {c.action_id for c in log.contacts("C1", since)} == {"call", "credit"}
+    with log.engine.connect() as con:  # rows written before arms existed: the champion's, shown
+        arms = con.execute(select(decisions.c.arm, decisions.c.shadow).distinct()).all()
+    assert [tuple(a) for a in arms] == [("champion", 0)]
     log.close()
     exposures = exposures_frame(source)
     assert exposures["customer_id"].tolist() == ["C1", "C2", "C3"]
     assert exposures["propensity"].tolist()[:2] == [0.9, 0.05]
     assert feedback_frame(source)["outcome"].tolist() == ["accepted", "accepted"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_history_at_version_2_gains_arms_with_its_rows_kept(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Version 3 adds each decision's arm and shadow flag: a version-2 history (the release
+    before challengers) keeps its rows as the champion's, shown, and takes shadow rows after."""
+    source = (
+        str(tmp_path / "log.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    engine = create_engine(history_url(source))
+    with engine.begin() as con:  # what version 2 of this code left behind
+        for migration in MIGRATIONS[:2]:
+            migration(con)
+        con.exec_driver_sql(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)")
+        con.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version) VALUES (2)")  # noqa: S608
+        con.exec_driver_sql(
+            "INSERT INTO decisions VALUES ('d1', '2026-11-02T09:30:00.000000+00:00', 'C1', "
+            "'call_center', '3', 'credit', 0.9, 0, 0, 0, '[\"credit\"]', '{}')"
+        )
+    engine.dispose()
+    log = DecisionLog(source)
+    assert _version(source) == LATEST
+    log.record(record("C2", arm="challenger", shadow=True))
+    with log.engine.connect() as con:
+        rows = con.execute(
+            select(decisions.c.customer_id, decisions.c.arm, decisions.c.shadow).order_by(
+                decisions.c.customer_id
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("C1", "champion", 0), ("C2", "challenger", 1)]
+    log.feedback("d1", "credit", "accepted", NOW + timedelta(hours=1))
+    log.close()
+    assert exposures_frame(source)["customer_id"].tolist() == ["C1"]  # no shadow exposure
 
 
 def test_exports_of_a_migrated_log_equal_the_previous_code_s_queries(tmp_path: Path) -> None:

@@ -111,6 +111,11 @@ def test_the_command_reads_a_decision_log(tmp_path: Path, store: Path) -> None:
             bool(row["action_id"] == "control" and row["propensity"] > 0.5), False, False,
             () if row["action_id"] == "control" else (row["action_id"],), {},
         ))  # fmt: skip
+        log.record(DecisionRecord(  # its shadow twin: logged, never shown, never measured
+            f"s{i}", pd.Timestamp(row["ts"]).tz_localize(UTC).to_pydatetime(), row["customer_id"],
+            row["channel"], "4", "control", 0.5, False, False, False, (), {},
+            arm="challenger", shadow=True,
+        ))  # fmt: skip
         if row["action_id"] != "control" and i % 3 == 0:
             log.feedback(f"d{i}", row["action_id"], ACCEPTED if i % 2 else DECLINED,
                          start + timedelta(days=1))  # fmt: skip
@@ -121,6 +126,7 @@ def test_the_command_reads_a_decision_log(tmp_path: Path, store: Path) -> None:
                                  str(tmp_path / "decision_log.sqlite"), "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "incremental value per decision:" in result.stdout
+    assert f"{len(decisions):,} decisions" in result.stdout  # the shadow twins are left out
     page = (out / "impact.html").read_text()
     assert "accept rate" in page and "data:image/png;base64," in page
     take = pd.read_csv(out / "take_rates.csv")

@@ -171,6 +171,23 @@ def test_save_and_load_give_the_same_scores(trained: Trained, features, tmp_path
     )
 
 
+def test_the_drift_reference_travels_as_json_and_matches_its_own_data(
+    trained: Trained, tmp_path: Path
+) -> None:
+    bundle = trained.bundle(skipped={})
+    rows = trained.frame[trained.frame["as_of"] == trained.frame["as_of"].max()]
+    bundle.reference = bundle.fit_reference(rows)
+    assert bundle.reference.features.rows == len(rows)
+    assert list(bundle.reference.features.binnings) == trained.builder.feature_names_
+    assert list(bundle.reference.scores.binnings) == list(bundle.trained_scores)
+    loaded = Bundle.load(bundle.save(tmp_path / "bundle"))
+    assert (tmp_path / "bundle" / "reference.json").is_file()
+    assert loaded.reference is not None
+    assert loaded.reference.to_dict() == bundle.reference.to_dict()
+    again = loaded.fit_reference(rows)  # the same rows on the same bins: identical counts
+    assert again.to_dict() == bundle.reference.to_dict()
+
+
 def test_scores_cover_three_columns_and_skipped_roles_are_nan(trained: Trained, features) -> None:
     models = {r: m for r, m in trained.models.items() if r != "satisfaction"}
     bundle = trained.bundle(models, skipped={"satisfaction": "no nps events"})

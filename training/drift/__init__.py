@@ -1,0 +1,1 @@
+"""Drift: compact distributions of features and scores (binned, JSON) and how far two of them are."""
