@@ -84,6 +84,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "explored": False,
             "propensity": 0.95,
             "currency": "EUR",
+            "reason": None,
         },
     },
     "/score": {

@@ -12,6 +12,7 @@ recomputed every `EVERY` decisions (a few microseconds of numpy), not on each.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Mapping
 
 import bentoml
@@ -24,31 +25,36 @@ from training.drift.profile import Reference, bin_of
 EVERY = 16  # decisions between two recomputations of the gauges
 MIN_DECISIONS = 100  # fewer decisions than this: no PSI/KS yet (too noisy to flag)
 
-BINS = bentoml.metrics.Counter(
+with warnings.catch_warnings():  # bentoml.metrics warns on the first use of each name (this
+    # module is the service's first); its classes are the ones BentoML's multiprocess /metrics collects
+    warnings.simplefilter("ignore", DeprecationWarning)
+    Counter, Gauge = bentoml.metrics.Counter, bentoml.metrics.Gauge
+
+BINS = Counter(
     name="nextbest_score_bin",
     documentation="Decisions per score and bin of the bundle's training reference",
     labelnames=["score", "bin", "model_version"],
 )
-REFERENCE = bentoml.metrics.Gauge(
+REFERENCE = Gauge(
     name="nextbest_score_reference_share",
     documentation="The training reference's share of each score bin",
     labelnames=["score", "bin", "model_version"],
     multiprocess_mode="livemax",
 )
-PSI = bentoml.metrics.Gauge(
+PSI = Gauge(
     name="nextbest_score_psi",
     documentation="Population stability index of the served scores against the training "
     "reference (worst worker, since its bundle was loaded)",
     labelnames=["score", "model_version"],
     multiprocess_mode="livemax",
 )
-KS = bentoml.metrics.Gauge(
+KS = Gauge(
     name="nextbest_score_ks",
     documentation="Kolmogorov-Smirnov distance of the served scores from the training reference",
     labelnames=["score", "model_version"],
     multiprocess_mode="livemax",
 )
-DRIFT = bentoml.metrics.Gauge(
+DRIFT = Gauge(
     name="nextbest_score_drift",
     documentation="1 when a score's PSI or KS crosses the bundle's drift thresholds",
     labelnames=["score", "model_version"],
