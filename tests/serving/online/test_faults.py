@@ -347,13 +347,16 @@ def test_a_corrupt_champion_leaves_the_service_on_its_bundle(
     assert status == 200 and answer["model_version"] == serving
     metrics = get(fault_server, "/metrics")[1]
     assert 'nextbest_reloads_total{outcome="load_failed"}' in metrics
+    # one line per worker and reason (two each), not one per poll
+    assert service_log(fault_server).count("event=load_failed") <= 4
     # the reload loop is alive after those failures: a store swap is still picked up
     swap_by_rename(faults.world.root / "spare.sqlite", faults.world.store)
     inode = os.stat(faults.world.store).st_ino
     assert wait_for(lambda: readyz(fault_server)[1]["store_inode"] == inode, 20)
     assert worker_pids(fault_server) == pids  # no worker died
     log = service_log(fault_server)
-    assert log.count("event=load_failed") <= 4  # one line per worker and reason, not per poll
+    # the swap may fail once mid-rename (a new reason) before the bundle's reason returns
+    assert log.count("event=load_failed") <= 8
     # the batch job refuses the same bundles in one line, exit status 2
     for version, says in ((broken_uplift, "checksum"), (broken_model, "checksum")):
         assert score_refuses(faults, version, says)
