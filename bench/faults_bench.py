@@ -25,7 +25,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime
@@ -37,6 +36,7 @@ from serve_bench import (  # noqa: E402
     NEXTBEST,
     Client,
     Served,
+    bench_workdir,
     open_loop,
     run,
     start,
@@ -312,14 +312,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, help="keep the set-up here and reuse it next time")
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nextbest-faults-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {
-        "OMP_NUM_THREADS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
-    }
+    workdir, env = bench_workdir(args.workdir, "nextbest-faults-bench-")
     try:
         store = workdir / "live" / "online_store.sqlite"
         if not store.exists():

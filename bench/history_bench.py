@@ -26,7 +26,6 @@ import queue
 import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from serve_bench import (  # noqa: E402
     CLOSED_SECONDS,
     OPEN_RATE,
     Client,
+    bench_workdir,
     closed_loop,
     known_customer,
     open_loop,
@@ -174,14 +174,7 @@ def main() -> None:
     parser.add_argument("--open-seconds", type=float, default=default_open)
     parser.add_argument("--workdir", type=Path, help="keep the set-up here and reuse it next time")
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nextbest-history-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {
-        "OMP_NUM_THREADS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
-    }
+    workdir, env = bench_workdir(args.workdir, "nextbest-history-bench-")
     postgres = start_local_postgres(durable=True)
     try:
         store = workdir / "online_store.sqlite"

@@ -22,8 +22,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 warnings.filterwarnings("ignore")
 
 DECIDE_WEEK = 30
@@ -33,27 +31,18 @@ def impact_draw(out: Path, customers: int, seed: int) -> dict[str, float]:
     from training.config import load_config
     from training.pipelines.impact import impact
     from training.policy.control import control_mask
-    from training.synth.actions import ACTION_COSTS
-    from training.synth.campaigns import targeted_probabilities
-    from training.synth.live import LiveWorld, draw_decisions, true_net
+    from training.synth.live import production_month
 
-    config = load_config()
-    world = LiveWorld.create(customers, seed=seed, weeks=DECIDE_WEEK + 15, truth_reps=4)
-    world.advance(DECIDE_WEEK)
-    pos = world.decidable()
-    probs = targeted_probabilities(world.pop.take(pos), world.state.take(pos), world.week)
-    share = config.decisioning.control_share
-    control = control_mask(world.ids(pos), share, config.decisioning.control_salt)
-    rng = np.random.default_rng(seed)
-    arms, propensity = draw_decisions(probs, control, share, rng)
-    net = true_net(world.truth(pos), np.array(ACTION_COSTS), {"value": 1.0})
-    truth = float(np.mean((probs * net).sum(axis=1)))
-    world.decide(pos, arms, propensity)
-    world.advance(DECIDE_WEEK + 14)
-    world.write(out)
+    decisioning = load_config().decisioning
+    month = production_month(
+        out, customers, seed,
+        lambda ids: control_mask(ids, decisioning.control_share, decisioning.control_salt),
+        decisioning.control_share, DECIDE_WEEK,
+    )  # fmt: skip
+    truth = month.truth
     overall = impact(out, seed=seed).tables["overall"].iloc[0]
     estimate, ci = float(overall["incremental_value"]), float(overall["ci"])
-    return {"estimate": estimate, "ci": ci, "truth": truth, "decisions": len(pos),
+    return {"estimate": estimate, "ci": ci, "truth": truth, "decisions": len(month.exposures),
             "covered": bool(abs(estimate - truth) <= ci)}  # fmt: skip
 
 

@@ -347,13 +347,10 @@ def measure_events(port: int, customer: str) -> list[dict]:
     return [figure, with_events.figure("recommend with live events c=1", kind="c1_events")]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    default_open = float(os.environ.get("SERVE_BENCH_OPEN_SECONDS", "120"))
-    parser.add_argument("--open-seconds", type=float, default=default_open)
-    parser.add_argument("--workdir", type=Path, help="keep the set-up here and reuse it next time")
-    args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nextbest-serve-bench-"))
+def bench_workdir(workdir: Path | None, prefix: str) -> tuple[Path, dict[str, str]]:
+    """The bench's working folder (a new temporary one unless given) and the environment its
+    commands and servers run in: one thread for LightGBM, no telemetry, MLflow in the folder."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix=prefix))
     workdir.mkdir(parents=True, exist_ok=True)
     env = os.environ | {
         "OMP_NUM_THREADS": "1",
@@ -361,6 +358,16 @@ def main() -> None:
         "BENTOML_DO_NOT_TRACK": "true",
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
     }
+    return workdir, env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    default_open = float(os.environ.get("SERVE_BENCH_OPEN_SECONDS", "120"))
+    parser.add_argument("--open-seconds", type=float, default=default_open)
+    parser.add_argument("--workdir", type=Path, help="keep the set-up here and reuse it next time")
+    args = parser.parse_args()
+    workdir, env = bench_workdir(args.workdir, "nextbest-serve-bench-")
     try:
         store, bare_model = workdir / "online_store.sqlite", workdir / "bare_model.txt"
         if not bare_model.exists():

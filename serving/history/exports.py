@@ -55,11 +55,7 @@ def export_exposures(
     source: str | Path, out: Path, include_cold_start: bool = False
 ) -> tuple[int, Path]:
     """Write `out/exposures.parquet` atomically; returns (rows, file)."""
-    frame = exposures_frame(source, include_cold_start)
-    target = Path(out) / "exposures.parquet"
-    with atomic_file(target) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return len(frame), target
+    return _write(exposures_frame(source, include_cold_start), Path(out) / "exposures.parquet")
 
 
 def feedback_frame(source: str | Path, include_cold_start: bool = False) -> pd.DataFrame:
@@ -73,8 +69,10 @@ def export_feedback(
     source: str | Path, out: Path, include_cold_start: bool = False
 ) -> tuple[int, Path]:
     """Write `out/feedback.parquet` atomically; returns (rows, file)."""
-    frame = feedback_frame(source, include_cold_start)
-    target = Path(out) / "feedback.parquet"
+    return _write(feedback_frame(source, include_cold_start), Path(out) / "feedback.parquet")
+
+
+def _write(frame: pd.DataFrame, target: Path) -> tuple[int, Path]:
     with atomic_file(target) as tmp:
         frame.to_parquet(tmp, index=False)
     return len(frame), target

@@ -138,19 +138,6 @@ class DecisionLog:
         with self._write(atomic=False) as con:
             con.execute(insert(decisions), [_row(record)])
 
-    def record_many(self, records: Sequence[DecisionRecord], accepted: bool = False) -> None:
-        """Insert many decisions in one transaction (a batch run's sends); with `accepted`, each
-        shown action also becomes a contact at the decision's time (an accepted feedback row)."""
-        if not records:
-            return
-        rows = [
-            {"decision_id": r.decision_id, "customer_id": r.customer_id, "action_id": a}
-            | {"outcome": ACCEPTED, "ts": _iso(r.ts)}
-            for r in records
-            for a in r.actions
-        ]
-        self._insert([_row(r) for r in records], rows if accepted else [])
-
     def record_contacts(self, batch: pd.DataFrame) -> int:
         """Record a batch's sends (BATCH_COLUMNS; `action_id` "control" for the control group) in
         one transaction, all or nothing: each a decision row, and each sent action a `sent`
@@ -263,38 +250,6 @@ class DecisionLog:
         with self._read() as con:
             return _contacts(con, customer_id, since, "", DECLINED)
 
-    def policy_history(
-        self, customer_id: str, contacts_since: datetime, declines_since: datetime | None
-    ) -> tuple[list[Contact], list[Contact]]:
-        """(contacts since `contacts_since`, declines since `declines_since`) in one read: what
-        the contact policy needs at decision time (None: declines are not needed)."""
-        since = contacts_since if declines_since is None else min(contacts_since, declines_since)
-        params = {"customer": customer_id, "other": "", "since": _iso(since)}
-        with self._read() as con:
-            rows = con.execute(text(LATEST_OUTCOMES), params).all()
-        contacts, declines = [], []
-        for action, ts, outcome in rows:
-            when = datetime.fromisoformat(ts)
-            if outcome == ACCEPTED and when >= contacts_since:
-                contacts.append(Contact(action, when))
-            elif outcome == DECLINED and declines_since is not None and when >= declines_since:
-                declines.append(Contact(action, when))
-        return contacts, declines
-
-    def contacts_frame(
-        self, since: datetime, until: datetime, outcome: str = ACCEPTED
-    ) -> pd.DataFrame:
-        """Every customer's contacts (latest feedback `outcome`) with since <= ts < until, in one
-        read: customer_id, action_id, channel, ts (UTC, naive), the batch side's history."""
-        with self._read() as con:
-            rows = con.execute(
-                text(LATEST_IN_RANGE),
-                {"outcome": outcome, "since": _iso(since), "until": _iso(until)},
-            ).all()
-        frame = pd.DataFrame(rows, columns=["customer_id", "action_id", "channel", "ts"])
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
-        return frame
-
     def contact_history(
         self,
         since: datetime,
@@ -360,22 +315,6 @@ LATEST_ACCEPTED = """
             PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
         FROM feedback WHERE customer_id = :customer AND decision_id != :other) AS latest
     WHERE k = 1 AND outcome = :outcome AND ts >= :since"""
-
-LATEST_OUTCOMES = """
-    SELECT action_id, ts, outcome FROM (
-        SELECT action_id, ts, outcome, row_number() OVER (
-            PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
-        FROM feedback WHERE customer_id = :customer AND decision_id != :other) AS latest
-    WHERE k = 1 AND outcome IN ('accepted', 'declined') AND ts >= :since"""
-
-LATEST_IN_RANGE = """
-    SELECT latest.customer_id, latest.action_id, d.channel, latest.ts FROM (
-        SELECT decision_id, customer_id, action_id, ts, outcome, row_number() OVER (
-            PARTITION BY decision_id, action_id ORDER BY ts DESC, seq DESC) AS k
-        FROM feedback) AS latest JOIN decisions AS d ON d.decision_id = latest.decision_id
-    WHERE k = 1 AND outcome = :outcome AND latest.ts >= :since AND latest.ts < :until
-    ORDER BY latest.customer_id, latest.ts"""
-
 
 CONTACT_HISTORY = """
     SELECT f.customer_id, f.action_id, d.channel, f.ts, f.outcome FROM (

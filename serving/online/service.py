@@ -552,11 +552,7 @@ class Nextbest:
         try:
             history = runtime.store.history(customer)
         except StoreChangedError:
-            UNAVAILABLE.inc()
-            self._wake.set()
-            raise Unavailable(
-                "the online store is being replaced; retry shortly", "store overwritten in place"
-            ) from None
+            raise self._store_replaced() from None
         if history is not None:
             table = history.events.select(list(CONSENT_EVENT_COLUMNS))
             chosen = pc.is_in(table["event_type"], value_set=pa.array(CONSENT_TYPES))
@@ -566,6 +562,14 @@ class Nextbest:
             if e.event_type in CONSENT_TYPES:
                 found.append((e.customer_id, e.ts, e.channel, e.event_type))
         return found
+
+    def _store_replaced(self) -> Unavailable:
+        """A store overwritten in place under a request: a 503 for it, and a reload now."""
+        UNAVAILABLE.inc()
+        self._wake.set()
+        return Unavailable(
+            "the online store is being replaced; retry shortly", "store overwritten in place"
+        )
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
         """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
@@ -597,11 +601,7 @@ class Nextbest:
                 return row
             return runtime.live.row(history, self.events.for_customer(customer_id), now)
         except StoreChangedError:
-            UNAVAILABLE.inc()
-            self._wake.set()
-            raise Unavailable(
-                "the online store is being replaced; retry shortly", "store overwritten in place"
-            ) from None
+            raise self._store_replaced() from None
 
     @bentoml.api(route="/score")
     async def score(self, request: ScoreRequest, /) -> ScoreResponse:

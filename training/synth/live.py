@@ -10,7 +10,7 @@ ground truth (each arm's expected outcomes, `truth.potential_outcomes`) before t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -154,3 +154,50 @@ def true_net(
             )
     net[:, 1:] -= np.asarray(arm_costs, dtype=np.float64)[None, :]
     return net
+
+
+@dataclass(frozen=True)
+class ProductionMonth:
+    """A simulated month of production decisions: the exposures logged and the true incremental
+    value per decision of the policy that made them (over doing nothing)."""
+
+    exposures: pd.DataFrame
+    truth: float
+
+
+def production_month(
+    out: Path,
+    customers: int,
+    seed: int,
+    control_group: Callable[[np.ndarray], np.ndarray],
+    control_share: float,
+    decide_week: int = 30,
+    channels: tuple[str, ...] = (),
+    model_version: str | None = None,
+) -> ProductionMonth:
+    """One week's decisions by a targeting policy with the global control group, their outcomes
+    14 weeks on, written to `out` as a data set: what `nextbest impact` should recover.
+    `control_group` maps customer ids to the control group's mask (the product's hash, of
+    `control_share`); with `channels` (and `model_version`) the decisions log those columns too."""
+    from training.synth.actions import ACTION_COSTS
+    from training.synth.campaigns import targeted_probabilities
+
+    world = LiveWorld.create(customers, seed=seed, weeks=decide_week + 15, truth_reps=4)
+    world.advance(decide_week)
+    pos = world.decidable()
+    probs = targeted_probabilities(world.pop.take(pos), world.state.take(pos), world.week)
+    control = control_group(world.ids(pos))
+    rng = np.random.default_rng(seed)
+    arms, propensity = draw_decisions(probs, control, control_share, rng)
+    net = true_net(world.truth(pos), np.array(ACTION_COSTS), {"value": 1.0})
+    truth = float(np.mean((probs * net).sum(axis=1)))  # the policy's expected value over nothing
+    logged: dict[str, np.ndarray] = {}
+    if channels:
+        pick = (rng.random(len(pos)) * len(channels)).astype(np.int64)  # uniform over channels
+        logged["channel"] = np.asarray(channels)[pick]
+    if model_version is not None:
+        logged["model_version"] = np.full(len(pos), model_version)
+    world.decide(pos, arms, propensity, **logged)
+    world.advance(decide_week + 14)
+    world.write(out)
+    return ProductionMonth(world.exposures[0], truth)

@@ -186,30 +186,6 @@ def test_shadow_decisions_are_stored_but_never_exposures_feedback_or_contacts(
     log.close()
 
 
-def test_batch_sends_become_contacts_and_read_back_in_bulk(source: str) -> None:
-    """The batch side's interface: many decisions in one transaction, each shown action a contact
-    when `accepted`, read back for every customer of a time range in one frame."""
-    log = DecisionLog(source)
-    sends = [record(f"C{i}", ("credit",), ts=NOW - timedelta(days=i)) for i in range(5)]
-    log.record_many(sends, accepted=True)
-    log.record(record("C9", ("call",)))  # shown, never accepted: not a contact
-    assert log.count() == 6
-    assert [c.action_id for c in log.contacts("C2", NOW - timedelta(days=90))] == ["credit"]
-    frame = log.contacts_frame(NOW - timedelta(days=3, hours=1), NOW)
-    assert frame["customer_id"].tolist() == [
-        "C1",
-        "C2",
-        "C3",
-    ]  # C0 is at NOW: outside [since, until)
-    assert set(frame["channel"]) == {"call_center"}
-    assert frame["ts"].tolist() == [
-        pd.Timestamp("2026-11-01 09:30"),
-        pd.Timestamp("2026-10-31 09:30"),
-        pd.Timestamp("2026-10-30 09:30"),
-    ]
-    log.close()
-
-
 def test_forget_removes_every_row_of_a_customer(source: str) -> None:
     log = DecisionLog(source)
     kept, gone = record("keep-me"), record("forget-me-7", ("credit", "call"))
@@ -224,23 +200,6 @@ def test_forget_removes_every_row_of_a_customer(source: str) -> None:
     log.record(later)
     log.feedback(later.decision_id, "credit", "declined", NOW)
     assert log.count() == 2
-    log.close()
-
-
-def test_policy_history_reads_contacts_and_declines_in_one(source: str) -> None:
-    log = DecisionLog(source)
-    old, new = record(actions=("credit", "call")), record(actions=("credit", "call"))
-    log.record(old)
-    log.record(new)
-    log.feedback(old.decision_id, "credit", "accepted", NOW - timedelta(days=40))
-    log.feedback(old.decision_id, "call", "declined", NOW - timedelta(days=40))
-    log.feedback(new.decision_id, "call", "declined", NOW - timedelta(days=1))
-    week, quarter = NOW - timedelta(days=7), NOW - timedelta(days=90)
-    contacts, declines = log.policy_history("C1", quarter, week)
-    assert [c.action_id for c in contacts] == ["credit"]
-    assert [(d.action_id, d.ts) for d in declines] == [("call", NOW - timedelta(days=1))]
-    assert log.policy_history("C1", week, None) == ([], [])
-    assert log.policy_history("C1", quarter, quarter)[1] == log.declines("C1", quarter)
     log.close()
 
 

@@ -19,9 +19,8 @@ from training.errors import NextbestError
 from training.evaluation.impact import incremental, take_rates
 from training.pipelines.impact import impact
 from training.policy.control import control_mask
-from training.synth.actions import ACTION_COSTS, ARMS
-from training.synth.campaigns import targeted_probabilities
-from training.synth.live import LiveWorld, draw_decisions, true_net
+from training.synth import live
+from training.synth.actions import ARMS
 
 DECIDE_WEEK, CUSTOMERS = 30, 3000
 
@@ -29,22 +28,13 @@ DECIDE_WEEK, CUSTOMERS = 30, 3000
 def production_month(out: Path, seed: int) -> tuple[pd.DataFrame, float]:
     """A month of decisions by a targeting policy with the configured global control group,
     their outcomes 13 weeks on, written as a data set; (decisions, true incremental value)."""
-    config = load_config()
-    world = LiveWorld.create(CUSTOMERS, seed=seed, weeks=DECIDE_WEEK + 15, truth_reps=4)
-    world.advance(DECIDE_WEEK)
-    pos = world.decidable()
-    probs = targeted_probabilities(world.pop.take(pos), world.state.take(pos), world.week)
-    share = config.decisioning.control_share
-    control = control_mask(world.ids(pos), share, config.decisioning.control_salt)
-    rng = np.random.default_rng(seed)
-    arms, propensity = draw_decisions(probs, control, share, rng)
-    net = true_net(world.truth(pos), np.array(ACTION_COSTS), {"value": 1.0})
-    truth = float(np.mean((probs * net).sum(axis=1)))  # the policy's expected value over nothing
-    channel = np.where(rng.random(len(pos)) < 0.5, "app", "email")
-    world.decide(pos, arms, propensity, channel=channel, model_version=np.full(len(pos), "3"))
-    world.advance(DECIDE_WEEK + 14)
-    world.write(out)
-    return world.exposures[0], truth
+    decisioning = load_config().decisioning
+    month = live.production_month(
+        out, CUSTOMERS, seed,
+        lambda ids: control_mask(ids, decisioning.control_share, decisioning.control_salt),
+        decisioning.control_share, DECIDE_WEEK, channels=("app", "email"), model_version="3",
+    )  # fmt: skip
+    return month.exposures, month.truth
 
 
 @pytest.mark.slow
