@@ -26,6 +26,9 @@ from training.uplift.selection import base_learners
 _PREDICT_NORMAL, _PREDICT_RAW, _PREDICT_CONTRIB = 0, 1, 3  # C_API_PREDICT_* of c_api.h
 _FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 _ALL_ITERATIONS = -1
+# Up to this many rows are predicted row by row on the fast path (a decision's few rows, an
+# S-learner's copy per arm); more go to the booster's own predict, whose set-up then pays off.
+FEW_ROWS = 64
 
 
 class FastBooster:
@@ -71,7 +74,9 @@ class FastBooster:
         """The fast path's prediction type for this call, or None when it does not apply."""
         plain = (
             isinstance(X, np.ndarray)
-            and X.shape == (1, self.n_features)
+            and X.ndim == 2
+            and X.shape[1] == self.n_features
+            and 0 < len(X) <= FEW_ROWS
             and not kwargs.get("pred_leaf")
             and kwargs.get("num_iteration") in (None, 0, -1)
             and not kwargs.get("start_iteration")
@@ -83,22 +88,24 @@ class FastBooster:
         return _PREDICT_RAW if raw_score else _PREDICT_NORMAL
 
     def predict(self, X: Any, raw_score: bool = False, **kwargs: Any) -> np.ndarray:
-        """Like `Booster.predict`; one plain row takes the fast path."""
+        """Like `Booster.predict`; a few plain rows (a decision's) take the fast path, row by row."""
         predict_type = self._predict_type(X, raw_score, kwargs)
         if predict_type is None:
             return np.asarray(self.booster.predict(X, raw_score=raw_score, **kwargs))
         with self._lock:
             config, out, out_ptr = self._prepared(predict_type)
-            self._row[:] = X[0]
-            _safe_call(
-                _LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                    config, self._row_ptr, self._out_len_ref, out_ptr
+            result = np.empty((len(X), len(out)), dtype=np.float64)
+            for i, row in enumerate(X):
+                self._row[:] = row
+                _safe_call(
+                    _LIB.LGBM_BoosterPredictForMatSingleRowFast(
+                        config, self._row_ptr, self._out_len_ref, out_ptr
+                    )
                 )
-            )
-            result = out.copy()
-        if predict_type == _PREDICT_CONTRIB:
-            return result[None, :]
-        return result[None, :] if self.n_outputs > 1 else result
+                result[i] = out
+        if predict_type == _PREDICT_CONTRIB or self.n_outputs > 1:
+            return result
+        return result[:, 0]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.booster, name)

@@ -7,13 +7,16 @@ integer-microsecond ages and window buckets, the same per (code, bucket) aggrega
 float32 casts. The online service uses it at decision time, where ~50 DuckDB queries per request
 cost far more than the arithmetic; DuckDB stays the reference (tests/training/features).
 
-Inputs the reference would read differently (other column types, a non-finite value, not exactly
-one customers row) and bundles with text features (their texts are scored by the text model) are
-refused by `unsupported`, so that the caller runs the reference instead.
+Text features score the customer's texts with the bundle's text model, as the reference scores
+them, and aggregate them by topic and window. Inputs the reference would read differently (other
+column types, a non-finite value, not exactly one customers row) and a cross-fitted text model
+(training's: a text's score depends on its writer's fold) are refused by `unsupported`, so that the
+caller runs the reference instead.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +30,8 @@ from training.features.definition import AsOf, FeatureBuilder, to_timestamp
 _TS = pa.timestamp("us")
 _TEXT = (pa.string(),)
 _TEXT_SOURCES = ("texts", "text_last")
+_BLANK = " "  # what DuckDB's trim() strips: a text of spaces only is not scored
+TEXT_SCORES_KEPT = 100_000  # texts whose scores one OneCustomer keeps
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,10 @@ class OneCustomer:
         self.definition = d
         self.specs = list(builder.specs_)
         self.names = list(builder.feature_names_)
-        # text features score each text with the bundle's text model: left to the reference
+        self.text_model = builder.text_model_
         self.has_text = any(s.source in _TEXT_SOURCES for s in self.specs)
+        self._scored: dict[str, tuple[float, bool, int]] = {}  # text -> its scores (_text_scores)
+        self._scored_lock = threading.Lock()
         self._types = pa.array(d.type_codes, pa.string())
         self._channels = pa.array(d.channels, pa.string())
         self._surveys = pa.array(d.survey_types, pa.string())
@@ -98,8 +105,8 @@ class OneCustomer:
     ) -> str | None:
         """Why these inputs need the DuckDB reference (None: this path computes them exactly)."""
         d = self.definition
-        if self.has_text:
-            return "text features (scored by the text model) are computed by the reference"
+        if self.has_text and (self.text_model is None or self.text_model.per_customer):
+            return "text features of a cross-fitted text model are computed by the reference"
         if customers.num_rows != 1 or _type(customers, "customer_id") not in _TEXT:
             return "not exactly one customers row with a text customer_id"
         if customers.column("customer_id").null_count:
@@ -112,6 +119,8 @@ class OneCustomer:
         wanted["value"] = (pa.float64(),)
         if d.has_resolved:
             wanted[d.resolved_column] = (pa.bool_(),)
+        if self.has_text and "text" in events.column_names:
+            wanted["text"] = _TEXT
         for column, types in wanted.items():
             if _type(events, column) not in types:
                 return f"events.{column}: type {_type(events, column)}"
@@ -132,7 +141,7 @@ class OneCustomer:
         ts = to_timestamp(as_of)
         now = int(ts.value // 1000)  # the reference's timestamp literal keeps microseconds
         customer = str(customers.column("customer_id")[0].as_py())
-        statics, texts = self._static(customers, now)
+        statics, categories = self._static(customers, now)
         ev = _mine(events, customer, now)
         d = self.definition
         aggs: dict[str, _Agg | None] = {
@@ -143,6 +152,7 @@ class OneCustomer:
         if exposures is not None and _has_exposures(exposures):
             aggs["exposures"] = self._exposures_agg(_mine(exposures, customer, now), now)
         surveys = self._survey_stats(ev, now) if d.survey_types else None
+        texts = self._texts(ev) if self.has_text else None
         out = []
         for spec, codes in zip(self.specs, self._codes, strict=True):
             if spec.source == "static":
@@ -151,9 +161,11 @@ class OneCustomer:
                 out.append(float("nan"))
             elif spec.source == "surveys":
                 out.append(_survey_value(spec, surveys))
+            elif spec.source in _TEXT_SOURCES:
+                out.append(_text_value(spec, texts))
             else:
                 out.append(_value(spec, aggs[spec.source], codes or ()))
-        return OneRow(np.array(out, dtype=np.float32), texts)
+        return OneRow(np.array(out, dtype=np.float32), categories)
 
     def _static(self, customers: pa.Table, now: int) -> tuple[dict[str, float], dict]:
         """The attributes as floats (categoricals as codes) and the categorical texts."""
@@ -191,6 +203,58 @@ class OneCustomer:
         codes = _codes(ex.table.column("action_id"), self._actions)
         return _aggregate(ex, codes, self._exposure_edges, len(self._actions) + 1, None)
 
+    def _texts(self, ev: _Rows) -> _Texts | None:
+        """The customer's texts scored as the reference scores them (non-blank ones, each
+        distinct text once) and aggregated per topic code (topic + 1; 0: none) and window; None
+        without a text column (then no text is counted and nothing else is known)."""
+        if "text" not in ev.table.column_names:
+            return None
+        texts = ev.table.column("text").to_pylist()
+        rows = [i for i, t in enumerate(texts) if t is not None and t.strip(_BLANK)]
+        scores = self._text_scores(list(dict.fromkeys(texts[i] for i in rows)))
+        found = [scores[texts[i]] for i in rows]
+        polarity = np.array([p for p, _, _ in found], dtype=np.float32)
+        negative = np.array([n for _, n, _ in found], dtype=bool)
+        codes = np.array([t + 1 for _, _, t in found], dtype=np.int64)
+        age = ev.age[rows]
+        edges, n_codes = self._event_edges, self.definition.text_topics + 1
+        n_buckets = len(edges) + 1
+        bucket = np.searchsorted(edges, age, side="left")  # smallest window with age <= w
+
+        def cum(flat: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
+            sums = np.bincount(flat, weights=weights, minlength=size).astype(np.float64)
+            return np.cumsum(sums.reshape(-1, n_buckets), axis=1)
+
+        in_order = np.lexsort((polarity, age))  # the last text: ties on age to the lower tone
+        return _Texts(
+            n=cum(codes * n_buckets + bucket, n_codes * n_buckets).tolist(),
+            total=cum(bucket, n_buckets)[0].tolist(),
+            tone=cum(bucket, n_buckets, polarity.astype(np.float64))[0].tolist(),
+            negatives=cum(bucket, n_buckets, negative.astype(np.float64))[0].tolist(),
+            last=_days(int(age.min())) if len(age) else float("nan"),
+            last_negative=_days(int(age[negative].min())) if negative.any() else float("nan"),
+            last_tone=float(polarity[in_order[0]]) if len(age) else float("nan"),
+        )
+
+    def _text_scores(self, texts: list[str]) -> dict[str, tuple[float, bool, int]]:
+        """(polarity, negative, topic) of each text. A text's score depends on the text alone, so
+        scores are kept (the oldest forgotten first beyond TEXT_SCORES_KEPT): a customer's journey
+        is scored once, not on every decision, and each new text when it first comes."""
+        assert self.text_model is not None  # has_text
+        with self._scored_lock:
+            known = {t: self._scored[t] for t in texts if t in self._scored}
+        new = [t for t in texts if t not in known]
+        if new:
+            scores = self.text_model.score(new)
+            found = zip(scores.polarity.tolist(), scores.negative.tolist(), scores.topic.tolist(),
+                        strict=True)  # fmt: skip
+            known |= dict(zip(new, found, strict=True))
+            with self._scored_lock:
+                self._scored.update((t, known[t]) for t in new)
+                while len(self._scored) > TEXT_SCORES_KEPT:
+                    del self._scored[next(iter(self._scored))]
+        return known
+
     def _survey_stats(self, ev: _Rows, now: int) -> list[dict[str, float]]:
         """Per survey type: last, prev, mean (365 days), amin, mean_all, n_all (NaN: none)."""
         codes = _codes(ev.table.column("event_type"), self._surveys)
@@ -222,6 +286,42 @@ class _Rows:
 
     table: pa.Table
     age: np.ndarray  # int64
+
+
+@dataclass(frozen=True)
+class _Texts:
+    """One customer's scored texts before the as-of time, aggregated as `definition` reads them:
+    cumulative over window buckets, per topic code and over all texts (tone: float32 polarities
+    summed in float64, exact for any order of a customer's few texts)."""
+
+    n: list[list[float]]  # per topic code, texts per window
+    total: list[float]  # texts per window
+    tone: list[float]  # polarity sums per window
+    negatives: list[float]  # negative texts per window
+    last: float  # days since the last text (NaN: none)
+    last_negative: float  # days since the last negative text (NaN: none)
+    last_tone: float  # polarity of the last text, ties on time broken on the lower (NaN: none)
+
+
+def _text_value(spec: fs.Spec, texts: _Texts | None) -> float:
+    """One text feature, as `definition._text_column` computes it from the texts' aggregates."""
+    nan, stat, w = float("nan"), spec.stat, spec.window
+    if texts is None:  # no text column: no texts counted, nothing else known
+        return 0.0 if stat == "count" else nan
+    if stat == "last":
+        return texts.last
+    if stat == "negative_age":
+        return texts.last_negative
+    if stat == "score_last":
+        return texts.last_tone
+    if stat == "count":
+        codes = spec.select
+        return texts.total[w] if codes is None else float(sum(texts.n[c][w] for c in codes))
+    if stat == "score_mean":
+        return _ratio(texts.tone[w], texts.total[w])
+    if stat == "negative_share":
+        return _ratio(texts.negatives[w], texts.total[w])
+    raise ValueError(f"unknown text statistic {stat}")
 
 
 def _type(table: pa.Table, column: str) -> pa.DataType | None:

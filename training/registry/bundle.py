@@ -122,6 +122,8 @@ class Bundle:
         self._categories = {
             s.name: list(s.categories) for s in builder.static_ if s.kind == "categorical"
         }
+        # outcome -> (its learner, catalog positions, learner columns): see _uplift_columns
+        self._columns: dict[str, tuple[UpliftModel, list[int], list[int]]] = {}
 
     # -- scoring ------------------------------------------------------------------------------
     def score_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -149,18 +151,27 @@ class Bundle:
     def uplift_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Predicted uplift per outcome with an uplift learner: (n, k) with columns in the
         catalog's action order; an action the learner never saw exposed gets 0 (no known effect)."""
-        ids = self.config.catalog.ids
+        k = len(self.config.catalog.ids)
         out = {}
         for outcome, learner in self.uplift.items():
-            matrix = np.zeros((len(X), len(ids)), dtype=np.float64)
-            known = [(j, learner.actions_.index(a)) for j, a in enumerate(ids)
-                     if a in learner.actions_]  # fmt: skip
-            if known:
-                predicted = learner.predict(X)
-                cols, source = (list(c) for c in zip(*known, strict=True))
-                matrix[:, cols] = predicted[:, source]
+            matrix = np.zeros((len(X), k), dtype=np.float64)
+            cols, source = self._uplift_columns(outcome, learner)
+            if cols:
+                matrix[:, cols] = learner.predict(X)[:, source]
             out[outcome] = matrix
         return out
+
+    def _uplift_columns(self, outcome: str, learner: UpliftModel) -> tuple[list[int], list[int]]:
+        """(catalog positions, the learner's columns) of the actions the outcome's learner knows;
+        found once per learner, since a one-row decision pays for every step of this."""
+        cached = self._columns.get(outcome)
+        if cached is None or cached[0] is not learner:
+            ids = self.config.catalog.ids
+            known = [(j, learner.actions_.index(a)) for j, a in enumerate(ids)
+                     if a in learner.actions_]  # fmt: skip
+            cols, source = [j for j, _ in known], [c for _, c in known]
+            cached = self._columns[outcome] = (learner, cols, source)
+        return cached[1], cached[2]
 
     def score_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """customer_id (when given) and the three scores of FeatureBuilder output rows.

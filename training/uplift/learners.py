@@ -49,6 +49,8 @@ from training.config import CONTROL
 from training.errors import EstimatorInputError, NextbestError
 
 FORMAT_VERSION = 1
+# an S-learner predicts up to this many rows (rows x arms) in one call, every arm's copy stacked
+STACKED_ROWS = 256
 
 # ---------------------------------------------------------------------------------------------
 # pure maths
@@ -156,7 +158,8 @@ class UpliftLearner(BaseEstimator):
     """Hyper-parameters, validation, LightGBM training and persistence of every meta-learner.
 
     Subclasses implement `_fit(X, arm, y, propensity)` (arm: 0 = control, k = `actions_[k-1]`)
-    and `_predict(X) -> (n, n_actions)`, keeping their boosters in `models_` by name.
+    and `_predict(X) -> (n, n_actions)`, keeping their boosters in `models_` by name; those with
+    models per action also `_predict_actions(X, actions)`, so that no other action's model runs.
     """
 
     kind: ClassVar[str] = ""
@@ -239,10 +242,20 @@ class UpliftLearner(BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Uplift of each action vs control, shape (n, len(actions_)), columns in `actions_` order."""
+        X = self._checked(X)
+        return self._predict(X)
+
+    def predict_actions(self, X: np.ndarray, actions: Sequence[str]) -> np.ndarray:
+        """The columns of `predict` for `actions` only (each one of `actions_`), (n, len(actions)):
+        a served model that takes a few actions from this learner (SelectedUplift) then runs no
+        model of the others, which matters most on the one-row serving path."""
+        X = self._checked(X)
+        return self._predict_actions(X, actions)
+
+    def _checked(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "models_"):  # not check_is_fitted: it costs more than a row's uplift
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet.")
-        X = self._check_matrix(X)
-        return self._predict(X)
+        return self._check_matrix(X)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to predict, as JSON-able values: LightGBM model strings, no pickle."""
@@ -286,6 +299,10 @@ class UpliftLearner(BaseEstimator):
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _predict_actions(self, X: np.ndarray, actions: Sequence[str]) -> np.ndarray:
+        """Every column, then those asked for; learners with models per action override this."""
+        return self._predict(X)[:, [self.actions_.index(a) for a in actions]]
 
     # -- LightGBM ---------------------------------------------------------------------------
 
@@ -404,15 +421,25 @@ class SLearner(UpliftLearner):
     def predict_outcomes(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome under each arm, shape (n, 1 + n_actions): control first."""
         X = self._check_matrix(X)
+        return self._outcomes(X, range(len(self.actions_) + 1))
+
+    def _outcomes(self, X: np.ndarray, arms: Sequence[int]) -> np.ndarray:
+        """(n, len(arms)) expected outcomes with the arm column set to each code in `arms`. A few
+        rows (a decision) go to the model in one call, every arm's copy of them stacked; more rows
+        one call per arm, so that a batch chunk is never copied once per arm."""
+        n, codes = len(X), np.asarray(arms, dtype=np.float64)
+        if n * len(codes) <= STACKED_ROWS:
+            stacked = np.column_stack([np.tile(X, (len(codes), 1)), np.repeat(codes, n)])
+            return self._score("mu", stacked).reshape(len(codes), n).T
         return np.column_stack(
-            [
-                self._score("mu", np.column_stack([X, np.full(len(X), float(k))]))
-                for k in range(len(self.actions_) + 1)
-            ]
+            [self._score("mu", np.column_stack([X, np.full(n, code)])) for code in codes]
         )
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        mu = self.predict_outcomes(X)
+        return self._predict_actions(X, self.actions_)
+
+    def _predict_actions(self, X: np.ndarray, actions: Sequence[str]) -> np.ndarray:
+        mu = self._outcomes(X, [0, *(self.actions_.index(a) + 1 for a in actions)])
         return mu[:, 1:] - mu[:, [0]]
 
 
@@ -436,11 +463,17 @@ class TLearner(UpliftLearner):
     def predict_outcomes(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome under each arm, shape (n, 1 + n_actions): control first."""
         X = self._check_matrix(X)
-        arms = [CONTROL, *self.actions_]
+        return self._outcomes(X, [CONTROL, *self.actions_])
+
+    def _outcomes(self, X: np.ndarray, arms: Sequence[str]) -> np.ndarray:
+        """(n, len(arms)) expected outcomes under the named arms."""
         return np.column_stack([self._score(f"mu:{a}", X) for a in arms])
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        mu = self.predict_outcomes(X)
+        return self._predict_actions(X, self.actions_)
+
+    def _predict_actions(self, X: np.ndarray, actions: Sequence[str]) -> np.ndarray:
+        mu = self._outcomes(X, [CONTROL, *actions])
         return mu[:, 1:] - mu[:, [0]]
 
 
@@ -490,7 +523,7 @@ class XLearner(TLearner):
             shares[action] = float(treated.sum() / (treated.sum() + ctrl.sum()))
         self.state_["share"] = shares
 
-    def _predict(self, X: np.ndarray) -> np.ndarray:
+    def _predict_actions(self, X: np.ndarray, actions: Sequence[str]) -> np.ndarray:
         return np.column_stack(
             [
                 blend_x_effects(
@@ -498,7 +531,7 @@ class XLearner(TLearner):
                     self._score(f"tau1:{a}", X),
                     self.state_["share"][a],
                 )
-                for a in self.actions_
+                for a in actions
             ]
         )
 
@@ -536,7 +569,10 @@ class DRLearner(UpliftLearner):
         return mu
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([self._score(f"tau:{a}", X) for a in self.actions_])
+        return self._predict_actions(X, self.actions_)
+
+    def _predict_actions(self, X: np.ndarray, actions: Sequence[str]) -> np.ndarray:
+        return np.column_stack([self._score(f"tau:{a}", X) for a in actions])
 
 
 LEARNERS: dict[str, type[UpliftLearner]] = {

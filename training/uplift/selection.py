@@ -85,26 +85,25 @@ class SelectedUplift:
             a: Line(*lines[a]) if lines and a in lines else Line(0.0, 1.0) for a in actions
         }
         self.actions_ = actions
+        self._columns = _columns_by_learner(actions, self.choice_)
+        self._intercept = np.array([self.lines_[a].intercept for a in actions])
+        self._slope = np.array([self.lines_[a].slope for a in actions])
 
     @property
     def n_features_in_(self) -> int:
         return next(iter(self.learners_.values())).n_features_in_
 
     def predict_raw(self, X: np.ndarray) -> np.ndarray:
-        """Uncalibrated uplift: the chosen learner's column for every action."""
-        predictions = {name: m.predict(X) for name, m in self.learners_.items()}
-        columns = [
-            predictions[self.choice_[a]][:, self.learners_[self.choice_[a]].actions_.index(a)]
-            for a in self.actions_
-        ]
-        return np.column_stack(columns) if columns else np.empty((len(X), 0))
+        """Uncalibrated uplift: the chosen learner's column for every action (each learner
+        predicts only the actions it was chosen for)."""
+        raw = np.empty((len(X), len(self.actions_)), dtype=np.float64)
+        for name, (actions, positions) in self._columns.items():
+            raw[:, positions] = self.learners_[name].predict_actions(X, actions)
+        return raw
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Calibrated uplift of each action vs control, (n, len(actions_))."""
-        raw = self.predict_raw(X)
-        intercept = np.array([self.lines_[a].intercept for a in self.actions_])
-        slope = np.array([self.lines_[a].slope for a in self.actions_])
-        return intercept + slope * raw
+        return self._intercept + self._slope * self.predict_raw(X)
 
     def describe(self) -> dict[str, str]:
         """Action -> "XLearner (slope 0.62)", for logs and reports."""
@@ -126,6 +125,18 @@ class SelectedUplift:
         learners = {n: UpliftLearner.from_dict(d) for n, d in data["learners"].items()}
         lines = {a: Line(*v) for a, v in data["lines"].items()}
         return cls(learners, data["choice"], lines)
+
+
+def _columns_by_learner(
+    actions: list[str], choice: dict[str, str]
+) -> dict[str, tuple[list[str], list[int]]]:
+    """Learner name -> (the actions it predicts, their positions in `actions`)."""
+    out: dict[str, tuple[list[str], list[int]]] = {}
+    for position, action in enumerate(actions):
+        chosen, positions = out.setdefault(choice[action], ([], []))
+        chosen.append(action)
+        positions.append(position)
+    return out
 
 
 UpliftModel = UpliftLearner | SelectedUplift

@@ -181,3 +181,20 @@ def test_stored_model_outputs_decide_exactly_as_the_live_models(bundle: Bundle, 
             [x.expected_value for x in a.actions], [x.expected_value for x in b.actions], rtol=1e-12
         )
     assert precomputed.scores(None) == live.scores(None)  # a cold start is always live
+
+
+def test_one_row_model_outputs_equal_the_batch_matrix(bundle: Bundle, features) -> None:
+    """A live decision's model outputs (one row: FastBooster's single-row path, only the chosen
+    learners' models, an S-learner's arms stacked in one call) are the store's batch outputs for
+    the same rows (whole matrices, LightGBM's own predict), to the last bit."""
+    from serving.online.store import model_outputs
+
+    rows = rows_of(bundle, features)
+    batch = model_outputs(bundle, np.vstack([r.vector for r in rows]))
+    decider = Decider(accelerate(with_decisioning(bundle)))
+    n = len(decider.score_columns)
+    for row, expected in zip(rows, batch, strict=True):
+        scores, uplift = decider.model_outputs(FeatureRow(row.vector, row.namespace))
+        np.testing.assert_array_equal([scores[c] for c in decider.score_columns], expected[:n])
+        np.testing.assert_array_equal(np.concatenate(list(uplift.values())), expected[n:])
+    assert any(type(m).__name__ == "SelectedUplift" for m in bundle.uplift.values())

@@ -7,7 +7,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from serving.online.fast_predict import FastBooster
+from serving.online.fast_predict import FEW_ROWS, FastBooster
 
 
 @pytest.fixture(scope="module", params=["binary", "regression", "tweedie"])
@@ -33,9 +33,21 @@ def test_one_row_predictions_are_bit_identical(booster: lgb.Booster) -> None:
             np.testing.assert_array_equal(got, expected)
 
 
+def test_a_few_rows_go_row_by_row_and_are_bit_identical(booster: lgb.Booster) -> None:
+    """An S-learner's stacked arms and other few-row calls take the fast path row by row."""
+    fast = FastBooster(booster)
+    X = np.random.default_rng(4).normal(size=(FEW_ROWS, 6))
+    X[::5, 1] = np.nan
+    for rows in (X[:2], X[:21], X):
+        for raw in (False, True):
+            got = fast.predict(rows, raw_score=raw)
+            assert got.shape == (len(rows),)
+            np.testing.assert_array_equal(got, booster.predict(rows, raw_score=raw))
+
+
 def test_many_rows_and_contributions_are_delegated(booster: lgb.Booster) -> None:
     fast = FastBooster(booster)
-    X = np.random.default_rng(2).normal(size=(5, 6))
+    X = np.random.default_rng(2).normal(size=(FEW_ROWS + 1, 6))
     np.testing.assert_array_equal(fast.predict(X), booster.predict(X))
     np.testing.assert_array_equal(
         fast.predict(X[:1], pred_leaf=True), booster.predict(X[:1], pred_leaf=True)

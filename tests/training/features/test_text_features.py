@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 
 from training.errors import NextbestError
-from training.features.definition import FeatureBuilder, feature_descriptions
+from training.features.definition import FeatureBuilder, feature_descriptions, to_matrix
 from training.features.one_customer import OneCustomer
 from training.synth.dynamics import nps_answer
 from training.synth.text import dictionary, draw_writers, text_codes
@@ -175,13 +176,71 @@ def test_text_features_read_like_sentences() -> None:
     assert text["days_since_last_negative_text"] == "days since the last negative text"
 
 
-def test_the_one_customer_path_leaves_text_features_to_the_reference(model: TextModel) -> None:
-    """Text features score texts with the text model: the one-customer path refuses the bundle
-    (the caller runs the DuckDB reference), and accepts the same builder without the model."""
-    con = connect()
+def texts_world(seed: int) -> duckdb.DuckDBPyConnection:
+    """40 customers writing texts from the synthetic dictionary around T: repeated texts, texts
+    at equal times (the last tone breaks ties), blank and missing texts, and events without."""
+    rng = np.random.default_rng(seed)
+    words = dictionary()
+    rows = []
+    for k in range(40):
+        for _ in range(int(rng.integers(0, 12))):
+            ts = T - timedelta(hours=int(rng.integers(-200, 9000)))
+            text = str(words[int(rng.integers(len(words)))])
+            kind = rng.random()
+            text = "   " if kind < 0.05 else None if kind < 0.1 else text
+            rows.append((f"c{k}", ts, "chat", "chat", None, text))
+            if rng.random() < 0.2:  # the same moment, another text
+                rows.append((f"c{k}", ts, "chat", "chat", None, str(words[int(rng.integers(50))])))
+    events = pd.DataFrame(
+        rows, columns=["customer_id", "ts", "channel", "event_type", "value", "text"]
+    )
+    events["value"] = events["value"].astype("float64")
+    con = duckdb.connect()
+    con.register("_c", pd.DataFrame({"customer_id": [f"c{k}" for k in range(40)]}))
+    con.execute("CREATE VIEW customers AS SELECT * FROM _c")
+    con.register("_e", events)
+    con.execute(
+        "CREATE VIEW events AS SELECT customer_id, CAST(ts AS TIMESTAMP) AS ts, channel, "
+        "event_type, CAST(value AS DOUBLE) AS value, CAST(text AS VARCHAR) AS text FROM _e"
+    )
+    return con
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_one_customer_path_computes_text_features_as_the_reference(
+    model: TextModel, seed: int
+) -> None:
+    """Text features of one customer (the service's live path) equal the DuckDB reference's,
+    bit for bit, at as-of times that slide the windows past texts."""
+    con = texts_world(seed)
     builder = FeatureBuilder().fit(con).with_text(model)
+    one = OneCustomer(builder)
+    tables = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("customers", "events")}  # fmt: skip
+    text_columns = [j for j, n in enumerate(builder.feature_names_) if "text" in n]
+    assert len(text_columns) > 20
+    for as_of in (T, T + 3 * DAY + timedelta(hours=5), T - 40 * DAY):
+        reference = builder.transform(con, as_of=as_of)
+        expected = to_matrix(reference, builder.feature_names_)
+        for k, customer in enumerate(reference["customer_id"]):
+            customers = tables["customers"].filter(
+                pc.equal(tables["customers"]["customer_id"], customer)
+            )
+            assert one.unsupported(customers, tables["events"], None) is None
+            got = one.row(customers, tables["events"], None, as_of)
+            np.testing.assert_array_equal(got.vector, expected[k], err_msg=f"{customer} {as_of}")
+    assert np.nanmax(expected[:, text_columns]) > 0  # texts were counted
+
+
+def test_the_one_customer_path_leaves_cross_fitted_text_to_the_reference(fitted) -> None:
+    """A cross-fitted text model (training's: scores depend on the writer's fold) is refused;
+    the final model and no model at all are computed on the one-customer path."""
+    final, crossed = fitted
+    con = connect()
+    builder = FeatureBuilder().fit(con)
     tables = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("customers", "events")}  # fmt: skip
     first = tables["customers"].slice(0, 1)
-    reason = OneCustomer(builder).unsupported(first, tables["events"], None)
-    assert reason is not None and "text" in reason
-    assert OneCustomer(builder.with_text(None)).unsupported(first, tables["events"], None) is None
+    reason = OneCustomer(builder.with_text(crossed)).unsupported(first, tables["events"], None)
+    assert reason is not None and "cross-fitted" in reason
+    for text_model in (final, None):
+        one = OneCustomer(builder.with_text(text_model))
+        assert one.unsupported(first, tables["events"], None) is None

@@ -178,6 +178,41 @@ def test_to_dict_from_dict_round_trips_predictions_exactly(fitted, name):
         assert np.array_equal(restored.predict(test.X), learner.predict(test.X))
 
 
+@pytest.mark.parametrize("name", [cls.__name__ for cls in LEARNER_CLASSES])
+def test_predicting_some_actions_gives_exactly_their_columns(fitted, name):
+    """`predict_actions` (what a served model asks a learner for) is `predict`'s columns, bit
+    for bit, on many rows and on the single rows of a decision (the S-learner stacks its arms)."""
+    _, _, test, learners = fitted
+    learner = learners[name]
+    full = learner.predict(test.X)
+    for actions in (["a3", "a1"], ["a2"], ACTIONS):
+        columns = [ACTIONS.index(a) for a in actions]
+        np.testing.assert_array_equal(learner.predict_actions(test.X, actions), full[:, columns])
+    for i in range(0, N_TEST, 150):
+        np.testing.assert_array_equal(learner.predict(test.X[i : i + 1]), full[i : i + 1])
+        np.testing.assert_array_equal(
+            learner.predict_actions(test.X[i : i + 1].astype(np.float32), ["a2"]),
+            learner.predict(test.X[i : i + 1].astype(np.float32))[:, [1]],
+        )
+
+
+def test_predicting_some_actions_runs_no_model_of_the_others(fitted):
+    """A per-action learner asked for a1 never touches the models of a2 and a3."""
+    _, _, test, learners = fitted
+    for name, prefixes in (("XLearner", ("tau0:", "tau1:")), ("DRLearner", ("tau:",))):
+        learner = learners[name]
+        expected = learner.predict(test.X[:50])[:, [0]]
+        kept = dict(learner.models_)
+        learner.models_ = {k: m for k, m in kept.items()
+                           if not k.startswith(prefixes) or k.endswith(":a1")}  # fmt: skip
+        try:
+            np.testing.assert_array_equal(learner.predict_actions(test.X[:50], ["a1"]), expected)
+            with pytest.raises(KeyError):
+                learner.predict_actions(test.X[:50], ["a2"])
+        finally:
+            learner.models_ = kept
+
+
 def test_from_dict_refuses_another_class(fitted):
     _, _, _, learners = fitted
     with pytest.raises(NextbestError, match="cannot load a TLearner"):

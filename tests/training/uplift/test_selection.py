@@ -68,6 +68,24 @@ def test_selected_uplift_takes_each_action_from_its_learner(two_learners) -> Non
     assert selected.describe()["a2"] == "SLearner (slope 0.50)"
 
 
+def test_selected_uplift_runs_only_the_chosen_models(two_learners) -> None:
+    """The T-learner chosen for a1 and a3 is not asked for a2 (the S-learner's): its a2 model
+    may be gone and the predictions are the same, bit for bit, on many rows and on one."""
+    X, fitted = two_learners
+    choice = {"a1": "TLearner", "a2": "SLearner", "a3": "TLearner"}
+    selected = SelectedUplift(fitted, choice, {"a2": Line(0.1, 0.5)})  # type: ignore[arg-type]
+    expected = selected.predict(X)
+    t_learner = fitted["TLearner"]
+    kept = dict(t_learner.models_)  # type: ignore[attr-defined]
+    t_learner.models_ = {k: m for k, m in kept.items() if k != "mu:a2"}  # type: ignore[attr-defined]
+    try:
+        np.testing.assert_array_equal(selected.predict(X), expected)
+        for i in range(0, len(X), 60):
+            np.testing.assert_array_equal(selected.predict(X[i : i + 1]), expected[i : i + 1])
+    finally:
+        t_learner.models_ = kept  # type: ignore[attr-defined]
+
+
 def test_round_trip_is_exact_and_keeps_only_used_learners(two_learners) -> None:
     X, fitted = two_learners
     selected = SelectedUplift(fitted, dict.fromkeys(ACTIONS, "TLearner"))  # type: ignore[arg-type]
