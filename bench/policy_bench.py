@@ -66,7 +66,9 @@ def write_history(data: Path, log: Path, contacts: int, now: datetime, seed: int
         decision = [f"h{start + i}" for i in range(n)]
         action = actions[what]
         con.executemany(
-            "INSERT INTO decisions VALUES (?, ?, ?, ?, '0', ?, 1.0, 0, 0, 0, ?, '{}')",
+            "INSERT INTO decisions (decision_id, ts, customer_id, channel, model_version, "
+            "action_id, propensity, control_group, explored, cold_start, actions, context) "
+            "VALUES (?, ?, ?, ?, '0', ?, 1.0, 0, 0, 0, ?, '{}')",
             zip(
                 decision,
                 ts.tolist(),

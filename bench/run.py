@@ -167,7 +167,7 @@ def bench_uplift(data: Path, n: int, limit_s: float) -> list[Row]:
             gib,
             f"< {limit_s / 60:.0f} min",
             q["uplift_seconds"] < limit_s,
-            "4 learners each, per-action choice",
+            "5 learners each, per-action choice",
         ),  # fmt: skip
         Row(
             "learned policy true value / oracle's",

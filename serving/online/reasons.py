@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -136,17 +136,13 @@ class Explainer:
 
 
 def _uplift_drivers(bundle: Bundle, action_id: str) -> list[int]:
-    """Feature indices the action's uplift boosters gain most on (all outcomes, normalised)."""
+    """Feature indices that drive the action's uplift most (its learners' `feature_gain`,
+    summed over outcomes)."""
     n = len(bundle.builder.feature_names_)
     gain = np.zeros(n)
-    learners = [m for model in bundle.uplift.values() for m in base_learners(model, action_id)]
-    for learner in learners:
-        models: dict[str, Any] = learner.models_
-        own = {k: b for k, b in models.items() if k.endswith(f":{action_id}")}
-        for booster in (own or models).values():
-            g = np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64)
-            g = g[:n]  # an S-learner's booster also splits on the arm, its last column
-            if len(g) == n and g.sum() > 0:
-                gain += g / g.sum()
+    for model in bundle.uplift.values():
+        for learner in base_learners(model, action_id):
+            if action_id in learner.actions_:
+                gain += learner.feature_gain(action_id)[:n]
     order = [int(j) for j in np.argsort(-gain) if gain[j] > 0]
     return order[:TOP_FEATURES]

@@ -1,7 +1,7 @@
 """Uplift training: an S-learner per outcome, replaced per action only by a learner that proves better.
 Outcomes are learned side by side, one per core.
 
-For each configured outcome with enough observed labels, S-, T-, X- and DR-learners are fitted on
+For each configured outcome with enough observed labels, S-, T-, X-, DR- and linear T-learners are fitted on
 70% of the customers' exposures (the training customers of the score models too) and judged on
 15% of the others (`selection_exposures`), per action, by the doubly-robust (DR) value of the
 policies each one's ranking induces — "this action for the top 10%, 20%, ... 90% by predicted
@@ -19,7 +19,7 @@ churn itself (so `predict` stays the uplift on churn, which training.policy.valu
 and metrics use retention, 1 − churn: a policy's `dr_value` is then its retention rate.
 
 The DR value needs the expected outcome of each selection row under each arm; it comes from the
-T-learner fitted on the training part (never on the rows it judges), shared by all four learners
+T-learner fitted on the training part (never on the rows it judges), shared by all learners
 so they are compared on the same footing.
 """
 

@@ -47,6 +47,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 
 from training.config import CONTROL
 from training.errors import EstimatorInputError, NextbestError
+from training.uplift import linear
 
 FORMAT_VERSION = 1
 # an S-learner predicts up to this many rows (rows x arms) in one call, every arm's copy stacked
@@ -290,9 +291,26 @@ class UpliftLearner(BaseEstimator):
         learner.n_features_in_ = int(data["n_features_in"])
         learner.state_ = dict(data["state"])
         learner.models_ = {k: lgb.Booster(model_str=s) for k, s in data["models"].items()}
+        learner._loaded()
         return learner
 
+    def feature_gain(self, action: str) -> np.ndarray:
+        """(n_features_in_,) share of what drives `action`'s uplift per feature, summing to 1
+        (zeros when nothing does): the gain of the boosters that model this action (all of
+        them when none is the action's own), each normalised. For reasons shown to agents."""
+        own = {k: b for k, b in self.models_.items() if k.endswith(f":{action}")}
+        gain = np.zeros(self.n_features_in_)
+        for booster in (own or self.models_).values():
+            g = np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64)
+            g = g[: self.n_features_in_]  # an S-learner's booster also splits on the arm
+            if g.sum() > 0:
+                gain += g / g.sum()
+        return gain / gain.sum() if gain.sum() > 0 else gain
+
     # -- to implement -----------------------------------------------------------------------
+
+    def _loaded(self) -> None:
+        """Derive what predictions need from the learned state (after `fit` and `from_dict`)."""
 
     def _fit(self, X: np.ndarray, arm: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
         raise NotImplementedError
@@ -575,6 +593,58 @@ class DRLearner(UpliftLearner):
         return np.column_stack([self._score(f"tau:{a}", X) for a in actions])
 
 
+class LinearTLearner(UpliftLearner):
+    """T-learner over linear models (training.uplift.linear): per arm a regularised GLM —
+    logistic for binary outcomes, log-link Poisson for tweedie ones, least squares otherwise —
+    on one shared design of the features, inverse-propensity weighted. The trees' parameters are
+    unused. Strong where effects are small and smooth and rows are few, as on e-mail tests."""
+
+    kind = "LT"
+    GLM_KIND: ClassVar[dict[str, str]] = {
+        "binary": "binary", "tweedie": "poisson", "regression": "regression",
+    }  # fmt: skip
+
+    def _fit(self, X: np.ndarray, arm: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
+        design = linear.fit_design(X, list(self.categorical or []))
+        Z, glm = design.transform(X), self.GLM_KIND[self.objective_]
+        self.state_ = {"design": design.to_dict(), "glm": glm, "arms": {}}
+        for k in range(len(self.actions_) + 1):
+            rows = arm == k
+            coef, intercept = linear.fit_glm(Z[rows], y[rows], 1.0 / p[rows], glm)
+            self.state_["arms"][_arm_name(k, self.actions_)] = [coef.tolist(), intercept]
+        self._loaded()
+
+    def _loaded(self) -> None:
+        """The state as arrays, once, not per one-row request: design, (columns, arms)
+        coefficients and intercepts, control first."""
+        weights = [self.state_["arms"][a] for a in [CONTROL, *self.actions_]]
+        self.glm_ = (
+            linear.Design.from_dict(self.state_["design"]),
+            np.array([w for w, _ in weights], dtype=np.float64).T,
+            np.array([b for _, b in weights], dtype=np.float64),
+        )
+
+    def predict_outcomes(self, X: np.ndarray) -> np.ndarray:
+        """Expected outcome under each arm, shape (n, 1 + n_actions): control first."""
+        X = self._check_matrix(X)
+        design, coef, intercept = self.glm_
+        return linear.predict_glm(design.transform(X), coef, intercept, self.state_["glm"])
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        mu = self.predict_outcomes(X)
+        return mu[:, 1:] - mu[:, [0]]
+
+    def feature_gain(self, action: str) -> np.ndarray:
+        """Share per feature of |action's coefficients − control's| on the standardised design
+        (a feature's missing flag and one-hot columns count towards it)."""
+        design = linear.Design.from_dict(self.state_["design"])
+        arms = self.state_["arms"]
+        weight = np.abs(np.subtract(arms[action][0], arms[CONTROL][0]))
+        gain = np.zeros(self.n_features_in_)
+        np.add.at(gain, design.source(), weight)
+        return gain / gain.sum() if gain.sum() > 0 else gain
+
+
 LEARNERS: dict[str, type[UpliftLearner]] = {
-    cls.__name__: cls for cls in (SLearner, TLearner, XLearner, DRLearner)
+    cls.__name__: cls for cls in (SLearner, TLearner, XLearner, DRLearner, LinearTLearner)
 }

@@ -21,6 +21,7 @@ from training.errors import NextbestError
 from training.uplift.learners import (
     BinnedFeatures,
     DRLearner,
+    LinearTLearner,
     SLearner,
     TLearner,
     UpliftLearner,
@@ -34,7 +35,7 @@ ACTIONS = ["a1", "a2", "a3"]
 ARMS = [CONTROL, *ACTIONS]
 N_TRAIN, N_TEST = 8000, 3000
 PARAMS = {"n_estimators": 100, "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 40}
-LEARNER_CLASSES = [SLearner, TLearner, XLearner, DRLearner]
+LEARNER_CLASSES = [SLearner, TLearner, XLearner, DRLearner, LinearTLearner]
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,30 @@ def test_mean_effect_recovers_the_true_ate(fitted, name):
     assert (error < tolerance(kind)).all(), (name, kind, pred.mean(axis=0), test.cate.mean(axis=0))
 
 
-@pytest.mark.parametrize("name", ["TLearner", "XLearner", "DRLearner"])
+@pytest.mark.parametrize("name", ["TLearner", "XLearner", "DRLearner", "LinearTLearner"])
 def test_heterogeneous_effect_is_ranked(fitted, name):
     _, _, test, learners = fitted
     pred = learners[name].predict(test.X)[:, 0]  # a1: helps where x0 > 0, harms where x0 < 0
     corr = np.corrcoef(pred, test.cate[:, 0])[0, 1]
     assert corr > 0.5, (name, corr)
     assert pred[test.X[:, 0] > 1].mean() > 0 > pred[test.X[:, 0] < -1].mean()
+
+
+@pytest.mark.parametrize("name", ["XLearner", "DRLearner", "LinearTLearner"])
+def test_feature_gain_names_what_drives_an_effect(fitted, name):
+    """a1's effect moves with x0 alone: the learners that model effects directly say so."""
+    _, _, _, learners = fitted
+    gain = learners[name].feature_gain("a1")
+    assert gain.shape == (5,) and gain.sum() == pytest.approx(1.0)
+    assert int(np.argmax(gain)) == 0, (name, gain)
+
+
+def test_the_linear_learner_is_near_exact_on_a_linear_world(fitted):
+    """Effects linear in x0 (continuous) or on the logit (binary) are what its GLMs model."""
+    _, _, test, learners = fitted
+    pred = learners["LinearTLearner"].predict(test.X)
+    corr = [np.corrcoef(pred[:, 0], test.cate[:, 0])[0, 1]]
+    assert min(corr) > 0.95, corr
 
 
 def test_propensity_aware_learner_beats_naive_difference_on_confounded_data(fitted):

@@ -1,4 +1,4 @@
-"""scikit-learn's estimator checks (`parametrize_with_checks`) over the four uplift learners.
+"""scikit-learn's estimator checks (`parametrize_with_checks`) over the uplift learners.
 
 The learners are scikit-learn estimators except for what their `treatment` argument makes them:
 `fit(X, treatment, y, propensity)` instead of `fit(X, y)`, and `predict(X)` with one column per
@@ -27,7 +27,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import _num_samples
 
 from training.config import CONTROL
-from training.uplift.learners import DRLearner, SLearner, TLearner, XLearner
+from training.uplift.learners import DRLearner, LinearTLearner, SLearner, TLearner, XLearner
 
 ACTION = "a"
 
@@ -73,11 +73,24 @@ class CheckedDRLearner(ChecksAdapter, DRLearner):
     pass
 
 
+class CheckedLinearTLearner(ChecksAdapter, LinearTLearner):
+    pass
+
+
 FAST = {"n_estimators": 10, "n_jobs": 1}
 
 
 @parametrize_with_checks(
-    [cls(**FAST) for cls in (CheckedSLearner, CheckedTLearner, CheckedXLearner, CheckedDRLearner)],
+    [
+        cls(**FAST)
+        for cls in (
+            CheckedSLearner,
+            CheckedTLearner,
+            CheckedXLearner,
+            CheckedDRLearner,
+            CheckedLinearTLearner,
+        )
+    ],
     xfail_strict=True,
 )
 def test_uplift_learners_pass_scikit_learns_estimator_checks(estimator: Any, check: Any) -> None:
