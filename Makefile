@@ -36,7 +36,9 @@ $(BIN)/nextbest: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	# bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set, every process would compile
+	# its imports anew (MLflow, BentoML: seconds per CLI call, test server and worker)
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
