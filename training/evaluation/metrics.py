@@ -177,3 +177,18 @@ def lift_by_decile(y: ArrayLike, pred: ArrayLike) -> pd.DataFrame:
     total = float(np.sum(a))
     out["cum_capture"] = (out["mean_y"] * out["n"]).cumsum() / total if total != 0 else NAN
     return out.reset_index()[columns]
+
+
+def gain_curve(y: ArrayLike, pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Share of customers (highest predictions first) against the share of the outcome total
+    they hold: the gain chart, from (0, 0) to (1, 1). Tied predictions share their outcome
+    evenly, so the curve does not depend on the order of tied rows."""
+    a, b = _pair(y, pred)
+    total = float(np.sum(a))
+    if a.size == 0 or total == 0:
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    order = np.argsort(-b, kind="stable")
+    starts = np.unique(-b[order], return_index=True)[1]
+    sizes = np.diff(np.append(starts, a.size))
+    shared = np.repeat(np.add.reduceat(a[order], starts) / sizes, sizes)
+    return np.arange(a.size + 1) / a.size, np.append(0.0, np.cumsum(shared) / total)

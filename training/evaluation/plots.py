@@ -113,3 +113,50 @@ def predicted_vs_actual(y: ArrayLike, pred: ArrayLike, max_points: int = 5000) -
     r = metrics.pearson(a, b)
     ax.set(xlabel="predicted", ylabel="actual", title=f"Predicted vs actual (r {r:.3f})")
     return fig
+
+
+def gain_chart(y: ArrayLike, pred: ArrayLike) -> Figure:
+    """Share of the realised total held by the top x% of customers by prediction, beside a
+    perfect ranking (by the outcome itself) and a random one; the top decile's share in the title."""
+    share, captured = metrics.gain_curve(y, pred)
+    best_share, best = metrics.gain_curve(y, y)
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot(share, captured, label="model")
+    ax.plot(best_share, best, ":", color="C2", label="perfect")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
+    top = float(np.interp(0.1, share, captured))
+    ax.set(
+        xlabel="share of customers, highest predictions first",
+        ylabel="share of realised total",
+        title=f"Gain (top 10% hold {top:.0%})",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    ax.legend(loc="lower right")
+    return fig
+
+
+def decile_calibration(y: ArrayLike, pred: ArrayLike) -> Figure:
+    """Mean realised against mean predicted value per prediction decile, with the diagonal:
+    points above it are deciles the model undervalues."""
+    table = metrics.lift_by_decile(y, pred)
+    fig = _figure()
+    ax = fig.add_subplot()
+    if len(table):
+        ax.plot(table["mean_pred"], table["mean_y"], "o-", label="deciles")
+        for d, xp, yp in zip(table["decile"], table["mean_pred"], table["mean_y"], strict=True):
+            ax.annotate(str(int(d)), (xp, yp), textcoords="offset points", xytext=(4, -10))
+        top = float(max(table["mean_pred"].max(), table["mean_y"].max(), 1e-9)) * 1.05
+    else:
+        top = 1.0
+    ax.plot([0, top], [0, top], "--", color="grey", label="perfect")
+    ax.set(
+        xlabel="mean predicted value",
+        ylabel="mean realised value",
+        title="Calibration by decile (1 = highest predictions)",
+        xlim=(0, top),
+        ylim=(0, top),
+    )
+    ax.legend(loc="upper left")
+    return fig

@@ -339,10 +339,27 @@ def score_section(scores: ScoreEvaluation) -> str:
         parts.append(
             _table(rows, [*SCORE_COLUMNS, Column(baseline, lambda r: format_number(r["baseline"]))])
         )
+        if role == "lifetime" and scores.lifetime_deciles is not None:
+            parts.append(lifetime_deciles_table(scores.lifetime_deciles, scores.lifetime_days))
         parts.append(_images(images, [n for n in images if n.startswith(f"{role}_")]))
     if not parts:
         parts.append('<p class="empty">No score model could be judged on this data.</p>')
     return _section("scores", "Scores: churn, satisfaction and LTV", SCORES_TEXT, *parts)
+
+
+def lifetime_deciles_table(deciles: pd.DataFrame, days: int) -> str:
+    """Held-out customers by decile of predicted `ltv`: predicted and realised revenue over
+    `days`, lift and the share of the realised total held by the deciles so far (the gain)."""
+    columns = [
+        Column("decile", lambda r: str(int(r["decile"]))),
+        Column("customers", lambda r: format_count(r["n"])),
+        Column("mean predicted ltv", lambda r: format_number(r["mean_pred"], 2)),
+        Column("mean realised revenue", lambda r: format_number(r["mean_y"], 2)),
+        Column("lift", lambda r: format_number(r["lift"], 2)),
+        Column("share of realised revenue so far", lambda r: format_share(r["cum_capture"])),
+    ]
+    title = f"<h4>ltv by decile (1 = highest), realised over the next {days} days</h4>"
+    return title + _table(deciles, columns)
 
 
 def topic_section(topics: pd.DataFrame) -> str:
@@ -564,7 +581,11 @@ SCORES_TEXT = (
     "baseline column is the simple model it has to beat. Churn: ROC AUC and PR AUC rank "
     "(higher is better), Brier score and expected calibration error (ECE) measure the "
     "probabilities (lower is better); the calibration plot puts predicted against observed "
-    "churn. Satisfaction and LTV: MAE and RMSE (lower is better) and rank correlations."
+    "churn. Satisfaction and LTV: MAE and RMSE (lower is better) and rank correlations. "
+    "Lifetime value (with a lifetime horizon): the held-out customers of the earliest training "
+    "date by decile of predicted ltv against the revenue they really brought afterwards; the "
+    "gain chart shows the share of that revenue the top x% by ltv hold, the calibration plot "
+    "the mean predicted against the mean realised per decile."
 )
 TOPICS_TEXT = (
     "What customers wrote about in the last months (survey comments, chat and call notes, "

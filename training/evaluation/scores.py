@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from training.data.snapshots import build_snapshots, split_for
+from training.data.lifetime import LABEL, judging_rows
+from training.data.snapshots import build_snapshots, data_span, holdout_mask, split_for
+from training.errors import NextbestError
+from training.evaluation import metrics as em
+from training.evaluation import plots
 from training.evaluation.score_metrics import BASELINE, score_figures, score_metrics
+from training.features.definition import to_matrix
 from training.registry.bundle import Bundle
+from training.scores.lifetime import LifetimeValue
 
 #: the baseline each score is compared with, in words (`score_metrics` computes it)
 BASELINES = {
@@ -39,6 +45,9 @@ class ScoreEvaluation:
     as_of: list[str]
     metrics: pd.DataFrame  # role, outcome, metric, model, baseline
     figures: dict[str, Figure] = field(default_factory=dict)  # "<role>_<figure>"
+    #: held-out customers by decile of `ltv` (metrics.lift_by_decile) and the days it covers
+    lifetime_deciles: pd.DataFrame | None = None
+    lifetime_days: int = 0
 
     def headline(self) -> dict[str, float]:
         """Flat metrics for MLflow: `score.<role>.<metric>`."""
@@ -94,12 +103,52 @@ def evaluate_scores(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> ScoreEval
             continue
         rows += metric_rows(role, outcome, score_metrics(model, data))
         figures |= {f"{role}_{name}": fig for name, fig in score_figures(model, data).items()}
+    deciles, days = None, 0
     if bundle.lifetime is not None:
         rows += lifetime_rows(bundle.lifetime.method, bundle.lifetime.selection)
+        judged = realised_lifetime(con, bundle, frame) if frame is not None else None
+        if judged is not None:
+            y, pred, days = judged
+            deciles = em.lift_by_decile(y, pred)
+            figures |= lifetime_figures(y, pred)
     columns = ["role", "outcome", "metric", "model", "baseline"]
     return ScoreEvaluation(
         bundle.version or "",
         [d.isoformat() for d in dates],
         pd.DataFrame(rows, columns=columns),
         figures,
+        deciles,
+        days,
     )
+
+
+def realised_lifetime(
+    con: duckdb.DuckDBPyConnection, bundle: Bundle, frame: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(realised revenue, predicted `ltv`, days) of the held-out customers at the earliest
+    training date, over the lifetime or as much of it as the data observed (the horizon training
+    judged the methods on), undiscounted like the money it is compared with; None when the data
+    cannot judge it (no value outcome, too few held-out customers)."""
+    value = bundle.config.outcome_for_role("value")
+    if bundle.lifetime is None or value is None or "value" not in bundle.models:
+        return None
+    until = data_span(con, bundle.config).observed_until
+    try:
+        rows = judging_rows(con, frame, value[1], bundle.lifetime.lifetime_months, until)
+    except NextbestError:
+        return None
+    rows = rows[holdout_mask(rows["customer_id"])].reset_index(drop=True)
+    names = list(bundle.builder.feature_names_)
+    X = to_matrix(bundle.prepare(rows), names)
+    undiscounted = LifetimeValue.from_dict(bundle.lifetime.to_dict() | {"discount_rate": 0.0})
+    days = int(rows.attrs["days"])
+    pred = undiscounted.predict(X, names, bundle.score_matrix(X), horizon=float(days))
+    return rows[LABEL].to_numpy(dtype=np.float64), pred, days
+
+
+def lifetime_figures(y: np.ndarray, pred: np.ndarray) -> dict[str, Figure]:
+    """The gain chart and the calibration by decile of `ltv` against realised revenue."""
+    return {
+        "lifetime_gain": plots.gain_chart(y, pred),
+        "lifetime_calibration": plots.decile_calibration(y, pred),
+    }

@@ -22,7 +22,9 @@ Features, in output order (numeric ones float32, string attributes pandas Catego
   ``unresolved_contacts_<w>d`` and ``resolution_rate_<w>d`` (from the boolean ``resolved`` events
   column, NaN without it; the rate is NaN when no contact has a known outcome),
   ``contact_minutes_<w>d`` (sum of contact values), ``complaints_<w>d``,
-  ``days_since_last_complaint``, ``revenue_<w>d``, ``purchases_<w>d``, ``days_since_last_purchase``.
+  ``days_since_last_complaint``, ``revenue_<w>d``, ``purchases_<w>d``, ``purchase_days_<w>d``
+  (distinct days with a purchase: several orders on one day are one), ``days_since_last_purchase``,
+  ``days_since_first_purchase``.
 - per survey type s (nps, csat), over answers with a value: ``<s>_last``, ``<s>_prev``,
   ``<s>_trend`` (last - previous answer), ``<s>_mean_365d``, ``<s>_mean_all`` and ``<s>_answers``
   (mean and number of answers over the whole history; the mean is NaN when none), ``days_since_last_<s>``.
@@ -59,7 +61,7 @@ from training.features import sql as fs
 from training.text.model import TextScorer
 
 # Bump when the meaning of any feature changes: saved builders of another version are refused.
-DEFINITION_VERSION = "2"
+DEFINITION_VERSION = "3"
 FORMAT = 1
 MAX_CATEGORIES = 100
 CHUNK_ROWS = 50_000_000  # joined event rows per aggregate query: bounds DuckDB's memory
@@ -537,6 +539,8 @@ def _column(spec: fs.Spec, st: _Stats) -> np.ndarray:
         return _text_column(spec, st)
     if stat == "count":
         return st.cum("n")[:, w]
+    if stat == "days":
+        return st.cum("nd")[:, w]
     if stat == "sum":
         return st.cum("sv")[:, w]
     if stat == "mean":
@@ -649,7 +653,7 @@ def _fill_source(
     source = specs[0][1].source
     if _source_sql(con, d, source, scopes[0], texts) is None:
         for k, spec in specs:
-            out[:, k] = 0.0 if spec.stat == "count" else np.nan
+            out[:, k] = 0.0 if spec.stat in ("count", "days") else np.nan
         return
     grouped = _Grouped(_aggregate(con, d, source, scopes, texts), _CODES[source](d))
     n_buckets = len(fs.EXPOSURE_WINDOWS if source == "exposures" else d.windows) + 1
@@ -729,6 +733,7 @@ _WINDOWED = [
     (r"complaints_(\d+)d", "complaints"),
     (r"revenue_(\d+)d", "revenue"),
     (r"purchases_(\d+)d", "purchases"),
+    (r"purchase_days_(\d+)d", "days with a purchase"),
     (r"exposures_(\d+)d", "actions received"),
     (r"channel_(.+)_count_(\d+)d", "events via {0}"),
     (r"(.+)_value_sum_(\d+)d", "total {0} value"),
@@ -739,6 +744,7 @@ _WINDOWED = [
 ]
 _FIXED = {
     "days_since_first_event": "days since the first recorded event",
+    "days_since_first_purchase": "days since the first purchase",
     "days_since_last_event": "days since the last event",
     "days_since_last_exposure": "days since the last action",
     "days_since_last_text": "days since the last text",

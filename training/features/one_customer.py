@@ -54,6 +54,7 @@ class _Agg:
     nrf: list[list[float]]  # cumulative unresolved
     amin: list[int | None]  # per code: smallest age (us)
     amax: list[int | None]  # per code: largest age (us)
+    nd: list[list[float]]  # cumulative distinct days (day k: ages in (k, k + 1] days)
 
 
 def _days(age_us: int | None) -> float:
@@ -400,16 +401,25 @@ def _aggregate(
         low, high = amin[code], amax[code]
         amin[code] = age if low is None or age < low else low
         amax[code] = age if high is None or age > high else high
-    return _Agg(cum(None), sv, nv, nrt, nrf, amin, amax)
+    days = {
+        (f, (age - 1) // fs.DAY_US) for f, age in zip(flat.tolist(), rows.age.tolist(), strict=True)
+    }
+    distinct = np.array([f for f, _ in days], dtype=np.int64)
+    nd = np.cumsum(
+        np.bincount(distinct, minlength=size).reshape(n_codes, n_buckets).astype(np.float64), axis=1
+    ).tolist()
+    return _Agg(cum(None), sv, nv, nrt, nrf, amin, amax, nd)
 
 
 def _value(spec: fs.Spec, agg: _Agg | None, codes: Sequence[int]) -> float:
     """One events / channels / exposures feature from its source's aggregates."""
     if agg is None:  # the source's input does not exist
-        return 0.0 if spec.stat == "count" else float("nan")
+        return 0.0 if spec.stat in ("count", "days") else float("nan")
     w, stat = spec.window, spec.stat
     if stat == "count":
         return float(sum(agg.n[c][w] for c in codes))
+    if stat == "days":
+        return float(sum(agg.nd[c][w] for c in codes))
     if stat in ("sum", "mean"):
         total = _cum_sum(agg.sv, codes, w)
         return total if stat == "sum" else _ratio(total, sum(agg.nv[c][w] for c in codes))

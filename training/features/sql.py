@@ -153,7 +153,9 @@ def _cx(out: Specs, d: Definition) -> None:
     for j, w in enumerate(d.windows):
         out.add(Spec(f"revenue_{w}d", "events", "sum", purchases, j), fixed=True)
         out.add(Spec(f"purchases_{w}d", "events", "count", purchases, j), fixed=True)
+        out.add(Spec(f"purchase_days_{w}d", "events", "days", purchases, j), fixed=True)
     out.add(Spec("days_since_last_purchase", "events", "last", purchases), fixed=True)
+    out.add(Spec("days_since_first_purchase", "events", "first", purchases), fixed=True)
 
 
 def _surveys(out: Specs, d: Definition, names: dict[str, str]) -> None:
@@ -289,15 +291,23 @@ def _aged(source: str, scope: Scope, code: str, extra: str = "", where: str = "t
 
 
 def events_sql(d: Definition, scope: Scope) -> str:
-    """Per (row, type code, bucket): count, value sum/count, resolved counts, min/max age in days."""
+    """Per (row, type code, bucket): count, value sum/count, resolved counts, min/max age in days,
+    and for purchases the distinct purchase days (`nd`).
+
+    Day k before the as-of holds the ages (k, k + 1] days: window edges fall between days, so the
+    distinct days of the buckets add up to those of a window (calendar days for a midnight as-of).
+    """
     resolved = f"e.{quote_ident(d.resolved_column)}" if d.has_resolved else "NULL"
     extra = f", CAST(e.value AS DOUBLE) AS v, CAST({resolved} AS BOOLEAN) AS r"
     rows = _aged("events", scope, _codes(d.type_codes, "e.event_type"), extra)
+    purchase = d.codes([d.purchase_type])[0]
+    days = f"count(DISTINCT (age - 1) // {DAY_US}) FILTER (WHERE code = {purchase})"
     return (
         f"SELECT i, code, {_bucket(d.windows)} AS b, CAST(count(*) AS INTEGER) AS n, "
         f"sum(v) AS sv, CAST(count(v) AS INTEGER) AS nv, CAST(count_if(r) AS INTEGER) AS nrt, "
         f"CAST(count_if(NOT r) AS INTEGER) AS nrf, {_days('min(age)')} AS amin, "
-        f"{_days('max(age)')} AS amax FROM ({rows}) GROUP BY i, code, b"
+        f"{_days('max(age)')} AS amax, CAST({days} AS INTEGER) AS nd "
+        f"FROM ({rows}) GROUP BY i, code, b"
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from training.config import WINDOW_VALUE_SCORE, Config, OutcomeSpec
-from training.data.outcomes import compute_outcomes
+from training.data.lifetime import LABEL, judging_rows
 from training.data.snapshots import holdout_mask
 from training.errors import NextbestError
 from training.evaluation.metrics import normalized_gini, pearson, spearman
@@ -29,14 +29,11 @@ from training.scores.lifetime import (
     LifetimeValue,
     Method,
     RepeatPurchaseModel,
-    horizon_days,
     purchase_summary,
 )
 
-LABEL = "_lifetime_revenue"
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)
 REFERENCE = "window_scaled"  # in `selection`: the scaled window revenue, judged, never chosen
-MIN_JUDGED = 50  # fewer held-out customers than this cannot tell the methods apart
 
 
 def fit_lifetime(
@@ -57,7 +54,7 @@ def fit_lifetime(
     windows = config.features.windows
     window = 365 if 365 in windows or not windows else max(windows)
     churn = config.outcome_for_role("churn")
-    judged = _judging_rows(con, frame, value[1], objective.lifetime_months, observed_until)
+    judged = judging_rows(con, frame, value[1], objective.lifetime_months, observed_until)
     X = to_matrix(judged, names)
     held = holdout_mask(judged["customer_id"])
     days = float(judged.attrs["days"])
@@ -124,36 +121,6 @@ def _lifetime(
         window=window,
         repeat=repeat,
     )
-
-
-def _judging_rows(
-    con: duckdb.DuckDBPyConnection,
-    frame: pd.DataFrame,
-    value: OutcomeSpec,
-    months: int,
-    observed_until: datetime | None,
-) -> pd.DataFrame:
-    """The earliest snapshot's rows with their revenue over the judged horizon (`attrs["days"]`):
-    the lifetime, or what the data observed of it, at least the label window."""
-    first = frame["as_of"].min()
-    rows = frame[frame["as_of"] == first].reset_index(drop=True)
-    seen = (pd.Timestamp(observed_until) - pd.Timestamp(first)).days if observed_until else 0
-    days = int(max(min(horizon_days(months), seen), value.horizon_days))
-    if holdout_mask(rows["customer_id"]).sum() < MIN_JUDGED:
-        raise NextbestError(
-            f"lifetime value: fewer than {MIN_JUDGED} held-out customers on {first:%Y-%m-%d} to "
-            "judge the methods on"
-        )
-    spine = rows[["customer_id", "as_of"]]
-    con.register("_lifetime_spine", spine)
-    try:
-        spec = OutcomeSpec(kind="sum", event_types=value.event_types, horizon_days=days)
-        labels = compute_outcomes(con, "_lifetime_spine", {LABEL: spec})
-    finally:
-        con.unregister("_lifetime_spine")
-    rows[LABEL] = labels[LABEL].to_numpy()
-    rows.attrs["days"] = days
-    return rows
 
 
 def _scores(models: Mapping[str, ScoreModel], X: np.ndarray) -> dict[str, np.ndarray]:

@@ -8,7 +8,8 @@ Two ways to project value beyond the label window, each a pure function of the m
   window). Nothing new is fitted: it combines the churn and window-value models of the bundle.
 - **repeat_purchase** (shoppers: no contract): BG/NBD (Fader, Hardie & Lee 2005) for the number of
   future purchases × Gamma-Gamma for the spend per purchase, fitted by maximum likelihood on the
-  customers' purchase counts, recency and age read from the purchase features.
+  customers' purchase days, recency and age read from the purchase features (`purchase_summary`:
+  a transaction is a purchase day, as in BG/NBD, not an order).
 
 - **blend**: `weight` x repeat_purchase + (1 - weight) x the window's projection (survival when
   there is a churn score, else the label-window revenue scaled to the horizon): the boosted
@@ -230,24 +231,28 @@ def _summary(X: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray, FloatArr
 def purchase_summary(X: NDArray[Any], names: Sequence[str], window: int) -> FloatArray:
     """(x, t_x, T, m) per row of the model matrix from the purchase features of `window` days.
 
-    Birth is the window's start or the first event, whichever is later: x = purchases in it minus
-    the first, t_x = days from birth to the last purchase, T = days from birth to the as-of date,
-    m = mean spend per purchase. For customers whose whole history lies within the window (a
-    retailer's cohort) this is the classic BG/NBD summary."""
+    A transaction is a purchase *day*, not an order: BG/NBD sees purchases as points in continuous
+    time, so several orders on one day (a basket split in two, an add-on) are one transaction, and
+    counting them apart would read one visit as a burst of repeat purchases. Days are whole days
+    before the as-of (day 1 the day before it): birth is the first purchase day, or the window's
+    first day when the customer bought before the window (every purchase day in it is then a
+    repeat: a customer who buys later in the window was alive at its start). x = repeat purchase
+    days, t_x = days from birth to the last purchase day, T = days from birth to the as-of, m =
+    mean revenue per purchase day. Customers who never bought are born at their first event."""
     index = {n: i for i, n in enumerate(names)}
-    need = [f"purchases_{window}d", f"revenue_{window}d", "days_since_last_purchase",
-            "days_since_first_event"]  # fmt: skip
+    need = [f"purchase_days_{window}d", f"revenue_{window}d", "days_since_last_purchase",
+            "days_since_first_purchase", "days_since_first_event"]  # fmt: skip
     missing = [n for n in need if n not in index]
     if missing:
         raise NextbestError(f"repeat-purchase model: the features lack {', '.join(missing)}")
-    n, revenue, last, first = (np.asarray(X[:, index[c]], dtype=np.float64) for c in need)
-    n = np.nan_to_num(n, nan=0.0)
-    T = np.clip(np.nan_to_num(first, nan=0.0), 0.0, float(window))
-    x = np.maximum(n - 1.0, 0.0)
-    since_last = np.where(np.isnan(last), T, last)
-    t_x = np.where(x > 0, np.clip(T - since_last, 0.0, T), 0.0)
+    days, revenue, last, first, seen = (np.asarray(X[:, index[c]], dtype=np.float64) for c in need)
+    days = np.nan_to_num(days, nan=0.0)
+    born = np.ceil(np.where(np.isnan(first), np.nan_to_num(seen, nan=0.0), first))
+    T = np.minimum(born, float(window))
+    x = np.where(born > window, days, np.maximum(days - 1.0, 0.0))
+    t_x = np.where(x > 0, np.clip(T - np.ceil(np.nan_to_num(last, nan=0.0)), 0.0, T), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        m = np.where(n > 0, np.maximum(np.nan_to_num(revenue, nan=0.0), 0.0) / n, 0.0)
+        m = np.where(days > 0, np.maximum(np.nan_to_num(revenue, nan=0.0), 0.0) / days, 0.0)
     return np.column_stack([x, t_x, T, m])
 
 

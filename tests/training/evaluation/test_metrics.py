@@ -65,6 +65,20 @@ def test_top_decile_capture_is_the_share_held_by_the_top_tenth() -> None:
     assert metrics.top_decile_capture(y, -pred) == pytest.approx(2 / 40)
 
 
+def test_gain_curve_is_the_share_held_by_the_top_customers() -> None:
+    y = np.array([0.0, 10.0, 30.0, 60.0])
+    share, gain = metrics.gain_curve(y, [1.0, 2.0, 3.0, 4.0])
+    assert share.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert gain == pytest.approx([0.0, 0.6, 0.9, 1.0, 1.0])
+    _, flat = metrics.gain_curve(y, np.ones(4))  # ties share evenly: the random diagonal
+    assert flat == pytest.approx(share)
+    _, tied = metrics.gain_curve(y, [0.0, 0.0, 5.0, 5.0])  # the top two share 90
+    assert tied == pytest.approx([0.0, 0.45, 0.9, 0.95, 1.0])
+    many = np.r_[np.full(18, 1.0), 11.0, 11.0]
+    s, g = metrics.gain_curve(many, np.arange(20.0))
+    assert np.interp(0.1, s, g) == pytest.approx(metrics.top_decile_capture(many, np.arange(20.0)))
+
+
 def test_lift_by_decile_on_a_perfect_ranking() -> None:
     y = np.repeat(np.arange(10.0, 0, -1), 10)  # decile 1 holds the 10s
     table = metrics.lift_by_decile(y, y)

@@ -22,6 +22,7 @@ import pytest
 from training.data.contract import open_dataset
 from training.errors import NextbestError
 from training.evaluation.decisions import Evaluation, evaluate_bundle, verdict
+from training.evaluation.metrics import lift_by_decile
 from training.evaluation.report import (
     MISSING,
     REPORT_FILE,
@@ -34,6 +35,7 @@ from training.evaluation.report import (
     render_html,
     write_report,
 )
+from training.evaluation.scores import ScoreEvaluation, lifetime_figures, lifetime_rows
 from training.registry.bundle import Bundle
 from training.registry.tracking import EXPERIMENT, configure_tracking
 
@@ -192,3 +194,29 @@ def test_a_policy_that_treats_nobody_still_reports(evaluation: Evaluation, tmp_p
     out = write_report(nobody, tmp_path / "report")
     assert set(dict(IMAGE.findall(page_of(out)))) == {"policy_value", "investment"}
     assert page_of(out).count("Nothing to show.") == 2  # the action and Qini tables
+
+
+def test_score_report_shows_ltv_deciles_gain_and_calibration() -> None:
+    """Held-out customers by decile of ltv: the realised revenue the top deciles hold, computed
+    here from the same numbers, and both lifetime figures embedded."""
+    rng = np.random.default_rng(0)
+    pred = rng.gamma(2.0, 50.0, 1000)
+    y = pred * rng.gamma(4.0, 0.25, 1000)  # realised: the prediction times unit-mean noise
+    figures_ = lifetime_figures(y, pred)
+    judged = {"normalized_gini": 0.5, "spearman": 0.6, "pearson": 0.7, "judged_days": 273.0}
+    rows = lifetime_rows("blend", {"blend": judged, "window_scaled": {"pearson": 0.6}})
+    columns = ["role", "outcome", "metric", "model", "baseline"]
+    scores = ScoreEvaluation("v7", ["2026-01-01"], pd.DataFrame(rows, columns=columns),
+                             figures_, lift_by_decile(y, pred), 273)  # fmt: skip
+    page = render_html(None, {}, scores)
+    assert "realised over the next 273 days" in page
+    order = np.argsort(-pred)
+    top, second = y[order[:100]].sum() / y.sum(), y[order[:200]].sum() / y.sum()
+    assert cells(page, "1")[0] == "100" and cells(page, "1")[-1] == format_share(top)
+    assert cells(page, "2")[-1] == format_share(second)
+    assert cells(page, "10")[-1] == "100.0%"
+    assert float(cells(page, "1")[1]) == pytest.approx(pred[order[:100]].mean(), abs=0.01)
+    assert float(cells(page, "1")[2]) == pytest.approx(y[order[:100]].mean(), abs=0.01)
+    assert top > 0.2  # an informative ltv: the top tenth holds twice its share or more
+    shown = {alt for alt, _ in IMAGE.findall(page)}
+    assert {"lifetime_gain", "lifetime_calibration"} <= shown

@@ -126,6 +126,29 @@ def test_windows_exclude_t_and_include_the_window_edge(tiny: duckdb.DuckDBPyConn
     assert a["days_since_last_call"] == pytest.approx(30 - 1 / 86400, abs=1e-4)
 
 
+def test_purchase_days_count_days_not_orders() -> None:
+    """Orders on one calendar day are one purchase day; day edges fall on the window edges."""
+    events = events_frame(
+        [
+            ("a", T - 2 * DAY + SECOND, "web", "purchase", 10.0, None),  # day 2 before T
+            ("a", T - DAY - SECOND, "web", "purchase", 20.0, None),  # day 2 again
+            ("a", T - DAY, "web", "purchase", 5.0, None),  # midnight: day 1 (the day before T)
+            ("a", T - 7 * DAY, "web", "purchase", 1.0, None),  # day 7: inside 7d
+            ("a", T - 7 * DAY - SECOND, "web", "purchase", 1.0, None),  # day 8: outside 7d
+            ("a", T - 3 * DAY, "web", "visit", None, None),  # not a purchase
+            ("a", T - 400 * DAY, "web", "purchase", 1.0, None),
+        ]
+    )
+    con = connect(pd.DataFrame({"customer_id": ["a", "b"]}), events)
+    frame = FeatureBuilder().fit_transform(con, as_of=T)
+    a, b = row(frame, "a"), row(frame, "b")
+    assert (a["purchases_7d"], a["purchase_days_7d"]) == (4, 3)
+    assert (a["purchases_30d"], a["purchase_days_30d"]) == (5, 4)
+    assert a["purchase_days_365d"] == 4
+    assert a["days_since_first_purchase"] == pytest.approx(400.0)
+    assert b["purchase_days_365d"] == 0 and np.isnan(b["days_since_first_purchase"])
+
+
 def test_surveys_resolution_and_exposures(tiny: duckdb.DuckDBPyConnection) -> None:
     frame = FeatureBuilder().fit_transform(tiny, as_of=T)
     a, b = row(frame, "a"), row(frame, "b")

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.training.features.test_definition import T, connect, random_data
+from tests.training.features.test_definition import T, connect, events_frame, random_data
 from training.features.definition import FeatureBuilder, to_matrix
 from training.features.one_customer import OneCustomer
 
@@ -94,6 +94,22 @@ def test_a_customer_with_nothing_and_no_exposures_table() -> None:
     np.testing.assert_array_equal(got.vector, expected)
     assert got.categories["plan"] is None  # an unseen category is missing, as in the reference
     assert np.isnan(got.vector[builder.feature_names_.index("days_since_last_event")])
+
+
+def test_purchase_days_equal_the_reference() -> None:
+    """Several orders on one day, days straddling midnight and the window edges: the one-customer
+    path counts the same purchase days as the SQL."""
+    stamps = [T - timedelta(days=d, seconds=s) for d, s in
+              [(1, 0), (1, 1), (2, -1), (7, 0), (7, 1), (7, 2), (30, 0), (30, 1), (364, 5)]]  # fmt: skip
+    events = events_frame([("a", ts, "web", "purchase", 1.5, None) for ts in stamps])
+    con = connect(pd.DataFrame({"customer_id": ["a"]}), events)
+    builder = FeatureBuilder().fit(con)
+    expected = to_matrix(builder.transform(con, as_of=T), builder.feature_names_)[0]
+    data = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("customers", "events")}  # fmt: skip
+    got = OneCustomer(builder).row(data["customers"], data["events"], None, T)
+    np.testing.assert_array_equal(got.vector, expected)
+    days = [expected[builder.feature_names_.index(f"purchase_days_{w}d")] for w in (7, 30, 365)]
+    assert days == [3, 5, 7]  # days 0, 1, 6 | + 7, 29 | + 30, 364 (day k: ages in (k, k + 1])
 
 
 def test_inputs_read_differently_are_refused() -> None:

@@ -15,7 +15,7 @@ import yaml
 from training.config import DEMO_CONFIG
 from training.data.contract import open_dataset
 from training.evaluation.metrics import normalized_gini, pearson, spearman
-from training.evaluation.scores import lifetime_rows
+from training.evaluation.scores import evaluate_scores, lifetime_rows
 from training.pipelines.train import train
 from training.scores.lifetime import METHODS
 
@@ -52,6 +52,17 @@ def test_lifetime_ltv_beats_the_scaled_window_on_the_truth(
     # what the report shows: the chosen method beside the scaled window, judged at training
     rows = {r["metric"]: r for r in lifetime_rows(result.lifetime, bundle.lifetime.selection)}
     assert rows["normalized_gini"]["model"] > rows["normalized_gini"]["baseline"]
+
+    # the report's deciles: held-out customers' ltv against the revenue they then brought
+    with open_dataset(small_world).connect() as con:
+        judged = evaluate_scores(con, bundle)
+    deciles = judged.lifetime_deciles
+    assert deciles is not None and judged.lifetime_days >= 90
+    assert deciles["cum_capture"].iloc[-1] == pytest.approx(1.0)
+    assert deciles["cum_capture"].iloc[0] > 0.15, deciles  # the top tenth: 1.5x its share
+    assert deciles["mean_y"].iloc[0] > 3 * deciles["mean_y"].iloc[-1]
+    assert deciles["mean_pred"].iloc[0] == pytest.approx(deciles["mean_y"].iloc[0], rel=0.35)
+    assert {"lifetime_gain", "lifetime_calibration"} <= set(judged.figures)
 
     run = mlflow.search_runs(experiment_names=["nextbest"], output_format="list")[-1]
     assert run.data.params["lifetime.method"] == result.lifetime

@@ -1,14 +1,19 @@
 """Lifetime value: the survival projection's arithmetic, BG/NBD x Gamma-Gamma against data drawn from
-its own generative story, and the JSON round trip of what a bundle keeps."""
+its own generative story (directly, and as split orders read through the features: purchase days),
+and the JSON round trip of what a bundle keeps."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
+import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from training.errors import NextbestError
+from training.features.definition import FeatureBuilder
 from training.scores.lifetime import (
     LifetimeValue,
     RepeatPurchaseModel,
@@ -89,13 +94,86 @@ def test_survival_projection_is_the_daily_sum() -> None:
     assert np.all(np.diff(survival_value(np.linspace(0, 0.9, 10), 90, 100.0, 90, 730)) < 0)
 
 
-def test_purchase_summary_reads_the_features() -> None:
-    names = ["purchases_365d", "revenue_365d", "days_since_last_purchase", "days_since_first_event"]
-    X = np.array([[3, 90.0, 10.0, 100.0], [0, 0.0, np.nan, 500.0], [1, 20.0, 400.0, 800.0]])
-    summary = purchase_summary(X, names, 365)
-    assert summary.tolist() == [[2, 90, 100, 30], [0, 0, 365, 0], [0, 0, 365, 20]]
+NAMES = ["purchase_days_365d", "revenue_365d", "days_since_last_purchase",
+         "days_since_first_purchase", "days_since_first_event"]  # fmt: skip
+
+
+def test_purchase_summary_counts_purchase_days() -> None:
+    X = np.array([
+        [3, 90.0, 9.5, 99.2, 120.0],  # born on day 100 (its first purchase), two repeat days
+        [0, 0.0, np.nan, np.nan, 500.0],  # never bought: born at its first event, capped
+        [1, 20.0, 399.0, 799.0, 800.0],  # bought before the window, once in it (day 399 > 365)
+        [2, 30.0, 40.0, 800.0, 800.0],  # bought before: both days in the window are repeats
+        [1, 40.0, 30.0, 30.0, 60.0],  # one purchase day (two orders on it): no repeat yet
+    ])  # fmt: skip
+    summary = purchase_summary(X, NAMES, 365)
+    assert summary.tolist() == [
+        [2, 90, 100, 30],
+        [0, 0, 365, 0],
+        [1, 0, 365, 20],
+        [2, 325, 365, 15],
+        [0, 0, 30, 40],
+    ]
     with pytest.raises(NextbestError, match="lack revenue_365d"):
-        purchase_summary(X[:, [0, 2, 3]], [names[0], names[2], names[3]], 365)
+        purchase_summary(X[:, [0, 2, 3, 4]], [NAMES[0], *NAMES[2:]], 365)
+
+
+AS_OF = datetime(2025, 1, 1)
+
+
+def draw_orders(n: int, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """A BG/NBD x Gamma-Gamma population whose every purchase arrives as 1 + Poisson(1.5) orders
+    on the same day (the day's spend split among them): the events table up to AS_OF, the
+    revenue of each customer's next 365 days, and the orders and days per customer."""
+    summary, future = draw_buyers(n, days=270.0, future=365.0, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    rows, orders = [], np.zeros(n)
+    for i, (x, t_x, T, m) in enumerate(summary):
+        birth = AS_OF - timedelta(days=float(np.ceil(T)))
+        times = [0.0] if x == 0 else np.sort(np.r_[0.0, rng.uniform(0, t_x, int(x) - 1), t_x])
+        for t in times:  # the middle purchases' times do not matter to the summary
+            day = (birth + timedelta(days=float(t))).replace(hour=0, minute=0, second=0)
+            k = 1 + rng.poisson(1.5)
+            hours = np.sort(rng.uniform(0, 23.9, k))
+            spend = rng.dirichlet(np.ones(k)) * (m if x else 50.0)
+            rows += [
+                (f"c{i}", day + timedelta(hours=float(h)), float(v))
+                for h, v in zip(hours, spend, strict=True)
+            ]
+            orders[i] += k
+    events = pd.DataFrame(rows, columns=["customer_id", "ts", "value"])
+    events = events.assign(channel="web", event_type="purchase")
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)]})
+    return customers, events, future, orders
+
+
+def test_repeat_purchases_are_days_not_orders() -> None:
+    """Orders split over one day are one transaction: the fit read through the features recovers
+    the population's daily purchase rate, which counting orders would inflate."""
+    customers, events, future, orders = draw_orders(3000)
+    con = duckdb.connect()
+    con.register("customers", customers)
+    con.register("events", events)
+    frame = FeatureBuilder().fit_transform(con, as_of=AS_OF)
+    order = frame["customer_id"].str[1:].astype(int).to_numpy()
+    future, orders = future[order], orders[order]
+    names = list(frame.columns[2:])
+    X = frame[names].to_numpy(dtype=np.float64)
+    summary = purchase_summary(X, names, 365)
+    assert summary[:, 0].sum() < 0.5 * (orders.sum() - len(orders))  # days, not orders
+    model = RepeatPurchaseModel(horizon=365.0).fit(summary)
+    r, alpha, a, b = model.bgnbd_
+    assert r / alpha == pytest.approx(TRUE_BGNBD[0] / TRUE_BGNBD[1], rel=0.15)
+    assert a / (a + b) == pytest.approx(1.5 / 5.5, rel=0.3)
+    p, q, gamma = model.gamma_gamma_
+    assert gamma * p / (q - 1) == pytest.approx(60.0, rel=0.1)  # spend per purchase day
+    pred = model.predict(summary)
+    assert pred.sum() == pytest.approx(future.sum(), rel=0.15)
+    assert np.corrcoef(pred, future)[0, 1] > 0.45
+    by_order = summary.copy()  # the same customers with every order a transaction
+    by_order[:, 0] = np.maximum(frame["purchases_365d"].to_numpy() - 1, 0)
+    inflated = RepeatPurchaseModel(horizon=365.0).fit(by_order).bgnbd_
+    assert inflated[0] / inflated[1] > 1.5 * TRUE_BGNBD[0] / TRUE_BGNBD[1]
 
 
 def test_bad_summaries_are_refused() -> None:
@@ -108,10 +186,10 @@ def test_bad_summaries_are_refused() -> None:
 
 
 def test_the_bundle_keeps_it_as_json(buyers: tuple[np.ndarray, np.ndarray]) -> None:
-    names = ["purchases_365d", "revenue_365d", "days_since_last_purchase", "days_since_first_event"]
+    names = NAMES
     summary, _ = buyers
     X = np.column_stack([summary[:, 0] + 1, summary[:, 3] * (summary[:, 0] + 1),
-                         summary[:, 2] - summary[:, 1], summary[:, 2]])  # fmt: skip
+                         summary[:, 2] - summary[:, 1], summary[:, 2], summary[:, 2]])  # fmt: skip
     repeat = RepeatPurchaseModel(horizon=365.25).fit(purchase_summary(X, names, 365))
     model = LifetimeValue(
         "blend", 12, 0.05, churn_days=90, value_days=90, repeat=repeat, weight=0.4
