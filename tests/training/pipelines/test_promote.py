@@ -1,5 +1,5 @@
-"""Promotion on decision value: a candidate whose uplift learned from exposures with shuffled actions
-is refused against a good champion, a differently trained good one passes, and both get @challenger;
+"""Promotion on decision value: a candidate whose uplift has a sign and a unit error is refused
+against a good champion, a differently trained good one passes, and both get @challenger;
 on the small world and a real (temporary) MLflow registry."""
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +19,9 @@ from training.features.definition import FeatureBuilder
 from training.pipelines.promote import promote
 from training.registry.bundle import Bundle
 from training.uplift.fit import UpliftResult, train_uplift
+from training.uplift.selection import Line, SelectedUplift
+
+SCALE_BUG = 10.0  # the sabotaged candidate's effects are read this many times too large
 
 
 def learn_uplift(data: Path, **params: float) -> UpliftResult:
@@ -43,14 +44,25 @@ def good(small_world: Path) -> UpliftResult:
 
 
 @pytest.fixture(scope="module")
-def sabotaged(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> UpliftResult:
-    """Uplift learned from the same exposures with their actions shuffled across rows."""
-    copy = tmp_path_factory.mktemp("shuffled") / "demo"
-    shutil.copytree(small_world, copy)
-    exposures = pd.read_parquet(copy / "exposures.parquet")
-    shuffled = np.random.default_rng(0).permutation(exposures["action_id"].to_numpy())
-    exposures.assign(action_id=shuffled).to_parquet(copy / "exposures.parquet", index=False)
-    return learn_uplift(copy)
+def sabotaged(good: UpliftResult) -> UpliftResult:
+    """The good uplift with a sign and a unit error: every effect negated and read ten times too
+    large, so its policy pays for the actions the good one judged worst. On this small world no
+    candidate loses much more than the good policy's own gain (about 10 EUR a customer, with a
+    95% half-width about as large): one that merely acts on noise (learned from shuffled actions)
+    treated nobody and lost -10.1 +- 10.5, a hundred times too large -9.9 +- 12.1; this one
+    loses -11.7 +- 10.9. The gate's power on a world with a truly harmful action is untested."""
+    flipped = {
+        outcome: SelectedUplift(
+            model.learners_,
+            model.choice_,
+            {
+                a: Line(-SCALE_BUG * line.intercept, -SCALE_BUG * line.slope)
+                for a, line in model.lines_.items()
+            },
+        )
+        for outcome, model in good.learners.items()
+    }
+    return UpliftResult(flipped, good.comparison, good.skipped, good.exposures)
 
 
 def with_uplift(trained: Trained, uplift: UpliftResult) -> Bundle:
