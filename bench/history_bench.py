@@ -19,9 +19,7 @@ Prints one JSON object per figure; `bench/run.py --history-only` turns them into
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import queue
 import shutil
 import sqlite3
@@ -35,6 +33,7 @@ from serve_bench import (  # noqa: E402
     CLOSED_SECONDS,
     OPEN_RATE,
     Client,
+    bench_arguments,
     bench_workdir,
     closed_loop,
     known_customer,
@@ -169,11 +168,7 @@ def replicas(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    default_open = float(os.environ.get("SERVE_BENCH_OPEN_SECONDS", "120"))
-    parser.add_argument("--open-seconds", type=float, default=default_open)
-    parser.add_argument("--workdir", type=Path, help="keep the set-up here and reuse it next time")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     workdir, env = bench_workdir(args.workdir, "nextbest-history-bench-")
     postgres = start_local_postgres(durable=True)
     try:

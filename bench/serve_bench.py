@@ -361,12 +361,17 @@ def bench_workdir(workdir: Path | None, prefix: str) -> tuple[Path, dict[str, st
     return workdir, env
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def bench_arguments(description: str | None) -> argparse.Namespace:
+    """The serving benches' options: the open loop's length and a work folder to keep."""
+    parser = argparse.ArgumentParser(description=description)
     default_open = float(os.environ.get("SERVE_BENCH_OPEN_SECONDS", "120"))
     parser.add_argument("--open-seconds", type=float, default=default_open)
     parser.add_argument("--workdir", type=Path, help="keep the set-up here and reuse it next time")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = bench_arguments(__doc__)
     workdir, env = bench_workdir(args.workdir, "nextbest-serve-bench-")
     try:
         store, bare_model = workdir / "online_store.sqlite", workdir / "bare_model.txt"

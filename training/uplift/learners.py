@@ -637,8 +637,7 @@ class LinearTLearner(UpliftLearner):
     def feature_gain(self, action: str) -> np.ndarray:
         """Share per feature of |action's coefficients − control's| on the standardised design
         (a feature's missing flag and one-hot columns count towards it)."""
-        design = linear.Design.from_dict(self.state_["design"])
-        arms = self.state_["arms"]
+        design, arms = self.glm_[0], self.state_["arms"]
         weight = np.abs(np.subtract(arms[action][0], arms[CONTROL][0]))
         gain = np.zeros(self.n_features_in_)
         np.add.at(gain, design.source(), weight)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -43,11 +44,16 @@ class Design:
         missing = np.isnan(num)
         num = np.clip(np.where(missing, np.asarray(self.centre), num), self.low, self.high)
         parts = [(num - np.asarray(self.centre)) / np.asarray(self.scale)]
-        position = {j: i for i, j in enumerate(self.numeric)}
-        parts += [missing[:, [position[j]]].astype(np.float64) for j in self.flagged]
+        parts.append(missing[:, self._flag_positions].astype(np.float64))
         for j, levels in zip(self.categorical, self.levels, strict=True):
             parts.append((X[:, [j]] == np.asarray(levels)[None, :]).astype(np.float64))
         return np.hstack(parts) if parts else np.empty((len(X), 0))
+
+    @cached_property
+    def _flag_positions(self) -> list[int]:
+        """Where the flagged features sit among the numeric ones (found once, not per row)."""
+        position = {j: i for i, j in enumerate(self.numeric)}
+        return [position[j] for j in self.flagged]
 
     def source(self) -> np.ndarray:
         """For every design column, the index of the raw feature it comes from."""
