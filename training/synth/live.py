@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from training.atomic import atomic_directory
-from training.synth.actions import ARMS, start_action
+from training.synth.actions import ARMS, harm_logits, start_action
 from training.synth.dynamics import State, initial_state
 from training.synth.generate import _customers_table, _events_table, _week_texts
 from training.synth.journey import WEEK_S, EventBatch, simulate_week
@@ -87,6 +87,7 @@ class LiveWorld:
         po = potential_outcomes(
             self.pop.take(positions), self.state.take(positions), self.week,
             self.cfg.truth_reps, self.seed + 7919 * self.week, self.cfg.effect_weeks,
+            harm_logits(self.cfg),
         )  # fmt: skip
         return pd.DataFrame(po).assign(customer_id=self.ids(positions))
 
@@ -99,7 +100,10 @@ class LiveWorld:
         for a in range(1, len(ARMS)):
             mask = np.zeros(len(self.pop), dtype=bool)
             mask[positions[arms == a]] = True
-            start_action(self.pop, self.state, mask, a - 1, self.week, self.cfg.effect_weeks)
+            start_action(
+                self.pop, self.state, mask, a - 1, self.week, self.cfg.effect_weeks,
+                harm_logits(self.cfg),
+            )  # fmt: skip
         frame = pd.DataFrame({
             "customer_id": self.ids(positions), "ts": self.today,
             "action_id": np.asarray(ARMS)[arms], "propensity": np.round(propensity, 6),
