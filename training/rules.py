@@ -83,7 +83,7 @@ def _isna(value: Array) -> NDArray[np.bool_]:
 
 
 def _missing(scalar: object) -> bool:
-    return bool(pd.isna(scalar))
+    return bool(pd.isna(scalar))  # type: ignore[call-overload]
 
 
 def _truth(value: Array) -> Array:
