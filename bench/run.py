@@ -307,8 +307,11 @@ def _ltv_detail(q: dict) -> str:
     def three(f: dict) -> str:
         return f"{f['pearson']:.3f}/{f['spearman']:.3f}/{f['normalized_gini']:.3f}"
 
+    method = q["chosen"]["method"]
+    if method == "blend":
+        method += f", w = {q['chosen']['selection']['blend']['weight']:g}"
     return (
-        f"nextbest ({q['chosen']['method']}) {three(q['nextbest'])}; BG/NBD x GG (lifetimes) "
+        f"nextbest ({method}) {three(q['nextbest'])}; BG/NBD x GG (lifetimes) "
         f"{three(q['bgnbd_gg'])}; window revenue scaled {three(q['window_scaled'])} "
         "(Pearson/Spearman/normalized Gini)"
     )
