@@ -402,6 +402,47 @@ def test_a_corrupt_champion_at_start_is_never_ready_and_never_crash_loops(
         stop_server(server)
 
 
+def test_stores_that_cannot_be_opened_keep_workers_up_not_ready_and_recover(
+    faults: FaultWorld, tmp_path: Path
+) -> None:
+    """A decision log and an event store that are not databases (a bad restore, a disk error):
+    the workers stay up and not ready, every API answers 503 naming the store, nothing crash
+    loops; once the files are moved aside, the same workers become ready and decide."""
+    faults.promote(faults.champion)
+    log, events = tmp_path / "log.sqlite", tmp_path / "events.sqlite"
+    for path in (log, events):
+        path.write_bytes(os.urandom(8192))
+    server = start_server(
+        faults.world, log, wait_for="/healthz",
+        NEXTBEST_EVENT_STORE=str(events), NEXTBEST_RELOAD_SECONDS="0.5",
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: readyz(server)[1].get("model_version") is not None, 60)
+        pids = worker_pids(server)
+        status, detail = readyz(server)
+        assert status == 503 and "not a database" in detail["history_error"]
+        assert "not a database" in detail["events_error"]
+        body = {"customer_id": customers(faults.world, 1)[0], "channel": "call_center"}
+        status, answer = post(server, "/recommend", body, header="X-API-Key")
+        assert status == 503 and "cannot be opened" in answer["error"]
+        event = {"customer_id": "x", "ts": "2026-11-01T10:00:00", "channel": "web",
+                 "event_type": "visit"}  # fmt: skip
+        status, answer = post(server, "/events", {"events": [event]}, header="X-API-Key")
+        assert status == 503 and "event store cannot be opened" in answer["error"]
+        assert get(server, "/outbox", header="X-API-Key")[0] == 503
+        time.sleep(2)
+        assert worker_pids(server) == pids and len(pids) == 2  # no crash loop
+        log.rename(tmp_path / "log.bad")
+        events.rename(tmp_path / "events.bad")
+        assert wait_for(lambda: all(readyz(server)[0] == 200 for _ in range(4)), 30)
+        assert post(server, "/recommend", body, header="X-API-Key")[0] == 200
+        assert post(server, "/events", {"events": [event]}, header="X-API-Key")[0] == 200
+        assert worker_pids(server) == pids
+        assert "Traceback" not in server.log.with_suffix(".out").read_text(errors="replace")
+    finally:
+        stop_server(server)
+
+
 # --- crashes (last: the workers restart) --------------------------------------------------------------
 
 
