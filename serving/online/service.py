@@ -69,7 +69,7 @@ from serving.online.api_models import (
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
 from serving.online.decision import Allowed, Decision, DecisionRequest, UnknownChannelError
-from serving.online.events import Event, EventStore
+from serving.online.events import Event, EventStore, EventStoreUnavailableError
 from serving.online.http_guards import (
     ARRIVED,
     OPEN_PATHS,
@@ -833,8 +833,11 @@ class Nextbest:
         except BadCursorError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         if self._events is None:
-            return _not_open("event store", STATUS.events_error)
-        page = outbox_page(self._events, start, count)
+            return _events_not_open()
+        try:
+            page = outbox_page(self._events, start, count)
+        except EventStoreUnavailableError:
+            return _unavailable_page(EVENTS_DOWN_MESSAGE)
         return JSONResponse({"decisions": page.decisions, "cursor": page.cursor})
 
     @desktop.get("/customers/{customer_id}/journey")
@@ -854,8 +857,11 @@ class Nextbest:
         except StoreChangedError:
             return JSONResponse({"error": "the online store is being replaced"}, status_code=503)
         if self._events is None:
-            return _not_open("event store", STATUS.events_error)
-        live = self._events.for_customer(customer_id, limit=count)
+            return _events_not_open()
+        try:
+            live = self._events.for_customer(customer_id, limit=count)
+        except EventStoreUnavailableError:
+            return _unavailable_page(EVENTS_DOWN_MESSAGE)
         events = journey_of(history, live, now.astimezone(UTC).replace(tzinfo=None), count)
         body = {"customer_id": customer_id, "known": known, "as_of": now.isoformat()}
         return JSONResponse(body | {"events": events})
@@ -905,6 +911,7 @@ def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
 
 
 HISTORY_DOWN_MESSAGE = "the contact history cannot be reached; nothing was stored, retry shortly"
+EVENTS_DOWN_MESSAGE = "the event store cannot be read or written; nothing was stored, retry shortly"
 
 
 @contextmanager
@@ -917,16 +924,24 @@ def _explained(ctx: bentoml.Context) -> Iterator[None]:
     except Unavailable as exc:
         ctx.request.scope[UNAVAILABLE_REASON] = str(exc)
         raise
+    except EventStoreUnavailableError:
+        ctx.request.scope[UNAVAILABLE_REASON] = EVENTS_DOWN_MESSAGE
+        raise Unavailable(EVENTS_DOWN_MESSAGE, "event store unavailable") from None
     except HistoryUnavailableError:
         HISTORY_DOWN.inc()
         ctx.request.scope[UNAVAILABLE_REASON] = HISTORY_DOWN_MESSAGE
         raise Unavailable(HISTORY_DOWN_MESSAGE, "contact history unavailable") from None
 
 
-def _not_open(what: str, reason: str | None) -> JSONResponse:
-    """The pages' 503 while a store cannot be opened (the API's: `_explained`)."""
-    message = f"the {what} cannot be opened ({reason}); retry shortly"
+def _unavailable_page(message: str) -> JSONResponse:
+    """The pages' 503 saying why (the API's: `_explained`)."""
     return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})
+
+
+def _events_not_open() -> JSONResponse:
+    return _unavailable_page(
+        f"the event store cannot be opened ({STATUS.events_error}); retry shortly"
+    )
 
 
 def _now_iso() -> str:

@@ -402,6 +402,30 @@ def test_a_corrupt_champion_at_start_is_never_ready_and_never_crash_loops(
         stop_server(server)
 
 
+def test_an_event_store_held_by_another_writer_is_a_503_not_a_500(
+    fault_server: Server, faults: FaultWorld
+) -> None:
+    """Another process holds the event file's write lock past the busy timeout (a stuck
+    export, a backup tool): /events answers 503 saying so and stores nothing, decisions go on
+    reading it, and once the lock is gone the same batch is stored."""
+    path = faults.world.root / "out" / "event_store.sqlite"
+    event = {"customer_id": "locked-1", "ts": "2026-11-01T10:00:00", "channel": "web",
+             "event_type": "visit", "event_id": "locked-1"}  # fmt: skip
+    body = {"customer_id": customers(faults.world, 1)[0], "channel": "call_center"}
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        status, answer = post(fault_server, "/events", {"events": [event]}, timeout=30)
+        assert status == 503 and "event store cannot be read or written" in answer["error"]
+        assert post(fault_server, "/recommend", body)[0] == 200  # readers go on (WAL)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    status, answer = post(fault_server, "/events", {"events": [event]})
+    assert status == 200 and answer == {"accepted": 1, "duplicates": 0}
+    assert "Traceback" not in service_log(fault_server)
+
+
 def test_stores_that_cannot_be_opened_keep_workers_up_not_ready_and_recover(
     faults: FaultWorld, tmp_path: Path
 ) -> None:
@@ -417,7 +441,7 @@ def test_stores_that_cannot_be_opened_keep_workers_up_not_ready_and_recover(
         NEXTBEST_EVENT_STORE=str(events), NEXTBEST_RELOAD_SECONDS="0.5",
     )  # fmt: skip
     try:
-        assert wait_for(lambda: readyz(server)[1].get("model_version") is not None, 60)
+        assert wait_for(lambda: readyz(server)[1].get("model_version") is not None, 120)
         pids = worker_pids(server)
         status, detail = readyz(server)
         assert status == 503 and "not a database" in detail["history_error"]
@@ -434,7 +458,7 @@ def test_stores_that_cannot_be_opened_keep_workers_up_not_ready_and_recover(
         assert worker_pids(server) == pids and len(pids) == 2  # no crash loop
         log.rename(tmp_path / "log.bad")
         events.rename(tmp_path / "events.bad")
-        assert wait_for(lambda: all(readyz(server)[0] == 200 for _ in range(4)), 30)
+        assert wait_for(lambda: all(readyz(server)[0] == 200 for _ in range(4)), 60)
         assert post(server, "/recommend", body, header="X-API-Key")[0] == 200
         assert post(server, "/events", {"events": [event]}, header="X-API-Key")[0] == 200
         assert worker_pids(server) == pids
