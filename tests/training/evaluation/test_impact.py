@@ -217,3 +217,14 @@ def test_the_command_reads_a_decision_log(tmp_path: Path, store: Path) -> None:
     late = runner.invoke(app, ["impact", "--data", str(tmp_path / "month"), "--since", "2030-01-01",
                                "--out", str(tmp_path / "none")])  # fmt: skip
     assert late.exit_code == 2 and "no logged decisions since 2030-01-01" in late.stderr
+
+
+def test_the_page_says_why_there_is_no_greedy_table() -> None:
+    from training.evaluation.impact import Impact
+    from training.evaluation.impact_report import greedy_section
+
+    without = greedy_section(Impact("EUR", 10, 0, "", "value", "hash"))
+    assert "do not log the policy&#x27;s greedy action" in without
+    table = pd.DataFrame(columns=["greedy_action", "rows", "incremental_value", "ci", "control"])
+    empty = greedy_section(Impact("EUR", 10, 0, "", "value", "hash", {"greedy": table}, 10))
+    assert "left out: 10" in empty and "Nothing to show" in empty
