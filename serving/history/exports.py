@@ -24,7 +24,7 @@ LATEST_FEEDBACK = """
         SELECT f.customer_id, f.ts, f.action_id, f.outcome, f.decision_id, row_number() OVER (
             PARTITION BY f.decision_id, f.action_id ORDER BY f.ts DESC, f.seq DESC) AS k
         FROM feedback AS f JOIN decisions AS d ON d.decision_id = f.decision_id
-        WHERE d.shadow = 0 AND (d.cold_start = 0 OR :all_ = 1)) AS latest
+        WHERE d.shadow = 0 AND f.outcome <> 'sent' AND (d.cold_start = 0 OR :all_ = 1)) AS latest
     WHERE k = 1 ORDER BY ts"""
 
 
@@ -66,7 +66,8 @@ def export_exposures(
 def feedback_frame(source: str | Path, include_cold_start: bool = False) -> pd.DataFrame:
     """What happened to shown actions (customer_id, ts, action_id, outcome, decision_id): the
     latest feedback on each, the offers accepted and declined per action that a next training can
-    turn into features; cold starts left out unless asked for, as for exposures."""
+    turn into features; cold starts left out unless asked for, as for exposures. A batch send is
+    an exposure, not a response: its `sent` row is not feedback."""
     return _frame(source, LATEST_FEEDBACK, include_cold_start)
 
 
