@@ -109,6 +109,7 @@ from serving.online.settings import ServingSettings
 from serving.online.shadow import ShadowRunner, ShadowTask
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
+from training.config import CONTROL
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
     OPT_IN,
@@ -981,6 +982,7 @@ def _record(
         actions=tuple(a.action_id for a in decision.actions),
         context=dict(context),
         arm=arm.name,
+        greedy_action=decision.greedy[0] if decision.greedy else CONTROL,
     )
 
 
