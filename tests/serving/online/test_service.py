@@ -332,8 +332,11 @@ def test_export_exposures_turns_the_log_into_contract_exposures(
     rows, path = export_exposures(server.log, tmp_path / "export")
     exported = pd.read_parquet(path)
     assert rows == len(exported) > 0 and path.name == "exposures.parquet"
-    assert list(exported.columns) == ["customer_id", "ts", "action_id", "propensity"]
+    assert list(exported.columns) == [
+        "customer_id", "ts", "action_id", "propensity", "greedy_action"
+    ]  # fmt: skip
     assert not exported["customer_id"].str.startswith("cold-").any()
+    assert exported["greedy_action"].notna().all()  # every decision of this server logged it
     data = tmp_path / "data"
     shutil.copytree(world.data, data)
     old = data / "exposures.parquet"
