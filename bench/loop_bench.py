@@ -40,10 +40,17 @@ def impact_draw(out: Path, customers: int, seed: int) -> dict[str, float]:
         decisioning.control_share, DECIDE_WEEK,
     )  # fmt: skip
     truth = month.truth
-    overall = impact(out, seed=seed).tables["overall"].iloc[0]
+    result = impact(out, seed=seed)
+    overall = result.tables["overall"].iloc[0]
     estimate, ci = float(overall["incremental_value"]), float(overall["ci"])
+    greedy = [
+        {"action": row["greedy_action"], "estimate": float(row["incremental_value"]),
+         "ci": float(row["ci"]), "truth": month.greedy_truth[row["greedy_action"]],
+         "control": int(row["control"])}
+        for row in result.tables["greedy"].dropna(subset=["incremental_value"]).to_dict("records")
+    ]  # fmt: skip
     return {"estimate": estimate, "ci": ci, "truth": truth, "decisions": len(month.exposures),
-            "covered": bool(abs(estimate - truth) <= ci)}  # fmt: skip
+            "covered": bool(abs(estimate - truth) <= ci), "greedy": greedy}  # fmt: skip
 
 
 def main() -> None:

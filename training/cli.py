@@ -352,6 +352,14 @@ def impact(
             f"  {row['action_id']:24s} {row['incremental_value']:+9.2f} ± {row['ci']:.2f}",
             highlight=False,
         )
+    greedy = result.tables.get("greedy")
+    if greedy is not None and not greedy.empty:
+        out.print("per greedy action, the policy vs the control group:", highlight=False)
+        for row in greedy.to_dict("records"):
+            out.print(
+                f"  {row['greedy_action']:24s} {row['incremental_value']:+9.2f} ± {row['ci']:.2f}",
+                highlight=False,
+            )
     out.print(f"page: {path / REPORT_FILE}")
 
 

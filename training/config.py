@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Iterable
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -17,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -195,8 +195,6 @@ class Action(_Model):
     suppress_after_declines: SuppressAfterDeclines | None = None
     trigger: str | None = None
     script: str = ""
-    _rule: Rule | None = PrivateAttr(default=None)
-    _trigger: Rule | None = PrivateAttr(default=None)
 
     @field_validator("id")
     @classmethod
@@ -217,25 +215,22 @@ class Action(_Model):
                 raise ValueError(str(exc)) from None
         return value
 
-    def model_post_init(self, context: object, /) -> None:
-        self._rule = compile_rule(self.eligibility) if self.eligibility is not None else None
-        self._trigger = compile_rule(self.trigger) if self.trigger is not None else None
-
-    @property
+    # compiled once, then plain attribute reads (every decision reads them for every action)
+    @cached_property
     def rule(self) -> Rule | None:
         """The compiled eligibility rule; None means always eligible."""
-        return self._rule
+        return compile_rule(self.eligibility) if self.eligibility is not None else None
 
-    @property
+    @cached_property
     def trigger_rule(self) -> Rule | None:
         """The compiled trigger: when an ingested event makes it true, the service decides for
         the customer and puts the decision in the outbox (docs/catalog.md)."""
-        return self._trigger
+        return compile_rule(self.trigger) if self.trigger is not None else None
 
     @property
     def names_read(self) -> frozenset[str]:
         """Every name its eligibility rule and its trigger read."""
-        rules = (self._rule, self._trigger)
+        rules = (self.rule, self.trigger_rule)
         return frozenset(n for r in rules if r is not None for n in r.names)
 
     def offered_on(self, channel: str) -> bool:
@@ -263,6 +258,12 @@ class Catalog(_Model):
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(action.id for action in self.actions)
+
+    @cached_property
+    def request_names(self) -> frozenset[str]:
+        """Every request name (`channel`, `context_<key>`) an eligibility rule reads."""
+        rules = [a.rule for a in self.actions if a.rule is not None]
+        return frozenset(n for rule in rules for n in rule.request_names)
 
     def get(self, action_id: str) -> Action | None:
         """The action with this id, or None."""

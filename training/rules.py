@@ -77,12 +77,21 @@ def _as_array(value: object) -> Array:
 
 
 def _isna(value: Array) -> NDArray[np.bool_]:
+    if np.ndim(value) == 0:  # one customer: pandas' array machinery costs more than the test
+        return np.asarray(_missing(np.asarray(value)[()]))
     return np.asarray(pd.isna(value), dtype=bool)
+
+
+def _missing(scalar: object) -> bool:
+    return bool(pd.isna(scalar))  # type: ignore[call-overload]
 
 
 def _truth(value: Array) -> Array:
     """Truth value of an operand as a logic array (NaN where the operand is missing)."""
     value = np.asarray(value)
+    if value.ndim == 0 and value.dtype.kind in "fbiuO":  # one customer: plain Python, same logic
+        scalar = value[()]
+        return np.asarray(np.nan if _missing(scalar) else float(bool(scalar)))
     if value.dtype.kind == "f":
         return np.where(np.isnan(value), np.nan, (value != 0).astype("float64"))
     if value.dtype.kind in "biu":
@@ -93,18 +102,30 @@ def _truth(value: Array) -> Array:
 
 
 def _and(a: Array, b: Array) -> Array:
+    if np.ndim(a) == 0 and np.ndim(b) == 0:
+        x, y = float(a), float(b)
+        return np.asarray(0.0 if x == 0 or y == 0 else np.nan if x != x or y != y else 1.0)
     unknown = np.isnan(a) | np.isnan(b)
     return np.where((a == 0) | (b == 0), 0.0, np.where(unknown, np.nan, 1.0))
 
 
 def _or(a: Array, b: Array) -> Array:
+    if np.ndim(a) == 0 and np.ndim(b) == 0:
+        x, y = float(a), float(b)
+        return np.asarray(1.0 if x == 1 or y == 1 else np.nan if x != x or y != y else 0.0)
     unknown = np.isnan(a) | np.isnan(b)
     return np.where((a == 1) | (b == 1), 1.0, np.where(unknown, np.nan, 0.0))
 
 
 def _compare(func: Callable[[Any, Any], Any], a: Array, b: Array) -> Array:
     """Element-wise comparison; unknown (NaN) wherever either side is missing."""
-    a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim == 0 and b.ndim == 0:  # one customer: no masks to build
+        x, y = a[()], b[()]
+        if _missing(x) or _missing(y):
+            return np.asarray(np.nan)
+        return np.asarray(1.0 if func(x, y) else 0.0)
+    a, b = np.broadcast_arrays(a, b)
     known = ~(_isna(a) | _isna(b))
     out = np.full(a.shape, np.nan)
     out[known] = np.asarray(func(a[known], b[known]), dtype=bool)

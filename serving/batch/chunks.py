@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from training.config import CONSENT_PREFIX, SCORE_COLUMNS, Config
+from training.config import CONSENT_PREFIX, CONTROL, SCORE_COLUMNS, Config
 from training.features.definition import to_matrix
 from training.policy.arbitration import Candidates, arbitrate, eligibility_mask
 from training.policy.control import control_mask
@@ -137,6 +137,18 @@ def unpack(frame: pd.DataFrame, config: Config) -> ChunkCandidates:
     )
     uplift = {o: block(f"uplift_{o}") for o in config.outcomes}
     return ChunkCandidates(frame["customer_id"].to_numpy(dtype=object), control, candidates, uplift)
+
+
+def greedy_actions(chunk: ChunkCandidates) -> NDArray[np.object_]:
+    """Each customer's greedy first action (`control` when nothing is worth doing), the control
+    group included: rank 1 of `actions_table` for the others, and for a control-group customer
+    the action they would have been given (the service's `Decision.greedy[0]`)."""
+    c = chunk.candidates
+    everyone = Candidates(c.action_ids, c.cost, c.expected_value, c.eligible)  # control allowed
+    ranking = arbitrate(everyone, max_actions=1)
+    first = np.full(len(chunk.customer_id), CONTROL, dtype=object)
+    first[ranking.customer] = np.asarray(c.action_ids, dtype=object)[ranking.action]
+    return first
 
 
 def actions_table(

@@ -23,9 +23,16 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from serving.batch.chunks import CONSENT_COLUMN, CONTROL_COLUMN, SELECTED_COLUMN, candidate_column
+from serving.batch.chunks import (
+    CONSENT_COLUMN,
+    CONTROL_COLUMN,
+    SELECTED_COLUMN,
+    candidate_column,
+    greedy_actions,
+    unpack,
+)
 from serving.batch.population import ChunkRange
-from serving.history.log import DecisionLog
+from serving.history.log import GREEDY_COLUMN, DecisionLog
 from training.config import CONTROL, Config
 from training.errors import NextbestError
 from training.policy.contact import (
@@ -131,7 +138,8 @@ def _missing(attribute: str) -> NDArray[np.float64]:
 class SendLog:
     """The run's decisions to record (`--record-contacts`): each customer's selected action on
     its channel, and each control-group customer as `control`, with the propensity the service
-    would log for the same decision without exploration."""
+    would log for the same decision without exploration and the greedy ranking's first action
+    (`greedy_action`: for the control group, what they would have been sent)."""
 
     config: Config
     channels: tuple[str, ...]
@@ -147,6 +155,7 @@ class SendLog:
         where = pd.Index(frame["customer_id"].astype(str)).get_indexer(
             pd.Index(sent["customer_id"])
         )
+        greedy = greedy_actions(unpack(frame, self.config))
         action = pd.Index(ids).get_indexer(pd.Index(sent["action_id"]))
         channel_index = np.column_stack(
             [frame[candidate_column(a, CHANNEL)].to_numpy() for a in ids]
@@ -158,16 +167,20 @@ class SendLog:
                 "action_id": sent["action_id"].to_numpy(dtype=object),
                 "propensity": 1.0 - share,
                 "control_group": False,
+                GREEDY_COLUMN: greedy[where],
             }
         )
-        control = frame[frame[CONTROL_COLUMN].to_numpy(dtype=bool)]
+        held_out = frame[CONTROL_COLUMN].to_numpy(dtype=bool)
+        control = frame[held_out]
         held = pd.DataFrame(
             {
                 "customer_id": control["customer_id"].to_numpy(dtype=object),
                 "channel": self.channels[0] if len(self.channels) == 1 else "",
                 "action_id": CONTROL,
-                "propensity": np.where(_has_best(control, ids), share, 1.0),
+                # nothing worth giving: nobody would have acted (1), else the control group did (share)
+                "propensity": np.where(greedy[held_out] != CONTROL, share, 1.0),
                 "control_group": True,
+                GREEDY_COLUMN: greedy[held_out],
             }
         )
         self.parts.append(pd.concat([sends, held], ignore_index=True))
@@ -184,20 +197,9 @@ class SendLog:
         return frame
 
 
-def _has_best(frame: pd.DataFrame, ids: tuple[str, ...]) -> NDArray[np.bool_]:
-    """Whether each (control-group) customer had an action worth giving: then the control group
-    is why they got none (probability control_share), else nobody would have acted (1)."""
-    if len(frame) == 0:
-        return np.zeros(0, dtype=bool)
-    eligible = np.column_stack([frame[candidate_column(a, "eligible")].to_numpy(bool) for a in ids])
-    value = np.column_stack(
-        [frame[candidate_column(a, "expected_value")].to_numpy(np.float64) for a in ids]
-    )
-    return np.asarray((eligible & (value > 0)).any(axis=1), dtype=bool)
-
-
 def _empty() -> pd.DataFrame:
+    text = ("customer_id", "channel", "action_id", GREEDY_COLUMN)
     return pd.DataFrame(
-        {c: pd.Series([], dtype=object) for c in ("customer_id", "channel", "action_id")}
+        {c: pd.Series([], dtype=object) for c in text}
         | {"propensity": pd.Series([], dtype=float), "control_group": pd.Series([], dtype=bool)}
     )

@@ -16,7 +16,7 @@ from serving.history.log import DecisionLog
 from training.atomic import atomic_file
 
 EXPOSURES = """
-    SELECT customer_id, ts, action_id, propensity FROM decisions
+    SELECT customer_id, ts, action_id, propensity, greedy_action FROM decisions
     WHERE shadow = 0 AND (cold_start = 0 OR :all_ = 1) ORDER BY ts"""
 
 LATEST_FEEDBACK = """
@@ -24,7 +24,7 @@ LATEST_FEEDBACK = """
         SELECT f.customer_id, f.ts, f.action_id, f.outcome, f.decision_id, row_number() OVER (
             PARTITION BY f.decision_id, f.action_id ORDER BY f.ts DESC, f.seq DESC) AS k
         FROM feedback AS f JOIN decisions AS d ON d.decision_id = f.decision_id
-        WHERE d.shadow = 0 AND (d.cold_start = 0 OR :all_ = 1)) AS latest
+        WHERE d.shadow = 0 AND f.outcome <> 'sent' AND (d.cold_start = 0 OR :all_ = 1)) AS latest
     WHERE k = 1 ORDER BY ts"""
 
 
@@ -43,7 +43,10 @@ def _frame(source: str | Path, sql: str, include_cold_start: bool) -> pd.DataFra
 
 
 def exposures_frame(source: str | Path, include_cold_start: bool = False) -> pd.DataFrame:
-    """The contract's exposures (customer_id, ts, action_id, propensity) of the logged decisions.
+    """The contract's exposures (customer_id, ts, action_id, propensity) of the logged decisions,
+    with the optional column `greedy_action` (the policy's greedy first action, shown or not;
+    missing for decisions logged before it was kept): what `nextbest impact` compares per greedy
+    action.
 
     Cold-start decisions are left out unless asked for: their customers are not in the data set the
     log's decisions were made on, and the contract refuses exposures of unknown customers.
@@ -54,14 +57,17 @@ def exposures_frame(source: str | Path, include_cold_start: bool = False) -> pd.
 def export_exposures(
     source: str | Path, out: Path, include_cold_start: bool = False
 ) -> tuple[int, Path]:
-    """Write `out/exposures.parquet` atomically; returns (rows, file)."""
-    return _write(exposures_frame(source, include_cold_start), Path(out) / "exposures.parquet")
+    """Write `out/exposures.parquet` atomically; returns (rows, file). `greedy_action` is a
+    text column even when no decision logged one (all missing)."""
+    frame = exposures_frame(source, include_cold_start).astype({"greedy_action": "string"})
+    return _write(frame, Path(out) / "exposures.parquet")
 
 
 def feedback_frame(source: str | Path, include_cold_start: bool = False) -> pd.DataFrame:
     """What happened to shown actions (customer_id, ts, action_id, outcome, decision_id): the
     latest feedback on each, the offers accepted and declined per action that a next training can
-    turn into features; cold starts left out unless asked for, as for exposures."""
+    turn into features; cold starts left out unless asked for, as for exposures. A batch send is
+    an exposure, not a response: its `sent` row is not feedback."""
     return _frame(source, LATEST_FEEDBACK, include_cold_start)
 
 

@@ -42,6 +42,7 @@ BATCH_COLUMNS = (
     "decision_id", "ts", "customer_id", "channel", "model_version", "action_id", "propensity",
     "control_group", "context",
 )  # fmt: skip
+GREEDY_COLUMN = "greedy_action"  # optional in a batch: the greedy ranking's first action
 CUSTOMER_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:customer, 0))"
 
 
@@ -80,6 +81,8 @@ class DecisionRecord:
     context: dict[str, object]
     arm: str = "champion"  # "champion" or "challenger": which bundle decided
     shadow: bool = False  # decided beside the shown arm: logged, never shown, never a contact
+    # the greedy ranking's first action ("control" when empty), shown or not; None: not known
+    greedy_action: str | None = None
 
 
 class DecisionLog:
@@ -139,10 +142,11 @@ class DecisionLog:
             con.execute(insert(decisions), [_row(record)])
 
     def record_contacts(self, batch: pd.DataFrame) -> int:
-        """Record a batch's sends (BATCH_COLUMNS; `action_id` "control" for the control group) in
-        one transaction, all or nothing: each a decision row, and each sent action a `sent`
-        feedback row, so the service, the next batch and `export-exposures` see them (`sent`, not
-        `accepted`: feedback on the send later does not replace it). Returns the rows recorded."""
+        """Record a batch's sends (BATCH_COLUMNS; `action_id` "control" for the control group;
+        optionally GREEDY_COLUMN) in one transaction, all or nothing: each a decision row, and each
+        sent action a `sent` feedback row, so the service, the next batch and `export-exposures`
+        see them (`sent`, not `accepted`: feedback on the send later does not replace it). Returns
+        the rows recorded."""
         missing = [c for c in BATCH_COLUMNS if c not in batch.columns]
         if missing:
             raise NextbestError(f"batch contacts: missing columns {missing}")
@@ -155,11 +159,14 @@ class DecisionLog:
         propensity = batch["propensity"].astype(float).tolist()
         control = batch["control_group"].to_numpy(dtype=bool).tolist()
         shown = ["[]" if a == "control" else json.dumps([a]) for a in actions]
+        greedy = _optional_text(batch, GREEDY_COLUMN)
         names = ("decision_id", "ts", "customer_id", "channel", "model_version", "action_id",
                  "propensity", "control_group", "actions", "context")  # fmt: skip
         decided = [
-            dict(zip(names, values, strict=True)) | {"explored": 0, "cold_start": 0}
-            for values in zip(
+            dict(zip(names, values, strict=True))
+            | {"explored": 0, "cold_start": 0, GREEDY_COLUMN: g}
+            for g, *values in zip(
+                greedy,
                 ids,
                 ts,
                 customers,
@@ -371,6 +378,13 @@ def _row(record: DecisionRecord) -> dict[str, object]:
     for flag in ("control_group", "explored", "cold_start", "shadow"):
         row[flag] = int(row[flag])
     return row
+
+
+def _optional_text(batch: pd.DataFrame, column: str) -> list[str | None]:
+    """A text column's values, None where missing (or everywhere when there is no such column)."""
+    if column not in batch.columns:
+        return [None] * len(batch)
+    return [None if pd.isna(v) else str(v) for v in batch[column].tolist()]
 
 
 def _iso(ts: datetime) -> str:

@@ -49,6 +49,8 @@ decisions = Table(
     Column("context", Text, nullable=False),  # JSON object
     Column("arm", Text, nullable=False, server_default="champion"),  # the bundle that decided
     Column("shadow", Integer, nullable=False, server_default="0"),  # logged, never shown
+    # the greedy ranking's first action (or "control"), shown or not; NULL: not logged (before v4)
+    Column("greedy_action", Text, nullable=True),
 )
 feedback = Table(
     "feedback",
@@ -118,10 +120,19 @@ def _v3_arms(con: Connection) -> None:
     con.exec_driver_sql("ALTER TABLE decisions ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0")
 
 
+def _v4_greedy_action(con: Connection) -> None:
+    """Decisions keep the action the policy's greedy ranking put first (`control` when it was
+    empty), whether shown or not: for a control-group customer, what they would have received,
+    which the impact's effect per greedy action compares against. Rows written before did not
+    log it: NULL."""
+    con.exec_driver_sql("ALTER TABLE decisions ADD COLUMN greedy_action TEXT DEFAULT NULL")
+
+
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _v1_decision_log,
     _v2_feedback_order,
     _v3_arms,
+    _v4_greedy_action,
 )
 LATEST = len(MIGRATIONS)
 

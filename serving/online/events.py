@@ -56,6 +56,31 @@ CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer_id, ts);
 """
 
 
+class EventStoreUnavailableError(NextbestError):
+    """The event file cannot be read or written (locked past the busy timeout, damaged, a full
+    disk): the service answers 503, nothing of the request was stored."""
+
+
+class _Guard:
+    """The store's lock (one thread of the process at a time) that also turns a SQLite error
+    inside it into EventStoreUnavailableError naming the file and the error, never a row."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self.path = path
+
+    def __enter__(self) -> _Guard:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise EventStoreUnavailableError(
+                f"{self.path}: the event store cannot be read or written ({type(exc).__name__})"
+            ) from None
+
+
 @dataclass(frozen=True)
 class Event:
     """One contract event (ts naive UTC), as posted and as stored."""
@@ -88,7 +113,7 @@ class EventStore:
         self.con = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
         )
-        self.lock = threading.Lock()
+        self.lock = _Guard(self.path)
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute(f"PRAGMA synchronous={synchronous}")
         self.con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -69,7 +69,7 @@ from serving.online.api_models import (
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
 from serving.online.decision import Allowed, Decision, DecisionRequest, UnknownChannelError
-from serving.online.events import Event, EventStore
+from serving.online.events import Event, EventStore, EventStoreUnavailableError
 from serving.online.http_guards import (
     ARRIVED,
     OPEN_PATHS,
@@ -109,6 +109,7 @@ from serving.online.settings import ServingSettings
 from serving.online.shadow import ShadowRunner, ShadowTask
 from serving.online.store import FeatureRow, StoreChangedError
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
+from training.config import CONTROL
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
     OPT_IN,
@@ -260,6 +261,8 @@ class ReloadStatus:
     store_inode: int | None = None
     challenger_version: str | None = None
     challenger_error: str | None = None
+    history_error: str | None = None  # why the contact history cannot be opened (None: open)
+    events_error: str | None = None  # why the event store cannot be opened (None: open)
 
 
 STATUS = ReloadStatus()
@@ -285,11 +288,12 @@ class Nextbest:
         logger.setLevel(logging.INFO)  # loads and reloads are worth seeing (the root says WARNING)
         logger.disabled = False
         self.settings = SETTINGS
-        self.log = DecisionLog(self.settings.history_source(), self.settings.log_synchronous)
-        self.events = EventStore(self.settings.event_store, self.settings.log_synchronous)
-        ensure_schema(self.events)
+        self._log: DecisionLog | None = None
+        self._events: EventStore | None = None
+        self._shadow: ShadowRunner | None = None
+        self._store_failures: dict[str, str] = {}  # store -> the reason last logged
+        self._open_stores()
         self.rng = np.random.default_rng()
-        self.shadow = ShadowRunner(self.log, _shadow_record)
         self.runtime: Runtime | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a request saw the store change: check now
@@ -395,7 +399,67 @@ class Nextbest:
                 self._failed("load_failed", exc)
             self._stop.wait(min(self.settings.reload_seconds, 0.5))  # woken often: not a busy loop
 
+    # -- the contact history and the event store -----------------------------------------------
+
+    def _open_stores(self) -> None:
+        """Open the contact history and the event store when they are not open: a file that is
+        not a database or a PostgreSQL that is down keeps the worker up and not ready (no crash
+        loop), says why in one log line and in /readyz, and is tried again on every poll."""
+        if self._log is None:
+            try:
+                self._log = DecisionLog(
+                    self.settings.history_source(), self.settings.log_synchronous
+                )
+                self._shadow = ShadowRunner(self._log, _shadow_record)
+                STATUS.history_error = None
+            except Exception as exc:
+                STATUS.history_error = self._store_failed("contact history", exc)
+        if self._events is None:
+            try:
+                events = EventStore(self.settings.event_store, self.settings.log_synchronous)
+                ensure_schema(events)
+                self._events, STATUS.events_error = events, None
+            except Exception as exc:
+                STATUS.events_error = self._store_failed("event store", exc)
+
+    def _store_failed(self, what: str, exc: BaseException) -> str:
+        """Log why `what` cannot be opened, once per new reason; returns the reason."""
+        reason = escape_controls(f"{type(exc).__name__}: {exc}")[:300]
+        if self._store_failures.get(what) != reason:
+            logger.warning("event=store_not_open store=%r reason=%r", what, reason)
+            self._store_failures[what] = reason
+        return reason
+
+    @property
+    def log(self) -> DecisionLog:
+        """The contact history; while it cannot be opened, a 503 that says why."""
+        if self._log is None:
+            raise Unavailable(
+                f"the contact history cannot be opened ({STATUS.history_error}); nothing was "
+                "stored, retry shortly",
+                "contact history not open",
+            )
+        return self._log
+
+    @property
+    def events(self) -> EventStore:
+        """The event store; while it cannot be opened, a 503 that says why."""
+        if self._events is None:
+            raise Unavailable(
+                f"the event store cannot be opened ({STATUS.events_error}); nothing was "
+                "stored, retry shortly",
+                "event store not open",
+            )
+        return self._events
+
+    @property
+    def shadow(self) -> ShadowRunner:
+        if self._shadow is None:
+            raise Unavailable("the contact history is not open", "contact history not open")
+        return self._shadow
+
     def _check(self) -> None:
+        self._open_stores()
         try:
             key = current_key(self.settings)
         except Exception as exc:
@@ -408,12 +472,12 @@ class Nextbest:
     def _shutdown(self) -> None:
         self._stop.set()
         self._wake.set()
-        self.shadow.close()
-        self.log.close()
-        self.events.close()
+        for opened in (self._shadow, self._log, self._events):
+            if opened is not None:
+                opened.close()
 
     def __is_ready__(self) -> bool:
-        return self.runtime is not None
+        return self.runtime is not None and self._log is not None and self._events is not None
 
     def _runtime(self) -> Runtime:
         runtime = self.runtime
@@ -445,9 +509,10 @@ class Nextbest:
         except UnknownActionError as exc:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
-        row = self._row(runtime, request.customer_id, now)
+        with _explained(ctx):
+            row = self._row(runtime, request.customer_id, now)
         shown, hidden = self._arms(runtime, ask)
-        with _history_or_503(ctx):
+        with _explained(ctx):
             allowed = self._allowed(runtime, shown, row, ask, now)
             hidden_allowed = allowed
             if hidden is not None and not runtime.same_catalog:
@@ -456,7 +521,7 @@ class Nextbest:
         decision_id = uuid.uuid4().hex
         response = _response(decision_id, request.customer_id, shown, decision, reasons, why)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
-        with _history_or_503(ctx):  # not stored, not answered: the client retries
+        with _explained(ctx):  # not stored, not answered: the client retries
             self.log.record(
                 _record(decision_id, now, request.customer_id, request.channel, request.context,
                         shown, decision)
@@ -604,10 +669,11 @@ class Nextbest:
             raise self._store_replaced() from None
 
     @bentoml.api(route="/score")
-    async def score(self, request: ScoreRequest, /) -> ScoreResponse:
+    async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """The three scores of one customer (not logged: no decision is made)."""
         runtime = self._runtime()
-        row = self._row(runtime, request.customer_id, self.settings.clock())
+        with _explained(ctx):
+            row = self._row(runtime, request.customer_id, self.settings.clock())
         scores = runtime.decider.scores(row)
         return ScoreResponse(
             customer_id=request.customer_id,
@@ -634,7 +700,7 @@ class Nextbest:
 
             allowed = policy_allows
         try:
-            with _history_or_503(ctx):
+            with _explained(ctx):
                 self.log.feedback(
                     request.decision_id, request.action_id, request.outcome, now, allowed
                 )
@@ -647,7 +713,7 @@ class Nextbest:
         return FeedbackResponse(decision_id=request.decision_id, stored=True)
 
     @bentoml.api(route="/events")
-    async def ingest(self, request: EventsRequest, /) -> EventsResponse:
+    async def ingest(self, request: EventsRequest, /, ctx: bentoml.Context) -> EventsResponse:
         """Store a batch of live events, all or nothing, committed before the answer; an event
         whose event_id is stored already counts as a duplicate. Every row was validated (a bad
         one is a 400 naming its index and field) before anything is written."""
@@ -657,7 +723,8 @@ class Nextbest:
         ]
         runtime = self.runtime
         triggers = runtime is not None and has_triggers(runtime.decider.catalog)
-        done = self.events.ingest(batch, datetime.now(UTC), pending=triggers)
+        with _explained(ctx):
+            done = self.events.ingest(batch, datetime.now(UTC), pending=triggers)
         if runtime is not None and triggers and done.stored:
             self._fire_safely(runtime, done.stored)
         return EventsResponse(accepted=done.accepted, duplicates=done.duplicates)
@@ -675,7 +742,7 @@ class Nextbest:
         """Evaluate the triggers of events stored pending whose request died before it could
         (a killed worker), once they are PENDING_GRACE old: at least once, event to outbox."""
         runtime = self.runtime
-        if runtime is None or not has_triggers(runtime.decider.catalog):
+        if runtime is None or self._events is None or not has_triggers(runtime.decider.catalog):
             return
         wall = datetime.now(UTC)
         leased = self.events.lease_pending(wall - PENDING_GRACE, wall)
@@ -766,7 +833,12 @@ class Nextbest:
             count = _limit(limit)
         except BadCursorError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        page = outbox_page(self.events, start, count)
+        if self._events is None:
+            return _events_not_open()
+        try:
+            page = outbox_page(self._events, start, count)
+        except EventStoreUnavailableError:
+            return _unavailable_page(EVENTS_DOWN_MESSAGE)
         return JSONResponse({"decisions": page.decisions, "cursor": page.cursor})
 
     @desktop.get("/customers/{customer_id}/journey")
@@ -785,7 +857,12 @@ class Nextbest:
             history = runtime.store.history(customer_id) if known else None
         except StoreChangedError:
             return JSONResponse({"error": "the online store is being replaced"}, status_code=503)
-        live = self.events.for_customer(customer_id, limit=count)
+        if self._events is None:
+            return _events_not_open()
+        try:
+            live = self._events.for_customer(customer_id, limit=count)
+        except EventStoreUnavailableError:
+            return _unavailable_page(EVENTS_DOWN_MESSAGE)
         events = journey_of(history, live, now.astimezone(UTC).replace(tzinfo=None), count)
         body = {"customer_id": customer_id, "known": known, "as_of": now.isoformat()}
         return JSONResponse(body | {"events": events})
@@ -835,18 +912,37 @@ def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
 
 
 HISTORY_DOWN_MESSAGE = "the contact history cannot be reached; nothing was stored, retry shortly"
+EVENTS_DOWN_MESSAGE = "the event store cannot be read or written; nothing was stored, retry shortly"
 
 
 @contextmanager
-def _history_or_503(ctx: bentoml.Context) -> Iterator[None]:
-    """A contact history that cannot be read or written is a 503 saying so (never a 500), with
+def _explained(ctx: bentoml.Context) -> Iterator[None]:
+    """A contact history that cannot be read or written is a 503 saying so (never a 500), and so
+    is any other `Unavailable` of the block (a store not open, a store being replaced), with
     Retry-After (serving.online.http_guards): nothing was stored nor answered; retry."""
     try:
         yield
+    except Unavailable as exc:
+        ctx.request.scope[UNAVAILABLE_REASON] = str(exc)
+        raise
+    except EventStoreUnavailableError:
+        ctx.request.scope[UNAVAILABLE_REASON] = EVENTS_DOWN_MESSAGE
+        raise Unavailable(EVENTS_DOWN_MESSAGE, "event store unavailable") from None
     except HistoryUnavailableError:
         HISTORY_DOWN.inc()
         ctx.request.scope[UNAVAILABLE_REASON] = HISTORY_DOWN_MESSAGE
         raise Unavailable(HISTORY_DOWN_MESSAGE, "contact history unavailable") from None
+
+
+def _unavailable_page(message: str) -> JSONResponse:
+    """The pages' 503 saying why (the API's: `_explained`)."""
+    return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})
+
+
+def _events_not_open() -> JSONResponse:
+    return _unavailable_page(
+        f"the event store cannot be opened ({STATUS.events_error}); retry shortly"
+    )
 
 
 def _now_iso() -> str:
@@ -886,6 +982,7 @@ def _record(
         actions=tuple(a.action_id for a in decision.actions),
         context=dict(context),
         arm=arm.name,
+        greedy_action=decision.greedy[0] if decision.greedy else CONTROL,
     )
 
 

@@ -150,3 +150,37 @@ def test_monotone_rules_test_no_missing_value() -> None:
     assert compile_rule("event_type == 'complaint' and churn_probability > 0.1").monotone
     assert not compile_rule("event_type == 'x' or isnull(nps_last)").monotone
     assert not compile_rule("coalesce(a, 1) > 0").monotone
+
+
+AGREEMENT_RULES = [
+    "x > 0", "x == y", "x != 'a'", "not x", "x and y", "x or not y", "x < y <= 1",
+    "x in ['a', 1, 0]", "x not in ('', 'b')", "isnull(x) or y >= 0", "coalesce(x, y) > 0",
+    "max(x, 1) == 1 and not y", "x * 2 - y < 1", "abs(x) >= y or x == 'a'",
+]  # fmt: skip
+VALUES = [0.0, 1.0, -2.5, np.nan, None, True, False, 3, "a", "", "b", pd.NA]
+
+
+def _column_of_one(value: object) -> np.ndarray:
+    """A one-row column as a batch holds it: text as objects, the rest as floats (NaN: missing)."""
+    if isinstance(value, str):
+        return np.array([value], dtype=object)
+    return np.array([np.nan if value is None or value is pd.NA else float(value)])  # type: ignore[arg-type]
+
+
+def _outcome(rule_text: str, namespace: dict[str, object]) -> object:
+    try:
+        result = compile_rule(rule_text).evaluate(namespace)
+    except RuleError:
+        return "error"
+    return bool(np.asarray(result).ravel()[0])
+
+
+@pytest.mark.parametrize("text", AGREEMENT_RULES)
+def test_one_customer_agrees_with_a_column_of_one(text: str) -> None:
+    """The one-customer shortcuts (plain Python on 0-d values) decide exactly as the column path
+    does on a column holding the same value, missing and mixed types included."""
+    for x in VALUES:
+        for y in VALUES:
+            column = {"x": _column_of_one(x), "y": _column_of_one(y)}
+            scalar = _outcome(text, {"x": x, "y": y})
+            assert scalar == _outcome(text, column), (text, x, y)

@@ -14,9 +14,13 @@ action it got. Per slice of the rows (all, a model version, a channel, a segment
 
 Per action, the value of giving that action is valued alike (Hajek over the rows that got it) minus
 doing nothing: the action's average effect over the customers it could be given to (exploration
-makes that everyone eligible). What the decisions that gave an action earned compared with the same
-customers untreated (an effect on the treated) would need the action the policy *would* have given
-the control customers, which the log does not keep.
+makes that everyone eligible).
+
+Per greedy action (the action the policy's greedy ranking put first, logged for every decision,
+shown or not): the mean value of the rows outside the control group whose greedy action was a
+minus the mean of the control-group rows whose greedy action was a. The control group is a random
+hash, so both are the same kind of customer: this is the intention-to-treat effect of "the policy
+wants a" on exactly the customers it wanted it for (exploration included), with no weights.
 
 Intervals are 95% normal intervals with a bootstrap standard error: Poisson weights per row
 (`BOOTSTRAP` replicates, seeded), which keeps the pairing of both terms in the same draw. Pure
@@ -36,6 +40,7 @@ from training.errors import NextbestError
 from training.uplift.metrics import Z_95
 
 BOOTSTRAP = 300
+GREEDY = "greedy_action"  # the logged greedy first action (missing: not logged)
 MIN_ROWS = 20  # fewer rows in a slice (or fewer than 2 untreated) give no estimate
 SLICES = ("model_version", "channel")  # logged columns a slice table is made for when present
 
@@ -88,8 +93,30 @@ def incremental(
     else:
         treated_w = (action == arm) / p
     control_w = nothing / p
-    treated_n, control_n = int(np.count_nonzero(treated_w)), int(nothing.sum())
-    if treated_n < MIN_ROWS or control_n < 2 or len(value) < MIN_ROWS:
+    return _bootstrapped(value, treated_w, control_w, seed)
+
+
+def intention_to_treat(
+    value: np.ndarray, control_group: np.ndarray, seed: int = 0
+) -> Estimate | None:
+    """Mean value of the rows outside the control group minus that of the control-group rows
+    (plain means: the control group is a random share of the same customers), with the same
+    bootstrap interval; None below MIN_ROWS rows on either side (a mean of a few skewed values
+    has no trustworthy bootstrap interval)."""
+    control = np.asarray(control_group, dtype=bool)
+    treated_w, control_w = (~control).astype(np.float64), control.astype(np.float64)
+    value = np.asarray(value, dtype=np.float64)
+    return _bootstrapped(value, treated_w, control_w, seed, min_untreated=MIN_ROWS)
+
+
+def _bootstrapped(
+    value: np.ndarray, treated_w: np.ndarray, control_w: np.ndarray, seed: int,
+    min_untreated: int = 2,
+) -> Estimate | None:  # fmt: skip
+    """The weighted difference and its Poisson-bootstrap 95% half-width; None below MIN_ROWS
+    treated rows or `min_untreated` untreated ones."""
+    treated_n, control_n = int(np.count_nonzero(treated_w)), int(np.count_nonzero(control_w))
+    if treated_n < MIN_ROWS or control_n < min_untreated or len(value) < MIN_ROWS:
         return None
     point = _difference(value, treated_w, control_w, np.ones((1, len(value))))
     rng = np.random.default_rng(seed)
@@ -117,6 +144,38 @@ def _difference(
     return np.asarray(t - c)
 
 
+ESTIMATE_COLUMNS = ("rows", "incremental_value", "ci", "decisions", "control", "decided_value",
+                    "nothing_value")  # fmt: skip
+
+
+def greedy_logged(frame: pd.DataFrame) -> np.ndarray:
+    """Which rows logged their greedy action (none when the column is absent)."""
+    if GREEDY not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    greedy = frame[GREEDY]
+    return np.asarray(greedy.notna() & (greedy.astype(str).str.strip() != ""), dtype=bool)
+
+
+def greedy_table(frame: pd.DataFrame, value: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """Per greedy action: the policy's decisions for the customers it wanted that action for
+    against the control-group customers it wanted it for (`intention_to_treat`). Rows without a
+    logged greedy action are left out (`greedy_logged`); an action without a control-group row
+    has no row; fewer than MIN_ROWS on either side give a row without an estimate."""
+    logged = greedy_logged(frame)
+    control = frame["control_group"].to_numpy(dtype=bool)
+    greedy = frame[GREEDY].astype(str).to_numpy() if GREEDY in frame else np.full(len(frame), "")
+    rows = []
+    for action in sorted(set(greedy[logged])):
+        mine = logged & (greedy == action)
+        if not (mine & control).any():
+            continue
+        estimate = intention_to_treat(value[mine], control[mine], seed)
+        row = _row({GREEDY: action}, estimate, int(mine.sum()))
+        held = int((mine & control).sum())  # the counts, with or without an estimate
+        rows.append(row | {"decisions": int(mine.sum()) - held, "control": held})
+    return pd.DataFrame(rows, columns=[GREEDY, *ESTIMATE_COLUMNS])
+
+
 def _row(key: dict[str, object], estimate: Estimate | None, rows: int) -> dict[str, object]:
     base = key | {"rows": rows}
     if estimate is None:
@@ -135,8 +194,9 @@ def impact_tables(
     """Every table of the impact page from decision rows (action_id, propensity, control_group,
     week, and any of model_version, channel and the `segments` columns) and their money values.
 
-    Tables: `overall` (one row), `actions` (giving each action vs nothing), `weekly`, one per
-    present column of SLICES, and `segments` (column, segment, ...)."""
+    Tables: `overall` (one row), `actions` (giving each action vs nothing), `greedy` (per
+    logged greedy action, the policy vs the control group; when the rows have a `greedy_action`
+    column), `weekly`, one per present column of SLICES, and `segments` (column, segment, ...)."""
 
     def estimate(rows: np.ndarray, arm: str | None = None) -> Estimate | None:
         part = frame[rows]
@@ -152,6 +212,8 @@ def impact_tables(
             for a in actions
         ]  # fmt: skip
     )
+    if GREEDY in frame:
+        tables["greedy"] = greedy_table(frame, value, seed)
     groups = [("weekly", "week")] + [(c, c) for c in SLICES if c in frame]
     for name, column in groups:
         keys = frame[column].astype(str).to_numpy()
@@ -199,6 +261,7 @@ class Impact:
     money: str  # what the value of a decision counts, in words
     control_source: str  # where control-group membership came from
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    greedy_unlogged: int | None = None  # rows without a greedy action (None: none logs one)
 
     def metrics(self) -> dict[str, float]:
         """Flat MLflow metrics: impact.value, impact.ci, impact.action.<id>.value, ..."""
@@ -207,8 +270,10 @@ class Impact:
         for key, column in (("value", "incremental_value"), ("ci", "ci")):
             if np.isfinite(overall[column]):
                 out[f"impact.{key}"] = float(overall[column])
-        for name, column in (("actions", "action_id"), ("model_version", "model_version"),
-                             ("channel", "channel")):  # fmt: skip
+        if self.greedy_unlogged is not None:
+            out["impact.greedy_action.unlogged"] = float(self.greedy_unlogged)
+        for name, column in (("actions", "action_id"), ("greedy", GREEDY),
+                             ("model_version", "model_version"), ("channel", "channel")):  # fmt: skip
             for row in self.tables.get(name, pd.DataFrame()).to_dict("records"):
                 if np.isfinite(row["incremental_value"]):
                     out[f"impact.{column}.{row[column]}.value"] = float(row["incremental_value"])

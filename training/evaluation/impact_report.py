@@ -51,6 +51,19 @@ ACTIONS_TEXT = (
     "(inverse-propensity weighted over the customers who got it). Exploration is what makes this "
     "measurable for every action. Take rates are feedback per decision that showed the action first."
 )
+GREEDY_TEXT = (
+    "Per greedy action (the action the policy's ranking put first, logged for every decision, "
+    "shown or not): what the decisions outside the control group earned, exploration included, "
+    "against the control-group customers the policy wanted the same action for. The control "
+    "group is a random share, so both sides are the same kind of customer: this is the effect of "
+    '"the policy wants this action" on exactly the customers it wanted it for. An action '
+    "with no control-group customer has no row."
+)
+GREEDY_MISSING_TEXT = (
+    "The decisions do not log the policy's greedy action (a decision log older than schema "
+    "version 4, or exposures without a greedy_action column), so there is no comparison per "
+    "greedy action."
+)
 SLICE_TEXT = (
     "The same comparison inside each slice: decisions and control-group customers of the same "
     "model version, channel, week or customer segment."
@@ -67,6 +80,20 @@ def value_columns(key: str, header: str, currency: str) -> list[Column]:
         ),  # fmt: skip
         Column("decided", lambda r: format_money_ci(r["decided_value"], np.nan, currency)),
         Column("nothing", lambda r: format_money_ci(r["nothing_value"], np.nan, currency)),
+    ]
+
+
+def greedy_columns(currency: str) -> list[Column]:
+    return [
+        Column("greedy action", lambda r: str(r["greedy_action"])),
+        Column("decisions", lambda r: format_count(r["rows"])),
+        Column("of them control group", lambda r: format_count(r["control"])),
+        Column(
+            "effect per decision (policy vs control group)",
+            lambda r: format_money_ci(r["incremental_value"], r["ci"], currency),
+        ),  # fmt: skip
+        Column("policy", lambda r: format_money_ci(r["decided_value"], np.nan, currency)),
+        Column("control group", lambda r: format_money_ci(r["nothing_value"], np.nan, currency)),
     ]
 
 
@@ -111,6 +138,7 @@ def render_impact_html(result: Impact) -> str:
     take = tables.get("take_rates")
     take_html = _table(take, TAKE_COLUMNS) if take is not None else ""
     sections.append(_section("actions", "Actions", ACTIONS_TEXT, actions, take_html))
+    sections.append(greedy_section(result))
     weekly = tables["weekly"]
     image = ""
     if weekly["incremental_value"].notna().any():
@@ -131,6 +159,19 @@ def render_impact_html(result: Impact) -> str:
     return _page("nextbest impact: what the decisions earned", "\n".join(sections))
 
 
+def greedy_section(result: Impact) -> str:
+    """The per-greedy-action table, with the rows it left out, or why there is none."""
+    table = result.tables.get("greedy")
+    if table is None:
+        return _section("greedy", "Per greedy action", GREEDY_MISSING_TEXT)
+    left_out = (
+        f"<p>Decisions without a logged greedy action, left out: "
+        f"{_e(format_count(result.greedy_unlogged or 0))}.</p>"
+    )
+    body = _table(table, greedy_columns(result.currency))
+    return _section("greedy", "Per greedy action", GREEDY_TEXT, body, left_out)
+
+
 def write_impact(result: Impact, out: Path) -> Path:
     """Write impact.html, impact.json and one CSV per table into `out` (replaced whole)."""
     with atomic_directory(Path(out)) as tmp:
@@ -139,7 +180,8 @@ def write_impact(result: Impact, out: Path) -> Path:
             table.to_csv(tmp / f"{name}.csv", index=False)
         meta = {"rows": result.rows, "censored": result.censored, "since": result.since,
                 "currency": result.currency, "money": result.money,
-                "control_source": result.control_source, "metrics": result.metrics()}  # fmt: skip
+                "control_source": result.control_source, "greedy_unlogged": result.greedy_unlogged,
+                "metrics": result.metrics()}  # fmt: skip
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return Path(out)
 

@@ -32,6 +32,7 @@ _TEXT = (pa.string(),)
 _TEXT_SOURCES = ("texts", "text_last")
 _BLANK = " "  # what DuckDB's trim() strips: a text of spaces only is not scored
 TEXT_SCORES_KEPT = 100_000  # texts whose scores one OneCustomer keeps
+SCHEMAS_KEPT = 64  # input schemas whose type checks one OneCustomer keeps
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class OneCustomer:
         self.has_text = any(s.source in _TEXT_SOURCES for s in self.specs)
         self._scored: dict[str, tuple[float, bool, int]] = {}  # text -> its scores (_text_scores)
         self._scored_lock = threading.Lock()
+        self._schema_checks: dict[tuple[pa.Schema, ...], str | None] = {}  # `unsupported` types
         self._types = pa.array(d.type_codes, pa.string())
         self._channels = pa.array(d.channels, pa.string())
         self._surveys = pa.array(d.survey_types, pa.string())
@@ -105,13 +107,29 @@ class OneCustomer:
         self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None
     ) -> str | None:
         """Why these inputs need the DuckDB reference (None: this path computes them exactly)."""
-        d = self.definition
         if self.has_text and (self.text_model is None or self.text_model.per_customer):
             return "text features of a cross-fitted text model are computed by the reference"
         if customers.num_rows != 1 or _type(customers, "customer_id") not in _TEXT:
             return "not exactly one customers row with a text customer_id"
         if customers.column("customer_id").null_count:
             return "the customers row has no customer_id"
+        schemas = (customers.schema, events.schema, None if exposures is None else exposures.schema)
+        if schemas not in self._schema_checks:  # every request of a store has the same schemas
+            if len(self._schema_checks) > SCHEMAS_KEPT:
+                self._schema_checks.clear()
+            self._schema_checks[schemas] = self._unsupported_types(customers, events, exposures)
+        if self._schema_checks[schemas] is not None:
+            return self._schema_checks[schemas]
+        values = events.column("value")
+        if values.length() - values.null_count and not pc.all(pc.is_finite(values)).as_py():
+            return "events.value: a non-finite value"
+        return None
+
+    def _unsupported_types(
+        self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None
+    ) -> str | None:
+        """Why the columns' types need the reference (None: this path reads them exactly)."""
+        d = self.definition
         for s in d.static:
             kind = _type(customers, s.column)
             if kind is None or not _static_ok(s.kind, kind):
@@ -125,9 +143,6 @@ class OneCustomer:
         for column, types in wanted.items():
             if _type(events, column) not in types:
                 return f"events.{column}: type {_type(events, column)}"
-        values = events.column("value")
-        if values.length() - values.null_count and not pc.all(pc.is_finite(values)).as_py():
-            return "events.value: a non-finite value"
         if exposures is not None and _has_exposures(exposures):
             for column, types in (("customer_id", _TEXT), ("ts", (_TS,)), ("action_id", _TEXT)):
                 if _type(exposures, column) not in types:

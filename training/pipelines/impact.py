@@ -1,10 +1,10 @@
 """`nextbest impact`: what the logged decisions earned against the global control group.
 
 Reads the decisions (exported from the decision log by the caller, or the data set's `exposures`
-table with any logged columns: model_version, channel, control_group), the outcome events that
-followed each in the data set (the configured outcome windows; windows not yet over are left out),
-and the customers' categorical attributes as segments. The maths is training.evaluation.impact; the
-page is training.evaluation.impact_report.
+table with any logged columns: model_version, channel, control_group, greedy_action), the outcome
+events that followed each in the data set (the configured outcome windows; windows not yet over
+are left out), and the customers' categorical attributes as segments. The maths is
+training.evaluation.impact; the page is training.evaluation.impact_report.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from training.data.contract import open_dataset
 from training.data.outcomes import compute_outcomes, is_label_observed
 from training.data.snapshots import data_span
 from training.errors import NextbestError
-from training.evaluation.impact import Impact, impact_tables, row_values, take_rates
+from training.evaluation.impact import (
+    GREEDY,
+    Impact,
+    greedy_logged,
+    impact_tables,
+    row_values,
+    take_rates,
+)
 from training.policy.control import control_mask
 
 MAX_SEGMENT_VALUES = 20  # a customer attribute with more distinct values is not a segment
@@ -53,8 +60,9 @@ def impact(
     tables = impact_tables(labelled, row_values(labelled, weights, costs), segments, seed)
     if feedback is not None:
         tables["take_rates"] = take_rates(frame, feedback)
+    unlogged = int((~greedy_logged(labelled)).sum()) if GREEDY in labelled else None
     return Impact(config.objective.currency, len(labelled), censored,
-                  since.isoformat() if since else "", money, source, tables)  # fmt: skip
+                  since.isoformat() if since else "", money, source, tables, unlogged)  # fmt: skip
 
 
 def money_weights(config: Config) -> tuple[dict[str, float], str]:

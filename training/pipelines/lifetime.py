@@ -1,10 +1,17 @@
 """Fit `ltv` over `objective.lifetime_months`: each lifetime method judged on held-out customers
 against the revenue they then brought, the best kept, the comparison logged to MLflow.
 
-The judging snapshot is the earliest training as-of date (the one with the longest observed
+The methods are judged on the earliest training as-of date (the one with the longest observed
 future); the judged horizon is the lifetime, or as much of it as the data has observed after that
 date. Customers of the held-out split (`holdout_mask`) are judged; the repeat-purchase model is
 fitted on the others there, then refitted on every customer of the latest snapshot for serving.
+
+The blend's weight is chosen on the latest snapshot whose label window is observed in full, on the
+customers outside the held-out split (no score model was fitted on that snapshot's rows), with a
+repeat-purchase model fitted on them as serving fits it: their purchase histories are as long as
+those scored after training, where the earliest snapshot's are the shortest (a retailer's young
+customers with a few weeks of history, on whom BG/NBD alone says little and the weight would lean
+on the window model whatever the model is worth later).
 """
 
 from __future__ import annotations
@@ -73,10 +80,9 @@ def fit_lifetime(
             base = churn[1] if churn is not None and "churn" in models else None
             for method in ("repeat_purchase", "blend"):
                 candidates[method] = _lifetime(method, config, base, value[1], window, repeat)
-            blend = candidates["blend"]
-            blend.weight = max(BLEND_WEIGHTS, key=lambda w: _score(_quality(
-                y[~held], _with_weight(blend, w).predict(X[~held], names, _rows(scores, ~held), days)
-            )))  # fmt: skip
+            weighing = _weigh_blend(con, frame, candidates["blend"], config, models,
+                                    names, observed_until)  # fmt: skip
+            candidates["blend"].weight = weighing[0]
     if not candidates:
         return None
     quality: dict[str, dict[str, float]] = {
@@ -99,7 +105,56 @@ def fit_lifetime(
                         for m, q in quality.items()}  # fmt: skip
     if "blend" in candidates:
         chosen.selection["blend"]["weight"] = candidates["blend"].weight
+        chosen.selection |= weighing[1]
     return chosen
+
+
+def _weigh_blend(
+    con: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    blend: LifetimeValue,
+    config: Config,
+    models: Mapping[str, ScoreModel],
+    names: list[str],
+    observed_until: datetime | None,
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """The blend weight judged on the latest complete snapshot's customers outside the held-out
+    split, with a repeat-purchase model fitted on them (the earliest snapshot's when that fit
+    fails), and each weight's figures there (`blend_w<weight>`)."""
+    value = config.outcome_for_role("value")
+    assert value is not None and config.objective.lifetime_months is not None
+    latest = judging_rows(con, frame, value[1], config.objective.lifetime_months, observed_until,
+                          snapshot="latest")  # fmt: skip
+    days = float(latest.attrs["days"])
+    rows = latest[~holdout_mask(latest["customer_id"])].reset_index(drop=True)
+    X = to_matrix(rows, names)
+    repeat: RepeatPurchaseModel | None
+    try:
+        summary = purchase_summary(X, names, blend.window)
+        repeat = RepeatPurchaseModel(horizon=days, discount_rate=0.0).fit(summary)
+    except NextbestError:
+        repeat = blend.repeat
+    judged = LifetimeValue("blend", blend.lifetime_months, 0.0, blend.churn_days,
+                           blend.value_days, blend.window, repeat)  # fmt: skip
+    scores = _scores(models, X)
+    repeat_part, window_part = (
+        _with_weight(judged, w).predict(X, names, scores, days) for w in (1.0, 0.0)
+    )
+    y = rows[LABEL].to_numpy(dtype=np.float64)
+    weight, figures = choose_weight(y, repeat_part, window_part)
+    judged_on = {"judged_days": days, "judged_customers": float(len(rows))}
+    return weight, {f"blend_w{w:g}": q | judged_on for w, q in figures.items()}
+
+
+def choose_weight(
+    y: np.ndarray, repeat: np.ndarray, window: np.ndarray
+) -> tuple[float, dict[float, dict[str, float]]]:
+    """The weight of BLEND_WEIGHTS whose blend `w x repeat + (1 - w) x window` predicts the
+    realised revenue `y` best (mean of Pearson, Spearman and normalized Gini; ties: the lower
+    weight), and every weight's figures."""
+    figures = {w: _quality(y, w * repeat + (1.0 - w) * window) for w in BLEND_WEIGHTS}
+    best = max(BLEND_WEIGHTS, key=lambda w: (_score(figures[w]), -w))
+    return best, figures
 
 
 def _lifetime(

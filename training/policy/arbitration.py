@@ -82,8 +82,7 @@ def _with_request_names(
 ) -> Mapping[str, object] | pd.DataFrame:
     """The namespace with every request name a rule reads (`channel`, `context_<key>`) that it
     lacks set missing: no request (batch) or a key the request did not send makes them unknown."""
-    read = {n for a in catalog.actions if a.rule is not None for n in a.rule.request_names}
-    absent = sorted(n for n in read if n not in namespace)
+    absent = sorted(n for n in catalog.request_names if n not in namespace)
     if not absent:
         return namespace
     if isinstance(namespace, pd.DataFrame):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from training.synth.dynamics import Effect, State
-from training.synth.world import Population
+from training.synth.world import Population, WorldConfig
 
 ACTION_IDS = (
     "retention_discount",
@@ -81,14 +81,34 @@ def action_effect(action: int, pop: Population, st: State, week: int) -> Effect:
     return _EFFECTS[action](pop, st, tenure_y)
 
 
+def harm_logits(cfg: WorldConfig) -> np.ndarray:
+    """`cfg.harm` as one churn log-odds shift per action index (zeros: no action harms beyond its
+    documented effect); raise ValueError on an action the simulator does not know."""
+    unknown = sorted(set(cfg.harm) - set(ACTION_IDS))
+    if unknown:
+        raise ValueError(
+            f"WorldConfig.harm names unknown actions {unknown}; known: {', '.join(ACTION_IDS)}"
+        )
+    return np.array([float(cfg.harm.get(a, 0.0)) for a in ACTION_IDS])
+
+
 def start_action(
-    pop: Population, st: State, mask: np.ndarray, action: int, week: int, weeks: int
+    pop: Population,
+    st: State,
+    mask: np.ndarray,
+    action: int,
+    week: int,
+    weeks: int,
+    harm: np.ndarray | None = None,
 ) -> None:
-    """Put `action` in force for the customers in `mask` (in place); it replaces any action in force."""
+    """Put `action` in force for the customers in `mask` (in place); it replaces any action in
+    force. `harm` (from `harm_logits`) adds each action's configured churn log-odds."""
     if not mask.any():
         return
     idx = np.flatnonzero(mask)
     eff = action_effect(action, pop.take(idx), st.take(idx), week)
+    if harm is not None:
+        eff.churn_logit = eff.churn_logit + harm[action]
     st.effect.assign(mask, eff)
     st.action[mask] = action
     st.action_weeks_left[mask] = weeks

@@ -17,7 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from training.atomic import atomic_directory
-from training.synth.actions import ACTION_COSTS, ACTION_IDS, ARMS, EFFECT_NOTES, start_action
+from training.synth.actions import (
+    ACTION_COSTS,
+    ACTION_IDS,
+    ARMS,
+    EFFECT_NOTES,
+    harm_logits,
+    start_action,
+)
 from training.synth.campaigns import assign
 from training.synth.dynamics import State, initial_state
 from training.synth.journey import CHANNELS, EVENT_TYPES, WEEK_S, EventBatch, simulate_week
@@ -74,6 +81,7 @@ def synthesize(
 ) -> SynthSummary:
     """Simulate `customers` customers and write `out/{customers,events,exposures}.parquet` atomically."""
     cfg = cfg or WorldConfig()
+    harm_logits(cfg)  # an unknown action in cfg.harm fails before anything is written
     truth_dir = truth_dir or default_truth_dir(out)
     summary = SynthSummary(data_dir=str(out), truth_dir=str(truth_dir))
     with atomic_directory(out) as data_tmp, atomic_directory(truth_dir) as truth_tmp:
@@ -119,6 +127,7 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
     pop = draw_population(rng, first, n, cfg)
     writers = draw_writers(text_rng, n)
     st = initial_state(pop)
+    harm = harm_logits(cfg)
     n_eval = max(0, min(n, cfg.truth_customers - first))
     campaigns = {c.week: c for c in cfg.campaigns}
     batches: list[EventBatch] = []
@@ -136,6 +145,7 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
                 cfg.truth_reps,
                 seed + 7919 * week,
                 cfg.effect_weeks,
+                harm,
             )
             long = lifetime_revenue(
                 pop.take(idx),
@@ -161,6 +171,7 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
                     max(cfg.truth_reps // 2, 4),
                     seed + 31 * week,
                     cfg.effect_weeks,
+                    harm,
                 )
                 long = lifetime_revenue(
                     pop.take(idx),
@@ -176,7 +187,7 @@ def simulate_chunk(seed: int, chunk: int, first: int, n: int, cfg: WorldConfig) 
             for a in range(1, len(ARMS)):
                 mask = np.zeros(n, dtype=bool)
                 mask[reached[arm == a]] = True
-                start_action(pop, st, mask, a - 1, week, cfg.effect_weeks)
+                start_action(pop, st, mask, a - 1, week, cfg.effect_weeks, harm)
             exposures.append(_exposure_table(pop, reached, arm, prop, week, cfg))
         sat, failures = st.sat.copy(), st.recent_fail.copy()
         batches.append(simulate_week(pop, st, week, rng, week * WEEK_S))

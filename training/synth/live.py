@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from training.atomic import atomic_directory
-from training.synth.actions import ARMS, start_action
+from training.synth.actions import ARMS, harm_logits, start_action
 from training.synth.dynamics import State, initial_state
 from training.synth.generate import _customers_table, _events_table, _week_texts
 from training.synth.journey import WEEK_S, EventBatch, simulate_week
@@ -87,6 +87,7 @@ class LiveWorld:
         po = potential_outcomes(
             self.pop.take(positions), self.state.take(positions), self.week,
             self.cfg.truth_reps, self.seed + 7919 * self.week, self.cfg.effect_weeks,
+            harm_logits(self.cfg),
         )  # fmt: skip
         return pd.DataFrame(po).assign(customer_id=self.ids(positions))
 
@@ -99,7 +100,10 @@ class LiveWorld:
         for a in range(1, len(ARMS)):
             mask = np.zeros(len(self.pop), dtype=bool)
             mask[positions[arms == a]] = True
-            start_action(self.pop, self.state, mask, a - 1, self.week, self.cfg.effect_weeks)
+            start_action(
+                self.pop, self.state, mask, a - 1, self.week, self.cfg.effect_weeks,
+                harm_logits(self.cfg),
+            )  # fmt: skip
         frame = pd.DataFrame({
             "customer_id": self.ids(positions), "ts": self.today,
             "action_id": np.asarray(ARMS)[arms], "propensity": np.round(propensity, 6),
@@ -159,10 +163,13 @@ def true_net(
 @dataclass(frozen=True)
 class ProductionMonth:
     """A simulated month of production decisions: the exposures logged and the true incremental
-    value per decision of the policy that made them (over doing nothing)."""
+    value per decision of the policy that made them (over doing nothing), overall and per greedy
+    action (the policy's most likely arm, logged as `greedy_action` for every customer, the
+    control group included): the policy's effect on the customers it wanted that arm for."""
 
     exposures: pd.DataFrame
     truth: float
+    greedy_truth: dict[str, float] = field(default_factory=dict)
 
 
 def production_month(
@@ -174,11 +181,13 @@ def production_month(
     decide_week: int = 30,
     channels: tuple[str, ...] = (),
     model_version: str | None = None,
+    log_control_group: bool = False,
 ) -> ProductionMonth:
     """One week's decisions by a targeting policy with the global control group, their outcomes
     14 weeks on, written to `out` as a data set: what `nextbest impact` should recover.
     `control_group` maps customer ids to the control group's mask (the product's hash, of
-    `control_share`); with `channels` (and `model_version`) the decisions log those columns too."""
+    `control_share`); with `channels` (and `model_version`) the decisions log those columns too,
+    with `log_control_group` the mask itself. Every decision logs its greedy action."""
     from training.synth.actions import ACTION_COSTS
     from training.synth.campaigns import targeted_probabilities
 
@@ -190,8 +199,12 @@ def production_month(
     rng = np.random.default_rng(seed)
     arms, propensity = draw_decisions(probs, control, control_share, rng)
     net = true_net(world.truth(pos), np.array(ACTION_COSTS), {"value": 1.0})
-    truth = float(np.mean((probs * net).sum(axis=1)))  # the policy's expected value over nothing
-    logged: dict[str, np.ndarray] = {}
+    effect = (probs * net).sum(axis=1)  # the policy's expected value over nothing, per customer
+    greedy = probs.argmax(axis=1)
+    greedy_truth = {ARMS[a]: float(effect[greedy == a].mean()) for a in np.unique(greedy)}
+    logged: dict[str, np.ndarray] = {"greedy_action": np.asarray(ARMS)[greedy]}
+    if log_control_group:
+        logged["control_group"] = control
     if channels:
         pick = (rng.random(len(pos)) * len(channels)).astype(np.int64)  # uniform over channels
         logged["channel"] = np.asarray(channels)[pick]
@@ -200,4 +213,4 @@ def production_month(
     world.decide(pos, arms, propensity, **logged)
     world.advance(decide_week + 14)
     world.write(out)
-    return ProductionMonth(world.exposures[0], truth)
+    return ProductionMonth(world.exposures[0], float(effect.mean()), greedy_truth)

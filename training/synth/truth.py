@@ -34,11 +34,18 @@ LIFETIME_MONTHS = (12, 24)  # the long horizons of the customers' truth (value_1
 
 
 def potential_outcomes(
-    pop: Population, st: dyn.State, week: int, reps: int, seed: int, effect_weeks: int
+    pop: Population,
+    st: dyn.State,
+    week: int,
+    reps: int,
+    seed: int,
+    effect_weeks: int,
+    harm: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Expected churn, value and satisfaction per arm: columns `<outcome>_<arm>`, one row per customer.
 
-    Arm `control` keeps any action already in force; any other arm replaces it from this week on.
+    Arm `control` keeps any action already in force; any other arm replaces it from this week on
+    (with the world's `harm`, as `actions.start_action` puts it in force).
     """
     n = len(pop)
     idx = np.tile(np.arange(n), reps)
@@ -46,7 +53,7 @@ def potential_outcomes(
     for a, arm in enumerate(ARMS):
         p, s = pop.take(idx), st.take(idx)
         if a > 0:
-            start_action(p, s, np.ones(len(idx), dtype=bool), a - 1, week, effect_weeks)
+            start_action(p, s, np.ones(len(idx), dtype=bool), a - 1, week, effect_weeks, harm)
         churn, value, sat = _expected_path(p, s, week, np.random.default_rng(seed))
         out[f"churn_{arm}"] = churn.reshape(reps, n).mean(axis=0)
         out[f"value_{arm}"] = value.reshape(reps, n).mean(axis=0)

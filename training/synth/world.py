@@ -6,6 +6,7 @@ chunks can be simulated independently with bounded memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -61,7 +62,19 @@ class WorldConfig:
     truth_reps: int = 16  # Monte-Carlo paths per customer and arm
     effect_weeks: int = 13  # an action works for 13 weeks (the 90-day outcome window)
     late_joiner_share: float = 0.2
+    #: churn log-odds an action adds, on top of its effect in actions.py, for every customer it
+    #: reaches while in force, by action id: a truly harmful action (positive values; none by
+    #: default), which a policy that recommends it must be seen to lose money on
+    harm: dict[str, float] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for action, logit in self.harm.items():
+            if not isinstance(logit, int | float) or not math.isfinite(logit) or logit <= 0:
+                raise ValueError(
+                    f"WorldConfig.harm[{action!r}] must be a positive, finite churn log-odds "
+                    f"shift; got {logit!r}"
+                )
 
     def week_start(self, week: int) -> date:
         return self.start + timedelta(weeks=week)

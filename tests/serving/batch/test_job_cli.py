@@ -226,3 +226,17 @@ def test_cli_records_a_run_as_contacts_that_the_next_run_and_exposures_see(
     assert set(exposures[exposures["action_id"] != "control"]["customer_id"]) == set(
         sent["customer_id"]
     )
+    # each send logs the greedy ranking's first action (rank 1 of `actions`), and each
+    # control-group customer the action they would have been sent (`control`: nothing worth it)
+    ranked = pd.read_parquet(out / "actions.parquet", filters=[("rank", "==", 1)])
+    first = dict(zip(ranked["customer_id"], ranked["action_id"], strict=True))
+    sends = exposures[exposures["action_id"] != "control"]
+    assert sends["greedy_action"].tolist() == [first[c] for c in sends["customer_id"]]
+    held = exposures[exposures["action_id"] == "control"]
+    catalog = set(load_config().catalog.ids)
+    assert set(held["greedy_action"]) <= catalog | {"control"}
+    # the control group is a random share: as many of its customers had an action worth giving
+    acting = (held["greedy_action"] != "control").mean()
+    assert acting > 0 and abs(acting - len(first) / (manifest["customers"] - len(held))) < 0.1
+    share = load_config().decisioning.control_share
+    assert ((held["propensity"] == share) == (held["greedy_action"] != "control")).all()

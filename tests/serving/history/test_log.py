@@ -264,6 +264,20 @@ def test_batch_contacts_are_recorded_and_read_back_as_the_policy_history(source:
     log.close()
 
 
+def test_export_feedback_holds_responses_not_batch_sends(source: str, tmp_path: Path) -> None:
+    """A send is an exposure, not a response: a sent action without a response is absent from
+    the feedback export, and one the customer answered shows the answer."""
+    log = DecisionLog(source)
+    sends = batch_sends(["B1", "B2"], ["credit", "call"], NOW)
+    log.record_contacts(sends)
+    log.feedback(sends["decision_id"][0], "credit", "accepted", NOW + timedelta(hours=1))
+    frame = pd.read_parquet(export_feedback(source, tmp_path / "out")[1])
+    assert frame[["customer_id", "action_id", "outcome"]].values.tolist() == [
+        ["B1", "credit", "accepted"]
+    ]
+    log.close()
+
+
 def test_a_batch_that_cannot_be_recorded_records_nothing(source: str) -> None:
     log = DecisionLog(source)
     first = batch_sends(["B1"], ["credit"], NOW)

@@ -1,6 +1,8 @@
 """Schema migrations: an empty database and a decision log written before migrations existed
 (today's SQLite file, rows in it) both reach the latest version with every row kept, on SQLite and
-on PostgreSQL, as does a history of version 2 (before arms and shadow decisions); a database newer than this code is refused; opening twice is a no-op."""
+on PostgreSQL, as does a history of version 2 (before arms and shadow decisions) and one of version
+3 (before the greedy action was logged); a database newer than this code is refused; opening twice
+is a no-op."""
 
 from __future__ import annotations
 
@@ -165,6 +167,49 @@ def test_a_history_at_version_2_gains_arms_with_its_rows_kept(
     assert exposures_frame(source)["customer_id"].tolist() == ["C1"]  # no shadow exposure
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_history_at_version_3_gains_the_greedy_action_with_its_rows_kept(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Version 4 keeps each decision's greedy first action: the rows of a version-3 history keep
+    every value and read as not logged (NULL, a missing greedy_action in the export); new rows
+    store theirs, a control-group decision the action it would have received."""
+    source = (
+        str(tmp_path / "log.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    engine = create_engine(history_url(source))
+    with engine.begin() as con:  # what version 3 of this code left behind
+        for migration in MIGRATIONS[:3]:
+            migration(con)
+        con.exec_driver_sql(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)")
+        con.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version) VALUES (3)")  # noqa: S608
+        con.exec_driver_sql(
+            "INSERT INTO decisions VALUES ('d1', '2026-11-02T09:30:00.000000+00:00', 'C1', "
+            "'call_center', '3', 'credit', 0.9, 0, 0, 0, '[\"credit\"]', '{}', 'challenger', 0)"
+        )
+    engine.dispose()
+    log = DecisionLog(source)
+    assert _version(source) == LATEST == 4
+    log.record(record("C2", actions=(), control_group=True, propensity=0.05,
+                      greedy_action="credit"))  # fmt: skip
+    log.record(record("C3", greedy_action="control", explored=True))
+    with log.engine.connect() as con:
+        rows = con.execute(
+            select(decisions.c.customer_id, decisions.c.action_id, decisions.c.arm,
+                   decisions.c.greedy_action).order_by(decisions.c.customer_id)
+        ).all()  # fmt: skip
+    assert [tuple(r) for r in rows] == [
+        ("C1", "credit", "challenger", None),
+        ("C2", "control", "champion", "credit"),
+        ("C3", "credit", "champion", "control"),
+    ]
+    log.close()
+    exposures = exposures_frame(source)
+    assert exposures["customer_id"].tolist() == ["C1", "C2", "C3"]
+    assert exposures["greedy_action"].isna().tolist() == [True, False, False]
+    assert exposures["greedy_action"].tolist()[1:] == ["credit", "control"]
+
+
 def test_exports_of_a_migrated_log_equal_the_previous_code_s_queries(tmp_path: Path) -> None:
     """The exposures read by the previous code's own SQL on the legacy file, and the new export
     after migration, are the same frame (values and dtypes)."""
@@ -178,7 +223,9 @@ def test_exports_of_a_migrated_log_equal_the_previous_code_s_queries(tmp_path: P
         )
     con.close()
     before["ts"] = pd.to_datetime(before["ts"], utc=True, format="ISO8601").dt.tz_localize(None)
-    pd.testing.assert_frame_equal(exposures_frame(path), before)
+    after = exposures_frame(path)
+    assert after["greedy_action"].isna().all()  # not logged before version 4
+    pd.testing.assert_frame_equal(after.drop(columns="greedy_action"), before)
 
 
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -124,6 +124,9 @@ def test_shadow_logs_the_challengers_decision_beside_the_one_shown(
         assert set(shown["model_version"]) == {champion}
         assert not set(shadow["decision_id"]) & {a["decision_id"] for a in answers}
         assert ((log["propensity"] > 0) & (log["propensity"] <= 1)).all()  # every row has one
+        assert log["greedy_action"].notna().all()  # and its greedy first action, shadow or not
+        free = shadow[(shadow["control_group"] == 0) & (shadow["explored"] == 0)]
+        assert len(free) and (free["greedy_action"] == free["action_id"]).all()
         offered = shadow[shadow["actions"] != "[]"].iloc[0]  # an action the shadow did "show"
         feedback = {"decision_id": offered["decision_id"], "outcome": "accepted",
                     "action_id": json.loads(offered["actions"])[0]}  # fmt: skip

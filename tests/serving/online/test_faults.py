@@ -402,6 +402,71 @@ def test_a_corrupt_champion_at_start_is_never_ready_and_never_crash_loops(
         stop_server(server)
 
 
+def test_an_event_store_held_by_another_writer_is_a_503_not_a_500(
+    fault_server: Server, faults: FaultWorld
+) -> None:
+    """Another process holds the event file's write lock past the busy timeout (a stuck
+    export, a backup tool): /events answers 503 saying so and stores nothing, decisions go on
+    reading it, and once the lock is gone the same batch is stored."""
+    path = faults.world.root / "out" / "event_store.sqlite"
+    event = {"customer_id": "locked-1", "ts": "2026-11-01T10:00:00", "channel": "web",
+             "event_type": "visit", "event_id": "locked-1"}  # fmt: skip
+    body = {"customer_id": customers(faults.world, 1)[0], "channel": "call_center"}
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        status, answer = post(fault_server, "/events", {"events": [event]}, timeout=30)
+        assert status == 503 and "event store cannot be read or written" in answer["error"]
+        assert post(fault_server, "/recommend", body)[0] == 200  # readers go on (WAL)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    status, answer = post(fault_server, "/events", {"events": [event]})
+    assert status == 200 and answer == {"accepted": 1, "duplicates": 0}
+    assert "Traceback" not in service_log(fault_server)
+
+
+def test_stores_that_cannot_be_opened_keep_workers_up_not_ready_and_recover(
+    faults: FaultWorld, tmp_path: Path
+) -> None:
+    """A decision log and an event store that are not databases (a bad restore, a disk error):
+    the workers stay up and not ready, every API answers 503 naming the store, nothing crash
+    loops; once the files are moved aside, the same workers become ready and decide."""
+    faults.promote(faults.champion)
+    log, events = tmp_path / "log.sqlite", tmp_path / "events.sqlite"
+    for path in (log, events):
+        path.write_bytes(os.urandom(8192))
+    server = start_server(
+        faults.world, log, wait_for="/healthz",
+        NEXTBEST_EVENT_STORE=str(events), NEXTBEST_RELOAD_SECONDS="0.5",
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: readyz(server)[1].get("model_version") is not None, 120)
+        pids = worker_pids(server)
+        status, detail = readyz(server)
+        assert status == 503 and "not a database" in detail["history_error"]
+        assert "not a database" in detail["events_error"]
+        body = {"customer_id": customers(faults.world, 1)[0], "channel": "call_center"}
+        status, answer = post(server, "/recommend", body, header="X-API-Key")
+        assert status == 503 and "cannot be opened" in answer["error"]
+        event = {"customer_id": "x", "ts": "2026-11-01T10:00:00", "channel": "web",
+                 "event_type": "visit"}  # fmt: skip
+        status, answer = post(server, "/events", {"events": [event]}, header="X-API-Key")
+        assert status == 503 and "event store cannot be opened" in answer["error"]
+        assert get(server, "/outbox", header="X-API-Key")[0] == 503
+        time.sleep(2)
+        assert worker_pids(server) == pids and len(pids) == 2  # no crash loop
+        log.rename(tmp_path / "log.bad")
+        events.rename(tmp_path / "events.bad")
+        assert wait_for(lambda: all(readyz(server)[0] == 200 for _ in range(4)), 60)
+        assert post(server, "/recommend", body, header="X-API-Key")[0] == 200
+        assert post(server, "/events", {"events": [event]}, header="X-API-Key")[0] == 200
+        assert worker_pids(server) == pids
+        assert "Traceback" not in server.log.with_suffix(".out").read_text(errors="replace")
+    finally:
+        stop_server(server)
+
+
 # --- crashes (last: the workers restart) --------------------------------------------------------------
 
 

@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 
 from tests.serving.conftest import API_KEY, Server, World
+from training.config import load_config
+from training.policy.control import in_control
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
@@ -96,6 +98,30 @@ def test_answers_are_logged_before_they_are_sent(server: Server, world: World) -
     )
     assert status == 200
     assert logged(server, [answer["decision_id"]]) == 1  # visible the moment the answer arrives
+
+
+def test_every_decision_logs_the_greedy_first_action(server: Server, world: World) -> None:
+    """The log keeps the greedy ranking's first action of every decision, shown or not: a greedy
+    answer's first action, and for a control-group customer (shown nothing) the action they
+    would have received, which the impact's per-greedy-action table compares against."""
+    decisioning = load_config().decisioning
+    customers = known_customers(world, 600)
+    held = [c for c in customers
+            if in_control(c, decisioning.control_share, decisioning.control_salt)][:15]  # fmt: skip
+    answers = [recommend(server, c)[1] for c in held + customers[:40]]
+    ids = [a["decision_id"] for a in answers]
+    with sqlite3.connect(server.log) as con:
+        every = pd.read_sql_query("SELECT * FROM decisions", con)
+    rows = every.set_index("decision_id").loc[ids]
+    catalog = set(load_config().catalog.ids)
+    assert rows["greedy_action"].notna().all()
+    assert set(rows["greedy_action"]) <= catalog | {"control"}
+    control = rows[rows["control_group"] == 1]
+    assert len(control) >= 15 and (control["action_id"] == "control").all()
+    assert (control["greedy_action"] != "control").any()  # what they would have been given
+    greedy = rows[(rows["control_group"] == 0) & (rows["explored"] == 0)]
+    assert len(greedy) > 20
+    assert (greedy["greedy_action"] == greedy["action_id"]).all()
 
 
 def test_unknown_customer_gets_a_flagged_cold_start_answer(server: Server) -> None:

@@ -16,9 +16,11 @@ from training.config import DEMO_CONFIG
 from training.data.contract import open_dataset
 from training.evaluation.metrics import normalized_gini, pearson, spearman
 from training.evaluation.scores import evaluate_scores, lifetime_rows
+from training.pipelines.lifetime import BLEND_WEIGHTS, choose_weight
 from training.pipelines.train import train
 from training.scores.lifetime import METHODS
 
+LIFETIME_KEYS = ("pearson", "spearman", "normalized_gini")
 END = date(2026, 11, 2)  # the end of the simulated data: value_12m is the next 12 months from here
 
 
@@ -29,6 +31,22 @@ def lifetime_config(folder: Path, months: int = 12) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+@pytest.mark.parametrize("truth", ["repeat", "window"])
+def test_the_blend_weight_leans_on_the_model_that_predicts(truth: str) -> None:
+    """Of two component predictions, one tracks the realised revenue and the other is mostly
+    noise: the weight goes to the one that predicts, and every weight's figures come back."""
+    rng = np.random.default_rng(3)
+    value = rng.gamma(0.6, 80.0, size=3000)
+    y = value * rng.lognormal(0.0, 0.3, size=3000)
+    good, noise = value, rng.gamma(0.6, 80.0, size=3000) + 0.2 * value
+    repeat, window = (good, noise) if truth == "repeat" else (noise, good)
+    weight, figures = choose_weight(y, repeat, window)
+    assert weight == (max(BLEND_WEIGHTS) if truth == "repeat" else min(BLEND_WEIGHTS))
+    assert set(figures) == set(BLEND_WEIGHTS)
+    leaning = figures[weight]["pearson"]
+    assert all(leaning >= q["pearson"] for q in figures.values())
 
 
 @pytest.mark.slow
@@ -67,6 +85,17 @@ def test_lifetime_ltv_beats_the_scaled_window_on_the_truth(
     run = mlflow.search_runs(experiment_names=["nextbest"], output_format="list")[-1]
     assert run.data.params["lifetime.method"] == result.lifetime
     assert "lifetime.survival.spearman" in run.data.metrics
+
+    # the blend's weight: judged on the latest complete snapshot (2026-08-03, its label window
+    # and a day), not on the earliest the methods are judged on; every weight logged
+    selection = bundle.lifetime.selection
+    weighed = {w: selection[f"blend_w{w:g}"] for w in BLEND_WEIGHTS}
+    assert all(q["judged_days"] == 91 for q in weighed.values())
+    assert selection["blend"]["judged_days"] > 300  # the earliest, 2025-11-03
+    assert all(q["judged_customers"] > 1000 for q in weighed.values())
+    best = max(weighed, key=lambda w: np.mean([weighed[w][k] for k in LIFETIME_KEYS]))
+    assert selection["blend"]["weight"] == best
+    assert run.data.metrics["lifetime.blend_w0.75.pearson"] == weighed[0.75]["pearson"]
 
     truth = pd.read_parquet(
         small_world.with_name(small_world.name + "_truth") / "customers_truth.parquet"

@@ -1,16 +1,18 @@
-"""Promotion on decision value: a candidate whose uplift has a sign and a unit error is refused
-against a good champion, a differently trained good one passes, and both get @challenger;
-on the small world and a real (temporary) MLflow registry."""
+"""Promotion on decision value: a candidate whose uplift has a sign error is refused against a
+good champion, a differently trained good one passes, and both get @challenger; on the small
+world with one truly harmful action and a real (temporary) MLflow registry."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import SMALL_WORLD_CUSTOMERS
 from tests.training.registry.test_bundle import Trained, register, train_all
 from training.cli import app
 from training.config import DEMO_CONFIG, load_config
@@ -18,10 +20,14 @@ from training.data.contract import open_dataset
 from training.features.definition import FeatureBuilder
 from training.pipelines.promote import promote
 from training.registry.bundle import Bundle
+from training.synth.generate import synthesize
+from training.synth.world import WorldConfig
 from training.uplift.fit import UpliftResult, train_uplift
 from training.uplift.selection import Line, SelectedUplift
 
-SCALE_BUG = 10.0  # the sabotaged candidate's effects are read this many times too large
+#: the loyalty upgrade drives customers away: +3 churn log-odds (about 20 times the weekly hazard)
+#: for the 13 weeks it is in force, on top of its documented effect
+HARM = {"loyalty_upgrade": 3.0}
 
 
 def learn_uplift(data: Path, **params: float) -> UpliftResult:
@@ -34,31 +40,39 @@ def learn_uplift(data: Path, **params: float) -> UpliftResult:
 
 
 @pytest.fixture(scope="module")
-def trained(small_world: Path) -> Trained:
-    return train_all(small_world)
+def harmful_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small world (same customers, seed and campaigns) in which the loyalty upgrade truly
+    harms (`HARM`); no test here reads its ground truth, so one Monte-Carlo path suffices. On the
+    small world itself no candidate could lose clearly: its actions' gains are about as large
+    as the 95% half-width of the paired difference (10 EUR a customer), so a candidate that acted
+    on noise lost -10.1 +- 10.5 and one with a sign and a unit error -11.7 +- 10.9."""
+    out = tmp_path_factory.mktemp("harmful") / "demo"
+    cfg = replace(WorldConfig(), chunk_size=3000, truth_reps=1, harm=HARM)
+    synthesize(SMALL_WORLD_CUSTOMERS, out, seed=11, cfg=cfg)
+    return out
 
 
 @pytest.fixture(scope="module")
-def good(small_world: Path) -> UpliftResult:
-    return learn_uplift(small_world)
+def trained(harmful_world: Path) -> Trained:
+    return train_all(harmful_world)
+
+
+@pytest.fixture(scope="module")
+def good(harmful_world: Path) -> UpliftResult:
+    return learn_uplift(harmful_world)
 
 
 @pytest.fixture(scope="module")
 def sabotaged(good: UpliftResult) -> UpliftResult:
-    """The good uplift with a sign and a unit error: every effect negated and read ten times too
-    large, so its policy pays for the actions the good one judged worst. On this small world no
-    candidate loses much more than the good policy's own gain (about 10 EUR a customer, with a
-    95% half-width about as large): one that merely acts on noise (learned from shuffled actions)
-    treated nobody and lost -10.1 +- 10.5, a hundred times too large -9.9 +- 12.1; this one
-    loses -11.7 +- 10.9. The gate's power on a world with a truly harmful action is untested."""
+    """The good uplift with a sign error: every effect negated, so its policy gives the
+    harmful loyalty upgrade to everyone eligible (measured: -104 +- 24 EUR a customer against
+    the good champion, which treats almost nobody; a policy that gives the upgrade to everyone
+    eligible outright loses the same)."""
     flipped = {
         outcome: SelectedUplift(
             model.learners_,
             model.choice_,
-            {
-                a: Line(-SCALE_BUG * line.intercept, -SCALE_BUG * line.slope)
-                for a, line in model.lines_.items()
-            },
+            {a: Line(-line.intercept, -line.slope) for a, line in model.lines_.items()},
         )
         for outcome, model in good.learners.items()
     }
@@ -81,19 +95,19 @@ def aliases() -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.xdist_group("promote")  # one worker: the uplift fixtures are fitted once
 def test_a_sabotaged_candidate_is_refused_and_a_good_one_passes(
-    trained: Trained, good: UpliftResult, sabotaged: UpliftResult, small_world: Path, store: Path
+    trained: Trained, good: UpliftResult, sabotaged: UpliftResult, harmful_world: Path, store: Path
 ) -> None:
     register(trained, with_uplift(trained, good))
-    first = promote(data=small_world)
+    first = promote(data=harmful_world)
     assert first.promoted and first.value is None and "nothing to compare" in first.reason
 
     register(trained, with_uplift(trained, sabotaged))
-    refused = promote(data=small_world)
+    refused = promote(data=harmful_world)
     assert not refused.promoted and not refused.passed
     assert all(row.ok for row in refused.rows)  # the same score models: only the value fails
     value = refused.value
     assert value is not None and not value.ok and value.exposures > 1000
-    assert value.difference + value.half_width < 0  # worse with 95% confidence
+    assert value.difference + value.half_width < -40  # worse, far beyond the 95% interval
     assert value.difference == pytest.approx(value.candidate - value.champion)
     assert "refused" in refused.reason and "policy value" in refused.reason
     assert aliases() == {"champion": "1", "challenger": "2"}
@@ -105,9 +119,9 @@ def test_a_sabotaged_candidate_is_refused_and_a_good_one_passes(
     assert run.data.tags["promotion.champion_version"] == "1"
 
     # a good candidate trained otherwise (more, slower trees): not worse beyond the tolerance
-    register(trained, with_uplift(trained, learn_uplift(small_world, n_estimators=45,
+    register(trained, with_uplift(trained, learn_uplift(harmful_world, n_estimators=45,
                                                         learning_rate=0.08)))  # fmt: skip
-    passed = promote(data=small_world)
+    passed = promote(data=harmful_world)
     assert passed.promoted and passed.passed and passed.value is not None
     assert passed.value.ok and abs(passed.value.difference) < abs(value.difference)
     assert aliases() == {"champion": "3", "challenger": "3"}
@@ -116,15 +130,15 @@ def test_a_sabotaged_candidate_is_refused_and_a_good_one_passes(
 @pytest.mark.slow
 @pytest.mark.xdist_group("promote")  # one worker: the uplift fixtures are fitted once
 def test_the_command_exits_non_zero_with_one_line_on_a_refusal(
-    trained: Trained, good: UpliftResult, sabotaged: UpliftResult, small_world: Path, store: Path,
+    trained: Trained, good: UpliftResult, sabotaged: UpliftResult, harmful_world: Path, store: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     register(trained, with_uplift(trained, good))
     register(trained, with_uplift(trained, sabotaged))
     runner = CliRunner()
-    first = runner.invoke(app, ["promote", "--model", "1", "--data", str(small_world)])
+    first = runner.invoke(app, ["promote", "--model", "1", "--data", str(harmful_world)])
     assert first.exit_code == 0, first.output
-    refused = runner.invoke(app, ["promote", "--data", str(small_world)])
+    refused = runner.invoke(app, ["promote", "--data", str(harmful_world)])
     assert refused.exit_code == 1
     assert "policy value (DR" in refused.stdout
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
@@ -134,7 +148,7 @@ def test_the_command_exits_non_zero_with_one_line_on_a_refusal(
     loose = tmp_path / "demo" / DEMO_CONFIG.name
     loose.write_text(loose.read_text() + "\npromotion:\n  max_value_loss: 1000\n")
     let_through = runner.invoke(
-        app, ["promote", "--data", str(small_world), "--config", str(loose)]
+        app, ["promote", "--data", str(harmful_world), "--config", str(loose)]
     )
     assert let_through.exit_code == 0, let_through.output
     assert aliases() == {"champion": "2", "challenger": "2"}

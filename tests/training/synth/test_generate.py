@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -194,6 +195,45 @@ def test_an_unknown_design_is_refused() -> None:
 
     with pytest.raises(ValueError, match="design must be one of waves, single, offer"):
         design_config("weekly")
+
+
+def test_a_harmful_action_changes_its_own_truth_and_nothing_else(tmp_path: Path) -> None:
+    """WorldConfig.harm adds churn to one action only: on the same seed, each exposure's truth for
+    every other arm is unchanged, the harmful arm's churn rises several times over and its
+    90-day value falls."""
+    cfg = replace(TINY, campaigns=TINY.campaigns[:1], truth_weeks=())
+    synthesize(800, tmp_path / "plain", seed=3, cfg=cfg)
+    synthesize(800, tmp_path / "harm", seed=3, cfg=replace(cfg, harm={"loyalty_upgrade": 3.0}))
+    plain, harm = (
+        pd.read_parquet(tmp_path / f"{name}_truth" / "exposures_truth.parquet")
+        for name in ("plain", "harm")
+    )
+    assert len(plain) > 100
+    for arm in ARMS:
+        for outcome in ("churn", "value", "satisfaction"):
+            column = f"{outcome}_{arm}"
+            if arm != "loyalty_upgrade":
+                pd.testing.assert_series_equal(plain[column], harm[column])
+    assert harm.churn_loyalty_upgrade.mean() > 4 * plain.churn_loyalty_upgrade.mean()
+    assert harm.value_loyalty_upgrade.mean() < 0.8 * plain.value_loyalty_upgrade.mean()
+    manifest = json.loads((tmp_path / "harm_truth" / "manifest.json").read_text())
+    assert manifest["world"]["harm"] == {"loyalty_upgrade": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("harm", "message"),
+    [
+        ({"loyalty_upgrade": 0.0}, "positive, finite churn log-odds"),
+        ({"loyalty_upgrade": float("nan")}, "positive, finite churn log-odds"),
+        ({"free_lunch": 1.0}, "unknown actions \\['free_lunch'\\]"),
+    ],
+)
+def test_a_bad_harm_is_refused_before_anything_is_written(
+    tmp_path: Path, harm: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        synthesize(100, tmp_path / "d", seed=1, cfg=replace(TINY, harm=harm))
+    assert not (tmp_path / "d").exists()
 
 
 def test_lifetime_truth_is_what_the_next_twelve_months_bring(tmp_path: Path) -> None:
