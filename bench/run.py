@@ -812,7 +812,6 @@ def bench_policy(n: int, contacts: int, keep: bool = False) -> list[Row]:
         selected = [_selected(workdir / name) for name in ("plain", "policed")]
         actions = len(_catalog_ids())
         return [
-            bench_s_learner(data),
             synth,
             Row(
                 f"batch, {n:,} customers x {actions} actions, no contact history",
@@ -832,6 +831,7 @@ def bench_policy(n: int, contacts: int, keep: bool = False) -> list[Row]:
                 f"{selected[1]:,} selected; {seconds - plain_s:+.0f} s vs no history "
                 f"(history written in {built:.0f} s, not counted)",
             ),
+            bench_s_learner(data),
         ]
     finally:
         ENV.pop("NEXTBEST_NOW", None)
