@@ -21,6 +21,7 @@ import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
 from training.registry.bundle import Bundle
+from training.uplift.learners import SLearner, UpliftLearner
 from training.uplift.selection import base_learners
 
 _PREDICT_NORMAL, _PREDICT_RAW, _PREDICT_CONTRIB = 0, 1, 3  # C_API_PREDICT_* of c_api.h
@@ -123,7 +124,21 @@ def accelerate(bundle: Bundle) -> Bundle:
             score_model.booster_ = FastBooster(booster)  # type: ignore[attr-defined]
     for model in bundle.uplift.values():
         for learner in base_learners(model):
-            for name, booster in list(learner.models_.items()):
-                if isinstance(booster, lgb.Booster):
-                    learner.models_[name] = FastBooster(booster)  # type: ignore[assignment]
+            accelerate_learner(learner)
     return bundle
+
+
+def accelerate_learner(learner: UpliftLearner) -> UpliftLearner:
+    """Wrap a meta-learner's boosters in FastBoosters (in place), and the two parts of an
+    S-learner's model split by the arm, which its predictions use instead of the whole model."""
+    for name, booster in list(learner.models_.items()):
+        if isinstance(booster, lgb.Booster):
+            learner.models_[name] = FastBooster(booster)  # type: ignore[assignment]
+    if isinstance(learner, SLearner) and learner.arm_split_ is not None:
+        split = learner.arm_split_
+        learner.arm_split_ = split._replace(free=_fast(split.free), bound=_fast(split.bound))
+    return learner
+
+
+def _fast(booster: lgb.Booster | None) -> Any:
+    return None if booster is None else FastBooster(booster)

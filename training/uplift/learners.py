@@ -48,6 +48,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 from training.config import CONTROL
 from training.errors import EstimatorInputError, NextbestError
 from training.uplift import linear
+from training.uplift.tree_split import FeatureSplit, split_by_features
 
 FORMAT_VERSION = 1
 # an S-learner predicts up to this many rows (rows x arms) in one call, every arm's copy stacked
@@ -426,15 +427,26 @@ class SLearner(UpliftLearner):
     """One outcome model over the features plus the arm (a categorical column); uplift is the
     difference of its predictions with the arm set to each action and to control. Rows are
     inverse-propensity weighted so the pooled sample mirrors the population in every arm. Cheap,
-    but trees may split on the arm rarely, which shrinks small effects towards zero."""
+    but trees may split on the arm rarely, which shrinks small effects towards zero.
+
+    Predictions walk the trees that never split on the arm once per row and only those that do
+    once per arm (`arm_split_`, derived from the model at fit and load; training.uplift.tree_split).
+    """
 
     kind = "S"
+    arm_split_: FeatureSplit | None
 
     def _fit(self, X: np.ndarray, arm: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
         cats = [*(self.categorical or []), X.shape[1]]
         Xa = np.column_stack([X, arm.astype(np.float64)])
         data = BinnedFeatures(Xa, cats).subset(None, y, 1.0 / p)
         self.models_["mu"] = self._train(data, self.objective_)
+        self._loaded()
+
+    def _loaded(self) -> None:
+        """The outcome model split by whether its trees read the arm column (None: it cannot be
+        split exactly, and every arm walks every tree)."""
+        self.arm_split_ = split_by_features(self.models_["mu"], [self.n_features_in_])
 
     def predict_outcomes(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome under each arm, shape (n, 1 + n_actions): control first."""
@@ -444,13 +456,33 @@ class SLearner(UpliftLearner):
     def _outcomes(self, X: np.ndarray, arms: Sequence[int]) -> np.ndarray:
         """(n, len(arms)) expected outcomes with the arm column set to each code in `arms`. A few
         rows (a decision) go to the model in one call, every arm's copy of them stacked; more rows
-        one call per arm, so that a batch chunk is never copied once per arm."""
+        one call per arm into one matrix whose arm column changes, so that a batch chunk is
+        copied once, not once per arm."""
         n, codes = len(X), np.asarray(arms, dtype=np.float64)
+        split = getattr(self, "arm_split_", None)
+        model = self.models_["mu"] if split is None else split.bound
         if n * len(codes) <= STACKED_ROWS:
-            stacked = np.column_stack([np.tile(X, (len(codes), 1)), np.repeat(codes, n)])
-            return self._score("mu", stacked).reshape(len(codes), n).T
-        return np.column_stack(
-            [self._score("mu", np.column_stack([X, np.full(n, code)])) for code in codes]
+            Xa = np.column_stack([np.tile(X, (len(codes), 1)), np.repeat(codes, n)])
+            armed = self._raw(model, Xa, split).reshape(len(codes), n).T
+        else:
+            Xa = np.empty((n, X.shape[1] + 1), dtype=np.float64)
+            Xa[:, :-1] = X
+            armed = np.empty((n, len(codes)), dtype=np.float64)
+            for j, code in enumerate(codes):
+                Xa[:, -1] = code
+                armed[:, j] = self._raw(model, Xa, split)
+        if split is None:
+            return armed
+        free = self._raw(split.free, Xa[:n], split)  # any arm's copy: these trees never read it
+        return split.link(free[:, None] + armed)
+
+    def _raw(self, model: Any, Xa: np.ndarray, split: FeatureSplit | None) -> np.ndarray:
+        """The model's predictions of `Xa` (None: no tree, 0), raw scores when it is a part."""
+        if model is None:
+            return np.zeros(len(Xa), dtype=np.float64)
+        return np.asarray(
+            model.predict(Xa, raw_score=split is not None, num_threads=self.n_jobs),
+            dtype=np.float64,
         )
 
     def _predict(self, X: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from serving.online.fast_predict import FEW_ROWS, FastBooster
+from serving.online.fast_predict import FEW_ROWS, FastBooster, accelerate_learner
+from training.uplift.learners import SLearner, UpliftLearner
 
 
 @pytest.fixture(scope="module", params=["binary", "regression", "tweedie"])
@@ -64,3 +65,32 @@ def test_one_row_contributions_match(booster: lgb.Booster) -> None:
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert fast.num_feature() == 6
+
+
+@pytest.mark.parametrize("objective", ["binary", "regression", "tweedie"])
+def test_an_s_learner_split_by_the_arm_predicts_one_row_as_the_batch(objective: str) -> None:
+    """Both parts of the S-learner's split model take the fast path; a one-row uplift is the
+    batch's (many rows, LightGBM's own predict, one call per arm) to the last bit."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1200, 4))
+    treatment = rng.choice(["control", "a", "b"], size=1200)
+    signal = X[:, 0] + 0.8 * (treatment == "a")
+    y = {
+        "binary": (signal + rng.normal(size=1200) > 0).astype(float),
+        "regression": signal + rng.normal(size=1200),
+        "tweedie": np.exp(0.5 * signal) * (rng.random(1200) < 0.6),
+    }[objective]
+    learner = SLearner(objective=objective, n_estimators=40, num_leaves=7, n_jobs=1)
+    learner.fit(X, treatment, y)
+    fast = accelerate_learner(UpliftLearner.from_dict(learner.to_dict()))
+    assert isinstance(fast, SLearner) and fast.arm_split_ is not None
+    assert isinstance(fast.arm_split_.free, FastBooster)
+    assert isinstance(fast.arm_split_.bound, FastBooster)
+    rows = rng.normal(size=(FEW_ROWS * 2, 4))
+    batch = learner.predict(rows)
+    assert np.abs(batch).max() > 0.01
+    for i in range(0, len(rows), 7):
+        np.testing.assert_array_equal(fast.predict(rows[i : i + 1]), batch[i : i + 1])
+        np.testing.assert_array_equal(
+            fast.predict_actions(rows[i : i + 1], ["b"]), batch[i : i + 1, [1]]
+        )
