@@ -53,6 +53,28 @@ FEEDBACK = [
 ]
 
 
+def _history_at(
+    version: int, backend: str, tmp_path: Path, request: pytest.FixtureRequest, more: str
+) -> str:
+    """A history as version `version` of this code left it, with one decision `d1` of C1 (its
+    values of the columns that version added in `more`); returns its source."""
+    source = (
+        str(tmp_path / "log.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    engine = create_engine(history_url(source))
+    with engine.begin() as con:
+        for migration in MIGRATIONS[:version]:
+            migration(con)
+        con.exec_driver_sql(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)")
+        con.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version) VALUES ({version})")  # noqa: S608
+        con.exec_driver_sql(
+            "INSERT INTO decisions VALUES ('d1', '2026-11-02T09:30:00.000000+00:00', 'C1', "
+            f"'call_center', '3', 'credit', 0.9, 0, 0, 0, '[\"credit\"]', '{{}}'{more})"
+        )
+    engine.dispose()
+    return source
+
+
 def _version(source: str) -> int:
     engine = create_engine(history_url(source))
     with engine.connect() as con:
@@ -138,20 +160,7 @@ def test_a_history_at_version_2_gains_arms_with_its_rows_kept(
 ) -> None:
     """Version 3 adds each decision's arm and shadow flag: a version-2 history (the release
     before challengers) keeps its rows as the champion's, shown, and takes shadow rows after."""
-    source = (
-        str(tmp_path / "log.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
-    )
-    engine = create_engine(history_url(source))
-    with engine.begin() as con:  # what version 2 of this code left behind
-        for migration in MIGRATIONS[:2]:
-            migration(con)
-        con.exec_driver_sql(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)")
-        con.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version) VALUES (2)")  # noqa: S608
-        con.exec_driver_sql(
-            "INSERT INTO decisions VALUES ('d1', '2026-11-02T09:30:00.000000+00:00', 'C1', "
-            "'call_center', '3', 'credit', 0.9, 0, 0, 0, '[\"credit\"]', '{}')"
-        )
-    engine.dispose()
+    source = _history_at(2, backend, tmp_path, request, "")
     log = DecisionLog(source)
     assert _version(source) == LATEST
     log.record(record("C2", arm="challenger", shadow=True))
@@ -174,20 +183,7 @@ def test_a_history_at_version_3_gains_the_greedy_action_with_its_rows_kept(
     """Version 4 keeps each decision's greedy first action: the rows of a version-3 history keep
     every value and read as not logged (NULL, a missing greedy_action in the export); new rows
     store theirs, a control-group decision the action it would have received."""
-    source = (
-        str(tmp_path / "log.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
-    )
-    engine = create_engine(history_url(source))
-    with engine.begin() as con:  # what version 3 of this code left behind
-        for migration in MIGRATIONS[:3]:
-            migration(con)
-        con.exec_driver_sql(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)")
-        con.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version) VALUES (3)")  # noqa: S608
-        con.exec_driver_sql(
-            "INSERT INTO decisions VALUES ('d1', '2026-11-02T09:30:00.000000+00:00', 'C1', "
-            "'call_center', '3', 'credit', 0.9, 0, 0, 0, '[\"credit\"]', '{}', 'challenger', 0)"
-        )
-    engine.dispose()
+    source = _history_at(3, backend, tmp_path, request, ", 'challenger', 0")
     log = DecisionLog(source)
     assert _version(source) == LATEST == 4
     log.record(record("C2", actions=(), control_group=True, propensity=0.05,
