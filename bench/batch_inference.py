@@ -38,7 +38,9 @@ def timed_predict(spent: list[float]) -> Callable[..., Any]:
     return predict
 
 
-def measure(data: Path, model: str, customers: int) -> dict[str, float]:
+def first_chunk(data: Path, model: str, customers: int) -> tuple[Any, Any]:
+    """(bundle, model matrix of the first chunk of about `customers` active customers), as batch
+    scoring builds them."""
     from serving.batch.chunks import model_matrix
     from serving.batch.population import chunk_features, plan_population
     from training.data.contract import open_dataset
@@ -48,7 +50,11 @@ def measure(data: Path, model: str, customers: int) -> dict[str, float]:
     with open_dataset(data).connect() as con:
         population = plan_population(con, bundle.config, AS_OF, customers)
         features = chunk_features(con, bundle.builder, population.chunks[0])
-    X = model_matrix(bundle, features)
+    return bundle, model_matrix(bundle, features)
+
+
+def measure(data: Path, model: str, customers: int) -> dict[str, float]:
+    bundle, X = first_chunk(data, model, customers)
     spent: list[float] = []
     lgb.Booster.predict = timed_predict(spent)  # type: ignore[method-assign]
     start = time.perf_counter()

@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-AS_OF = date(2026, 11, 2)
+from batch_inference import first_chunk  # bench/, the script's folder
 
 
 def s_learner_calls(bundle: Any) -> list[tuple[str, Any, list[str]]]:
@@ -51,16 +49,7 @@ def timed(calls: list[tuple[str, Any, list[str]]], X: np.ndarray) -> tuple[float
 
 
 def measure(data: Path, model: str, customers: int) -> dict[str, Any]:
-    from serving.batch.chunks import model_matrix
-    from serving.batch.population import chunk_features, plan_population
-    from training.data.contract import open_dataset
-    from training.registry.mlflow_models import load_bundle
-
-    bundle = load_bundle(model)
-    with open_dataset(data).connect() as con:
-        population = plan_population(con, bundle.config, AS_OF, customers)
-        features = chunk_features(con, bundle.builder, population.chunks[0])
-    X = model_matrix(bundle, features)
+    bundle, X = first_chunk(data, model, customers)
     calls = s_learner_calls(bundle)
     seconds, cpu, split_out = timed(calls, X)
     result: dict[str, Any] = {

@@ -77,6 +77,8 @@ SCORE_COLUMNS: tuple[str, ...] = (
 )
 #: the exposures contract's "no action": the arm every uplift is measured against
 CONTROL = "control"
+#: the optional exposures column of the greedy ranking's first action, shown or not (docs/data.md)
+GREEDY_COLUMN = "greedy_action"
 Kind = Literal["any", "count", "sum", "last", "none"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_OUTCOMES = {"customer_id", "as_of"}

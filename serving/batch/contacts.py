@@ -32,8 +32,8 @@ from serving.batch.chunks import (
     unpack,
 )
 from serving.batch.population import ChunkRange
-from serving.history.log import GREEDY_COLUMN, DecisionLog
-from training.config import CONTROL, Config
+from serving.history.log import DecisionLog
+from training.config import CONTROL, GREEDY_COLUMN, Config
 from training.errors import NextbestError
 from training.policy.contact import (
     ConsentEvents,

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from serving.history.engine import NoHistoryError, history_url
 from serving.history.log import DecisionLog
 from training.atomic import atomic_file
+from training.config import GREEDY_COLUMN
 
 EXPOSURES = """
     SELECT customer_id, ts, action_id, propensity, greedy_action FROM decisions
@@ -59,7 +60,7 @@ def export_exposures(
 ) -> tuple[int, Path]:
     """Write `out/exposures.parquet` atomically; returns (rows, file). `greedy_action` is a
     text column even when no decision logged one (all missing)."""
-    frame = exposures_frame(source, include_cold_start).astype({"greedy_action": "string"})
+    frame = exposures_frame(source, include_cold_start).astype({GREEDY_COLUMN: "string"})
     return _write(frame, Path(out) / "exposures.parquet")
 
 

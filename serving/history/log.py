@@ -30,6 +30,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from serving.history.engine import WRITE, Synchronous, describe, history_url, open_engine
 from serving.history.schema import decisions, feedback, migrate
+from training.config import GREEDY_COLUMN
 from training.errors import NextbestError
 from training.policy.contact import Contact
 
@@ -42,7 +43,6 @@ BATCH_COLUMNS = (
     "decision_id", "ts", "customer_id", "channel", "model_version", "action_id", "propensity",
     "control_group", "context",
 )  # fmt: skip
-GREEDY_COLUMN = "greedy_action"  # optional in a batch: the greedy ranking's first action
 CUSTOMER_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:customer, 0))"
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import bentoml
 import numpy as np
@@ -430,33 +430,18 @@ class Nextbest:
             self._store_failures[what] = reason
         return reason
 
+    # while a store cannot be opened, reaching it is a 503 that says why
     @property
     def log(self) -> DecisionLog:
-        """The contact history; while it cannot be opened, a 503 that says why."""
-        if self._log is None:
-            raise Unavailable(
-                f"the contact history cannot be opened ({STATUS.history_error}); nothing was "
-                "stored, retry shortly",
-                "contact history not open",
-            )
-        return self._log
+        return _opened(self._log, "contact history", STATUS.history_error)
 
     @property
     def events(self) -> EventStore:
-        """The event store; while it cannot be opened, a 503 that says why."""
-        if self._events is None:
-            raise Unavailable(
-                f"the event store cannot be opened ({STATUS.events_error}); nothing was "
-                "stored, retry shortly",
-                "event store not open",
-            )
-        return self._events
+        return _opened(self._events, "event store", STATUS.events_error)
 
     @property
-    def shadow(self) -> ShadowRunner:
-        if self._shadow is None:
-            raise Unavailable("the contact history is not open", "contact history not open")
-        return self._shadow
+    def shadow(self) -> ShadowRunner:  # made with the contact history
+        return _opened(self._shadow, "contact history", STATUS.history_error)
 
     def _check(self) -> None:
         self._open_stores()
@@ -911,6 +896,7 @@ def _limit(text: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
     return int(text)
 
 
+T = TypeVar("T")
 HISTORY_DOWN_MESSAGE = "the contact history cannot be reached; nothing was stored, retry shortly"
 EVENTS_DOWN_MESSAGE = "the event store cannot be read or written; nothing was stored, retry shortly"
 
@@ -939,9 +925,21 @@ def _unavailable_page(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})
 
 
+def _not_open_message(what: str, reason: str | None) -> str:
+    return f"the {what} cannot be opened ({reason})"
+
+
+def _opened(store: T | None, what: str, reason: str | None) -> T:
+    """`store` when it is open, else a 503 naming it and why it is not."""
+    if store is None:
+        message = f"{_not_open_message(what, reason)}; nothing was stored, retry shortly"
+        raise Unavailable(message, f"{what} not open")
+    return store
+
+
 def _events_not_open() -> JSONResponse:
     return _unavailable_page(
-        f"the event store cannot be opened ({STATUS.events_error}); retry shortly"
+        f"{_not_open_message('event store', STATUS.events_error)}; retry shortly"
     )
 
 

@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.config import CONTROL
+from training.config import CONTROL, GREEDY_COLUMN
 from training.errors import NextbestError
 from training.uplift.metrics import Z_95
 
 BOOTSTRAP = 300
-GREEDY = "greedy_action"  # the logged greedy first action (missing: not logged)
 MIN_ROWS = 20  # fewer rows in a slice (or fewer than 2 untreated) give no estimate
 SLICES = ("model_version", "channel")  # logged columns a slice table is made for when present
 
@@ -150,9 +149,9 @@ ESTIMATE_COLUMNS = ("rows", "incremental_value", "ci", "decisions", "control", "
 
 def greedy_logged(frame: pd.DataFrame) -> np.ndarray:
     """Which rows logged their greedy action (none when the column is absent)."""
-    if GREEDY not in frame:
+    if GREEDY_COLUMN not in frame:
         return np.zeros(len(frame), dtype=bool)
-    greedy = frame[GREEDY]
+    greedy = frame[GREEDY_COLUMN]
     return np.asarray(greedy.notna() & (greedy.astype(str).str.strip() != ""), dtype=bool)
 
 
@@ -163,17 +162,21 @@ def greedy_table(frame: pd.DataFrame, value: np.ndarray, seed: int = 0) -> pd.Da
     has no row; fewer than MIN_ROWS on either side give a row without an estimate."""
     logged = greedy_logged(frame)
     control = frame["control_group"].to_numpy(dtype=bool)
-    greedy = frame[GREEDY].astype(str).to_numpy() if GREEDY in frame else np.full(len(frame), "")
+    greedy = (
+        frame[GREEDY_COLUMN].astype(str).to_numpy()
+        if GREEDY_COLUMN in frame
+        else np.full(len(frame), "")
+    )
     rows = []
     for action in sorted(set(greedy[logged])):
         mine = logged & (greedy == action)
         if not (mine & control).any():
             continue
         estimate = intention_to_treat(value[mine], control[mine], seed)
-        row = _row({GREEDY: action}, estimate, int(mine.sum()))
+        row = _row({GREEDY_COLUMN: action}, estimate, int(mine.sum()))
         held = int((mine & control).sum())  # the counts, with or without an estimate
         rows.append(row | {"decisions": int(mine.sum()) - held, "control": held})
-    return pd.DataFrame(rows, columns=[GREEDY, *ESTIMATE_COLUMNS])
+    return pd.DataFrame(rows, columns=[GREEDY_COLUMN, *ESTIMATE_COLUMNS])
 
 
 def _row(key: dict[str, object], estimate: Estimate | None, rows: int) -> dict[str, object]:
@@ -212,7 +215,7 @@ def impact_tables(
             for a in actions
         ]  # fmt: skip
     )
-    if GREEDY in frame:
+    if GREEDY_COLUMN in frame:
         tables["greedy"] = greedy_table(frame, value, seed)
     groups = [("weekly", "week")] + [(c, c) for c in SLICES if c in frame]
     for name, column in groups:
@@ -272,7 +275,7 @@ class Impact:
                 out[f"impact.{key}"] = float(overall[column])
         if self.greedy_unlogged is not None:
             out["impact.greedy_action.unlogged"] = float(self.greedy_unlogged)
-        for name, column in (("actions", "action_id"), ("greedy", GREEDY),
+        for name, column in (("actions", "action_id"), ("greedy", GREEDY_COLUMN),
                              ("model_version", "model_version"), ("channel", "channel")):  # fmt: skip
             for row in self.tables.get(name, pd.DataFrame()).to_dict("records"):
                 if np.isfinite(row["incremental_value"]):

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from training.atomic import atomic_directory  # noqa: E402
+from training.config import GREEDY_COLUMN  # noqa: E402
 from training.evaluation.impact import Impact  # noqa: E402
 from training.evaluation.report import (  # noqa: E402
     Column,
@@ -70,31 +71,29 @@ SLICE_TEXT = (
 )
 
 
-def value_columns(key: str, header: str, currency: str) -> list[Column]:
+def value_columns(
+    key: str,
+    header: str,
+    currency: str,
+    labels: tuple[str, str, str] = ("incremental value per decision", "decided", "nothing"),
+) -> list[Column]:
+    """A table of estimates: the slice, its rows, the difference with its interval and both terms
+    (`labels`: what the page calls those three)."""
+    effect, decided, nothing = labels
     return [
         Column(header, lambda r: str(r[key])),
         Column("decisions", lambda r: format_count(r["rows"])),
-        Column(
-            "incremental value per decision",
-            lambda r: format_money_ci(r["incremental_value"], r["ci"], currency),
-        ),  # fmt: skip
-        Column("decided", lambda r: format_money_ci(r["decided_value"], np.nan, currency)),
-        Column("nothing", lambda r: format_money_ci(r["nothing_value"], np.nan, currency)),
+        Column(effect, lambda r: format_money_ci(r["incremental_value"], r["ci"], currency)),
+        Column(decided, lambda r: format_money_ci(r["decided_value"], np.nan, currency)),
+        Column(nothing, lambda r: format_money_ci(r["nothing_value"], np.nan, currency)),
     ]
 
 
 def greedy_columns(currency: str) -> list[Column]:
-    return [
-        Column("greedy action", lambda r: str(r["greedy_action"])),
-        Column("decisions", lambda r: format_count(r["rows"])),
-        Column("of them control group", lambda r: format_count(r["control"])),
-        Column(
-            "effect per decision (policy vs control group)",
-            lambda r: format_money_ci(r["incremental_value"], r["ci"], currency),
-        ),  # fmt: skip
-        Column("policy", lambda r: format_money_ci(r["decided_value"], np.nan, currency)),
-        Column("control group", lambda r: format_money_ci(r["nothing_value"], np.nan, currency)),
-    ]
+    labels = ("effect per decision (policy vs control group)", "policy", "control group")
+    columns = value_columns(GREEDY_COLUMN, "greedy action", currency, labels)
+    held = Column("of them control group", lambda r: format_count(r["control"]))
+    return [*columns[:2], held, *columns[2:]]
 
 
 TAKE_COLUMNS = [

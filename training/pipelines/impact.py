@@ -17,13 +17,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from training.config import CONTROL, Config, load_config
+from training.config import CONTROL, GREEDY_COLUMN, Config, load_config
 from training.data.contract import open_dataset
 from training.data.outcomes import compute_outcomes, is_label_observed
 from training.data.snapshots import data_span
 from training.errors import NextbestError
 from training.evaluation.impact import (
-    GREEDY,
     Impact,
     greedy_logged,
     impact_tables,
@@ -60,7 +59,7 @@ def impact(
     tables = impact_tables(labelled, row_values(labelled, weights, costs), segments, seed)
     if feedback is not None:
         tables["take_rates"] = take_rates(frame, feedback)
-    unlogged = int((~greedy_logged(labelled)).sum()) if GREEDY in labelled else None
+    unlogged = int((~greedy_logged(labelled)).sum()) if GREEDY_COLUMN in labelled else None
     return Impact(config.objective.currency, len(labelled), censored,
                   since.isoformat() if since else "", money, source, tables, unlogged)  # fmt: skip
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from training.atomic import atomic_directory
+from training.config import GREEDY_COLUMN
 from training.synth.actions import ARMS, harm_logits, start_action
 from training.synth.dynamics import State, initial_state
 from training.synth.generate import _customers_table, _events_table, _week_texts
@@ -202,7 +203,7 @@ def production_month(
     effect = (probs * net).sum(axis=1)  # the policy's expected value over nothing, per customer
     greedy = probs.argmax(axis=1)
     greedy_truth = {ARMS[a]: float(effect[greedy == a].mean()) for a in np.unique(greedy)}
-    logged: dict[str, np.ndarray] = {"greedy_action": np.asarray(ARMS)[greedy]}
+    logged: dict[str, np.ndarray] = {GREEDY_COLUMN: np.asarray(ARMS)[greedy]}
     if log_control_group:
         logged["control_group"] = control
     if channels:
