@@ -136,6 +136,24 @@ def test_the_linear_learner_is_near_exact_on_a_linear_world(fitted):
     assert min(corr) > 0.95, corr
 
 
+def test_the_linear_learner_shrinks_effects_that_are_noise():
+    """A constant effect on 400 rows and ten irrelevant features: unpenalised per-arm logistic
+    models read the noise of their difference as heterogeneity; the prior holds most of it
+    back (the spread of predicted effects at most half theirs)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    X, X_new = rng.normal(size=(400, 10)), rng.normal(size=(2000, 10))
+    treatment = np.where(np.arange(400) % 2 == 0, CONTROL, "a1")
+    y = (rng.random(400) < np.where(treatment == "a1", 0.35, 0.3)).astype(float)
+    shrunk = LinearTLearner().fit(X, treatment, y).predict(X_new)[:, 0]
+    arms = [LogisticRegression(C=1e6).fit(X[treatment == a], y[treatment == a])
+            for a in (CONTROL, "a1")]  # fmt: skip
+    raw = arms[1].predict_proba(X_new)[:, 1] - arms[0].predict_proba(X_new)[:, 1]
+    assert shrunk.std() < 0.5 * raw.std(), (shrunk.std(), raw.std())
+    assert abs(shrunk.mean() - y[treatment == "a1"].mean() + y[treatment == CONTROL].mean()) < 0.02
+
+
 def test_propensity_aware_learner_beats_naive_difference_on_confounded_data(fitted):
     kind, train, test, learners = fitted
     true_ate = test.cate[:, 0].mean()
