@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from sqlalchemy import create_engine, text
 from serving.history.engine import history_url
 from tests.postgres import LocalPostgres, remove, start_local_postgres
 from tests.serving.conftest import Server, World, start_server, stop_server
+from tests.serving.test_contact_policy import NOW, POLICY, policy_bundle
+from training.registry.bundle import Bundle
 
 CUSTOMERS = 24
 
@@ -105,6 +108,55 @@ def test_two_replicas_on_one_postgres_enforce_every_cap_together(
         assert outcomes["409"] > 0, "no concurrent acceptance of one action was refused"
         assert cap_violations(pg_url) == 0
         assert decisions_in(pg_url) == answered  # every answer stored, nothing unanswered
+    finally:
+        for replica in replicas:
+            stop_server(replica)
+
+
+def post_consent(server: Server, customer: str, kind: str, hours_ago: float) -> None:
+    ts = (NOW - timedelta(hours=hours_ago)).replace(tzinfo=None).isoformat()
+    event = {"customer_id": customer, "ts": ts, "channel": "email", "event_type": kind}
+    status, answer = server.call("POST", "/events", {"events": [event]})
+    assert status == 200, answer
+
+
+def shown_on_email(server: Server, customer: str) -> tuple[list[str], str | None]:
+    body = {"customer_id": customer, "channel": "email", "max_actions": 5}
+    status, answer = server.call("POST", "/recommend", body)
+    assert status == 200, answer
+    return [a["action_id"] for a in answer["actions"]], answer["reason"]
+
+
+def test_a_consent_event_posted_to_one_replica_holds_on_the_other(
+    world: World, uplift_bundle: Bundle, pg_url: str, tmp_path: Path
+) -> None:
+    """Each replica has its own event store; the opt-out reaches the other through the shared
+    history, at once, and so does the opt-in that follows it."""
+    folder = policy_bundle(uplift_bundle, POLICY).save(tmp_path / "bundle")
+    replicas = [
+        start_server(
+            world,
+            tmp_path / f"replica{i}.sqlite",
+            NEXTBEST_DATABASE_URL=pg_url,
+            NEXTBEST_WORKERS="1",
+            NEXTBEST_BUNDLE_DIR=str(folder),
+            NEXTBEST_EVENT_STORE=str(tmp_path / f"events{i}.sqlite"),
+            NEXTBEST_NOW=NOW.isoformat(),
+        )  # fmt: skip
+        for i in (0, 1)
+    ]
+    try:
+        customer = next(c for c in known_customers(world, 80) if shown_on_email(replicas[1], c)[0])
+        post_consent(replicas[0], customer, "opt_out", hours_ago=2)
+        for replica in replicas:
+            assert shown_on_email(replica, customer) == ([], "no consent to be contacted on email")
+        post_consent(replicas[1], customer, "opt_in", hours_ago=1)
+        assert shown_on_email(replicas[0], customer)[0]
+        with sqlite3.connect(tmp_path / "events1.sqlite") as con:  # replica 1 never saw it
+            assert con.execute(
+                "SELECT count(*) FROM events WHERE event_type = 'opt_out'"
+            ).fetchone() == (0,)
+        con.close()
     finally:
         for replica in replicas:
             stop_server(replica)
