@@ -293,8 +293,7 @@ def policed(
     bundle = policy_bundle(uplift_bundle, POLICY)
     events = {"email": None, "call_center": fixtures.events}
     return {
-        ch: batch(fixtures.data, bundle, root / ch, ch, fixtures.log, events[ch])
-        for ch in CHANNELS
+        ch: batch(fixtures.data, bundle, root / ch, ch, fixtures.log, events[ch]) for ch in CHANNELS
     }
 
 
