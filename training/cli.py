@@ -439,13 +439,17 @@ def score(
         Path | None,
         typer.Option(
             "--decision-log",
-            help="the contact history (the service's decision log): the contact policy applies "
-            "from it as of the run; none: no history",
+            help="the contact history (the service's decision log): the contact policy and the "
+            "consent events posted to /events apply from it as of the run; none: no history",
         ),
     ] = None,
     event_store: Annotated[
         Path | None,
-        typer.Option("--event-store", help="events posted to /events (opt_in / opt_out count)"),
+        typer.Option(
+            "--event-store",
+            help="a service's event store: its opt_in / opt_out count too (those posted before "
+            "the history kept consent; docs/batch.md)",
+        ),
     ] = None,
     record_contacts: Annotated[
         bool,

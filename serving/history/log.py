@@ -1,5 +1,6 @@
-"""The decision log and contact history: every decision and every piece of feedback, durable in
-one database shared by every service replica (PostgreSQL) or in one SQLite file (WAL) per host.
+"""The decision log and contact history: every decision, every piece of feedback and every consent
+event posted live, durable in one database shared by every service replica (PostgreSQL) or in one
+SQLite file (WAL) per host.
 
 A record is committed before its answer is sent (`record` returns only then), so the log holds
 exactly one row per answered decision: the evidence the ROI report and the next training read.
@@ -329,8 +330,8 @@ class DecisionLog:
 
     def forget(self, customer_ids: Iterable[str]) -> tuple[int, int, int]:
         """Remove every decision, feedback and consent row of these customers; returns (decisions,
-        feedback, consent) removed. The freed pages are then rewritten (SQLite: secure_delete, VACUUM and
-        a truncated WAL; PostgreSQL: VACUUM), so no copy of an id stays on disk."""
+        feedback, consent) removed. The freed pages are then rewritten (SQLite: secure_delete,
+        VACUUM and a truncated WAL; PostgreSQL: VACUUM), so no copy of an id stays on disk."""
         ids = sorted(set(customer_ids))
         with self._write() as con:
             if not self.postgres:

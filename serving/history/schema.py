@@ -7,8 +7,9 @@ SQL it runs. Replicas that start together take the write lock first (PostgreSQL:
 transaction lock; SQLite: BEGIN IMMEDIATE), so exactly one applies each migration.
 
 Tables: `decisions`, `feedback` (contacts and responses) and `consent` (consent events posted
-live). Version 1 is the decision log as it was before migrations existed (one SQLite file per host): a
-file written then holds these tables without a version table and is migrated from 1 in place.
+live). Version 1 is the decision log as it was before migrations existed (one SQLite file per
+host): a file written then holds these tables without a version table and is migrated from 1 in
+place.
 """
 
 from __future__ import annotations

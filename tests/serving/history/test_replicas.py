@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from serving.history.engine import history_url
+from serving.history.log import DecisionLog
 from tests.postgres import LocalPostgres, remove, start_local_postgres
 from tests.serving.conftest import Server, World, start_server, stop_server
 from tests.serving.test_contact_policy import NOW, POLICY, policy_bundle
@@ -178,7 +179,11 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
     world: World, own_postgres: LocalPostgres, tmp_path: Path
 ) -> None:
     url = own_postgres.new_database()
-    server = start_server(world, tmp_path / "outage.sqlite", NEXTBEST_DATABASE_URL=url)
+    events = tmp_path / "events.sqlite"
+    server = start_server(
+        world, tmp_path / "outage.sqlite", NEXTBEST_DATABASE_URL=url,
+        NEXTBEST_EVENT_STORE=str(events),
+    )  # fmt: skip
     customers = known_customers(world, 50)
     results: list[tuple[float, int, dict]] = []
     stop = threading.Event()
@@ -197,7 +202,13 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
         time.sleep(2)
         down_at = time.monotonic()
         own_postgres.stop("fast")
-        time.sleep(3)
+        time.sleep(1)
+        # a consent event while the history is down: 503, and not stored in the event store either
+        opted = {"events": [{"customer_id": customers[0], "ts": "2026-11-01T10:00:00",
+                             "channel": "email", "event_type": "opt_out"}]}  # fmt: skip
+        status, answer = server.call("POST", "/events", opted)
+        assert status == 503 and "contact history" in str(answer), answer
+        time.sleep(2)
         own_postgres.start()
         up_at = time.monotonic()
         deadline = up_at + 30
@@ -206,6 +217,7 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
         ):
             time.sleep(0.2)
         time.sleep(1)
+        retried = server.call("POST", "/events", opted)  # the client's retry, once it is back
     finally:
         stop.set()
         sender.join()
@@ -219,3 +231,10 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
     assert any(t < down_at and s == 200 for t, s, _ in results)
     answered = {a["decision_id"] for _, s, a in results if s == 200}
     assert answered <= decisions_in(url)  # every decision answered is stored
+    assert retried[0] == 200, retried
+    with sqlite3.connect(events) as con:  # stored once: by the retry, none by the refused post
+        assert con.execute("SELECT event_type FROM events").fetchall() == [("opt_out",)]
+    con.close()
+    history = DecisionLog(url)
+    assert [kind for *_, kind in history.consent_events([customers[0]])] == ["opt_out"]
+    history.close()
