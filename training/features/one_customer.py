@@ -180,8 +180,7 @@ class OneCustomer:
         self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None, as_of: AsOf
     ) -> OneRow:
         """The customer's features as of `as_of` (inputs for which `unsupported` is None)."""
-        ts = to_timestamp(as_of)
-        now = int(ts.value // 1000)  # the reference's timestamp literal keeps microseconds
+        now = instant(as_of)
         customer = str(customers.column("customer_id")[0].as_py())
         statics, categories = self._static(customers, now)
         ev = _mine(events, customer, now)
@@ -391,6 +390,12 @@ def _text_value(spec: fs.Spec, texts: _Texts | None) -> float:
     if stat == "negative_share":
         return _ratio(texts.negatives[w], texts.total[w])
     raise ValueError(f"unknown text statistic {stat}")
+
+
+def instant(as_of: AsOf) -> int:
+    """An as-of time in microseconds since the epoch (the reference's timestamp literal keeps
+    microseconds)."""
+    return int(to_timestamp(as_of).value // 1000)
 
 
 def _type(table: pa.Table, column: str) -> pa.DataType | None:

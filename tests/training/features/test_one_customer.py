@@ -159,7 +159,9 @@ def test_a_row_moved_in_time_equals_the_row_computed_then(seed: int) -> None:
     moved = hits = 0
     for customer in [f"c{k:04d}" for k in range(0, 120, 6)]:
         customers = own(data["customers"], customer)
-        start = T + timedelta(hours=float(rng.uniform(-48, 48)), microseconds=int(rng.integers(1e6)))
+        start = T + timedelta(
+            hours=float(rng.uniform(-48, 48)), microseconds=int(rng.integers(1e6))
+        )
         base = one.row(customers, data["events"], data["exposures"], start)
         first, end = base.valid
         assert first <= base.now < end
