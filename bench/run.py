@@ -489,9 +489,10 @@ def bench_serve(open_seconds: float) -> list[Row]:
     row = _serve_row(ingest, ">= 5,000 events/s, p99 <= 50 ms", ok_ingest)
     row.detail = f"{ingest['events_per_s']:,.0f} events/s, {row.detail}"
     rows.append(row)
-    rows.append(
-        _serve_row(live, "p50 <= 3 ms, p99 <= 8 ms", live["p50_ms"] <= 3 and live["p99_ms"] <= 8)
-    )
+    for f in (figures[("nextbest", "c1_events_first")], live):
+        rows.append(
+            _serve_row(f, "p50 <= 3 ms, p99 <= 8 ms", f["p50_ms"] <= 3 and f["p99_ms"] <= 8)
+        )
     return rows
 
 

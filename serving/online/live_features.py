@@ -15,7 +15,7 @@ customer's latest event sequence: while no event arrives and the clock stays in 
 request is the kept one with its days-since features recomputed (`OneRow.at`), equal bit for
 bit to a row computed anew, and the customer's uplift is reused while no tree reads the change
 (serving.online.uplift_cells). A new event (another sequence) or the end of the span computes
-the row anew.
+the row anew; the uplift memo stays, for the new row may still walk the same trees.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class LiveFeatures:
             found = self.fast.row(history.customers, events, history.exposures, now)
             memo = None
             if key is not None:
-                memo = UpliftMemo()
+                memo = self._memo(key[0])
                 self._keep(key[0], _Kept(key[1], found, memo))
             return FeatureRow(found.vector, self._namespace(found), None, memo)
         return self.reference_row(history, events, now)
@@ -104,6 +104,13 @@ class LiveFeatures:
         """Drop the customer's kept row (their live events are gone: erased)."""
         with self._kept_lock:
             self._kept.pop(customer_id, None)
+
+    def _memo(self, customer_id: str) -> UpliftMemo:
+        """The customer's uplift memo: the one of their last kept row (its uplift holds for the
+        new row too when no tree reads what the new event changed), else a new one."""
+        with self._kept_lock:
+            kept = self._kept.get(customer_id)
+        return kept.memo if kept is not None else UpliftMemo()
 
     def _keep(self, customer_id: str, kept: _Kept) -> None:
         with self._kept_lock:
