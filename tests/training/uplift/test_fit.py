@@ -27,6 +27,7 @@ from training.features.definition import FeatureBuilder, to_matrix
 from training.uplift.fit import (
     DEFAULT_LEARNER,
     FAST_PARAMS,
+    SHRUNK_LEARNER,
     Z_CHOICE,
     UpliftResult,
     base_objective,
@@ -83,6 +84,27 @@ def test_another_learner_needs_a_significant_paired_gain() -> None:
         }
     )
     assert choose_per_action(table, ["a", "b"]) == {"a": DEFAULT_LEARNER, "b": "XLearner"}
+
+
+def test_the_linear_learner_serves_below_the_bar_only_on_both_signals() -> None:
+    """Below the bar the linear learner serves when its policies do better (z > 0) and its
+    calibration slope is larger than the default's; a significant challenger still wins."""
+    learners = ["SLearner", "TLearner", SHRUNK_LEARNER]
+    cases = {  # action: (z of the three learners, slopes of the three learners)
+        "both": ([0.0, 1.0, 0.4], [0.3, 0.5, 0.9]),
+        "worse": ([0.0, 1.0, -0.4], [0.3, 0.5, 0.9]),
+        "noisy": ([0.0, 1.0, 1.2], [0.9, 0.5, 0.4]),
+        "challenger": ([0.0, Z_CHOICE + 0.5, 1.0], [0.3, 0.5, 0.9]),
+    }
+    table = pd.DataFrame(
+        {"learner": learners * len(cases), "action": [a for a in cases for _ in learners],
+         "z_vs_default": [v for z, _ in cases.values() for v in z],
+         "slope": [v for _, slope in cases.values() for v in slope]}
+    )  # fmt: skip
+    assert choose_per_action(table, list(cases)) == {
+        "both": SHRUNK_LEARNER, "worse": DEFAULT_LEARNER, "noisy": DEFAULT_LEARNER,
+        "challenger": "TLearner",
+    }  # fmt: skip
 
 
 def test_churn_is_oriented_as_retention() -> None:
@@ -150,8 +172,13 @@ def test_learns_one_learner_per_outcome_and_action_with_a_comparison(small_world
             z = per_action.set_index("learner")["z_vs_default"]
             assert z[DEFAULT_LEARNER] == 0.0  # the default against itself
             chosen = per_action.loc[per_action["chosen"]].iloc[0]
-            # another learner only when the paired comparison is significant, then the best
+            # another learner only when the paired comparison is significant, then the best;
+            # below that, the linear learner when it does better and its slope is larger
             expected = z.idxmax() if z.max() > Z_CHOICE else DEFAULT_LEARNER
+            slope = per_action.set_index("learner")["slope"]
+            shrunk = z[SHRUNK_LEARNER] > 0 and slope[SHRUNK_LEARNER] > slope[DEFAULT_LEARNER]
+            if expected == DEFAULT_LEARNER and shrunk:
+                expected = SHRUNK_LEARNER
             assert chosen["learner"] == expected == selected.choice_[str(action)]
             # a challenger is served shrunk by its slope; the default as fitted
             served = chosen["slope"] if expected != DEFAULT_LEARNER else 1.0
