@@ -196,6 +196,12 @@ class FeatureBuilder:
         return self
 
     @property
+    def text_feature_names_(self) -> list[str]:
+        """The features read from text (empty without a text model)."""
+        self._check_fitted()
+        return [s.name for s in self.specs_ if s.source in ("texts", "text_last")]
+
+    @property
     def topic_terms_(self) -> list[list[str]]:
         """The top terms of each text topic (empty without a text model)."""
         return [] if self.text_model_ is None else self.text_model_.topic_terms()

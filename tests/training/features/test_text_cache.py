@@ -167,7 +167,9 @@ def test_a_damaged_table_is_a_clear_error(fitted, tmp_path: Path) -> None:
     [segment] = json.loads((tmp_path / MANIFEST).read_text())["segments"]
     data = (tmp_path / segment).read_bytes()
     (tmp_path / segment).write_bytes(data[: len(data) // 2])
-    with pytest.raises(NextbestError, match=rf"{tmp_path}.*segment {segment} is unreadable.*remove"):
+    with pytest.raises(
+        NextbestError, match=rf"{tmp_path}.*segment {segment} is unreadable.*remove"
+    ):
         TextScoreCache.open(tmp_path, model)
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(NextbestError, match=rf"{tmp_path}: text score cache: {MANIFEST} is unread"):
