@@ -480,6 +480,9 @@ def bench_text_scale(customers: int, texts: int, distinct: int) -> list[Row]:
         run_measured([*tool, "fill", "--data", str(work / "distinct"), *model, "--cache",
                       str(work / "cache_distinct")])  # fmt: skip
         new_s, new_gib, new = measured("distinct", "cache_distinct", "tonight")
+        plain_s, plain_gib, _ = run_measured(
+            [*tool, "run", "--data", str(work / "dup"), *model, "--night", "tonight", "--no-text"]
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rate = cold["texts_per_s"]
@@ -498,6 +501,9 @@ def bench_text_scale(customers: int, texts: int, distinct: int) -> list[Row]:
             f"{new['scored']:,} scored in {new['score_seconds']:.0f} s; {new['kept']:,} kept "
             "(the warm table's scores made up by the bench)"),
     ]  # fmt: skip
+    rows.append(Row("  the same night without the text features (context)", plain_s, plain_gib,
+                    "(context)", None, "the rest of the features: what the text adds is the "
+                    "difference"))  # fmt: skip
     cold_all = new_s - new["score_seconds"] + texts / rate
     rows.append(Row(f"  cold cache, all {texts:,} texts distinct (extrapolated)", cold_all, 0,
                     "reported", None, f"the nightly run's other work + {texts:,} texts at "

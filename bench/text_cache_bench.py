@@ -135,10 +135,13 @@ def _load(folder: Path) -> tuple[FeatureBuilder, Timed]:
     return FeatureBuilder.from_dict(state, model), model
 
 
-def run(data: Path, model_dir: Path, cache_dir: Path | None, as_of: str) -> dict:
-    """Transform every customer as of `as_of` through the cache; seconds and texts scored."""
+def run(data: Path, model_dir: Path, cache_dir: Path | None, as_of: str, text: bool = True) -> dict:
+    """Transform every customer as of `as_of` through the cache (or without the text features);
+    seconds and texts scored."""
     builder, model = _load(model_dir)
-    cache = TextScoreCache.of(cache_dir, model)
+    if not text:
+        builder.with_text(None)
+    cache = TextScoreCache.of(cache_dir, model if text else None)
     with open_dataset(data).connect() as con:
         t0 = time.perf_counter()
         frame = builder.transform(con, as_of=as_of, text_cache=cache)
@@ -147,7 +150,7 @@ def run(data: Path, model_dir: Path, cache_dir: Path | None, as_of: str) -> dict
     return {"seconds": round(seconds, 1), "rows": len(frame), "scored": model.texts,
             "score_seconds": round(model.seconds, 1), "texts_per_s": rate and round(rate),
             "kept": cache.texts if cache else 0,
-            "with_text": int((frame["texts_365d"] > 0).sum())}  # fmt: skip
+            "with_text": int((frame["texts_365d"] > 0).sum()) if text else 0}  # fmt: skip
 
 
 def fill(data: Path, model_dir: Path, cache_dir: Path, before: str) -> dict:
@@ -182,6 +185,7 @@ def main() -> None:
     r.add_argument("--model", type=Path, required=True)
     r.add_argument("--cache", type=Path)
     r.add_argument("--night", choices=("yesterday", "tonight"), required=True)
+    r.add_argument("--no-text", action="store_true", help="the builder without its text model")
     f = sub.add_parser("fill")
     f.add_argument("--data", type=Path, required=True)
     f.add_argument("--model", type=Path, required=True)
@@ -191,7 +195,7 @@ def main() -> None:
         out = prepare(args.workdir, args.customers, args.texts, args.distinct)
     elif args.step == "run":
         as_of = COLD_AS_OF if args.night == "yesterday" else NIGHTLY_AS_OF
-        out = run(args.data, args.model, args.cache, as_of)
+        out = run(args.data, args.model, args.cache, as_of, text=not args.no_text)
     else:
         out = fill(args.data, args.model, args.cache, COLD_AS_OF)
     print(json.dumps(out))

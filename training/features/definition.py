@@ -435,7 +435,7 @@ def _score_cached(
 ) -> None:
     """`_score_texts` through the kept scores: events are keyed by their text's hash, the keys the
     cache lacks are scored (each distinct text once) and kept, then every event takes its key's
-    scores. Events are read twice only when there are new texts."""
+    scores. Events are read again only when there are new texts, from the first one's time on."""
     rows, fresh = fs.quote_ident(f"{table}_keys"), fs.quote_ident(f"{table}_new")
     text = "CAST(e.text AS VARCHAR)"
     con.execute(
@@ -447,10 +447,13 @@ def _score_cached(
             f"CREATE TEMP TABLE {fresh} AS SELECT k1, k2 FROM (SELECT DISTINCT k1, k2 FROM {rows}) "
             f"ANTI JOIN {cache.relation()} c USING (k1, k2)"
         )
-        if _scalar(con, f"SELECT count(*) FROM {fresh}"):
+        # new texts are mostly recent ones: the second read hashes only texts from the first on
+        since = _scalar(con, f"SELECT min(ts) FROM {rows} SEMI JOIN {fresh} USING (k1, k2)")
+        if since is not None:
+            recent = f"{where} AND e.ts >= {_ts_literal(since)}"
             sql = (
                 f"SELECT k1, k2, any_value(text) AS text FROM (SELECT {text} AS text, "
-                f"{text_key_sql(text)} FROM events e {where}) SEMI JOIN {fresh} USING (k1, k2) "
+                f"{text_key_sql(text)} FROM events e {recent}) SEMI JOIN {fresh} USING (k1, k2) "
                 "GROUP BY k1, k2"
             )
             cache.add(_scored(con, sql, model, ("k1", "k2")).drop_columns(["text"]))

@@ -48,8 +48,12 @@ SCHEMA = pa.schema(
 
 
 def key_sql(text: str) -> str:
-    """SQL columns k1, k2: the two halves of the MD5 of the VARCHAR expression `text`."""
-    return f"md5_number_lower({text}) AS k1, md5_number_upper({text}) AS k2"
+    """SQL columns k1, k2: the two halves of the MD5 of the VARCHAR expression `text` (one MD5:
+    DuckDB computes the repeated expression once; md5_number_lower/upper would hash twice)."""
+    md5 = f"md5_number({text})"
+    return (
+        f"CAST({md5} & {2**64 - 1}::UHUGEINT AS UBIGINT) AS k1, CAST({md5} >> 64 AS UBIGINT) AS k2"
+    )
 
 
 def _probe_key() -> list[int]:
