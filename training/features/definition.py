@@ -433,37 +433,38 @@ def _score_texts(
 def _score_cached(
     con: Con, model: TextScorer, where: str, table: str, cache: TextScoreCache
 ) -> None:
-    """`_score_texts` through the kept scores: events are keyed by their text's hash, the keys the
-    cache lacks are scored (each distinct text once) and kept, then every event takes its key's
-    scores. Events are read again only when there are new texts, from the first one's time on."""
-    rows, fresh = fs.quote_ident(f"{table}_keys"), fs.quote_ident(f"{table}_new")
+    """`_score_texts` through the kept scores: each event is keyed by its text's hash and takes the
+    kept scores in one join; the keys the cache lacks are scored (each distinct text once), kept,
+    and filled in. Events are read again only when there are new texts, from the first one's time."""
+    target, fresh = fs.quote_ident(table), fs.quote_ident(f"{table}_new")
     text = "CAST(e.text AS VARCHAR)"
     con.execute(
-        f"CREATE TEMP TABLE {rows} AS SELECT CAST(e.customer_id AS VARCHAR) AS customer_id, "
-        f"e.ts, {text_key_sql(text)} FROM events e {where}"
+        f"CREATE TEMP TABLE {target} AS SELECT r.customer_id, r.ts, k1, k2, c.polarity, "
+        f"c.negative, c.topic, c.k1 IS NULL AS fresh FROM (SELECT CAST(e.customer_id AS VARCHAR) "
+        f"AS customer_id, e.ts, {text_key_sql(text)} FROM events e {where}) r "
+        f"LEFT JOIN {cache.relation()} c USING (k1, k2)"
     )
+    since = _scalar(con, f"SELECT min(ts) FROM {target} WHERE fresh")
+    if since is None:
+        return
     try:
         con.execute(
-            f"CREATE TEMP TABLE {fresh} AS SELECT k1, k2 FROM (SELECT DISTINCT k1, k2 FROM {rows}) "
-            f"ANTI JOIN {cache.relation()} c USING (k1, k2)"
+            f"CREATE TEMP TABLE {fresh} AS SELECT DISTINCT k1, k2 FROM {target} WHERE fresh"
         )
-        # new texts are mostly recent ones: the second read hashes only texts from the first on
-        since = _scalar(con, f"SELECT min(ts) FROM {rows} SEMI JOIN {fresh} USING (k1, k2)")
-        if since is not None:
-            recent = f"{where} AND e.ts >= {_ts_literal(since)}"
-            sql = (
-                f"SELECT k1, k2, any_value(text) AS text FROM (SELECT {text} AS text, "
-                f"{text_key_sql(text)} FROM events e {recent}) SEMI JOIN {fresh} USING (k1, k2) "
-                "GROUP BY k1, k2"
+        recent = f"{where} AND e.ts >= {_ts_literal(since)}"
+        sql = (
+            f"SELECT k1, k2, any_value(text) AS text FROM (SELECT {text} AS text, "
+            f"{text_key_sql(text)} FROM events e {recent}) SEMI JOIN {fresh} USING (k1, k2) "
+            "GROUP BY k1, k2"
+        )
+        scored = _scored(con, sql, model, ("k1", "k2")).drop_columns(["text"])
+        cache.add(scored)
+        with _registered(con, scored) as view:
+            con.execute(
+                f"UPDATE {target} AS t SET polarity = s.polarity, negative = s.negative, "
+                f"topic = s.topic FROM {view} s WHERE t.fresh AND t.k1 = s.k1 AND t.k2 = s.k2"
             )
-            cache.add(_scored(con, sql, model, ("k1", "k2")).drop_columns(["text"]))
-        con.execute(  # every key is kept now
-            f"CREATE TEMP TABLE {fs.quote_ident(table)} AS SELECT r.customer_id, r.ts, "
-            f"s.polarity, s.negative, s.topic FROM {rows} r JOIN {cache.relation()} s "
-            "USING (k1, k2)"
-        )
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {rows}")
         con.execute(f"DROP TABLE IF EXISTS {fresh}")
 
 
