@@ -447,13 +447,17 @@ def score(
         Path | None,
         typer.Option(
             "--decision-log",
-            help="the contact history (the service's decision log): the contact policy applies "
-            "from it as of the run; none: no history",
+            help="the contact history (the service's decision log): the contact policy and the "
+            "consent events posted to /events apply from it as of the run; none: no history",
         ),
     ] = None,
     event_store: Annotated[
         Path | None,
-        typer.Option("--event-store", help="events posted to /events (opt_in / opt_out count)"),
+        typer.Option(
+            "--event-store",
+            help="a service's event store: its opt_in / opt_out count too (those posted before "
+            "the history kept consent; docs/batch.md)",
+        ),
     ] = None,
     record_contacts: Annotated[
         bool,
@@ -710,16 +714,31 @@ def export_exposures(
 @app.command("export-feedback")
 @user_errors
 def export_feedback(
-    out_dir: Annotated[Path, typer.Option("--out", help="directory for feedback.parquet")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="directory for feedback.parquet (events.parquet)")
+    ],
     log: LogOpt = Path("out/decision_log.sqlite"),
     database_url: DatabaseUrlOpt = None,
     include_cold_start: Annotated[
         bool, typer.Option(help="also export feedback on decisions of customers the store lacked")
     ] = False,
+    as_events: Annotated[
+        bool,
+        typer.Option(
+            "--as-events",
+            help="write offers shown and their outcomes as contract events (events.parquet), "
+            "to append to the data set's events: features of the next training",
+        ),
+    ] = False,
 ) -> None:
     """Write what happened to shown actions (accepted, declined, ignored) for the next training."""
     from serving.history.exports import export_feedback as run
+    from serving.history.exports import export_offer_events
 
+    if as_events:
+        rows, path = export_offer_events(database_url or log, out_dir, include_cold_start)
+        out.print(f"wrote {rows:,} offer events to {path}")
+        return
     rows, path = run(database_url or log, out_dir, include_cold_start)
     out.print(f"wrote {rows:,} feedback rows to {path}")
 

@@ -79,6 +79,16 @@ SCORE_COLUMNS: tuple[str, ...] = (
 CONTROL = "control"
 #: the optional exposures column of the greedy ranking's first action, shown or not (docs/data.md)
 GREEDY_COLUMN = "greedy_action"
+#: responses to offers as contract events (`export-feedback --as-events`): event type
+#: `offer_<outcome>_<action id>`, outcome one of OFFER_OUTCOMES (docs/data.md)
+OFFER_OUTCOMES = ("shown", "accepted", "declined", "ignored")
+
+
+def offer_event_type(outcome: str, action_id: str) -> str:
+    """The event type of an offer's outcome, e.g. offer_declined_retention_discount."""
+    return f"offer_{outcome}_{action_id}"
+
+
 Kind = Literal["any", "count", "sum", "last", "none"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_OUTCOMES = {"customer_id", "as_of"}

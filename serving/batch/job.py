@@ -219,15 +219,20 @@ def score_bundle(
 
 
 def consent_events(con: duckdb.DuckDBPyConnection, contacts: ContactSources) -> pd.DataFrame:
-    """Every opt_in / opt_out event up to the run: the data set's and the posted ones."""
+    """Every opt_in / opt_out event up to the run: the data set's, those posted to any replica
+    (the contact history's) and those of a given event store (`--event-store`)."""
     found = con.execute(
         "SELECT customer_id, ts, channel, event_type FROM events "
         "WHERE event_type IN (?, ?) AND ts <= ?",
         [OPT_IN, OPT_OUT, contacts.now.astimezone(UTC).replace(tzinfo=None)],
     ).fetchdf()
-    if contacts.events is None or len(contacts.events) == 0:
+    more = [contacts.events] if contacts.events is not None else []
+    if contacts.history is not None:
+        more.append(contacts.history.consent_frame(until=contacts.now))
+    more = [frame[list(found.columns)] for frame in more if len(frame)]
+    if not more:
         return found
-    return pd.concat([found, contacts.events[list(found.columns)]], ignore_index=True)
+    return pd.concat([found, *more], ignore_index=True)
 
 
 def _run_engine(

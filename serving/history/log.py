@@ -1,5 +1,6 @@
-"""The decision log and contact history: every decision and every piece of feedback, durable in
-one database shared by every service replica (PostgreSQL) or in one SQLite file (WAL) per host.
+"""The decision log and contact history: every decision, every piece of feedback and every consent
+event posted live, durable in one database shared by every service replica (PostgreSQL) or in one
+SQLite file (WAL) per host.
 
 A record is committed before its answer is sent (`record` returns only then), so the log holds
 exactly one row per answered decision: the evidence the ROI report and the next training read.
@@ -25,11 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from serving.history.engine import WRITE, Synchronous, describe, history_url, open_engine
-from serving.history.schema import decisions, feedback, migrate
+from serving.history.schema import consent, decisions, feedback, migrate
 from training.config import GREEDY_COLUMN
 from training.errors import NextbestError
 from training.policy.contact import Contact
@@ -39,6 +41,9 @@ DECLINED = "declined"
 SENT = "sent"  # the feedback outcome of a batch send (`nextbest score --record-contacts`)
 #: (customer_id, action_id, channel, ts as ISO text, outcome): the contact history's plain rows
 HistoryRows = list[tuple[str, str, str, str, str]]
+#: (customer_id, ts, channel, event_type): a consent event (`opt_in` / `opt_out`)
+ConsentRow = tuple[str, datetime, str, str]
+CONSENT_COLUMNS = ["customer_id", "ts", "channel", "event_type"]
 BATCH_COLUMNS = (
     "decision_id", "ts", "customer_id", "channel", "model_version", "action_id", "propensity",
     "control_group", "context",
@@ -244,6 +249,40 @@ class DecisionLog:
             row = {"decision_id": decision_id, "customer_id": customer, "action_id": action_id}
             con.execute(insert(feedback), [row | {"outcome": outcome, "ts": _iso(ts)}])
 
+    def record_consent(self, events: Sequence[ConsentRow], received: datetime) -> int:
+        """Store consent events (ts naive: UTC) in one transaction, committed before returning; an
+        event stored already (same customer, time, channel and type) is kept once. Returns the
+        events newly stored."""
+        if not events:
+            return 0
+        rows = [
+            {"customer_id": c, "ts": _iso(_utc(ts)), "channel": ch, "event_type": kind,
+             "received_at": _iso(received)}
+            for c, ts, ch, kind in events
+        ]  # fmt: skip
+        with self._write() as con:
+            dialect = postgresql if self.postgres else sqlite
+            statement = dialect.insert(consent).on_conflict_do_nothing().returning(consent.c.seq)
+            return len(con.execute(statement, rows).all())
+
+    def consent_events(
+        self, customers: list[str] | None = None, until: datetime | None = None
+    ) -> list[ConsentRow]:
+        """The consent events stored (of these customers, up to `until`), oldest first, with ts
+        naive UTC as the data's events have it."""
+        query = select(consent.c.customer_id, consent.c.ts, consent.c.channel, consent.c.event_type)
+        if customers is not None:
+            query = query.where(consent.c.customer_id.in_(customers))
+        if until is not None:
+            query = query.where(consent.c.ts <= _iso(_utc(until)))
+        with self._read() as con:
+            rows = con.execute(query.order_by(consent.c.ts, consent.c.seq)).all()
+        return [(c, _naive(ts), ch, kind) for c, ts, ch, kind in rows]
+
+    def consent_frame(self, until: datetime) -> pd.DataFrame:
+        """`consent_events` of everyone up to `until`, as the batch reads them (CONSENT_COLUMNS)."""
+        return pd.DataFrame.from_records(self.consent_events(until=until), columns=CONSENT_COLUMNS)
+
     def contacts(self, customer_id: str, since: datetime) -> list[Contact]:
         """Actions the customer accepted since `since` (the contact policy's history). Only the
         latest feedback on each shown action counts: a retried POST is one contact, and an
@@ -289,10 +328,10 @@ class DecisionLog:
         with self._read() as con:
             return int(con.execute(select(func.count()).select_from(decisions)).scalar_one())
 
-    def forget(self, customer_ids: Iterable[str]) -> tuple[int, int]:
-        """Remove every decision and feedback row of these customers; returns (decisions,
-        feedback) removed. The freed pages are then rewritten (SQLite: secure_delete, VACUUM and
-        a truncated WAL; PostgreSQL: VACUUM), so no copy of an id stays on disk."""
+    def forget(self, customer_ids: Iterable[str]) -> tuple[int, int, int]:
+        """Remove every decision, feedback and consent row of these customers; returns (decisions,
+        feedback, consent) removed. The freed pages are then rewritten (SQLite: secure_delete,
+        VACUUM and a truncated WAL; PostgreSQL: VACUUM), so no copy of an id stays on disk."""
         ids = sorted(set(customer_ids))
         with self._write() as con:
             if not self.postgres:
@@ -303,14 +342,17 @@ class DecisionLog:
             gone_decisions = con.execute(
                 delete(decisions).where(decisions.c.customer_id.in_(ids))
             ).rowcount
+            gone_consent = con.execute(
+                delete(consent).where(consent.c.customer_id.in_(ids))
+            ).rowcount
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as con:
             if self.postgres:
-                con.exec_driver_sql("VACUUM (FULL) decisions, feedback")
+                con.exec_driver_sql("VACUUM (FULL) decisions, feedback, consent")
             else:
                 con.exec_driver_sql("VACUUM")
                 con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         self.engine.dispose()  # connections leave autocommit mode by being replaced
-        return gone_decisions, gone_feedback
+        return gone_decisions, gone_feedback, gone_consent
 
     def close(self) -> None:
         self.engine.dispose()
@@ -385,6 +427,16 @@ def _optional_text(batch: pd.DataFrame, column: str) -> list[str | None]:
     if column not in batch.columns:
         return [None] * len(batch)
     return [None if pd.isna(v) else str(v) for v in batch[column].tolist()]
+
+
+def _utc(ts: datetime) -> datetime:
+    """A naive timestamp is UTC (the data contract's convention)."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _naive(ts: str) -> datetime:
+    """Stored ISO text back to a naive UTC datetime."""
+    return datetime.fromisoformat(ts).astimezone(UTC).replace(tzinfo=None)
 
 
 def _iso(ts: datetime) -> str:

@@ -1,13 +1,15 @@
 """The contact history's schema as an ordered list of migrations, applied when a store is opened.
 
-Why not Alembic: the history has two tables and a handful of changes, applied by every service
+Why not Alembic: the history has three tables and a handful of changes, applied by every service
 replica at start. An ordered list of plain functions with a one-row version table does that in one
 transaction, with no script directory to ship inside the Bento, and every migration reads as the
 SQL it runs. Replicas that start together take the write lock first (PostgreSQL: an advisory
 transaction lock; SQLite: BEGIN IMMEDIATE), so exactly one applies each migration.
 
-Version 1 is the decision log as it was before migrations existed (one SQLite file per host): a
-file written then holds these tables without a version table and is migrated from 1 in place.
+Tables: `decisions`, `feedback` (contacts and responses) and `consent` (consent events posted
+live). Version 1 is the decision log as it was before migrations existed (one SQLite file per
+host): a file written then holds these tables without a version table and is migrated from 1 in
+place.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     inspect,
     text,
 )
@@ -61,6 +64,17 @@ feedback = Table(
     Column("action_id", Text, nullable=False),
     Column("outcome", Text, nullable=False),
     Column("ts", Text, nullable=False),
+)
+consent = Table(
+    "consent",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("customer_id", Text, nullable=False),
+    Column("ts", Text, nullable=False),  # when the customer gave or withdrew it (UTC ISO-8601)
+    Column("channel", Text, nullable=False),
+    Column("event_type", Text, nullable=False),  # opt_in or opt_out
+    Column("received_at", Text, nullable=False),
+    UniqueConstraint("customer_id", "ts", "channel", "event_type", name="consent_event"),
 )
 VERSION_TABLE = "nextbest_schema"
 
@@ -128,11 +142,25 @@ def _v4_greedy_action(con: Connection) -> None:
     con.exec_driver_sql("ALTER TABLE decisions ADD COLUMN greedy_action TEXT DEFAULT NULL")
 
 
+def _v5_consent(con: Connection) -> None:
+    """Consent events posted to any replica (`opt_in` / `opt_out` through /events) are kept in
+    the shared history, so every replica and the next batch apply them; one row per event (a
+    retried post is the same row)."""
+    serial = "INTEGER" if con.dialect.name == "sqlite" else "BIGSERIAL"
+    con.exec_driver_sql(
+        f"CREATE TABLE consent (seq {serial} PRIMARY KEY, customer_id TEXT NOT NULL, "
+        "ts TEXT NOT NULL, channel TEXT NOT NULL, event_type TEXT NOT NULL, "
+        "received_at TEXT NOT NULL, CONSTRAINT consent_event "
+        "UNIQUE (customer_id, ts, channel, event_type))"
+    )
+
+
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _v1_decision_log,
     _v2_feedback_order,
     _v3_arms,
     _v4_greedy_action,
+    _v5_consent,
 )
 LATEST = len(MIGRATIONS)
 

@@ -155,7 +155,8 @@ def forget(
     done.removed["online_store"] = forget_online_store(online_store, ids)
     log = DecisionLog(history)
     try:
-        done.removed["decisions"], done.removed["feedback"] = log.forget(ids)
+        gone = log.forget(ids)
+        done.removed["decisions"], done.removed["feedback"], done.removed["consent"] = gone
     finally:
         log.close()
     done.removed["event_store"] = forget_event_store(event_store, ids)

@@ -597,7 +597,8 @@ class Nextbest:
         self, runtime: Runtime, customer: str
     ) -> list[tuple[str, datetime, str, str]]:
         """The customer's opt_in / opt_out events (customer_id, ts, channel, event_type): from
-        the data (the stored journey) and posted through /events."""
+        the data (the stored journey) and posted through /events to any replica (the shared
+        history); this host's event store adds those posted before the history kept them."""
         found: list[tuple[str, datetime, str, str]] = []
         try:
             history = runtime.store.history(customer)
@@ -608,6 +609,7 @@ class Nextbest:
             chosen = pc.is_in(table["event_type"], value_set=pa.array(CONSENT_TYPES))
             for e in table.filter(chosen).to_pylist():
                 found.append((e["customer_id"], e["ts"], e["channel"], e["event_type"]))
+        found.extend(self.log.consent_events([customer]))
         for e in self.events.for_customer(customer):
             if e.event_type in CONSENT_TYPES:
                 found.append((e.customer_id, e.ts, e.channel, e.event_type))
@@ -701,14 +703,19 @@ class Nextbest:
     async def ingest(self, request: EventsRequest, /, ctx: bentoml.Context) -> EventsResponse:
         """Store a batch of live events, all or nothing, committed before the answer; an event
         whose event_id is stored already counts as a duplicate. Every row was validated (a bad
-        one is a 400 naming its index and field) before anything is written."""
+        one is a 400 naming its index and field) before anything is written. Consent events are
+        stored in the shared contact history first, so every replica applies them at once."""
         batch = [
             Event(e.customer_id, e.timestamp, e.channel, e.event_type, e.value, e.text, e.event_id)
             for e in request.events
         ]
         runtime = self.runtime
         triggers = runtime is not None and has_triggers(runtime.decider.catalog)
+        consents = [(e.customer_id, e.ts, e.channel, e.event_type)
+                    for e in batch if e.event_type in CONSENT_TYPES]  # fmt: skip
         with _explained(ctx):
+            if consents:  # first in the shared history: every replica and batch apply them
+                self.log.record_consent(consents, datetime.now(UTC))
             done = self.events.ingest(batch, datetime.now(UTC), pending=triggers)
         if runtime is not None and triggers and done.stored:
             self._fire_safely(runtime, done.stored)

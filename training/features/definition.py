@@ -783,6 +783,7 @@ def _assemble(
 
 # ------------------------------------------------------------------------------ descriptions
 _WINDOWED = [
+    (r"offer_(shown|accepted|declined|ignored)_(.+)_count_(\d+)d", "offers of {1} {0}"),
     (r"events_(\d+)d", "events"),
     (r"texts_(\d+)d", "texts written"),
     (r"text_score_mean_(\d+)d", "average tone of the texts (-1 negative, 1 positive)"),
@@ -814,6 +815,10 @@ _FIXED = {
     "text_score_last": "tone of the last text (-1 negative, 1 positive)",
 }
 _PLAIN = [
+    (
+        r"days_since_last_offer_(shown|accepted|declined|ignored)_(.+)",
+        "days since {1} was last {0}",
+    ),
     (r"(.+)_last", "last {S} answer"),
     (r"(.+)_prev", "previous {S} answer"),
     (r"(.+)_trend", "change between the last two {S} answers"),
@@ -832,14 +837,15 @@ def _describe(name: str, topic_terms: list[list[str]]) -> str:
         m = re.fullmatch(pattern, name)
         if m:
             days = int(m.groups()[-1])
-            label = m.group(1).replace("_", " ") if len(m.groups()) > 1 else ""
-            what = text.format(label, S=label.upper(), T=_topic(label, topic_terms))
+            labels = [g.replace("_", " ") for g in m.groups()[:-1]] or [""]
+            label = labels[0]
+            what = text.format(*labels, S=label.upper(), T=_topic(label, topic_terms))
             return f"{what} in the last {'day' if days == 1 else f'{days} days'}"
     for pattern, text in _PLAIN:
         m = re.fullmatch(pattern, name)
         if m:
-            label = m.group(1).replace("_", " ")
-            return text.format(label, S=label.upper())
+            labels = [g.replace("_", " ") for g in m.groups()]
+            return text.format(*labels, S=labels[0].upper())
     return name.replace("_", " ")
 
 

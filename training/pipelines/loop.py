@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from training.config import DEMO_CONFIG, Config, load_config
+from training.config import DEMO_CONFIG, GREEDY_COLUMN, Config, load_config
 from training.data.contract import open_dataset
 from training.errors import NextbestError
 from training.evaluation.decisions import decide, objective_weights
@@ -194,8 +194,11 @@ def decide_round(
     control = control_mask(ids, share, salt)
     arms, propensity = draw_decisions(probs, control, share, rng)
     channel = np.where(rng.random(len(pos)) < 0.5, "app", "email")
-    world.decide(pos, np.asarray(columns)[arms], propensity, channel=channel,
-                 model_version=np.full(len(pos), version or "explore"), control_group=control)  # fmt: skip
+    logged = {"channel": channel, "model_version": np.full(len(pos), version or "explore"),
+              "control_group": control}  # fmt: skip
+    if epsilon < 1.0:  # round 0's uniform exploration has no greedy action: left missing
+        logged[GREEDY_COLUMN] = np.asarray(ARMS)[np.asarray(columns)[greedy]]
+    world.decide(pos, np.asarray(columns)[arms], propensity, **logged)
     money = true_net(truth, costs, {"value": 1.0})[:, columns]
     return world.exposures[-1], float(np.mean((probs * money).sum(axis=1)))
 

@@ -193,13 +193,37 @@ def test_forget_removes_every_row_of_a_customer(source: str) -> None:
         log.record(decision)
     log.feedback(gone.decision_id, "credit", "accepted", NOW)
     log.feedback(kept.decision_id, "credit", "accepted", NOW)
-    assert log.forget(["forget-me-7"]) == (2, 1)
+    naive = NOW.replace(tzinfo=None)
+    log.record_consent([("forget-me-7", naive, "email", "opt_out"),
+                        ("keep-me", naive, "email", "opt_out")], NOW)  # fmt: skip
+    assert log.forget(["forget-me-7"]) == (2, 1, 1)
+    assert [c for c, *_ in log.consent_events()] == ["keep-me"]
     assert log.contacts("forget-me-7", NOW - timedelta(days=1)) == []
     assert log.count() == 1 and len(log.contacts("keep-me", NOW - timedelta(days=1))) == 1
     later = record("keep-me")  # the log goes on taking decisions and feedback
     log.record(later)
     log.feedback(later.decision_id, "credit", "declined", NOW)
     assert log.count() == 2
+    log.close()
+
+
+def test_consent_events_are_stored_once_and_read_back_as_of_a_time(source: str) -> None:
+    log = DecisionLog(source)
+    t0 = datetime(2026, 11, 1, 9, 30)  # naive: UTC, as events in the data
+    events = [("C1", t0, "email", "opt_out"), ("C2", t0, "sms", "opt_out"),
+              ("C1", t0 + timedelta(days=2), "email", "opt_in")]  # fmt: skip
+    assert log.record_consent(events, NOW) == 3
+    assert log.record_consent(events[:2] + [("C1", t0, "sms", "opt_out")], NOW) == 1  # a retry
+    assert log.consent_events(["C1"]) == [events[0], ("C1", t0, "sms", "opt_out"), events[2]]
+    assert log.consent_events(until=(t0 + timedelta(days=1)).replace(tzinfo=UTC)) == [
+        events[0],
+        events[1],
+        ("C1", t0, "sms", "opt_out"),
+    ]
+    frame = log.consent_frame(until=NOW + timedelta(days=30))
+    assert frame.columns.tolist() == ["customer_id", "ts", "channel", "event_type"]
+    assert len(frame) == 4 and frame["ts"].iloc[-1] == pd.Timestamp(t0 + timedelta(days=2))
+    assert log.record_consent([], NOW) == 0
     log.close()
 
 

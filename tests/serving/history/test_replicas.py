@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,11 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from serving.history.engine import history_url
+from serving.history.log import DecisionLog
 from tests.postgres import LocalPostgres, remove, start_local_postgres
 from tests.serving.conftest import Server, World, start_server, stop_server
+from tests.serving.test_contact_policy import NOW, POLICY, policy_bundle
+from training.registry.bundle import Bundle
 
 CUSTOMERS = 24
 
@@ -110,6 +114,55 @@ def test_two_replicas_on_one_postgres_enforce_every_cap_together(
             stop_server(replica)
 
 
+def post_consent(server: Server, customer: str, kind: str, hours_ago: float) -> None:
+    ts = (NOW - timedelta(hours=hours_ago)).replace(tzinfo=None).isoformat()
+    event = {"customer_id": customer, "ts": ts, "channel": "email", "event_type": kind}
+    status, answer = server.call("POST", "/events", {"events": [event]})
+    assert status == 200, answer
+
+
+def shown_on_email(server: Server, customer: str) -> tuple[list[str], str | None]:
+    body = {"customer_id": customer, "channel": "email", "max_actions": 5}
+    status, answer = server.call("POST", "/recommend", body)
+    assert status == 200, answer
+    return [a["action_id"] for a in answer["actions"]], answer["reason"]
+
+
+def test_a_consent_event_posted_to_one_replica_holds_on_the_other(
+    world: World, uplift_bundle: Bundle, pg_url: str, tmp_path: Path
+) -> None:
+    """Each replica has its own event store; the opt-out reaches the other through the shared
+    history, at once, and so does the opt-in that follows it."""
+    folder = policy_bundle(uplift_bundle, POLICY).save(tmp_path / "bundle")
+    replicas = [
+        start_server(
+            world,
+            tmp_path / f"replica{i}.sqlite",
+            NEXTBEST_DATABASE_URL=pg_url,
+            NEXTBEST_WORKERS="1",
+            NEXTBEST_BUNDLE_DIR=str(folder),
+            NEXTBEST_EVENT_STORE=str(tmp_path / f"events{i}.sqlite"),
+            NEXTBEST_NOW=NOW.isoformat(),
+        )  # fmt: skip
+        for i in (0, 1)
+    ]
+    try:
+        customer = next(c for c in known_customers(world, 80) if shown_on_email(replicas[1], c)[0])
+        post_consent(replicas[0], customer, "opt_out", hours_ago=2)
+        for replica in replicas:
+            assert shown_on_email(replica, customer) == ([], "no consent to be contacted on email")
+        post_consent(replicas[1], customer, "opt_in", hours_ago=1)
+        assert shown_on_email(replicas[0], customer)[0]
+        with sqlite3.connect(tmp_path / "events1.sqlite") as con:  # replica 1 never saw it
+            assert con.execute(
+                "SELECT count(*) FROM events WHERE event_type = 'opt_out'"
+            ).fetchone() == (0,)
+        con.close()
+    finally:
+        for replica in replicas:
+            stop_server(replica)
+
+
 @pytest.fixture
 def own_postgres() -> LocalPostgres:
     """A server of this test's own: it is stopped and started again mid-run."""
@@ -126,7 +179,11 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
     world: World, own_postgres: LocalPostgres, tmp_path: Path
 ) -> None:
     url = own_postgres.new_database()
-    server = start_server(world, tmp_path / "outage.sqlite", NEXTBEST_DATABASE_URL=url)
+    events = tmp_path / "events.sqlite"
+    server = start_server(
+        world, tmp_path / "outage.sqlite", NEXTBEST_DATABASE_URL=url,
+        NEXTBEST_EVENT_STORE=str(events),
+    )  # fmt: skip
     customers = known_customers(world, 50)
     results: list[tuple[float, int, dict]] = []
     stop = threading.Event()
@@ -145,7 +202,13 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
         time.sleep(2)
         down_at = time.monotonic()
         own_postgres.stop("fast")
-        time.sleep(3)
+        time.sleep(1)
+        # a consent event while the history is down: 503, and not stored in the event store either
+        opted = {"events": [{"customer_id": customers[0], "ts": "2026-11-01T10:00:00",
+                             "channel": "email", "event_type": "opt_out"}]}  # fmt: skip
+        status, answer = server.call("POST", "/events", opted)
+        assert status == 503 and "contact history" in str(answer), answer
+        time.sleep(2)
         own_postgres.start()
         up_at = time.monotonic()
         deadline = up_at + 30
@@ -154,6 +217,7 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
         ):
             time.sleep(0.2)
         time.sleep(1)
+        retried = server.call("POST", "/events", opted)  # the client's retry, once it is back
     finally:
         stop.set()
         sender.join()
@@ -167,3 +231,10 @@ def test_postgres_down_is_a_503_and_nothing_answered_is_lost(
     assert any(t < down_at and s == 200 for t, s, _ in results)
     answered = {a["decision_id"] for _, s, a in results if s == 200}
     assert answered <= decisions_in(url)  # every decision answered is stored
+    assert retried[0] == 200, retried
+    with sqlite3.connect(events) as con:  # stored once: by the retry, none by the refused post
+        assert con.execute("SELECT event_type FROM events").fetchall() == [("opt_out",)]
+    con.close()
+    history = DecisionLog(url)
+    assert [kind for *_, kind in history.consent_events([customers[0]])] == ["opt_out"]
+    history.close()

@@ -185,7 +185,7 @@ def test_a_history_at_version_3_gains_the_greedy_action_with_its_rows_kept(
     store theirs, a control-group decision the action it would have received."""
     source = _history_at(3, backend, tmp_path, request, ", 'challenger', 0")
     log = DecisionLog(source)
-    assert _version(source) == LATEST == 4
+    assert _version(source) == LATEST
     log.record(record("C2", actions=(), control_group=True, propensity=0.05,
                       greedy_action="credit"))  # fmt: skip
     log.record(record("C3", greedy_action="control", explored=True))
@@ -204,6 +204,25 @@ def test_a_history_at_version_3_gains_the_greedy_action_with_its_rows_kept(
     assert exposures["customer_id"].tolist() == ["C1", "C2", "C3"]
     assert exposures["greedy_action"].isna().tolist() == [True, False, False]
     assert exposures["greedy_action"].tolist()[1:] == ["credit", "control"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_history_at_version_4_gains_the_consent_table_with_its_rows_kept(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Version 5 keeps consent events posted to any replica: a version-4 history keeps its
+    decisions and takes consent events after."""
+    source = _history_at(4, backend, tmp_path, request, ", 'champion', 0, 'credit'")
+    log = DecisionLog(source)
+    assert _version(source) == LATEST == 5
+    assert log.count() == 1 and log.consent_events() == []
+    opt_out = ("C1", datetime(2026, 11, 2, 10, 0), "email", "opt_out")
+    assert log.record_consent([opt_out, opt_out], NOW) == 1
+    log.close()
+    again = DecisionLog(source)  # a second replica reads it
+    assert again.consent_events(["C1"]) == [opt_out]
+    again.close()
+    assert exposures_frame(source)["greedy_action"].tolist() == ["credit"]
 
 
 def test_exports_of_a_migrated_log_equal_the_previous_code_s_queries(tmp_path: Path) -> None:

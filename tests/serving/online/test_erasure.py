@@ -1,7 +1,7 @@
 """`nextbest forget`: after it, no file and no table holds a trace of the customer (the online
-store, the contact history on SQLite and on PostgreSQL, the event store and its outbox, exported
-exposures and feedback), other customers are untouched, and the erasure log names the customer
-by a salted hash only."""
+store, the contact history's decisions, feedback and consent on SQLite and on PostgreSQL, the
+event store and its outbox, exported exposures and feedback), other customers are untouched, and
+the erasure log names the customer by a salted hash only."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def fill_history(source: str | Path, customers: tuple[str, ...]) -> None:
         shown = record(customer, ("retention_discount", "apology_credit"))
         log.record(shown)
         log.feedback(shown.decision_id, "retention_discount", "accepted", NOW)
+        log.record_consent([(customer, datetime(2026, 11, 1, 8), "email", "opt_out")], NOW)
     log.close()
 
 
@@ -76,7 +77,7 @@ def rows_mentioning(url: str, customer: str) -> int:
                     {"id": f"%{customer}%"},
                 ).scalar_one()
             )
-            for table in ("decisions", "feedback")
+            for table in ("decisions", "feedback", "consent")
         )
     engine.dispose()
     return found
@@ -123,7 +124,7 @@ def test_forget_leaves_no_trace_of_the_customer(
     assert traces(root, gone) == []
     if backend == "postgresql":
         assert rows_mentioning(str(history), gone) == 0
-        assert rows_mentioning(str(history), kept) == 2
+        assert rows_mentioning(str(history), kept) == 3
     with sqlite3.connect(store) as con:
         assert (
             con.execute("SELECT count(*) FROM features WHERE customer_id = ?", (kept,)).fetchone()[
@@ -137,6 +138,7 @@ def test_forget_leaves_no_trace_of_the_customer(
     entry = json.loads((root / "erasures.jsonl").read_text())
     assert entry["customers_hmac_sha256"] == [hashed(gone, SALT.encode())]
     assert entry["removed"]["decisions"] == 1 and entry["removed"]["event_store"] == 3
+    assert entry["removed"]["consent"] == 1
 
 
 def test_forget_without_a_customer_is_a_user_error(tmp_path: Path) -> None:

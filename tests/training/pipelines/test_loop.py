@@ -38,4 +38,12 @@ def test_two_rounds_learn_and_measure_themselves(tmp_path: Path) -> None:
     control = exposures[exposures["control_group"]]
     assert len(control) > 0 and (control["action_id"] == "control").all()
     assert exposures["propensity"].between(0, 1, inclusive="right").all()
+    greedy = exposures.groupby("model_version")["greedy_action"]  # round 0 explores: none
+    assert (
+        greedy.count()["explore"] == 0
+        and greedy.count()["1"] == (exposures["model_version"] == "1").sum()
+    )
+    learned_rows = exposures[exposures["model_version"] == "1"]
+    shown = learned_rows[~learned_rows["control_group"]]
+    assert (shown["action_id"] == shown["greedy_action"]).mean() > 0.7  # 1 - epsilon, and more
     assert any("round 1" in line and "of the oracle" in line for line in lines)
