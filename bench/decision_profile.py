@@ -1,6 +1,7 @@
 """In-process profile of one decision (issues 17 and 19): where the time of `Decider.evaluate`
 goes for a customer whose model outputs are stored vs one decided live (ingested events: features
-as of now, every model run on one row). No HTTP, no logging: the serving code's own parts.
+as of now, every model run on one row) on the first request after an event, and on a later one
+(the row kept from the first moved to the later time, the uplift reused while it holds). No HTTP, no logging: the serving code's own parts.
 
 The world is the serving bench's (bench/serve_bench.py: 20 actions, all models), kept in
 `--workdir` and reused on the next run. Prints a table of per-component medians and p99s, then
@@ -20,13 +21,19 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.serve_bench import AS_OF, bench_workdir, prepare  # noqa: E402
+
+if TYPE_CHECKING:
+    from serving.online.live_features import LiveFeatures
+    from serving.online.store import OnlineStore
 
 REPEATS = 2000
 
@@ -79,7 +86,35 @@ def main() -> None:
         Event(customer, now - timedelta(hours=5 - i), "call_center", kind, value)
         for i, (kind, value) in enumerate(kinds)
     ]
-    row = live.row(history, events, now)
+    row = live.row(history, events, now)  # the first request after an event: nothing kept
+    live.row(history, events, now, (customer, 1))  # kept for the later requests
+    clock = iter(now + timedelta(seconds=i) for i in range(10**7))  # later requests: 1 s apart
+    recomputed, computed, later_uplift = [0], [0], [0]
+    uplift_matrix = bundle.uplift_matrix
+
+    def counted(X: np.ndarray) -> dict[str, np.ndarray]:
+        computed[0] += 1
+        return uplift_matrix(X)
+
+    bundle.uplift_matrix = counted  # type: ignore[method-assign]
+
+    def later() -> object:
+        """A later request's evaluation, counting the uplift computed anew for it."""
+        before = computed[0]
+        out = decider.evaluate(kept(), "call_center", inputs)  # type: ignore[arg-type]
+        later_uplift[0] += computed[0] - before
+        return out
+
+    def kept() -> object:
+        """The customer's row on a later request, as the service finds it: the kept row moved
+        to then (LiveFeatures.kept), else (its span ended) computed anew and kept."""
+        when = next(clock)
+        found = live.kept(customer, 1, when)
+        if found is None:
+            recomputed[0] += 1
+            found = live.row(history, events, when, (customer, 1))
+        return found
+
     X = row.vector[None, :]
     inputs = {"channel": "call_center"}
     scores, uplift = decider.model_outputs(row)
@@ -92,6 +127,9 @@ def main() -> None:
         ("evaluate, stored outputs", lambda: decider.evaluate(stored, "call_center", inputs)),
         ("evaluate, live row", lambda: decider.evaluate(row, "call_center", inputs)),
         ("  live features (LiveFeatures.row)", lambda: live.row(history, events, now)),
+        ("  store.history (the customer's journey)", lambda: store.history(customer)),
+        ("evaluate, kept live row (a later request)", later),
+        ("  kept row (LiveFeatures.kept)", kept),
         ("  model outputs, all", lambda: decider.model_outputs(row)),
         ("    score_matrix", lambda: bundle.score_matrix(X)),
         ("    uplift_matrix", lambda: bundle.uplift_matrix(X)),
@@ -116,6 +154,18 @@ def main() -> None:
     for name, call in parts:
         median, p99 = timed(call, args.repeats)
         print(f"{name:58s} {median:10.0f} {p99:10.0f}", flush=True)
+    print(
+        f"later requests 1 s apart: {next(clock) - now} of clock, rows computed anew "
+        f"{recomputed[0]} times, uplift computed anew {later_uplift[0]} times"
+    )
+    customers = [c for (c,) in store._con.execute("SELECT customer_id FROM features LIMIT 200")]
+    when = now + timedelta(hours=10, minutes=13, seconds=7)  # a time of day between midnights
+    spans = [_span_left(live, store, c, kinds, when) for c in customers]
+    print(
+        f"time a kept row holds from {when:%H:%M:%S} (200 customers, each with 5 new events): "
+        f"median {np.median(spans) / 60:.1f} min, 10th percentile "
+        f"{np.percentile(spans, 10) / 60:.1f} min"
+    )
     if args.cprofile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -123,6 +173,26 @@ def main() -> None:
             decider.evaluate(row, "call_center", inputs)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def _span_left(
+    live: LiveFeatures, store: OnlineStore, customer: str, kinds: list, now: datetime
+) -> float:
+    """Seconds from `now` until the customer's live row (their journey and 5 new events of the
+    5 hours before) must be computed anew (`OneRow.valid`)."""
+    from serving.online.events import Event
+    from serving.online.live_features import events_table
+    from training.features.one_customer import instant
+
+    history = store.history(customer)
+    assert history is not None
+    events = [
+        Event(customer, now - timedelta(hours=5 - i), "call_center", kind, value)
+        for i, (kind, value) in enumerate(kinds)
+    ]
+    table = pa.concat_tables([history.events, events_table(events, history.events.schema)])
+    found = live.fast.row(history.customers, table, history.exposures, now)
+    return (found.valid[1] - instant(now)) / 1e6
 
 
 def _shape(model: object) -> str:

@@ -8,7 +8,10 @@ p99), and for nextbest an open loop at 200 requests/s (latency from each request
 time, so a stalled server cannot hide its queue), with errors and decision records lost.
 
 Then live events: `POST /events` with 100 events a request at concurrency 1, and `/recommend` at
-concurrency 1 for a customer with ingested events (features computed as of now, models live).
+concurrency 1 for customers with ingested events: the first request after their events (features
+computed as of now, models live) and later requests of one customer (the row its worker kept,
+moved to now; the uplift reused while it holds), each interleaved with requests for a customer
+without events, whose figures are the reference of the same moments on a shared machine.
 
 Prints one JSON object per figure; `bench/run.py` turns them into table rows.
 `--open-seconds` (or SERVE_BENCH_OPEN_SECONDS) shortens the 2-minute open loop for a quick run.
@@ -327,9 +330,75 @@ def live_events(customer: str, n: int, prefix: str) -> list[dict[str, object]]:
     ]
 
 
-def measure_events(port: int, customer: str) -> list[dict]:
+def timed(client: Client, into: list[float]) -> int:
+    """One request of `client`, its latency appended to `into`; 1 if it failed."""
+    t0 = time.perf_counter()
+    status, _ = client.post()
+    into.append((time.perf_counter() - t0) * 1000)
+    return int(status != 200)
+
+
+def recommend_client(port: int, customer: str) -> Client:
+    return Client(port, "/recommend", {"customer_id": customer, "channel": "call_center"})
+
+
+def first_after_events(port: int, customers: list[str], stored: str) -> tuple[Result, Result]:
+    """/recommend at c=1, each the first request after new events of its customer (5 events
+    posted just before, not timed): no worker keeps a row for the customer's new events, so the
+    features are computed as of now and the models run (what an agent sees on the first
+    request after a complaint). Each is followed by a request for `stored`, a customer without
+    events, so that the two figures share the machine's moments (it is shared)."""
+    first: list[float] = []
+    reference: list[float] = []
+    errors, started = [0, 0], time.perf_counter()
+    ingest, recommend = Client(port, "/events", {}), recommend_client(port, "")
+    plain = recommend_client(port, stored)
+    for customer in customers:
+        ingest.body = json.dumps({"events": live_events(customer, 5, "")})
+        status, _ = ingest.post()
+        if status != 200:
+            raise RuntimeError(f"POST /events answered {status}")
+        recommend.body = json.dumps({"customer_id": customer, "channel": "call_center"})
+        errors[0] += timed(recommend, first)
+        errors[1] += timed(plain, reference)
+    seconds = time.perf_counter() - started
+    return (
+        Result(np.array(first), errors[0], seconds, []),
+        Result(np.array(reference), errors[1], seconds, []),
+    )
+
+
+def later_requests(port: int, customer: str, stored: str, seconds: float) -> tuple[Result, Result]:
+    """/recommend at c=1 for `customer` (with ingested events: after the first, the row kept by
+    the worker), each followed by one for `stored` (without events), for `seconds`."""
+    live, plain = recommend_client(port, customer), recommend_client(port, stored)
+    latencies: tuple[list[float], list[float]] = ([], [])
+    errors, started = [0, 0], time.perf_counter()
+    while time.perf_counter() < started + seconds:
+        errors[0] += timed(live, latencies[0])
+        errors[1] += timed(plain, latencies[1])
+    took = time.perf_counter() - started
+    return (
+        Result(np.array(latencies[0]), errors[0], took, []),
+        Result(np.array(latencies[1]), errors[1], took, []),
+    )
+
+
+def stored_customers(store: Path, n: int, skip: str) -> list[str]:
+    """`n` stored customers other than `skip`."""
+    with sqlite3.connect(store) as con:
+        ids = [r[0] for r in con.execute(f"SELECT customer_id FROM features LIMIT {n + 1}")]
+    return [c for c in ids if c != skip][:n]
+
+
+FIRST_REQUESTS = 400  # customers of the first-request figure (each gets its events once)
+
+
+def measure_events(port: int, customer: str, store: Path) -> list[dict]:
     """POST /events (100 events a request, new customers: no feature work) at c=1, then
-    /recommend at c=1 for a customer with ingested events (features computed as of now)."""
+    /recommend at c=1 for customers with ingested events (features computed as of now): the
+    first request after their events, and later requests (a kept row, moved to now); each
+    beside requests for a stored customer without events, interleaved with them."""
     events = {"events": live_events("", EVENTS_PER_REQUEST, "bench")}
     make = lambda: Client(port, "/events", events)  # noqa: E731
     closed_loop(make, 1, 2.0)
@@ -340,11 +409,17 @@ def measure_events(port: int, customer: str) -> list[dict]:
     status, _ = Client(port, "/events", mine).post()
     if status != 200:
         raise RuntimeError(f"POST /events answered {status}")
-    body = {"customer_id": customer, "channel": "call_center"}
-    recommend = lambda: Client(port, "/recommend", body)  # noqa: E731
-    closed_loop(recommend, 1, 2.0)
-    with_events = closed_loop(recommend, 1, CLOSED_SECONDS)
-    return [figure, with_events.figure("recommend with live events c=1", kind="c1_events")]
+    *firsts, stored = stored_customers(store, FIRST_REQUESTS + 1, customer)
+    later_requests(port, customer, stored, 2.0)
+    later, later_plain = later_requests(port, customer, stored, CLOSED_SECONDS)
+    first, first_plain = first_after_events(port, firsts, stored)
+    return [
+        figure,
+        first.figure("recommend c=1, first request after new events", kind="c1_events_first"),
+        first_plain.figure("recommend c=1, no events, between those", kind="c1_first_plain"),
+        later.figure("recommend c=1 with live events, later requests", kind="c1_events"),
+        later_plain.figure("recommend c=1, no events, between those", kind="c1_later_plain"),
+    ]
 
 
 def bench_workdir(workdir: Path | None, prefix: str) -> tuple[Path, dict[str, str]]:
@@ -396,7 +471,7 @@ def main() -> None:
             body = {"customer_id": known_customer(store, served.port), "channel": "call_center"}
             for figure in measure(served.port, "/recommend", body, args.open_seconds, log):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
-            for figure in measure_events(served.port, str(body["customer_id"])):
+            for figure in measure_events(served.port, str(body["customer_id"]), store):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
         finally:
             stop(served)

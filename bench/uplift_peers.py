@@ -252,9 +252,10 @@ class Shape:
 
 
 # quick: the 20k worlds (about an hour on 2 quiet cores, 3 jobs at a time); full: 50k and
-# 200k too (hours). The waves world is the demo's: 5 seeds check `nextbest evaluate`'s verdict.
+# 200k too (hours). The demo world (`--design demo`): 5 seeds check `nextbest evaluate`'s verdict;
+# the larger worlds keep the lighter waves (the same calendar, fewer exposures).
 _QUICK = [
-    Shape(20_000, "waves", "full", (1, 2, 3, 4, 5), ("trained", "revenue"), verdict=True),
+    Shape(20_000, "demo", "full", (1, 2, 3, 4, 5), ("trained", "revenue"), verdict=True),
     Shape(20_000, "single", "full", (1, 2), ("trained", "revenue")),
     Shape(20_000, "offer", "offer", (1, 2)),
 ]

@@ -141,10 +141,11 @@ def synth(
         str,
         typer.Option(
             "--design",
-            help="campaign history: waves (randomized and targeted, the demo), single (one "
-            "randomized campaign, every action), offer (one randomized retention discount)",
+            help="campaign history: demo (randomized and targeted waves, each reaching every "
+            "active customer), waves (the same, reaching part of them), single (one randomized "
+            "campaign, every action), offer (one randomized retention discount)",
         ),
-    ] = "waves",
+    ] = "demo",
 ) -> None:
     """Write the synthetic customer-journey data set, and its ground truth apart from it."""
     from training.synth.generate import synthesize

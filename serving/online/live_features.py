@@ -8,13 +8,23 @@ The journey comes from the online store's history table (serving.online.history)
 are computed by `training.features.one_customer` (the same specs in numpy, equal to the reference
 bit for bit); inputs it refuses (`OneCustomer.unsupported`) go through the builder's DuckDB
 reference in memory over three one-customer tables, on one thread.
+
+Each worker keeps the last row of the customers it served (up to LIVE_ROWS_KEPT), keyed by the
+customer's latest event sequence: while no event arrives and the clock stays in the row's span
+(`OneRow.valid`: no row entering the past, a window or a day bucket), the row as of a later
+request is the kept one with its days-since features recomputed (`OneRow.at`), equal bit for
+bit to a row computed anew, and the customer's uplift is reused while no tree reads the change
+(serving.online.uplift_cells). A new event (another sequence) or the end of the span computes
+the row anew; the uplift memo stays, for the new row may still walk the same trees.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -24,9 +34,21 @@ import pyarrow as pa
 from serving.online.events import Event
 from serving.online.history import History
 from serving.online.store import FeatureRow, Namespace, namespace_rows, rule_names
+from serving.online.uplift_cells import UpliftMemo
 from training.features.definition import to_matrix
-from training.features.one_customer import OneCustomer, OneRow
+from training.features.one_customer import OneCustomer, OneRow, instant
 from training.registry.bundle import Bundle
+
+LIVE_ROWS_KEPT = 4096  # customers whose last live row a worker keeps (a few kB each)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A customer's last live row, for their event sequence `seq`, and their uplift memo."""
+
+    seq: int
+    row: OneRow
+    memo: UpliftMemo
 
 
 class LiveFeatures:
@@ -41,14 +63,61 @@ class LiveFeatures:
         self._con = duckdb.connect(":memory:", config={"threads": 1})
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self._kept_lock = threading.Lock()
 
-    def row(self, history: History, ingested: Sequence[Event], now: datetime) -> FeatureRow:
-        """The customer's model row and rule inputs as of `now` (model outputs: computed live)."""
+    def row(
+        self,
+        history: History,
+        ingested: Sequence[Event],
+        now: datetime,
+        key: tuple[str, int] | None = None,
+    ) -> FeatureRow:
+        """The customer's model row and rule inputs as of `now` (model outputs: computed live);
+        with `key`, (customer_id, the sequence of their latest event), the row is kept for
+        later requests (`kept`)."""
         events = pa.concat_tables([history.events, events_table(ingested, history.events.schema)])
         if self.fast.unsupported(history.customers, events, history.exposures) is None:
             found = self.fast.row(history.customers, events, history.exposures, now)
-            return FeatureRow(found.vector, self._namespace(found), None)
+            memo = None
+            if key is not None:
+                memo = self._memo(key[0])
+                self._keep(key[0], _Kept(key[1], found, memo))
+            return FeatureRow(found.vector, self._namespace(found), None, memo)
         return self.reference_row(history, events, now)
+
+    def kept(self, customer_id: str, seq: int, now: datetime) -> FeatureRow | None:
+        """The customer's row as of `now` from the one kept for event sequence `seq`, or None
+        (nothing kept for that sequence, or `now` outside the kept row's span)."""
+        with self._kept_lock:
+            kept = self._kept.get(customer_id)
+            if kept is not None:
+                self._kept.move_to_end(customer_id)
+        if kept is None or kept.seq != seq:
+            return None
+        found = kept.row.at(instant(now))
+        if found is None:
+            return None
+        return FeatureRow(found.vector, self._namespace(found), None, kept.memo)
+
+    def forget(self, customer_id: str) -> None:
+        """Drop the customer's kept row (their live events are gone: erased)."""
+        with self._kept_lock:
+            self._kept.pop(customer_id, None)
+
+    def _memo(self, customer_id: str) -> UpliftMemo:
+        """The customer's uplift memo: the one of their last kept row (its uplift holds for the
+        new row too when no tree reads what the new event changed), else a new one."""
+        with self._kept_lock:
+            kept = self._kept.get(customer_id)
+        return kept.memo if kept is not None else UpliftMemo()
+
+    def _keep(self, customer_id: str, kept: _Kept) -> None:
+        with self._kept_lock:
+            self._kept[customer_id] = kept
+            self._kept.move_to_end(customer_id)
+            while len(self._kept) > LIVE_ROWS_KEPT:
+                self._kept.popitem(last=False)
 
     def _namespace(self, found: OneRow) -> Namespace:
         """The rule inputs as `namespace_rows` gives them: floats, category text, None if missing."""

@@ -101,7 +101,7 @@ def load_runtime(
     identity = challenger.version if challenger is not None else challenger_key(settings)
     key = (bundle_key, store.identity, identity)  # the inode opened, not a second look at the path
     own_store = bool(version) and store.info.model_version == version  # outputs are this bundle's
-    decider = Decider(bundle, stored_outputs=own_store)
+    decider = Decider(bundle, stored_outputs=own_store).warm()
     live = LiveFeatures(bundle)
     same = challenger is None or _same_policy(challenger.decider.bundle, bundle)
     return Runtime(decider, Explainer(bundle), store, version, key, live, challenger, error, same)
@@ -126,7 +126,7 @@ def _challenger(
         store.check_compatible(bundle.builder.version)
     except Exception as exc:  # a bad challenger must never take the champion down
         return None, f"challenger: {type(exc).__name__}: {exc}"
-    decider = Decider(bundle, stored_outputs=False)  # the store's outputs are the champion's
+    decider = Decider(bundle, stored_outputs=False).warm()  # the store's outputs: the champion's
     return Arm(CHALLENGER, decider, Explainer(bundle), bundle.version or ""), None
 
 

@@ -166,6 +166,13 @@ ARMS = bentoml.metrics.Counter(
     documentation="Decisions shown, by the arm that made them (champion or challenger)",
     labelnames=["arm"],
 )
+LIVE_ROWS = bentoml.metrics.Counter(
+    name="nextbest_live_rows",
+    documentation="Features of customers with live events, by how: kept (the row of their last "
+    "request, moved to now) or computed (a new event, the end of the kept row's span, a first "
+    "request)",
+    labelnames=["how"],
+)
 UNAVAILABLE = bentoml.metrics.Counter(
     name="nextbest_store_unavailable",
     documentation="Requests answered 503 because the online store was overwritten in place",
@@ -642,16 +649,25 @@ class Nextbest:
 
     def _row(self, runtime: Runtime, customer_id: str, now: datetime) -> FeatureRow | None:
         """The customer's features: as of `now` from their journey and live events when they have
-        ingested events, else the stored row; a store overwritten in place is a 503 (and a
-        reload now)."""
+        ingested events (their row of an earlier request moved to `now` while no event came
+        since: LiveFeatures.kept), else the stored row; a store overwritten in place is a 503
+        (and a reload now)."""
         try:
             row = runtime.store.get(customer_id)
-            if row is None or not self.events.latest_seq(customer_id):
+            seq = self.events.latest_seq(customer_id) if row is not None else 0
+            if row is None or not seq:
+                runtime.live.forget(customer_id)  # events erased: nothing of theirs is kept
                 return row
+            kept = runtime.live.kept(customer_id, seq, now)  # no new event since: still exact
+            if kept is not None:
+                LIVE_ROWS.labels(how="kept").inc()
+                return kept
             history = runtime.store.history(customer_id)
             if history is None:  # a store written without journeys: the snapshot it holds
                 return row
-            return runtime.live.row(history, self.events.for_customer(customer_id), now)
+            ingested = self.events.for_customer(customer_id)
+            LIVE_ROWS.labels(how="computed").inc()
+            return runtime.live.row(history, ingested, now, (customer_id, seq))
         except StoreChangedError:
             raise self._store_replaced() from None
 

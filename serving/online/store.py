@@ -35,6 +35,7 @@ import pandas as pd
 from serving.online.history import CREATE as HISTORY_TABLE
 from serving.online.history import TABLE as HISTORY
 from serving.online.history import History, has_history, history_rows, read_history
+from serving.online.uplift_cells import UpliftMemo
 from training.atomic import atomic_file, check_writable
 from training.config import SCORE_COLUMNS
 from training.data.contract import open_dataset, validate_dataset
@@ -70,6 +71,7 @@ class FeatureRow:
     vector: np.ndarray  # (p,) float32, in `feature_names` order
     namespace: Namespace
     outputs: np.ndarray | None = None  # float64: scores, then uplift per outcome x action
+    memo: UpliftMemo | None = None  # a live row's: the customer's last uplift, while it holds
 
 
 # --- writing ----------------------------------------------------------------------------------

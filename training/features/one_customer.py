@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -38,10 +38,31 @@ SCHEMAS_KEPT = 64  # input schemas whose type checks one OneCustomer keeps
 @dataclass(frozen=True)
 class OneRow:
     """One customer's features: the model vector (`to_matrix` form: categoricals as codes, NaN
-    when missing) and the text of each categorical feature (None when missing)."""
+    when missing) and the text of each categorical feature (None when missing).
+
+    How the row moves with the clock: every feature is either fixed or a number of days since a
+    fixed instant (`since`), as long as the as-of time stays inside `valid`, the span between two
+    instants where something else changes (a row of the customer enters the past, a window or a
+    day bucket, an attribute's date passes). `at` gives the row as of another instant in it."""
 
     vector: np.ndarray  # (p,) float32 in feature_names_ order
     categories: dict[str, str | None]
+    now: int = 0  # the as-of time (us since the epoch)
+    since: dict[int, int] = field(default_factory=dict)  # feature index -> instant (us)
+    valid: tuple[int, int] = (0, 0)  # [first, end) instants (us) where the row is `at` anything
+
+    def at(self, now: int) -> OneRow | None:
+        """This row as of `now` (us since the epoch), equal bit for bit to what `row` computes
+        then; None when `now` is outside `valid`."""
+        first, end = self.valid
+        if not first <= now < end:
+            return None
+        if now == self.now:
+            return self
+        vector = self.vector.copy()
+        for j, instant in self.since.items():
+            vector[j] = _days(now - instant)
+        return OneRow(vector, self.categories, now, self.since, self.valid)
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,10 @@ class _Agg:
     amin: list[int | None]  # per code: smallest age (us)
     amax: list[int | None]  # per code: largest age (us)
     nd: list[list[float]]  # cumulative distinct days (day k: ages in (k, k + 1] days)
+
+
+class _Age(int):
+    """An age in microseconds that a feature reads as days (the feature moves with the clock)."""
 
 
 def _days(age_us: int | None) -> float:
@@ -89,6 +114,7 @@ class OneCustomer:
         self._exposure_edges = np.array(
             [w * fs.DAY_US for w in fs.EXPOSURE_WINDOWS], dtype=np.int64
         )
+        self._longest = max(*d.windows, *fs.EXPOSURE_WINDOWS, fs.SURVEY_MEAN_DAYS)  # days
         n_codes = {
             "events": len(d.type_codes) + 1,
             "channels": len(d.channels) + 1,
@@ -154,8 +180,7 @@ class OneCustomer:
         self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None, as_of: AsOf
     ) -> OneRow:
         """The customer's features as of `as_of` (inputs for which `unsupported` is None)."""
-        ts = to_timestamp(as_of)
-        now = int(ts.value // 1000)  # the reference's timestamp literal keeps microseconds
+        now = instant(as_of)
         customer = str(customers.column("customer_id")[0].as_py())
         statics, categories = self._static(customers, now)
         ev = _mine(events, customer, now)
@@ -169,19 +194,46 @@ class OneCustomer:
             aggs["exposures"] = self._exposures_agg(_mine(exposures, customer, now), now)
         surveys = self._survey_stats(ev, now) if d.survey_types else None
         texts = self._texts(ev) if self.has_text else None
-        out = []
-        for spec, codes in zip(self.specs, self._codes, strict=True):
+        out: list[float] = []
+        since: dict[int, int] = {}
+        for j, (spec, codes) in enumerate(zip(self.specs, self._codes, strict=True)):
             if spec.source == "static":
-                out.append(statics[spec.column])
+                value = statics[spec.column]
             elif spec.source == "missing":
-                out.append(float("nan"))
+                value = float("nan")
             elif spec.source == "surveys":
-                out.append(_survey_value(spec, surveys))
+                value = _survey_value(spec, surveys)
             elif spec.source in _TEXT_SOURCES:
-                out.append(_text_value(spec, texts))
+                value = _text_value(spec, texts)
             else:
-                out.append(_value(spec, aggs[spec.source], codes or ()))
-        return OneRow(np.array(out, dtype=np.float32), categories)
+                value = _value(spec, aggs[spec.source], codes or ())
+            if isinstance(value, _Age):
+                since[j] = now - value
+                value = _days(value)
+            out.append(value)
+        valid = self._valid(customers, events, exposures, customer, now)
+        return OneRow(np.array(out, dtype=np.float32), categories, now, since, valid)
+
+    def _valid(
+        self,
+        customers: pa.Table,
+        events: pa.Table,
+        exposures: pa.Table | None,
+        customer: str,
+        now: int,
+    ) -> tuple[int, int]:
+        """[first, end): the span around `now` in which no row of the customer crosses an
+        instant where a feature changes other than by the passing of days: a row's time plus 1 us
+        (it enters the past) plus k whole days (it enters day bucket k, or leaves a k-day window),
+        for k up to the longest window; and the instant of each date attribute (its age becomes
+        non-negative)."""
+        times = [_times(events, customer)]
+        if exposures is not None and _has_exposures(exposures):
+            times.append(_times(exposures, customer))
+        ts = np.concatenate(times) + 1
+        dates = [_epoch_us(customers.column(s.column)[0]) for s in self.definition.static
+                 if s.kind == "date" and customers.column(s.column)[0].is_valid]  # fmt: skip
+        return _span(ts, self._longest, np.array(dates, dtype=np.int64), now)
 
     def _static(self, customers: pa.Table, now: int) -> tuple[dict[str, float], dict]:
         """The attributes as floats (categoricals as codes) and the categorical texts."""
@@ -201,7 +253,7 @@ class OneCustomer:
                 values[s.column] = float(s.categories.index(text)) if known else float("nan")
             elif s.kind == "date":
                 age = now - _epoch_us(raw)
-                values[s.column] = _days(age) if age >= 0 else float("nan")
+                values[s.column] = _Age(age) if age >= 0 else float("nan")
             else:  # numeric (via double, as the SQL casts) or boolean as 0/1
                 values[s.column] = float(np.float32(float(v)))
         return values, texts
@@ -247,8 +299,8 @@ class OneCustomer:
             total=cum(bucket, n_buckets)[0].tolist(),
             tone=cum(bucket, n_buckets, polarity.astype(np.float64))[0].tolist(),
             negatives=cum(bucket, n_buckets, negative.astype(np.float64))[0].tolist(),
-            last=_days(int(age.min())) if len(age) else float("nan"),
-            last_negative=_days(int(age[negative].min())) if negative.any() else float("nan"),
+            last=_Age(int(age.min())) if len(age) else float("nan"),
+            last_negative=_Age(int(age[negative].min())) if negative.any() else float("nan"),
             last_tone=float(polarity[in_order[0]]) if len(age) else float("nan"),
         )
 
@@ -288,7 +340,7 @@ class OneCustomer:
                     "last": answers[0][1] if answers else nan,
                     "prev": answers[1][1] if len(answers) > 1 else nan,
                     "mean": _mean(year),
-                    "amin": _days(answers[0][0]) if answers else nan,
+                    "amin": _Age(answers[0][0]) if answers else nan,
                     "mean_all": _mean([x for _, x in answers]),
                     "n_all": float(len(answers)),
                 }
@@ -340,6 +392,12 @@ def _text_value(spec: fs.Spec, texts: _Texts | None) -> float:
     raise ValueError(f"unknown text statistic {stat}")
 
 
+def instant(as_of: AsOf) -> int:
+    """An as-of time in microseconds since the epoch (the reference's timestamp literal keeps
+    microseconds)."""
+    return int(to_timestamp(as_of).value // 1000)
+
+
 def _type(table: pa.Table, column: str) -> pa.DataType | None:
     return table.schema.field(column).type if column in table.column_names else None
 
@@ -374,6 +432,32 @@ def _mine(table: pa.Table, customer: str, now: int) -> _Rows:
     if keep.all():
         return _Rows(table, now - ts)
     return _Rows(table.filter(pa.array(keep)), now - ts[keep])
+
+
+def _times(table: pa.Table, customer: str) -> np.ndarray:
+    """The times (us) of the rows of `customer` that have one, at any time."""
+    same = pc.fill_null(pc.equal(table.column("customer_id"), customer), False)
+    ts = table.column("ts").filter(same).drop_null().cast(pa.int64())
+    return ts.to_numpy().astype(np.int64, copy=False)
+
+
+def _span(starts: np.ndarray, days: int, dates: np.ndarray, now: int) -> tuple[int, int]:
+    """[first, end) around `now` free of the instants `starts + k days` (0 <= k <= `days`) and
+    `dates`."""
+    first, end = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    past = now - starts  # >= 0: the row's first instant has come
+    k = np.minimum(np.floor_divide(past, fs.DAY_US), days)  # the last instant's k, for past >= 0
+    came = past >= 0
+    if came.any():
+        first = int((starts[came] + k[came] * fs.DAY_US).max())
+    upcoming = np.where(came, starts + (k + 1) * fs.DAY_US, starts)
+    upcoming = upcoming[~came | (k < days)]
+    if len(upcoming):
+        end = int(upcoming.min())
+    if len(dates):
+        first = max(first, int(dates[dates <= now].max(initial=first)))
+        end = min(end, int(dates[dates > now].min(initial=end)))
+    return first, end
 
 
 def _codes(column: pa.ChunkedArray, vocabulary: pa.Array) -> np.ndarray:
@@ -448,7 +532,7 @@ def _value(spec: fs.Spec, agg: _Agg | None, codes: Sequence[int]) -> float:
         found = [a for a in (ages[c] for c in codes) if a is not None]
         if not found:
             return float("nan")
-        return _days(min(found) if stat == "last" else max(found))
+        return _Age(min(found) if stat == "last" else max(found))
     raise ValueError(f"unknown feature statistic {spec.source}.{stat}")
 
 

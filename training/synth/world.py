@@ -7,7 +7,7 @@ chunks can be simulated independently with bounded memory.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -41,7 +41,8 @@ class Campaign:
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """The calendar and the sizes of the simulation; the defaults are the embedded demo world."""
+    """The calendar and the sizes of the simulation; the defaults are the waves design (the demo
+    world reaches more customers with the same calendar: DESIGNS["demo"])."""
 
     start: date = date(2024, 11, 4)  # a Monday; weeks run Monday to Sunday
     weeks: int = 104
@@ -149,7 +150,10 @@ def draw_population(rng: np.random.Generator, first: int, n: int, cfg: WorldConf
 
 #: `nextbest synth --design`: the campaign history of the simulated business
 DESIGNS: dict[str, tuple[Campaign, ...]] = {
-    # several waves, randomized and targeted (the demo world)
+    # the demo world (`make data`): the waves' calendar, each wave reaching every active customer,
+    # so that the held-out exposures of a 20k world can tell a good policy from doing nothing
+    "demo": tuple(replace(c, reach=1.0) for c in WorldConfig().campaigns),
+    # several waves, randomized and targeted, reaching part of the customers (the test worlds)
     "waves": WorldConfig().campaigns,
     # one randomized campaign on one date, every action against control
     "single": (Campaign(78, targeted=False, reach=0.6),),

@@ -168,6 +168,62 @@ def test_scores_after_live_events_equal_the_batch_definition(
     assert changed == len(customers), "a complaint and a survey answer move every customer's scores"
 
 
+def _posted(server: Server, events: list[Event]) -> None:
+    body = [
+        {"customer_id": e.customer_id, "ts": e.ts.isoformat(), "channel": e.channel,
+         "event_type": e.event_type, "value": e.value, "text": e.text}
+        for e in events
+    ]  # fmt: skip
+    assert server.call("POST", "/events", {"events": body})[1]["accepted"] == len(events)
+
+
+def test_a_new_event_replaces_the_rows_every_worker_kept(
+    live: Server, world: World, uplift_bundle: Bundle, tmp_path: Path
+) -> None:
+    """Each worker keeps a live customer's row from their last request; an event ingested after
+    that (through either worker) is in the next answer of every worker: the scores equal the
+    batch definition on the data with all the events appended."""
+    customers = known_customers(world, 400)[310:313]
+    first = [e for k, c in enumerate(customers) for e in ingested_for(c, k)]
+    _posted(live, first)
+    for _ in range(4):  # both workers answer and keep the rows
+        for customer in customers:
+            assert live.call("POST", "/score", {"customer_id": customer})[0] == 200
+            shown(live, customer)
+    now = NOW.replace(tzinfo=None)
+    second = [Event(c, now - timedelta(minutes=30), "call_center", "complaint") for c in customers]
+    _posted(live, second)
+    names = list(uplift_bundle.builder.feature_names_)
+    expected = {}
+    for label, events in (("first", first), ("both", first + second)):
+        (tmp_path / label).mkdir()
+        features = offline(uplift_bundle, world.data, events, NOW, tmp_path / label)
+        features = features.set_index("customer_id").loc[customers].reset_index()
+        expected[label] = uplift_bundle.score_matrix(
+            to_matrix(uplift_bundle.prepare(features), names)
+        )
+    moved = set()
+    for _ in range(4):
+        for k, customer in enumerate(customers):
+            scored = live.call("POST", "/score", {"customer_id": customer})[1]["scores"]
+            assert shown(live, customer)["_scores"] == scored
+            for name, value in scored.items():
+                both = float(expected["both"][name][k])
+                assert value == pytest.approx(both, rel=1e-6, abs=1e-9), name
+                if value != pytest.approx(float(expected["first"][name][k]), rel=1e-6):
+                    moved.add(customer)
+    assert len(moved) >= 2, "the new complaint moves the scores"
+    rows = {how: _counted(live, "nextbest_live_rows_total", how) for how in ("kept", "computed")}
+    assert rows["kept"] >= 8 and rows["computed"] >= 2 * len(customers), rows
+
+
+def _counted(server: Server, metric: str, how: str) -> float:
+    """A counter of /metrics (summed over workers) for one `how` label."""
+    _, text = server.call("GET", "/metrics")
+    lines = [line for line in text.splitlines() if line.startswith(f'{metric}{{how="{how}"')]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
 def complaint(customer: str, n: int, event_type: str = "complaint") -> dict[str, object]:
     return {
         "customer_id": customer,

@@ -132,3 +132,54 @@ def test_windows_slide_and_live_events_count(
     assert later[week] == 0
     assert later[nps] == 2.0
     live.close()
+
+
+def test_a_kept_row_moves_with_the_clock_and_equals_a_row_computed_then(
+    uplift_bundle: Bundle, journeys: dict[str, History]
+) -> None:
+    """The row kept for a customer's event sequence, moved to a later request's time, equals the
+    row computed anew then (vector and rule inputs), from a second to weeks later; past the end
+    of its span it is refused (and computed anew), and a new event sequence never reads it."""
+    live, fresh = LiveFeatures(uplift_bundle), LiveFeatures(uplift_bundle)
+    steps = [timedelta(seconds=s) for s in (0, 1, 59, 3600, 3 * 3600, 86400 * 2, 86400 * 9)]
+    moved = anew = 0
+    for k, customer in enumerate(journeys):
+        events = ingested_for(customer, k)
+        live.row(journeys[customer], events, NOW, (customer, 3))
+        for step in steps:
+            when = NOW + step
+            row = live.kept(customer, 3, when)
+            if row is None:
+                anew += 1
+                row = live.row(journeys[customer], events, when, (customer, 3))
+            else:
+                moved += 1
+            expected = fresh.row(journeys[customer], events, when)
+            np.testing.assert_array_equal(row.vector, expected.vector, err_msg=f"{customer} {step}")
+            assert row.namespace == expected.namespace
+        assert live.kept(customer, 4, NOW + steps[-1]) is None  # another event came since
+        live.forget(customer)
+        assert live.kept(customer, 3, NOW + steps[-1]) is None  # erased: nothing kept
+    assert moved >= 2 * len(journeys) and anew >= len(journeys)
+    live.close()
+    fresh.close()
+
+
+def test_a_kept_row_ends_where_a_window_drops_an_event(
+    uplift_bundle: Bundle, journeys: dict[str, History]
+) -> None:
+    """A complaint 7 days minus a minute before NOW: a minute and a microsecond later it has left
+    the 7-day window, and the kept row is refused there, not moved."""
+    live = LiveFeatures(uplift_bundle)
+    week = list(uplift_bundle.builder.feature_names_).index("complaints_7d")
+    customer = next(iter(journeys))
+    edge = NOW.replace(tzinfo=None) - timedelta(days=7) + timedelta(minutes=1)
+    events = [Event(customer, edge, "call_center", "complaint")]
+    inside = live.row(journeys[customer], events, NOW, (customer, 1))
+    last_in = NOW + timedelta(minutes=1)
+    kept = live.kept(customer, 1, last_in)
+    assert kept is not None and kept.vector[week] == inside.vector[week]
+    out = last_in + timedelta(microseconds=1)
+    assert live.kept(customer, 1, out) is None
+    assert live.row(journeys[customer], events, out).vector[week] == inside.vector[week] - 1
+    live.close()

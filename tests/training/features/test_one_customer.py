@@ -142,3 +142,40 @@ def test_microseconds_of_the_as_of_time_count() -> None:
         expected = to_matrix(reference.reset_index(), builder.feature_names_)[k]
         got = OneCustomer(builder).row(own(data["customers"], customer), data["events"], data["exposures"], as_of)  # fmt: skip
         np.testing.assert_array_equal(got.vector, expected)
+
+
+def _instant(us: int) -> datetime:
+    return datetime(1970, 1, 1) + timedelta(microseconds=us)
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+def test_a_row_moved_in_time_equals_the_row_computed_then(seed: int) -> None:
+    """`OneRow.at` (features that are days since an instant recomputed, the rest kept) equals a
+    row computed from scratch anywhere in the row's `valid` span, up to its last microsecond,
+    and refuses the first microsecond after it (a row entering a window or a day bucket)."""
+    con = varied(seed)
+    one, data = OneCustomer(FeatureBuilder().fit(con)), tables(con)
+    rng = np.random.default_rng(seed)
+    moved = hits = 0
+    for customer in [f"c{k:04d}" for k in range(0, 120, 6)]:
+        customers = own(data["customers"], customer)
+        start = T + timedelta(
+            hours=float(rng.uniform(-48, 48)), microseconds=int(rng.integers(1e6))
+        )
+        base = one.row(customers, data["events"], data["exposures"], start)
+        first, end = base.valid
+        assert first <= base.now < end
+        probes = [end - 1, end, first, first - 1, base.now + 1]
+        probes += [base.now + int(x) for x in rng.uniform(-3e11, 3e11, 6)]  # +- 3.5 days
+        for us in probes:
+            later = base.at(us)
+            if not first <= us < end:
+                assert later is None
+                continue
+            assert later is not None
+            hits += 1
+            fresh = one.row(customers, data["events"], data["exposures"], _instant(us))
+            np.testing.assert_array_equal(later.vector, fresh.vector, err_msg=f"{customer} {us}")
+            assert later.categories == fresh.categories and later.valid == fresh.valid
+            moved += int(not np.array_equal(later.vector, base.vector, equal_nan=True))
+    assert hits >= 40 and moved >= 20  # the spans are real and the clock moves the features

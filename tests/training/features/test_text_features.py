@@ -22,6 +22,7 @@ from training.text.model import CrossFittedText, TextModel, fit_text_model
 
 T = datetime(2024, 3, 1)
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 TOPICS = 6
 
 
@@ -218,6 +219,7 @@ def test_the_one_customer_path_computes_text_features_as_the_reference(
     tables = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("customers", "events")}  # fmt: skip
     text_columns = [j for j, n in enumerate(builder.feature_names_) if "text" in n]
     assert len(text_columns) > 20
+    moves = 0
     for as_of in (T, T + 3 * DAY + timedelta(hours=5), T - 40 * DAY):
         reference = builder.transform(con, as_of=as_of)
         expected = to_matrix(reference, builder.feature_names_)
@@ -228,7 +230,13 @@ def test_the_one_customer_path_computes_text_features_as_the_reference(
             assert one.unsupported(customers, tables["events"], None) is None
             got = one.row(customers, tables["events"], None, as_of)
             np.testing.assert_array_equal(got.vector, expected[k], err_msg=f"{customer} {as_of}")
+            # the row of an hour before, moved to this time when nothing else changed since
+            moved = one.row(customers, tables["events"], None, as_of - HOUR).at(got.now)
+            if moved is not None:
+                np.testing.assert_array_equal(moved.vector, got.vector)
+                moves += 1
     assert np.nanmax(expected[:, text_columns]) > 0  # texts were counted
+    assert moves > 10
 
 
 def test_the_one_customer_path_leaves_cross_fitted_text_to_the_reference(fitted) -> None:

@@ -193,8 +193,26 @@ def test_designs_run_one_randomized_campaign_on_one_date(
 def test_an_unknown_design_is_refused() -> None:
     from training.synth.world import design_config
 
-    with pytest.raises(ValueError, match="design must be one of waves, single, offer"):
+    with pytest.raises(ValueError, match="design must be one of demo, waves, single, offer"):
         design_config("weekly")
+
+
+def test_the_demo_design_reaches_every_active_customer_where_waves_reach_part(
+    tmp_path: Path,
+) -> None:
+    """The same calendar; the demo's waves expose every customer active then, so its held-out
+    exposures are about 1 / 0.3 times as many at the first wave."""
+    from training.synth.world import design_config
+
+    counts = {}
+    for design in ("demo", "waves"):
+        first = design_config(design).campaigns[0]
+        assert first.week == 26 and not first.targeted
+        cfg = replace(TINY, campaigns=(first,), truth_weeks=())
+        synthesize(1500, tmp_path / design, seed=2, cfg=cfg)
+        counts[design] = len(pd.read_parquet(tmp_path / design / "exposures.parquet"))
+    assert counts["demo"] > 0.4 * 1500  # everyone active and old enough at week 26
+    assert 2.5 < counts["demo"] / counts["waves"] < 4.5
 
 
 def test_a_harmful_action_changes_its_own_truth_and_nothing_else(tmp_path: Path) -> None:

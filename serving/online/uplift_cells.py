@@ -1,0 +1,118 @@
+"""When a customer's uplift can be reused: the cells of the uplift models' trees.
+
+A tree sends a row left at a numerical split when `value <= threshold`, so two rows that are on
+the same side of every threshold of every tree (and alike in missing values) walk the same paths
+and get the same leaves: the same predictions, bit for bit. A live customer's row moves with the
+clock in a few features only (days since an event: `training.features.one_customer.OneRow.at`),
+and most of the time none of them crosses a threshold between two requests, so the uplift of
+the last request still holds. `UpliftCells` holds every threshold of a bundle's uplift models per
+feature; a feature it cannot reason about (a categorical split, zero-as-missing, a linear
+learner reading every feature) counts as changed whenever its value changes. `UpliftMemo` keeps
+one customer's last uplift with the row it was computed on.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from numpy.typing import NDArray
+
+from training.registry.bundle import Bundle
+from training.uplift.learners import DRLearner, SLearner, TLearner, XLearner
+from training.uplift.selection import base_learners
+
+_TREE_LEARNERS = (SLearner, TLearner, XLearner, DRLearner)  # models_ are LightGBM boosters only
+_SPLITS = re.compile(
+    r"^split_feature=(.*)\nsplit_gain=.*\nthreshold=(.*)\ndecision_type=(.*)$", re.MULTILINE
+)
+_CATEGORICAL, _MISSING_SHIFT, _ZERO_MISSING = 1, 2, 1  # decision_type bits (LightGBM's tree.h)
+
+Uplift = dict[str, NDArray[np.float64]]
+
+
+class UpliftCells:
+    """Per feature, the sorted thresholds of every numerical split of a bundle's uplift models,
+    or None for a feature whose every change may change a prediction."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        p = len(bundle.builder.feature_names_)
+        cuts: list[set[float]] = [set() for _ in range(p)]
+        exact = np.zeros(p, dtype=bool)
+        for learner in (x for m in bundle.uplift.values() for x in base_learners(m)):
+            boosters = list(learner.models_.values())
+            if not isinstance(learner, _TREE_LEARNERS) or not all(map(_is_booster, boosters)):
+                exact[:] = True  # e.g. a linear learner: every feature counts
+                continue
+            for booster in boosters:
+                _add_splits(_model_string(booster), cuts, exact)
+        self.cuts: list[NDArray[np.float64] | None] = [
+            None if exact[j] else np.array(sorted(cuts[j]), dtype=np.float64) for j in range(p)
+        ]
+
+    def same(self, old: NDArray[np.float32], new: NDArray[np.float32]) -> bool:
+        """Whether rows `old` and `new` walk the same paths through every tree."""
+        for j in np.flatnonzero(old != new).tolist():  # NaN != NaN: checked below
+            a, b = float(old[j]), float(new[j])
+            if np.isnan(a) and np.isnan(b):
+                continue
+            cuts = self.cuts[j]
+            if cuts is None or np.isnan(a) or np.isnan(b):
+                return False
+            if np.searchsorted(cuts, a) != np.searchsorted(cuts, b):  # thresholds below each
+                return False
+        return True
+
+
+class UpliftMemo:
+    """One customer's last uplift per bundle, with the row it was computed on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[int, tuple[Bundle, NDArray[np.float32], Uplift]] = {}
+
+    def get(self, bundle: Bundle, cells: UpliftCells, row: NDArray[np.float32]) -> Uplift | None:
+        """The uplift kept for `bundle` if `row` walks the same trees as the row it was for."""
+        with self._lock:
+            kept = self._kept.get(id(bundle))
+        if kept is None or kept[0] is not bundle or not cells.same(kept[1], row):
+            return None
+        return kept[2]
+
+    def put(self, bundle: Bundle, row: NDArray[np.float32], uplift: Uplift) -> None:
+        """Keep `uplift` (made read-only: every later request shares it) for `row`."""
+        for values in uplift.values():
+            values.flags.writeable = False
+        with self._lock:
+            self._kept[id(bundle)] = (bundle, row.copy(), uplift)
+
+
+def _is_booster(model: Any) -> bool:
+    return isinstance(getattr(model, "booster", model), lgb.Booster)
+
+
+def _model_string(model: Any) -> str:
+    booster: lgb.Booster = getattr(model, "booster", model)  # a FastBooster wraps one
+    return booster.model_to_string()
+
+
+def _add_splits(model: str, cuts: list[set[float]], exact: np.ndarray) -> None:
+    """Add the thresholds of every numerical split of a model string to `cuts` (per feature);
+    mark the features of categorical and zero-as-missing splits in `exact`."""
+    p = len(cuts)
+    for features, thresholds, kinds in _SPLITS.findall(model):
+        for f, t, k in zip(_ints(features), thresholds.split(), _ints(kinds), strict=True):
+            if f >= p:  # an S-learner's arm column, not a customer feature
+                continue
+            if k & _CATEGORICAL or (k >> _MISSING_SHIFT) & 3 == _ZERO_MISSING:
+                exact[f] = True
+            else:
+                cuts[f].add(float(t))
+
+
+def _ints(text: str) -> Iterable[int]:
+    return (int(x) for x in text.split())

@@ -1,0 +1,154 @@
+"""The uplift of a live customer is reused only while it is exact: `UpliftCells` reads every split
+of the uplift models' trees, rows it calls alike get the same uplift bit for bit, and the memo
+of a live row gives what the models compute as the clock moves its days-since features."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from serving.online.decision import Decider
+from serving.online.fast_predict import accelerate
+from serving.online.history import History
+from serving.online.live_features import LiveFeatures, events_table
+from serving.online.store import FeatureRow
+from serving.online.uplift_cells import UpliftCells, UpliftMemo
+from tests.serving.online.test_live_features import NOW, ingested_for, journeys  # noqa: F401
+from training.features.one_customer import OneRow
+from training.registry.bundle import Bundle
+from training.uplift.selection import base_learners
+
+pytestmark = pytest.mark.slow
+STEPS = [timedelta(seconds=s) for s in (1, 30, 600, 3600 * 5, 86400 * 3, 86400 * 20)]
+
+
+def test_every_split_threshold_is_read(uplift_bundle: Bundle) -> None:
+    """The thresholds per feature are those of LightGBM's own tree table."""
+    cells = UpliftCells(uplift_bundle)
+    p = len(uplift_bundle.builder.feature_names_)
+    expected: list[set[float] | None] = [set() for _ in range(p)]
+    for learner in (x for m in uplift_bundle.uplift.values() for x in base_learners(m)):
+        for booster in learner.models_.values():
+            table = booster.trees_to_dataframe().dropna(subset=["split_feature"])
+            names = booster.feature_name()
+            for name, threshold, kind, missing in table[
+                ["split_feature", "threshold", "decision_type", "missing_type"]
+            ].itertuples(index=False):
+                j = names.index(name)
+                if j >= p:  # the S-learner's arm
+                    continue
+                cuts = expected[j]
+                if kind == "==" or missing == "Zero":  # categorical: any change counts
+                    expected[j] = None
+                elif cuts is not None:
+                    cuts.add(float(threshold))
+    found = [None if c is None else set(c.tolist()) for c in cells.cuts]
+    assert sum(len(c) for c in expected if c is not None) > 100
+    assert found == expected
+
+
+def test_rows_in_the_same_cells_get_the_same_uplift(
+    uplift_bundle: Bundle,
+    journeys: dict[str, History],  # noqa: F811
+) -> None:
+    """Rows of live customers moved by the clock: where the cells say alike, the uplift is equal
+    bit for bit; the clock does move features across thresholds (the check is not vacuous)."""
+    bundle = accelerate(copy.deepcopy(uplift_bundle))
+    live, cells = LiveFeatures(bundle), UpliftCells(bundle)
+    alike = crossed = 0
+    for k, customer in enumerate(journeys):
+        events = ingested_for(customer, k)
+        base = _one(live, journeys[customer], events, NOW)
+        X0 = base.vector[None, :]
+        before = bundle.uplift_matrix(X0)
+        for step in STEPS:
+            X1 = _one(live, journeys[customer], events, NOW + step).vector[None, :]
+            after = bundle.uplift_matrix(X1)
+            if cells.same(X0[0], X1[0]):
+                alike += int(not np.array_equal(X0, X1, equal_nan=True))
+                for outcome, values in before.items():
+                    np.testing.assert_array_equal(after[outcome], values, err_msg=customer)
+            else:
+                crossed += 1
+    live.close()
+    assert alike >= 20 and crossed >= 20
+
+
+def test_a_live_rows_memo_gives_what_the_models_compute(
+    uplift_bundle: Bundle,
+    journeys: dict[str, History],  # noqa: F811
+) -> None:
+    """`Decider.model_outputs` of kept rows moved by the clock (uplift from the memo while the
+    cells hold) equals the models run on the same rows without a memo."""
+    bundle = accelerate(copy.deepcopy(uplift_bundle))
+    live, decider = LiveFeatures(bundle), Decider(bundle)
+    reused = 0
+    for k, customer in enumerate(list(journeys)[:10]):
+        events = ingested_for(customer, k)
+        live.row(journeys[customer], events, NOW, (customer, 7))
+        for step in STEPS[:4]:
+            row = live.kept(customer, 7, NOW + step)
+            if row is None:
+                row = live.row(journeys[customer], events, NOW + step, (customer, 7))
+            assert row.memo is not None
+            calls = _count_uplift(bundle)
+            scores, uplift = decider.model_outputs(row)
+            reused += calls.n == 0
+            bundle.uplift_matrix = calls.wrapped  # type: ignore[method-assign]
+            fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))
+            assert scores == fresh[0]
+            for outcome, values in fresh[1].items():
+                np.testing.assert_array_equal(uplift[outcome], values, err_msg=customer)
+    live.close()
+    assert reused >= 10
+
+
+def test_a_memo_refuses_another_bundle_and_moved_rows_across_a_threshold(
+    uplift_bundle: Bundle,
+) -> None:
+    cells = UpliftCells(uplift_bundle)
+    j = next(j for j, c in enumerate(cells.cuts) if c is not None and len(c) > 1)
+    cut = float(cells.cuts[j][0])  # type: ignore[index]
+    left = np.float32(cut)
+    if float(left) > cut:  # (in float64: numpy would compare in float32)
+        left = np.nextafter(left, np.float32(-np.inf))  # the largest float32 <= the threshold
+    row = np.zeros(len(cells.cuts), dtype=np.float32)
+    row[j] = left
+    memo, uplift = UpliftMemo(), {"churn": np.arange(3.0)}
+    memo.put(uplift_bundle, row, uplift)
+    assert memo.get(uplift_bundle, cells, row) is uplift
+    assert memo.get(copy.copy(uplift_bundle), cells, row) is None
+    right = row.copy()
+    right[j] = np.nextafter(left, np.float32(np.inf))  # past the threshold: right
+    assert memo.get(uplift_bundle, cells, right) is None
+    missing = row.copy()
+    missing[j] = np.nan
+    assert memo.get(uplift_bundle, cells, missing) is None
+    with pytest.raises(ValueError):
+        uplift["churn"][0] = 1.0  # shared by later requests: read-only
+
+
+def _one(live: LiveFeatures, history: History, events: list, when: datetime) -> OneRow:
+    """The one-customer row of a journey with live events as of `when` (nothing kept)."""
+    table = pa.concat_tables([history.events, events_table(events, history.events.schema)])
+    return live.fast.row(history.customers, table, history.exposures, when)
+
+
+class _Calls:
+    def __init__(self, bundle: Bundle) -> None:
+        self.n, self.bundle, self.wrapped = 0, bundle, bundle.uplift_matrix
+
+    def __call__(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        self.n += 1
+        return self.wrapped(X)
+
+
+def _count_uplift(bundle: Bundle) -> _Calls:
+    """Count the bundle's uplift_matrix calls until the next `bundle.uplift_matrix = .wrapped`."""
+    calls = _Calls(bundle)
+    bundle.uplift_matrix = calls  # type: ignore[method-assign]
+    return calls
