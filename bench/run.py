@@ -456,6 +456,61 @@ def bench_text(customers: int) -> list[Row]:
     return rows
 
 
+def bench_text_scale(customers: int, texts: int, distinct: int) -> list[Row]:
+    """Issue 20: features with text through the text score cache (bench/text_cache_bench.py): a
+    cold run, nightly runs with a warm cache and 1% new texts, and the all-distinct cold run
+    extrapolated from the measured scoring rate."""
+    tool = [sys.executable, "bench/text_cache_bench.py"]
+    work = Path(tempfile.mkdtemp(prefix="nextbest-text-"))
+    try:
+        _, _, out = run_measured([*tool, "prepare", "--workdir", str(work), "--customers",
+                                  str(customers), "--texts", str(texts), "--distinct", str(distinct)])  # fmt: skip
+        data = json.loads(out.splitlines()[-1])
+        model = ["--model", str(work / "model")]
+
+        def measured(kind: str, cache: str, night: str) -> tuple[float, float, dict]:
+            cmd = [*tool, "run", "--data", str(work / kind), *model,
+                   "--cache", str(work / cache), "--night", night]  # fmt: skip
+            seconds, gib, line = run_measured(cmd)
+            return seconds, gib, json.loads(line.splitlines()[-1])
+
+        size = f"{customers:,} customers × {texts:,} texts ({data['events']:,} events)"
+        cold_s, cold_gib, cold = measured("dup", "cache_dup", "yesterday")
+        dup_s, dup_gib, dup = measured("dup", "cache_dup", "tonight")
+        run_measured([*tool, "fill", "--data", str(work / "distinct"), *model, "--cache",
+                      str(work / "cache_distinct")])  # fmt: skip
+        new_s, new_gib, new = measured("distinct", "cache_distinct", "tonight")
+        plain_s, plain_gib, _ = run_measured(
+            [*tool, "run", "--data", str(work / "dup"), *model, "--night", "tonight", "--no-text"]
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rate = cold["texts_per_s"]
+    limit = "< 3 min, < 8 GiB"
+    rows = [
+        Row(f"features with text, {size}: cold cache, {data['distinct_dup']:,} distinct texts",
+            cold_s, cold_gib, "reported", None,
+            f"{cold['scored']:,} texts scored at {rate:,}/s in {cold['score_seconds']:.0f} s; "
+            "without the cache every night costs this"),
+        Row(f"  nightly, warm cache, {data['new_texts']:,} new texts (1%) from the vocabulary",
+            dup_s, dup_gib, limit, dup_s < 180 and dup_gib < 8,
+            f"{dup['scored']:,} distinct new texts scored in {dup['score_seconds']:.0f} s; "
+            f"{dup['kept']:,} kept"),
+        Row(f"  nightly, warm cache, {data['new_texts']:,} new texts (1%), all distinct",
+            new_s, new_gib, limit, new_s < 180 and new_gib < 8,
+            f"{new['scored']:,} scored in {new['score_seconds']:.0f} s; {new['kept']:,} kept "
+            "(the warm table's scores made up by the bench)"),
+    ]  # fmt: skip
+    rows.append(Row("  the same night without the text features (context)", plain_s, plain_gib,
+                    "(context)", None, "the rest of the features: what the text adds is the "
+                    "difference"))  # fmt: skip
+    cold_all = new_s - new["score_seconds"] + texts / rate
+    rows.append(Row(f"  cold cache, all {texts:,} texts distinct (extrapolated)", cold_all, 0,
+                    "reported", None, f"the nightly run's other work + {texts:,} texts at "
+                    f"{rate:,}/s on one core: {cold_all / 3600:.1f} h, once per text model"))  # fmt: skip
+    return rows
+
+
 def _serve_row(f: dict, target: str, ok: bool | None) -> Row:
     detail = (
         f"{f['rps']:.0f} req/s, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms, "
@@ -919,6 +974,16 @@ def main() -> None:
         "--text-customers", type=int, default=12_000, help="customers of the text simulator world"
     )
     parser.add_argument(
+        "--text-scale-only",
+        action="store_true",
+        help="only the text-at-scale figures (bench/text_cache_bench.py)",
+    )
+    parser.add_argument(
+        "--text-scale",
+        default="1000000,10000000,200000",
+        help="customers,texts,distinct texts of the text-at-scale data",
+    )
+    parser.add_argument(
         "--lifetime-only", action="store_true", help="only issue 21's lifetime-value figures"
     )
     parser.add_argument(
@@ -950,6 +1015,10 @@ def main() -> None:
         return
     if args.text_only:
         render(bench_text(args.text_customers))
+        return
+    text_scale = [int(x) for x in args.text_scale.split(",")]
+    if args.text_scale_only:
+        render(bench_text_scale(*text_scale))
         return
     if args.lifetime_only:
         workdir = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
@@ -1009,6 +1078,7 @@ def main() -> None:
         if telco is not None:
             rows.append(telco)
         rows += bench_text(args.text_customers)
+        rows += bench_text_scale(*text_scale)
         rows += bench_serve(args.open_seconds)
         rows += bench_drift()
         rows += bench_faults()

@@ -48,8 +48,10 @@ def test_train_promote_score_evaluate_and_retrain(
     promoted = nextbest(project, "promote")
     assert "version 1 becomes champion" in promoted.stdout
 
-    out = Path(project["ROOT"]) / "score"
-    nextbest(project, "score", "--data", small_world, "--as-of", "2026-11-02", "--out", out)
+    out, kept = Path(project["ROOT"]) / "score", Path(project["ROOT"]) / "text_scores"
+    nextbest(project, "score", "--data", small_world, "--as-of", "2026-11-02", "--out", out,
+             "--text-cache", kept)  # fmt: skip
+    assert (kept / "manifest.json").is_file()  # the champion's text scores, kept for tomorrow
     scores = pd.read_parquet(out / "scores.parquet")
     assert list(scores.columns) == [
         "customer_id",
@@ -85,6 +87,7 @@ def test_train_promote_score_evaluate_and_retrain(
     assert re.search(r"^learned +DR +[-+]\d", evaluated, re.MULTILINE)
     assert re.search(r"^verdict: (the learned policy|not distinguishable)", evaluated, re.MULTILINE)
     assert (report / "report.html").is_file() and (report / "evaluation.json").is_file()
+    assert "same model without the text features" in (report / "report.html").read_text()
 
     # a second, identical training is not worse: promotion moves the champion to version 2
     nextbest(project, "train", "--data", small_world)

@@ -55,6 +55,14 @@ LogOpt = Annotated[
     Path, typer.Option("--log", help="the contact history's SQLite file (no --database-url)")
 ]
 DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (docs/data.md)")]
+TextCacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--text-cache",
+        help="folder keeping the text model's scores between runs: only texts it does not hold "
+        "are scored (docs/data.md#text); none: every text is scored",
+    ),
+]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config (default: the packaged demo config)")
 ]
@@ -465,6 +473,7 @@ def score(
         typer.Option("--channel", help="the campaign's channel (default: any the action has)"),
     ] = None,
     database_url: DatabaseUrlOpt = None,
+    text_cache: TextCacheOpt = None,
 ) -> None:
     """Score every customer as of a date with the registered bundle, and check drift against the
     training reference and the previous run (output: docs/batch.md)."""
@@ -483,6 +492,7 @@ def score(
         scheduler=scheduler,
         workers=workers,
         keep_runs=keep_runs,
+        text_cache=text_cache,
     )
     thresholds = load_config(config).drift if config is not None else None
     configure_tracking()
@@ -580,6 +590,7 @@ def materialize(
         Path, typer.Option("--out", help="SQLite file (replaced atomically)")
     ] = Path("out/online_store.sqlite"),
     model: ModelOpt = None,
+    text_cache: TextCacheOpt = None,
 ) -> None:
     """Write the online feature store: the bundle's features of every active customer as of a date."""
     from serving.online.store import materialize as run
@@ -589,7 +600,7 @@ def materialize(
     assert day is not None
     configure_tracking()
     with err.status("materializing features"):
-        info = run(data, day, out_file, model)
+        info = run(data, day, out_file, model, text_cache)
     out.print(
         f"stored features of {info.customers:,} customers as of {info.as_of} "
         f"(feature version {info.feature_version}): {info.path}"

@@ -36,6 +36,7 @@ from serving.batch.chunks import empty_candidates, score_chunk
 from serving.batch.population import AddsConsent, Population, Watch, iter_features, watched
 from serving.batch.settings import BatchSettings
 from training.errors import NextbestError
+from training.features.text_cache import TextScoreCache
 from training.registry.bundle import Bundle
 from training.scores.distributed import dask_client
 
@@ -123,11 +124,13 @@ def staged_features(
     staging: Path,
     policy: AddsConsent | None = None,
     watch: Watch | None = None,
+    text_cache: TextScoreCache | None = None,
 ) -> Iterator[Path]:
     """Each chunk's features written as one Parquet part, in chunk order, as they are computed
     (and shown to `watch` first: the run's drift profile)."""
     staging.mkdir(parents=True)
-    for chunk, features in watched(iter_features(con, bundle.builder, population, policy), watch):
+    computed = iter_features(con, bundle.builder, population, policy, text_cache)
+    for chunk, features in watched(computed, watch):
         part = staging / f"part-{chunk.index:05d}.parquet"
         features.to_parquet(part, index=False)
         yield part
@@ -167,6 +170,7 @@ def dask_frames(
     tmp: Path,
     policy: AddsConsent | None = None,
     watch: Watch | None = None,
+    text_cache: TextScoreCache | None = None,
 ) -> Iterator[Iterator[pd.DataFrame]]:
     """The candidates frames of every chunk, scored on Dask workers, in chunk order."""
     files = BundleFiles.of(bundle)
@@ -177,7 +181,7 @@ def dask_frames(
         client.register_plugin(plugin)
         try:
             window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-            parts = staged_features(con, bundle, population, staging, policy, watch)
+            parts = staged_features(con, bundle, population, staging, policy, watch, text_cache)
             yield _scored(client, parts, files.digest, empty_candidates(bundle), window)
         finally:
             client.unregister_worker_plugin(plugin.name)

@@ -56,6 +56,7 @@ from training.config import DriftSettings
 from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
+from training.features.text_cache import TextScoreCache
 from training.policy.campaign import CampaignLimits
 from training.policy.contact import OPT_IN, OPT_OUT
 from training.registry.bundle import Bundle
@@ -112,10 +113,12 @@ def local_frames(
     population: Population,
     policy: ChunkPolicy | None = None,
     watch: Watch | None = None,
+    text_cache: TextScoreCache | None = None,
 ) -> Generator[pd.DataFrame]:
     """The local engine: each chunk's features (computed one chunk ahead, with consent when the
     policy has it, and shown to `watch`: the run's drift profile), then its candidates frame."""
-    chunks = watched(iter_features(con, bundle.builder, population, policy), watch)
+    computed = iter_features(con, bundle.builder, population, policy, text_cache)
+    chunks = watched(computed, watch)
     for _, features in prefetched(chunks):
         yield score_chunk(bundle, features)
 
@@ -160,6 +163,7 @@ def score_bundle(
         read_previous(previous[1] if previous else None),
     )
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
+    text_cache = TextScoreCache.of(settings.text_cache, bundle.builder.text_model_)
     contacts = contacts or ContactSources(now=datetime.now(UTC))
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
@@ -191,7 +195,17 @@ def score_bundle(
             run = tmp / partition_name(as_of)
             run.mkdir()
             stats = _run_engine(
-                con, bundle, population, settings, spec, tmp, progress, watch, policy, sends
+                con,
+                bundle,
+                population,
+                settings,
+                spec,
+                tmp,
+                progress,
+                watch,
+                policy,
+                sends,
+                text_cache,
             )
             drift = watch.finish(run, spec.model_version)
             record = None if sends is None else sends.batch(as_of.isoformat())
@@ -232,17 +246,20 @@ def _run_engine(
     watch: RunWatch,
     policy: ChunkPolicy | None = None,
     sends: SendLog | None = None,
+    text_cache: TextScoreCache | None = None,
 ) -> OutputStats:
     """Feed the chosen engine's candidates frames, under the contact policy, to the writer (into
     this run's partition)."""
     run = tmp / partition_name(spec.as_of)
     if settings.engine == "local":
-        local = local_frames(con, bundle, population, policy, watch.features)
+        local = local_frames(con, bundle, population, policy, watch.features, text_cache)
         with closing(local):  # joins the prefetch
             return write_outputs(run, _policed(local, policy, population), spec, progress, sends)
     from serving.batch.dask_engine import dask_frames
 
-    with dask_frames(con, bundle, population, settings, tmp, policy, watch.features) as frames:
+    with dask_frames(
+        con, bundle, population, settings, tmp, policy, watch.features, text_cache
+    ) as frames:
         return write_outputs(run, _policed(frames, policy, population), spec, progress, sends)
 
 

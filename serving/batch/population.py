@@ -21,6 +21,7 @@ from training.config import Config
 from training.data.snapshots import active_spine, count_active
 from training.features.definition import FeatureBuilder
 from training.features.sql import quote_literal
+from training.features.text_cache import TextScoreCache
 
 ACTIVE = "_nextbest_active"
 CHUNK = "_nextbest_chunk"
@@ -79,15 +80,19 @@ def plan_population(
 
 
 def chunk_features(
-    con: duckdb.DuckDBPyConnection, builder: FeatureBuilder, chunk: ChunkRange
+    con: duckdb.DuckDBPyConnection,
+    builder: FeatureBuilder,
+    chunk: ChunkRange,
+    text_cache: TextScoreCache | None = None,
 ) -> pd.DataFrame:
-    """FeatureBuilder rows of one chunk's active customers, sorted by customer_id."""
+    """FeatureBuilder rows of one chunk's active customers, sorted by customer_id (texts scored
+    through `text_cache` when given: only the ones it does not hold)."""
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {CHUNK} AS SELECT customer_id, as_of FROM {ACTIVE} "
         f"WHERE {chunk.where()} ORDER BY customer_id"
     )
     try:
-        return builder.transform(con, spine=CHUNK)
+        return builder.transform(con, spine=CHUNK, text_cache=text_cache)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {CHUNK}")
 
@@ -101,11 +106,12 @@ def iter_features(
     builder: FeatureBuilder,
     population: Population,
     policy: AddsConsent | None = None,
+    text_cache: TextScoreCache | None = None,
 ) -> Iterator[tuple[ChunkRange, pd.DataFrame]]:
     """Every chunk's features, in plan order (with its customers' consent, given a policy:
     serving.batch.contacts.ChunkPolicy)."""
     for chunk in population.chunks:
-        features = chunk_features(con, builder, chunk)
+        features = chunk_features(con, builder, chunk, text_cache)
         yield chunk, features if policy is None else policy.with_consent(features)
 
 

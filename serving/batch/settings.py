@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from training.errors import NextbestError
@@ -17,7 +18,9 @@ class BatchSettings:
     `chunk_customers` bounds memory (one chunk's features and candidates at a time: ~1 KiB per
     customer with the demo's ~150 features). `scheduler` is a Dask scheduler address (None: a
     LocalCluster of `workers` single-threaded processes). `keep_runs` as-of partitions stay in the
-    output, this run's counted (serving.batch.partitions).
+    output, this run's counted (serving.batch.partitions). `text_cache` is the folder that keeps
+    the text model's scores between runs (training.features.text_cache; None: every text is
+    scored each run).
     """
 
     engine: Engine = "local"
@@ -26,6 +29,7 @@ class BatchSettings:
     scheduler: str | None = None
     workers: int = 2
     keep_runs: int = 7
+    text_cache: Path | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_customers < 1:

@@ -42,6 +42,7 @@ from training.data.contract import open_dataset, validate_dataset
 from training.data.snapshots import check_scoring_date, data_span
 from training.errors import NextbestError
 from training.features.definition import to_matrix
+from training.features.text_cache import TextScoreCache
 from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 
@@ -158,28 +159,41 @@ def active_features(bundle: Bundle, data: Path, as_of: date) -> pd.DataFrame:
 
 
 def active_features_and_history(
-    bundle: Bundle, data: Path, as_of: date, with_history: bool = True
+    bundle: Bundle,
+    data: Path,
+    as_of: date,
+    with_history: bool = True,
+    text_cache: Path | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, bytes, bytes, bytes]]]:
-    """`active_features`, and those customers' journeys for the store's history table."""
+    """`active_features`, and those customers' journeys for the store's history table (texts
+    scored through the cache in `text_cache`, when given)."""
     from serving.batch.population import ACTIVE, create_active
 
     validate_dataset(data, known_actions=bundle.config.catalog.ids)
+    cache = TextScoreCache.of(text_cache, bundle.builder.text_model_)
     with open_dataset(data).connect() as con:
         span = data_span(con, bundle.config)
         check_scoring_date(as_of, span, bundle.metadata.as_of)
         create_active(con, bundle.config, as_of)
-        features = bundle.builder.transform(con, spine=ACTIVE)
+        features = bundle.builder.transform(con, spine=ACTIVE, text_cache=cache)
         ids = features["customer_id"].astype(str).tolist()
         history = list(history_rows(con, ids)) if with_history else []
     return features, history
 
 
-def materialize(data: Path, as_of: date, out: Path, model_ref: str | None = None) -> StoreInfo:
-    """Compute the bundle's features of every active customer as of `as_of` into the store `out`."""
+def materialize(
+    data: Path,
+    as_of: date,
+    out: Path,
+    model_ref: str | None = None,
+    text_cache: Path | None = None,
+) -> StoreInfo:
+    """Compute the bundle's features of every active customer as of `as_of` into the store `out`
+    (texts scored through the cache in `text_cache`: only the ones it does not hold)."""
 
     check_writable(out)
     bundle = load_bundle(model_ref)
-    features, history = active_features_and_history(bundle, data, as_of)
+    features, history = active_features_and_history(bundle, data, as_of, text_cache=text_cache)
     names = bundle.builder.feature_names_
     matrix = to_matrix(bundle.prepare(features), names)
     meta = {

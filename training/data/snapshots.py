@@ -7,8 +7,8 @@ past the end of the data are censored and dropped, never read as "nothing happen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 import duckdb
@@ -41,6 +41,20 @@ class TrainingSet:
     X_test: np.ndarray
     y_test: np.ndarray
     horizon_days: int = 90
+
+    def without(self, names: Collection[str]) -> TrainingSet:
+        """The same rows and split without the features `names` (a twin model that cannot read
+        them: what those features add, on the same split)."""
+        keep = [j for j, n in enumerate(self.feature_names) if n not in names]
+        kept = [self.feature_names[j] for j in keep]
+        return replace(
+            self,
+            feature_names=kept,
+            categorical=[c for c in self.categorical if c in kept],
+            X_fit=self.X_fit[:, keep],
+            X_val=self.X_val[:, keep],
+            X_test=self.X_test[:, keep],
+        )
 
     def column(self, X: np.ndarray, name: str) -> np.ndarray | None:
         """Column `name` of a matrix of this set, or None if the data set has no such feature."""

@@ -336,9 +336,10 @@ def score_section(scores: ScoreEvaluation) -> str:
     for role, rows in _groups(scores.metrics, "role"):
         baseline = BASELINES.get(role, "baseline")
         parts.append(f"<h3>{_e(role)} (outcome {_e(rows['outcome'].iloc[0])})</h3>")
-        parts.append(
-            _table(rows, [*SCORE_COLUMNS, Column(baseline, lambda r: format_number(r["baseline"]))])
-        )
+        columns = [*SCORE_COLUMNS, Column(baseline, lambda r: format_number(r["baseline"]))]
+        if "without_text" in rows and rows["without_text"].notna().any():
+            columns.append(Column(WITHOUT_TEXT, lambda r: format_number(r["without_text"])))
+        parts.append(_table(rows, columns))
         if role == "lifetime" and scores.lifetime_deciles is not None:
             parts.append(lifetime_deciles_table(scores.lifetime_deciles, scores.lifetime_days))
         parts.append(_images(images, [n for n in images if n.startswith(f"{role}_")]))
@@ -585,7 +586,9 @@ SCORES_TEXT = (
     "Lifetime value (with a lifetime horizon): the held-out customers of the earliest training "
     "date by decile of predicted ltv against the revenue they really brought afterwards; the "
     "gain chart shows the share of that revenue the top x% by ltv hold, the calibration plot "
-    "the mean predicted against the mean realised per decile."
+    "the mean predicted against the mean realised per decile. With a text model, the last "
+    "column is the same estimator fitted on the same rows without the text features: what the "
+    "customers' words add to each score."
 )
 TOPICS_TEXT = (
     "What customers wrote about in the last months (survey comments, chat and call notes, "
@@ -597,6 +600,7 @@ SCORES_ONLY_TEXT = (
     "This bundle has no uplift models (the data set has no exposures, or the catalog no actions), "
     "so there is no policy or ROI to judge: the page reports how well the scores predict."
 )
+WITHOUT_TEXT = "same model without the text features"
 SCORE_COLUMNS = [Column("metric", lambda r: str(r["metric"])),
                  Column("model", lambda r: format_number(r["model"]))]  # fmt: skip
 CALIBRATION_TEXT = (

@@ -3,8 +3,9 @@
 The snapshots are rebuilt with the bundle's own feature builder at its training dates, and every
 model is judged on its test slice: the held-out customers of the latest snapshot, the very rows the
 training tested on (`training.data.snapshots.split_for` splits by a stable hash of the customer), beside
-the baseline each model is compared with in training. A bundle without uplift models (a churn-only
-data set such as IBM Telco) gets this section alone.
+the baseline each model is compared with in training, and, with a text model, a twin fitted on the
+same fit rows without the text features (what the text adds). A bundle without uplift models (a
+churn-only data set such as IBM Telco) gets this section alone.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import duckdb
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from sklearn.base import clone
 
 from training.data.lifetime import LABEL, judging_rows
-from training.data.snapshots import build_snapshots, data_span, holdout_mask, split_for
+from training.data.snapshots import TrainingSet, build_snapshots, data_span, holdout_mask, split_for
 from training.errors import NextbestError
 from training.evaluation import metrics as em
 from training.evaluation import plots
 from training.evaluation.score_metrics import BASELINE, score_figures, score_metrics
 from training.features.definition import to_matrix
 from training.registry.bundle import Bundle
+from training.scores.base import ScoreModel, fit_on
 from training.scores.lifetime import LifetimeValue
 
 #: the baseline each score is compared with, in words (`score_metrics` computes it)
@@ -43,7 +46,7 @@ class ScoreEvaluation:
 
     model_version: str
     as_of: list[str]
-    metrics: pd.DataFrame  # role, outcome, metric, model, baseline
+    metrics: pd.DataFrame  # role, outcome, metric, model, baseline, without_text
     figures: dict[str, Figure] = field(default_factory=dict)  # "<role>_<figure>"
     #: held-out customers by decile of `ltv` (metrics.lift_by_decile) and the days it covers
     lifetime_deciles: pd.DataFrame | None = None
@@ -58,14 +61,31 @@ class ScoreEvaluation:
         }
 
 
-def metric_rows(role: str, outcome: str, metrics: dict[str, float]) -> list[dict[str, object]]:
-    """One row per metric with the baseline's value beside the model's (NaN without one)."""
+def metric_rows(
+    role: str,
+    outcome: str,
+    metrics: dict[str, float],
+    without_text: Mapping[str, float] | None = None,
+) -> list[dict[str, object]]:
+    """One row per metric with the baseline's value and the text-less twin's beside the model's
+    (NaN without one)."""
+    twin = without_text or {}
     return [
         {"role": role, "outcome": outcome, "metric": name, "model": value,
-         "baseline": metrics.get(BASELINE + name, np.nan)}
+         "baseline": metrics.get(BASELINE + name, np.nan),
+         "without_text": twin.get(name, np.nan) if name != "n_test" else np.nan}
         for name, value in metrics.items()
         if not name.startswith(BASELINE)
     ]  # fmt: skip
+
+
+def without_text_metrics(
+    model: ScoreModel, data: TrainingSet, text_features: list[str]
+) -> dict[str, float]:
+    """The test metrics of `model`'s twin (same estimator, same fit and validation rows) fitted
+    without the text features."""
+    plain = data.without(text_features)
+    return score_metrics(fit_on(clone(model), plain), plain)
 
 
 def lifetime_rows(
@@ -101,7 +121,9 @@ def evaluate_scores(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> ScoreEval
         data = split_for(frame, outcome, list(builder.feature_names_), spec.horizon_days)
         if len(data.y_test) == 0:
             continue
-        rows += metric_rows(role, outcome, score_metrics(model, data))
+        text = builder.text_feature_names_
+        twin = without_text_metrics(model, data, text) if text else None
+        rows += metric_rows(role, outcome, score_metrics(model, data), twin)
         figures |= {f"{role}_{name}": fig for name, fig in score_figures(model, data).items()}
     deciles, days = None, 0
     if bundle.lifetime is not None:
@@ -111,7 +133,7 @@ def evaluate_scores(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> ScoreEval
             y, pred, days = judged
             deciles = em.lift_by_decile(y, pred)
             figures |= lifetime_figures(y, pred)
-    columns = ["role", "outcome", "metric", "model", "baseline"]
+    columns = ["role", "outcome", "metric", "model", "baseline", "without_text"]
     return ScoreEvaluation(
         bundle.version or "",
         [d.isoformat() for d in dates],

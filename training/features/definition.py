@@ -58,6 +58,8 @@ import pyarrow.compute as pc
 from training.config import FeatureSettings
 from training.errors import ConfigError, ContractError, NextbestError
 from training.features import sql as fs
+from training.features.text_cache import TextScoreCache
+from training.features.text_cache import key_sql as text_key_sql
 from training.text.model import TextScorer
 
 # Bump when the meaning of any feature changes: saved builders of another version are refused.
@@ -194,6 +196,12 @@ class FeatureBuilder:
         return self
 
     @property
+    def text_feature_names_(self) -> list[str]:
+        """The features read from text (empty without a text model)."""
+        self._check_fitted()
+        return [s.name for s in self.specs_ if s.source in ("texts", "text_last")]
+
+    @property
     def topic_terms_(self) -> list[list[str]]:
         """The top terms of each text topic (empty without a text model)."""
         return [] if self.text_model_ is None else self.text_model_.topic_terms()
@@ -313,15 +321,20 @@ class FeatureBuilder:
         spine: str | None = None,
         *,
         chunk_rows: int = CHUNK_ROWS,
+        text_cache: TextScoreCache | None = None,
     ) -> pd.DataFrame:
         """Features of every customer as of one time, or of every (customer_id, as_of) spine row.
 
         Output: one row per spine row (customers sorted by id for one as-of; spine order for a
         spine) with columns customer_id, as_of, then `feature_names_`. Without as_of and spine,
         as of midnight after the last event. `chunk_rows` (joined event rows per query) trades
-        memory for extra scans; it never changes the result.
+        memory for extra scans; it never changes the result. `text_cache` keeps the text model's
+        scores between runs (only texts it does not hold are scored); it never changes the result.
         """
         self._check_fitted()
+        model = self.text_model_
+        if text_cache is not None and (model is None or text_cache.model_digest != model.digest):
+            raise NextbestError("transform: the text score cache belongs to another text model")
         if as_of is not None and spine is not None:
             raise NextbestError("transform: give either as_of or spine, not both")
         resolved = (self.settings.resolved_column,) if self.has_resolved_ else ()
@@ -334,7 +347,7 @@ class FeatureBuilder:
         texts = f"_nextbest_texts_{uuid.uuid4().hex}"
         try:
             _make_spine(con, table, as_of, spine)
-            scored = _score_texts(con, self.text_model_, table, texts)
+            scored = _score_texts(con, model, table, texts, text_cache)
             return _features(con, self.definition_, self.specs_, table, chunk_rows, scored)
         finally:
             con.execute(f"DROP TABLE IF EXISTS {fs.quote_ident(table)}")
@@ -356,12 +369,19 @@ def _fit_static(con: Con, columns: dict[str, str]) -> list[fs.StaticColumn]:
     return out
 
 
-def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> str | None:
+def _score_texts(
+    con: Con,
+    model: TextScorer | None,
+    spine: str,
+    table: str,
+    cache: TextScoreCache | None = None,
+) -> str | None:
     """Score the texts of the spine's customers before their latest as-of into `table`
     (customer_id, ts, polarity, negative, topic); None when there is no model or no text column.
 
     Texts are scored when features are computed (training, materialize, batch), never per request;
-    each distinct text once (per group of writers when scores depend on the writer: cross-fitting)."""
+    each distinct text once (per group of writers when scores depend on the writer: cross-fitting),
+    and with a `cache` only the texts it does not hold yet."""
     if model is None or "text" not in (_columns(con, "events") or {}):
         return None
     bound = _scalar(con, f"SELECT max(as_of) FROM {fs.quote_ident(spine)}")
@@ -371,6 +391,10 @@ def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> 
         f"AND e.customer_id IN (SELECT customer_id FROM {fs.quote_ident(spine)})"
     )
     target = fs.quote_ident(table)
+    if cache is not None:
+        with cache.reading():
+            _score_cached(con, model, where, table, cache)
+        return table
     if model.per_customer:  # each distinct text once per group of writers (fold)
         id_sql = f"SELECT DISTINCT CAST(e.customer_id AS VARCHAR) FROM events e {where}"
         ids = [r[0] for r in con.execute(id_sql).fetchall()]
@@ -404,6 +428,44 @@ def _score_texts(con: Con, model: TextScorer | None, spine: str, table: str) -> 
             f"JOIN {view} s ON CAST(e.text AS VARCHAR) = s.text {where}"
         )
     return table
+
+
+def _score_cached(
+    con: Con, model: TextScorer, where: str, table: str, cache: TextScoreCache
+) -> None:
+    """`_score_texts` through the kept scores: each event is keyed by its text's hash and takes the
+    kept scores in one join; the keys the cache lacks are scored (each distinct text once), kept,
+    and filled in. Events are read again only when there are new texts, from the first one's time."""
+    target, fresh = fs.quote_ident(table), fs.quote_ident(f"{table}_new")
+    text = "CAST(e.text AS VARCHAR)"
+    con.execute(
+        f"CREATE TEMP TABLE {target} AS SELECT r.customer_id, r.ts, k1, k2, c.polarity, "
+        f"c.negative, c.topic, c.k1 IS NULL AS fresh FROM (SELECT CAST(e.customer_id AS VARCHAR) "
+        f"AS customer_id, e.ts, {text_key_sql(text)} FROM events e {where}) r "
+        f"LEFT JOIN {cache.relation()} c USING (k1, k2)"
+    )
+    since = _scalar(con, f"SELECT min(ts) FROM {target} WHERE fresh")
+    if since is None:
+        return
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE {fresh} AS SELECT DISTINCT k1, k2 FROM {target} WHERE fresh"
+        )
+        recent = f"{where} AND e.ts >= {_ts_literal(since)}"
+        sql = (
+            f"SELECT k1, k2, any_value(text) AS text FROM (SELECT {text} AS text, "
+            f"{text_key_sql(text)} FROM events e {recent}) SEMI JOIN {fresh} USING (k1, k2) "
+            "GROUP BY k1, k2"
+        )
+        scored = _scored(con, sql, model, ("k1", "k2")).drop_columns(["text"])
+        cache.add(scored)
+        with _registered(con, scored) as view:
+            con.execute(
+                f"UPDATE {target} AS t SET polarity = s.polarity, negative = s.negative, "
+                f"topic = s.topic FROM {view} s WHERE t.fresh AND t.k1 = s.k1 AND t.k2 = s.k2"
+            )
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {fresh}")
 
 
 def _scored(con: Con, sql: str, model: TextScorer, keep: tuple[str, ...]) -> pa.Table:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,3 +40,36 @@ def test_a_scores_only_bundle_gets_a_score_report(tmp_path: Path, store: Path) -
         filter_string="attributes.run_name = 'evaluate'", output_format="list"
     )
     assert run.data.metrics["score.churn.roc_auc"] == pytest.approx(headline["score.churn.roc_auc"])
+
+
+def test_the_twin_without_text_loses_what_the_text_carried() -> None:
+    from training.data.snapshots import TrainingSet
+    from training.evaluation.report import WITHOUT_TEXT, score_section
+    from training.evaluation.score_metrics import score_metrics
+    from training.evaluation.scores import ScoreEvaluation, metric_rows, without_text_metrics
+    from training.scores.base import fit_on
+    from training.scores.churn import ChurnModel
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    tone, tenure = rng.normal(size=n), rng.normal(size=n)  # churn follows the tone of the texts
+    y = (rng.random(n) < 1 / (1 + np.exp(-(2.0 * -tone + 0.5 * tenure)))).astype(float)
+    X = np.column_stack([tenure, tone]).astype(np.float32)
+    cut = [slice(0, 4000), slice(4000, 5000), slice(5000, n)]
+    data = TrainingSet(
+        ["tenure", "text_score_mean_90d"], [], *(a for s in cut for a in (X[s], y[s]))
+    )
+    model = fit_on(ChurnModel(), data)
+    with_text = score_metrics(model, data)
+    twin = without_text_metrics(model, data, ["text_score_mean_90d"])
+    assert with_text["roc_auc"] > 0.8 and twin["roc_auc"] < with_text["roc_auc"] - 0.15
+    assert twin["roc_auc"] > 0.55  # the twin still reads tenure
+    assert model.feature_names_ == ["tenure", "text_score_mean_90d"]  # the bundle's model untouched
+    rows = pd.DataFrame(metric_rows("churn", "churn", with_text, twin))
+    auc = rows.set_index("metric").loc["roc_auc"]
+    assert auc["model"] == with_text["roc_auc"] and auc["without_text"] == twin["roc_auc"]
+    page = score_section(ScoreEvaluation("1", [], rows))
+    assert WITHOUT_TEXT in page and f"{twin['roc_auc']:.3f}"[:4] in page
+    plain = pd.DataFrame(metric_rows("churn", "churn", with_text))
+    assert plain["without_text"].isna().all()
+    assert WITHOUT_TEXT not in score_section(ScoreEvaluation("1", [], plain))
