@@ -60,7 +60,7 @@ lint: setup
 
 ## test: lint, then the whole test suite (what .ci/run calls)
 test: lint
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 -q --durations=15
 
 ## data: write the synthetic demo data set to DATA (N customers, SEED) and its ground truth beside it
 data: setup
