@@ -583,17 +583,20 @@ class Nextbest:
         rules = decider.rules
         channels = rules.evaluated(ask.channel)
         since = now - rules.lookback
-        history = self.log.contact_history(since, customers=[customer])
         consent, names, nowhere = None, {}, False
         if rules.consent:
+            history, posted = self.log.customer_policy_history(customer, since)
             every = tuple(dict.fromkeys([*channels, *rules.channels]))  # evaluated ones first
             attributes = {a: np.array([decider.attribute(row, a)]) for a in rules.consent.values()}
-            events = ConsentEvents.of_rows(self._consent_events(runtime, customer), [customer])
+            found = self._consent_events(runtime, customer, posted)
+            events = ConsentEvents.of_rows(found, [customer])
             given = consent_mask(rules, 1, every, attributes, events, now)
             assert given is not None
             consent = given[:, : len(channels)]
             nowhere = not given[0, [every.index(c) for c in rules.channels]].any()
             names = {n: bool(v[0]) for n, v in consent_names(rules, every, given).items()}
+        else:
+            history = self.log.contact_history(since, customers=[customer])
         mask = policy_mask(
             rules, history_of_rows(history, [customer], rules), 1, now, channels, consent
         )
@@ -601,11 +604,11 @@ class Nextbest:
         return Allowed(np.asarray(allowed[0], dtype=bool), dict(names), mask, nowhere)
 
     def _consent_events(
-        self, runtime: Runtime, customer: str
+        self, runtime: Runtime, customer: str, posted: list[tuple[str, datetime, str, str]]
     ) -> list[tuple[str, datetime, str, str]]:
         """The customer's opt_in / opt_out events (customer_id, ts, channel, event_type): from
-        the data (the stored journey) and posted through /events to any replica (the shared
-        history); this host's event store adds those posted before the history kept them."""
+        the data (the stored journey) and `posted` through /events to any replica (read from the
+        shared history); this host's event store adds those posted before the history kept them."""
         found: list[tuple[str, datetime, str, str]] = []
         try:
             history = runtime.store.history(customer)
@@ -616,7 +619,7 @@ class Nextbest:
             chosen = pc.is_in(table["event_type"], value_set=pa.array(CONSENT_TYPES))
             for e in table.filter(chosen).to_pylist():
                 found.append((e["customer_id"], e["ts"], e["channel"], e["event_type"]))
-        found.extend(self.log.consent_events([customer]))
+        found.extend(posted)
         for e in self.events.for_customer(customer):
             if e.event_type in CONSENT_TYPES:
                 found.append((e.customer_id, e.ts, e.channel, e.event_type))

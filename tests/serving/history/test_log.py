@@ -227,6 +227,25 @@ def test_consent_events_are_stored_once_and_read_back_as_of_a_time(source: str) 
     log.close()
 
 
+def test_one_customers_policy_history_is_both_reads_in_one(source: str) -> None:
+    log = DecisionLog(source)
+    first = record("C1", ("credit", "call"), ts=NOW - timedelta(days=3))
+    log.record(first)
+    log.feedback(first.decision_id, "credit", "accepted", NOW - timedelta(days=3))
+    log.feedback(first.decision_id, "call", "declined", NOW - timedelta(days=2))
+    log.record(record("C2"))
+    t0 = datetime(2026, 10, 1, 8)
+    log.record_consent([("C1", t0 + timedelta(days=2), "email", "opt_in"),
+                        ("C1", t0, "email", "opt_out"), ("C2", t0, "sms", "opt_out")], NOW)  # fmt: skip
+    since = NOW - timedelta(days=30)
+    rows, given = log.customer_policy_history("C1", since)
+    assert sorted(rows) == sorted(log.contact_history(since, customers=["C1"])) and len(rows) == 2
+    assert given == log.consent_events(["C1"]) == [("C1", t0, "email", "opt_out"),
+                                                   ("C1", t0 + timedelta(days=2), "email", "opt_in")]  # fmt: skip
+    assert log.customer_policy_history("C3", since) == ([], [])
+    log.close()
+
+
 def batch_sends(customers: list[str], actions: list[str], ts: datetime) -> pd.DataFrame:
     """A batch run's recorded decisions (BATCH_COLUMNS): "control" holds the customer out."""
     return pd.DataFrame(
