@@ -146,12 +146,7 @@ def test_scores_after_live_events_equal_the_batch_definition(
     events: list[Event] = []
     for k, customer in enumerate(customers):
         mine = ingested_for(customer, k)
-        body = [
-            {"customer_id": e.customer_id, "ts": e.ts.isoformat(), "channel": e.channel,
-             "event_type": e.event_type, "value": e.value, "text": e.text}
-            for e in mine
-        ]  # fmt: skip
-        assert live.call("POST", "/events", {"events": body})[1]["accepted"] == len(mine)
+        _posted(live, mine)
         events += mine
     features = offline(uplift_bundle, world.data, events, NOW, tmp_path)
     features = features.set_index("customer_id").loc[customers].reset_index()
