@@ -2,7 +2,8 @@
 authentication, the client's deadline, one shape for the JSON APIs' client errors and a `/readyz`
 that says why.
 
-All answer in JSON with a 4xx before the body is parsed, and none logs the key or the body.
+All answer in JSON with a 4xx (the deadline guard: or a 504) before the body is parsed, and none
+logs the key or the body.
 """
 
 from __future__ import annotations
