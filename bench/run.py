@@ -738,6 +738,8 @@ def bench_loop(customers: int = 8000, impact_customers: int = 6000) -> list[Row]
             rising and learned[-1] >= 0.85,
             "share of the oracle by round: "
             + ", ".join(f"{s:.2f}" for s in shares)
+            + "; what the features allow (a model fitted to the true values, cross-fitted): "
+            + ", ".join(f"{r['ceiling_share']:.2f}" for r in loop["rounds"][1:])
             + f"; gate: {', '.join(verdicts)}; impact intervals covering the truth: "
             f"{inside}/{len(impacts)}",
         )

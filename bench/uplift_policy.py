@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import lightgbm as lgb
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -32,10 +31,6 @@ UPLIFT_STEP = "training uplift models"
 if TYPE_CHECKING:
     from training.config import Config
     from training.evaluation.decisions import Decisions
-
-CEILING_PARAMS = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 31,
-                  "min_child_samples": 50, "num_threads": 2, "verbose": -1}  # fmt: skip
-CEILING_ROUNDS = 300
 
 
 class TruthRows(NamedTuple):
@@ -97,11 +92,9 @@ def oracle_share(t: TruthRows, chosen: np.ndarray) -> float:
 def feature_ceiling(t: TruthRows) -> float:
     """Oracle share of the policy "the arm whose true net value, regressed on the features, is
     highest" on the evaluation customers (fitted on the other customers with truth)."""
-    predicted = np.zeros((t.judge.sum(), t.net.shape[1]))
-    for j in range(1, t.net.shape[1]):
-        data = lgb.Dataset(t.X[t.fit], t.net[t.fit, j])
-        predicted[:, j] = lgb.train(CEILING_PARAMS, data, CEILING_ROUNDS).predict(t.X[t.judge])
-    return oracle_share(t, np.argmax(np.where(judged_arms(t), predicted, -np.inf), axis=1))
+    from training.synth.oracle import ceiling_arms
+
+    return oracle_share(t, ceiling_arms(t.X[t.fit], t.net[t.fit], t.X[t.judge], judged_arms(t)))
 
 
 def truth_swaps(t: TruthRows) -> dict[str, float]:

@@ -395,14 +395,17 @@ def loop(
 
     result = run_loop(rounds, out_dir, customers, seed, exploration, say=lambda m: err.print(m))
     out.print(
-        "round  week  decisions  champion  true value / oracle   impact of previous round (truth)"
+        "round  week  decisions  champion  true value / oracle   features allow"
+        "   impact of previous round (truth)"
     )
     for r in result.rounds:
         impact = (f"{r.impact:+8.2f} ± {r.impact_ci:5.2f} ({r.impact_truth:+.2f})"
                   if r.impact == r.impact else "")  # fmt: skip
         share = f"{r.value_share:6.1%}" if r.value_share == r.value_share else "   –  "
+        ceiling = f"{r.ceiling_share:6.1%}" if r.ceiling_share == r.ceiling_share else "   –  "
         text = f"{r.round:5d}  {r.week:4d}  {r.decisions:9,d}  {r.model_version or 'random':>8s}"
-        out.print(f"{text}  {r.true_value:+7.2f} / {r.oracle_value:5.2f} {share}   {impact}",
+        out.print(f"{text}  {r.true_value:+7.2f} / {r.oracle_value:5.2f} {share}  {ceiling}"
+                  f"          {impact}",
                   highlight=False)  # fmt: skip
         out.print(f"       promotion: {r.promotion}", highlight=False)
     est, ci, truth = result.last_impact

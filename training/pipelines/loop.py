@@ -38,7 +38,7 @@ from training.registry.bundle import Bundle
 from training.registry.mlflow_models import load_bundle
 from training.synth.actions import ARMS
 from training.synth.live import LiveWorld, draw_decisions, true_net
-from training.synth.oracle import truth_columns
+from training.synth.oracle import feature_ceiling, truth_columns
 
 FIRST_WEEK = 26  # half a year of history before round 0
 ROUND_WEEKS = 14  # a 90-day outcome window (13 weeks and a day) is over before the next round
@@ -61,6 +61,7 @@ class Round:
     impact: float = float("nan")  # estimate of the previous round's decisions, per decision
     impact_ci: float = float("nan")
     impact_truth: float = float("nan")
+    ceiling_share: float = float("nan")  # what these features allow (synth.oracle.feature_ceiling)
 
 
 @dataclass
@@ -176,7 +177,8 @@ def decide_round(
     else:
         bundle = load_bundle(None)
         version = bundle.version or ""
-        allowed, greedy, weights = champion_decisions(data, world.today, bundle, ids, catalog_ids)
+        allowed, greedy, weights, X = champion_decisions(data, world.today, bundle, ids,
+                                                         catalog_ids)  # fmt: skip
     cost = {a.id: a.cost for a in config.catalog.actions}
     costs = np.array([cost[a] for a in ARMS[1:]])  # simulator order
     columns = [0, *arm_of]  # catalog order, 0 = nothing
@@ -190,6 +192,8 @@ def decide_round(
         policy = float(np.mean((probs * net).sum(axis=1)))
     step.true_value, step.oracle_value = policy, oracle
     step.value_share = step.true_value / oracle if oracle > 0 else np.nan
+    if epsilon < 1.0 and oracle > 0:
+        step.ceiling_share = feature_ceiling(X, net, eligible)
     share, salt = config.decisioning.control_share, config.decisioning.control_salt
     control = control_mask(ids, share, salt)
     arms, propensity = draw_decisions(probs, control, share, rng)
@@ -205,15 +209,16 @@ def decide_round(
 
 def champion_decisions(
     data: Path, today: pd.Timestamp, bundle: Bundle, ids: np.ndarray, catalog_ids: list[str]
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(allowed (n, k), greedy arm per customer (0 = nothing), money weights per outcome) of the
-    champion for these customers, from their features as of today (the serving decision code)."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """(allowed (n, k), greedy arm per customer (0 = nothing), money weights per outcome, the
+    feature matrix) of the champion for these customers, from their features as of today (the
+    serving decision code)."""
     with open_dataset(data).connect() as con:
         every = bundle.builder.transform(con, as_of=today.to_pydatetime())
     rows = every.set_index("customer_id").loc[ids].reset_index()
     X = to_matrix(bundle.prepare(rows), list(bundle.builder.feature_names_))
     d = decide(bundle, rows, X, catalog_ids)
-    return d.allowed, d.learned, objective_weights(bundle, d.scores, len(rows))
+    return d.allowed, d.learned, objective_weights(bundle, d.scores, len(rows)), X
 
 
 def weights_by_prefix(config: Config, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -242,6 +247,8 @@ def judge_impact(
 
 def _line(step: Round) -> str:
     share = "" if np.isnan(step.value_share) else f"{step.value_share:6.1%} of the oracle"
+    if np.isfinite(step.ceiling_share):
+        share += f" (these features allow {step.ceiling_share:.1%})"
     impact_text = ""
     if np.isfinite(step.impact):
         impact_text = (f"; impact of round {step.round - 1}: {step.impact:+.2f} ± {step.impact_ci:.2f}"

@@ -28,6 +28,7 @@ def test_two_rounds_learn_and_measure_themselves(tmp_path: Path) -> None:
     assert learned.model_version == "1" and "becomes champion" in learned.promotion
     assert learned.value_share > explore.value_share
     assert learned.oracle_value > 0 and learned.true_value <= learned.oracle_value
+    assert np.isnan(explore.ceiling_share) and 0 < learned.ceiling_share <= 1  # what features allow
     for estimate, ci, truth in [(learned.impact, learned.impact_ci, learned.impact_truth),
                                 result.last_impact]:  # fmt: skip
         assert np.isfinite(estimate) and ci > 0 and np.isfinite(truth)
