@@ -52,7 +52,7 @@ def passed(deadline: float | None, now: float) -> bool:
 
 
 def expired_message(deadline: float, now: float) -> str:
-    """The 504's message: what passed, by how much on the service's clock (a client whose clock
+    """The 408's message: what passed, by how much on the service's clock (a client whose clock
     runs behind sees the gap here), and that nothing was done."""
     return (
         f"{HEADER} passed {now - deadline:.3f} s before the service could answer (its clock); "

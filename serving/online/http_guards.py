@@ -2,8 +2,7 @@
 authentication, the client's deadline, one shape for the JSON APIs' client errors and a `/readyz`
 that says why.
 
-All answer in JSON with a 4xx (the deadline guard: or a 504) before the body is parsed, and none
-logs the key or the body.
+All answer in JSON with a 4xx before the body is parsed, and none logs the key or the body.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ OPEN_PATHS = frozenset(
 )
 UNKNOWN_PATH = "/_unknown"  # what every path the service does not have is counted as
 ARRIVED = "nextbest.arrived"  # scope key: time.monotonic() when the request reached the service
-UNAVAILABLE = "nextbest.unavailable"  # scope key: why the service answers this request 503 or 504
+UNAVAILABLE = "nextbest.unavailable"  # scope key: why the service answers this request 503 or 408
 DEADLINE = "nextbest.deadline"  # scope key: the client's deadline, epoch seconds (absent: none)
-EXPLAINED_5XX = (503, 504)  # the 5xx whose reason the service puts in the scope (UNAVAILABLE)
+EXPLAINED = (408, 503)  # the answers whose message the service puts in the scope (UNAVAILABLE)
 RETRY_AFTER_SECONDS = b"1"
 
 
@@ -140,7 +139,7 @@ class ArrivalMiddleware:
 class DeadlineMiddleware:
     """For the APIs `paths`: the client's deadline (serving.online.deadline) put in the scope
     (`DEADLINE`) for the service's later checks, a 400 naming the header when it is malformed, and
-    a 504 when it has passed already (the request waited in the backlog while the workers were
+    a 408 when it has passed already (the request waited in the backlog while the workers were
     busy or restarting): nobody waits for that answer, so nothing is done, not even the body read.
     `on_expired(path)` counts those."""
 
@@ -162,7 +161,7 @@ class DeadlineMiddleware:
             now = time.time()
             if now >= deadline:
                 self.on_expired(scope["path"])
-                await _reply(send, 504, expired_message(deadline, now))
+                await _reply(send, 408, expired_message(deadline, now))
                 return
             scope[DEADLINE] = deadline
         await self.app(scope, receive, send)
@@ -249,9 +248,9 @@ def one_error_object(payload: Any) -> Any:
 
 class JsonApiMiddleware:
     """For the JSON API `paths`: 415 for form bodies, every 4xx answer as one JSON object
-    `{"error": ...}` whatever part of the stack produced it, and a 503 or 504 the service explained
-    (its reason in the scope: BentoML hides every 5xx message) as `{"error": reason}`, the 503
-    with Retry-After."""
+    `{"error": ...}` whatever part of the stack produced it, and a 503 or 408 the service explained
+    (its reason in the scope: BentoML hides every 5xx message and prefixes 4xx ones) as
+    `{"error": reason}`, the 503 with Retry-After."""
 
     def __init__(self, app: ASGIApp, paths: Collection[str]) -> None:
         self.app, self.paths = app, frozenset(paths)
@@ -274,7 +273,7 @@ class JsonApiMiddleware:
             nonlocal held, body
             if message["type"] == "http.response.start" and (
                 400 <= message["status"] < 500
-                or (message["status"] in EXPLAINED_5XX and UNAVAILABLE in scope)
+                or (message["status"] == 503 and UNAVAILABLE in scope)
             ):
                 held = message  # sent once the whole body is known, with its new length
                 return
@@ -285,7 +284,7 @@ class JsonApiMiddleware:
             if message.get("more_body", False):
                 return
             headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
-            if held["status"] in EXPLAINED_5XX:
+            if held["status"] in EXPLAINED and UNAVAILABLE in scope:
                 new = json.dumps({"error": str(scope[UNAVAILABLE])}).encode()
                 if held["status"] == 503:
                     headers.append((b"retry-after", RETRY_AFTER_SECONDS))

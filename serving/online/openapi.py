@@ -43,7 +43,7 @@ Bodies are JSON. Every client error is one JSON object `{"error": "<what is wron
 never answered with a 5xx. When the service runs with `NEXTBEST_API_KEY` set, every call except the
 pages, health, metrics and this document needs the key in the API-key header (see *Authorize*).
 A client may send its deadline in `X-Request-Deadline` (optional; needs synchronized clocks): once it
-has passed, the service answers 504 and decides and stores nothing.
+has passed, the service answers 408 and decides and stores nothing.
 The full contract, with curl examples: docs/api.md in the nextbest repository.
 """
 
@@ -158,7 +158,7 @@ _DEADLINE_BAD = (
     f"{DEADLINE_HEADER}: not a deadline; send {FORMS}",
 )
 _DEADLINE_PASSED = (
-    504,
+    408,
     f"the client's deadline (`{DEADLINE_HEADER}`) passed before the service could answer: "
     "nothing was decided or stored",
     f"{DEADLINE_HEADER} passed 0.412 s before the service could answer (its clock); "
@@ -205,14 +205,12 @@ DEADLINE_PARAMETER = {
     "in": "header",
     "required": False,
     "description": "When the client stops waiting: Unix epoch seconds (fractions allowed) or an "
-    "RFC 3339 time with its UTC offset. Once it has passed the service answers 504 and neither "
+    "RFC 3339 time with its UTC offset. Once it has passed the service answers 408 and neither "
     "decides nor stores anything. Optional; relies on the client's and the service's clocks "
     "agreeing (NTP).",
     "schema": {"type": "string"},
     "example": "1793614503.25",
 }
-# the 5xx answered as `{"error": ...}` (serving.online.http_guards: JsonApiMiddleware)
-JSON_5XX = ("504",)
 
 
 def package_version() -> str:
@@ -288,7 +286,7 @@ def _add_errors(
         grouped.setdefault(str(status), []).append((description, message))
     for code, cases in sorted(grouped.items()):
         responses[code] = {"description": "; ".join(d for d, _ in cases)}
-        if code.startswith("4") or code in JSON_5XX:  # the guards give these this one shape
+        if code.startswith("4"):  # the guards give every 4xx this one shape
             responses[code]["content"] = {
                 JSON: {
                     "schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"},

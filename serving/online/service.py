@@ -162,7 +162,7 @@ DROPPED = bentoml.metrics.Counter(
 )
 EXPIRED = bentoml.metrics.Counter(
     name="nextbest_requests_expired",
-    documentation="Requests answered 504, not carried out, because the client's X-Request-Deadline "
+    documentation="Requests answered 408, not carried out, because the client's X-Request-Deadline "
     "had passed: on arrival (read by a worker too late), before the decision, before the write",
     labelnames=["endpoint", "stage"],
 )
@@ -252,9 +252,9 @@ class Unavailable(BentoMLException):
 
 
 class DeadlinePassed(BentoMLException):
-    """504: the client's deadline (X-Request-Deadline) passed; nothing was decided nor stored."""
+    """408: the client's deadline (X-Request-Deadline) passed; nothing was decided nor stored."""
 
-    error_code = HTTPStatus.GATEWAY_TIMEOUT
+    error_code = HTTPStatus.REQUEST_TIMEOUT
     reason = "client deadline passed"
 
 
@@ -975,7 +975,7 @@ def _explained(ctx: bentoml.Context) -> Iterator[None]:
 
 
 def _in_time(ctx: bentoml.Context, stage: str) -> None:
-    """A 504 saying so (nothing decided, nothing stored) once the client's deadline has passed,
+    """A 408 saying so (nothing decided, nothing stored) once the client's deadline has passed,
     on the wall clock whatever NEXTBEST_NOW says: `stage` is where the request stopped."""
     scope = ctx.request.scope
     deadline, now = scope.get(DEADLINE), time.time()

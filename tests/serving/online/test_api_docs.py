@@ -86,12 +86,12 @@ def test_the_service_document_has_the_examples_and_errors() -> None:
         assert media["example"] == EXAMPLES[path]["response"]
         assert all(isinstance(code, str) for code in operation["responses"])
         assert {"400", "413", "415"} <= set(operation["responses"]), path
-        # the client's deadline: an optional header, its 504 answered as {"error": ...}
+        # the client's deadline: an optional header, and its 408
         (deadline,) = [p for p in operation["parameters"] if p["name"] == "X-Request-Deadline"]
         assert deadline["in"] == "header" and deadline["required"] is False
-        timeout = operation["responses"]["504"]["content"]["application/json"]
+        timeout = operation["responses"]["408"]["content"]["application/json"]
         assert all(e["value"]["error"] for e in timeout["examples"].values())
-    assert "504" not in spec["paths"]["/metadata"]["get"]["responses"]
+    assert "408" not in spec["paths"]["/metadata"]["get"]["responses"]
 
 
 def test_cors_origins_are_parsed_and_checked() -> None:
@@ -134,9 +134,9 @@ def test_the_openapi_document_is_complete(server: Server) -> None:
     scheme = spec["components"]["securitySchemes"]["ApiKey"]
     assert scheme == scheme | {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     expected_4xx = {
-        "/recommend": {"400", "401", "413", "415"},
-        "/score": {"400", "401", "413", "415"},
-        "/feedback": {"400", "401", "404", "413", "415"},
+        "/recommend": {"400", "401", "408", "413", "415"},
+        "/score": {"400", "401", "408", "413", "415"},
+        "/feedback": {"400", "401", "404", "408", "413", "415"},
     }
     for path, codes in expected_4xx.items():
         operation = spec["paths"][path]["post"]
