@@ -107,11 +107,13 @@ def nextbest_refit(frame: pd.DataFrame, names: list[str], cats: list[int], confi
 
 
 def panel(
-    data: Path, version: str, objectives: list[str], refit: bool = False, verdict: bool = False
-) -> dict[str, dict[str, float | str]]:
+    data: Path, version: str, objectives: list[str], refit: bool = False, verdict: bool = False,
+    ceiling: bool = False,
+) -> dict[str, dict[str, float | str]]:  # fmt: skip
     """Per objective ("trained": the bundle's own; "revenue": money = revenue uplift alone), the
     oracle share of nextbest's policy and of every peer's on the evaluation customers; with
-    `verdict`, also `nextbest evaluate`'s verdict on the learned policy."""
+    `verdict`, also `nextbest evaluate`'s verdict on the learned policy; with `ceiling`, what the
+    features allow (training.synth.oracle.feature_ceiling, cross-fitted on the judged rows)."""
     from training.config import CONTROL, Objective
     from training.data.contract import open_dataset
     from training.evaluation.decisions import (
@@ -126,7 +128,12 @@ def panel(
     from training.policy.value import net_value
     from training.registry.mlflow_models import load_bundle
     from training.synth.generate import default_truth_dir
-    from training.synth.oracle import load_exposure_truth, true_net_values, truth_columns
+    from training.synth.oracle import (
+        feature_ceiling,
+        load_exposure_truth,
+        true_net_values,
+        truth_columns,
+    )
 
     trained = load_bundle(version)
     ids = list(trained.config.catalog.ids)
@@ -182,6 +189,8 @@ def panel(
         res: dict[str, float | str] = {"nextbest": share(d.learned), "oracle_eur": oracle_value,
                                        "truth_rows": int(known.sum()),
                                        "treated_share": float(np.mean(d.learned > 0))}  # fmt: skip
+        if ceiling:
+            res["ceiling"] = feature_ceiling(X_held[known], net[known], eligible)
         for peer in [*PEERS, *(["refit"] if refit else [])]:
             uplift = {o: peer_uplift(peer, o) for o in weights}
             value = net_value(uplift, d.scores, d.cost, config.objective, config.outcomes)
@@ -346,6 +355,7 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true", help="also the current uplift code")
     parser.add_argument("--objectives", default="trained", help="trained and/or revenue")
     parser.add_argument("--verdict", action="store_true", help="also nextbest evaluate's verdict")
+    parser.add_argument("--ceiling", action="store_true", help="also what the features allow")
     args = parser.parse_args()
     if args.summarize:
         for row in summarize(args.summarize, args.mode):
@@ -372,7 +382,7 @@ def main() -> None:
         figures["uplift_seconds"] = marks["registering the bundle"] - uplift_start
         figures["train_seconds"] = time.perf_counter() - start
         version = str(result.version)
-    figures |= panel(data, version, objectives, args.refit, args.verdict)
+    figures |= panel(data, version, objectives, args.refit, args.verdict, args.ceiling)
     figures["exposures"] = int(pd.read_parquet(data / "exposures.parquet", columns=[]).shape[0])
     print(json.dumps(figures))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.middleware.cors import CORSMiddleware
 
+from serving.online.deadline import HEADER as DEADLINE_HEADER
 from serving.online.settings import ServingSettings
 
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may cache a preflight answer
@@ -22,7 +23,7 @@ def cors_options(settings: ServingSettings) -> dict[str, Any]:
     return {
         "allow_origins": list(settings.allowed_origins),
         "allow_methods": ["GET", "POST"],
-        "allow_headers": ["content-type", settings.api_key_header.lower()],
+        "allow_headers": ["content-type", settings.api_key_header.lower(), DEADLINE_HEADER.lower()],
         "max_age": PREFLIGHT_MAX_AGE,
     }
 

@@ -1,5 +1,6 @@
 """ASGI guards in front of the service: bounded metric labels, a request-size limit, optional API-key
-authentication, one shape for the JSON APIs' client errors and a `/readyz` that says why.
+authentication, the client's deadline, one shape for the JSON APIs' client errors and a `/readyz`
+that says why.
 
 All answer in JSON with a 4xx before the body is parsed, and none logs the key or the body.
 """
@@ -15,12 +16,16 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.online.deadline import RAW_HEADER, BadDeadlineError, expired_message, parse_deadline
+
 OPEN_PATHS = frozenset(
     {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/schema.json"}
 )
 UNKNOWN_PATH = "/_unknown"  # what every path the service does not have is counted as
 ARRIVED = "nextbest.arrived"  # scope key: time.monotonic() when the request reached the service
-UNAVAILABLE = "nextbest.unavailable"  # scope key: why the service answers this request 503
+UNAVAILABLE = "nextbest.unavailable"  # scope key: why the service answers this request 503 or 408
+DEADLINE = "nextbest.deadline"  # scope key: the client's deadline, epoch seconds (absent: none)
+EXPLAINED = (408, 503)  # the answers whose message the service puts in the scope (UNAVAILABLE)
 RETRY_AFTER_SECONDS = b"1"
 
 
@@ -131,6 +136,37 @@ class ArrivalMiddleware:
         await self.app(scope, receive, send)
 
 
+class DeadlineMiddleware:
+    """For the APIs `paths`: the client's deadline (serving.online.deadline) put in the scope
+    (`DEADLINE`) for the service's later checks, a 400 naming the header when it is malformed, and
+    a 408 when it has passed already (the request waited in the backlog while the workers were
+    busy or restarting): nobody waits for that answer, so nothing is done, not even the body read.
+    `on_expired(path)` counts those."""
+
+    def __init__(
+        self, app: ASGIApp, paths: Collection[str], on_expired: Callable[[str], None]
+    ) -> None:
+        self.app, self.paths, self.on_expired = app, frozenset(paths), on_expired
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        try:
+            deadline = parse_deadline([v for k, v in scope["headers"] if k.lower() == RAW_HEADER])
+        except BadDeadlineError as exc:
+            await _reply(send, 400, str(exc))
+            return
+        if deadline is not None:
+            now = time.time()
+            if now >= deadline:
+                self.on_expired(scope["path"])
+                await _reply(send, 408, expired_message(deadline, now))
+                return
+            scope[DEADLINE] = deadline
+        await self.app(scope, receive, send)
+
+
 class ReadyDetailMiddleware:
     """`/readyz` keeps BentoML's status (200 or 503 from `__is_ready__`) and answers a JSON body
     with `detail()`: the loaded versions and the reload loop's last error and failure count."""
@@ -212,9 +248,9 @@ def one_error_object(payload: Any) -> Any:
 
 class JsonApiMiddleware:
     """For the JSON API `paths`: 415 for form bodies, every 4xx answer as one JSON object
-    `{"error": ...}` whatever part of the stack produced it, and a 503 the service explained (its
-    reason in the scope: BentoML hides every 5xx message) as `{"error": reason}` with
-    Retry-After."""
+    `{"error": ...}` whatever part of the stack produced it, and a 503 or 408 the service explained
+    (its reason in the scope: BentoML hides every 5xx message and prefixes 4xx ones) as
+    `{"error": reason}`, the 503 with Retry-After."""
 
     def __init__(self, app: ASGIApp, paths: Collection[str]) -> None:
         self.app, self.paths = app, frozenset(paths)
@@ -248,9 +284,10 @@ class JsonApiMiddleware:
             if message.get("more_body", False):
                 return
             headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
-            if held["status"] == 503:
+            if held["status"] in EXPLAINED and UNAVAILABLE in scope:
                 new = json.dumps({"error": str(scope[UNAVAILABLE])}).encode()
-                headers.append((b"retry-after", RETRY_AFTER_SECONDS))
+                if held["status"] == 503:
+                    headers.append((b"retry-after", RETRY_AFTER_SECONDS))
             else:
                 new = json.dumps(_reshaped(body)).encode()
             headers.append((b"content-length", str(len(new)).encode()))

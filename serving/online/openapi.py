@@ -23,6 +23,9 @@ from bentoml._internal.service.openapi.specification import OpenAPISpecification
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from serving.online.deadline import FORMS
+from serving.online.deadline import HEADER as DEADLINE_HEADER
+
 TITLE = "nextbest"
 DESCRIPTION = """\
 Next-best-action decisions for one customer at a time: scores (churn probability, satisfaction,
@@ -39,6 +42,8 @@ with its uplift per outcome and short reasons an agent can read out.
 Bodies are JSON. Every client error is one JSON object `{"error": "<what is wrong>"}`; bad input is
 never answered with a 5xx. When the service runs with `NEXTBEST_API_KEY` set, every call except the
 pages, health, metrics and this document needs the key in the API-key header (see *Authorize*).
+A client may send its deadline in `X-Request-Deadline` (optional; needs synchronized clocks): once it
+has passed, the service answers 408 and decides and stores nothing.
 The full contract, with curl examples: docs/api.md in the nextbest repository.
 """
 
@@ -147,19 +152,34 @@ _COMMON = [
         "send the body as JSON (Content-Type: application/json), not multipart/form-data",
     ),
 ]
+_DEADLINE_BAD = (
+    400,
+    f"`{DEADLINE_HEADER}` is malformed or sent more than once",
+    f"{DEADLINE_HEADER}: not a deadline; send {FORMS}",
+)
+_DEADLINE_PASSED = (
+    408,
+    f"the client's deadline (`{DEADLINE_HEADER}`) passed before the service could answer: "
+    "nothing was decided or stored",
+    f"{DEADLINE_HEADER} passed 0.412 s before the service could answer (its clock); "
+    "nothing was decided or stored",
+)
 _AUTH = (401, "the API key is missing or wrong (only when NEXTBEST_API_KEY is set)", "")
 _NOT_READY = (503, "no model bundle is loaded yet (see GET /readyz)", "no bundle loaded yet")
 ERRORS: dict[str, list[tuple[int, str, str]]] = {
     "/recommend": [
         *_COMMON,
+        _DEADLINE_BAD,
         (400, "an unknown channel", "unknown channel 'fax' (channels: app, call_center, chat)"),
         (400, "an unknown action id in `exclude`", "unknown action id(s) in exclude: nope"),
         _AUTH,
         _NOT_READY,
+        _DEADLINE_PASSED,
     ],
-    "/score": [*_COMMON, _AUTH, _NOT_READY],
+    "/score": [*_COMMON, _DEADLINE_BAD, _AUTH, _NOT_READY, _DEADLINE_PASSED],
     "/feedback": [
         *_COMMON,
+        _DEADLINE_BAD,
         (
             400,
             "the action was not shown by that decision",
@@ -167,15 +187,30 @@ ERRORS: dict[str, list[tuple[int, str, str]]] = {
         ),
         (404, "no decision has this decision_id", "unknown decision_id 'd0e5'"),
         _AUTH,
+        _DEADLINE_PASSED,
     ],
     "/events": [
         *_COMMON,
+        _DEADLINE_BAD,
         (400, "a bad event: the message names its index and field", "events.3.ts: Value error"),
         _AUTH,
+        _DEADLINE_PASSED,
     ],
     "/metadata": [_AUTH],
 }
 PROTECTED = ("/recommend", "/score", "/feedback", "/events", "/metadata")
+DEADLINE_PATHS = ("/recommend", "/score", "/feedback", "/events")  # they honour the header
+DEADLINE_PARAMETER = {
+    "name": DEADLINE_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "When the client stops waiting: Unix epoch seconds (fractions allowed) or an "
+    "RFC 3339 time with its UTC offset. Once it has passed the service answers 408 and neither "
+    "decides nor stores anything. Optional; relies on the client's and the service's clocks "
+    "agreeing (NTP).",
+    "schema": {"type": "string"},
+    "example": "1793614503.25",
+}
 
 
 def package_version() -> str:
@@ -220,6 +255,8 @@ def document(spec: dict[str, Any], api_key_header: str, api_key_required: bool) 
         operation["responses"] = {str(k): v for k, v in operation.get("responses", {}).items()}
         if api_key_required:
             operation["security"] = [{SCHEME: []}]
+        if path in DEADLINE_PATHS:
+            operation.setdefault("parameters", []).append(dict(DEADLINE_PARAMETER))
         _add_examples(operation, EXAMPLES.get(path))
         _add_errors(operation, ERRORS[path], api_key_header)
     return out

@@ -68,15 +68,18 @@ from serving.online.api_models import (
 )
 from serving.online.bento_args import service_environ
 from serving.online.cors import allow_cross_origin
+from serving.online.deadline import expired_message, passed
 from serving.online.decision import Allowed, Decision, DecisionRequest, UnknownChannelError
 from serving.online.events import Event, EventStore, EventStoreUnavailableError
 from serving.online.http_guards import (
     ARRIVED,
+    DEADLINE,
     OPEN_PATHS,
     TEMPLATES,
     ApiKeyMiddleware,
     ArrivalMiddleware,
     BodyLimitMiddleware,
+    DeadlineMiddleware,
     JsonApiMiddleware,
     ReadyDetailMiddleware,
     bound_metric_labels,
@@ -156,6 +159,12 @@ DROPPED = bentoml.metrics.Counter(
     name="nextbest_decisions_dropped",
     documentation="Decisions made but not logged nor answered: client gone or deadline passed",
     labelnames=["reason"],
+)
+EXPIRED = bentoml.metrics.Counter(
+    name="nextbest_requests_expired",
+    documentation="Requests answered 408, not carried out, because the client's X-Request-Deadline "
+    "had passed: on arrival (read by a worker too late), before the decision, before the write",
+    labelnames=["endpoint", "stage"],
 )
 TRIGGER_FAILURES = bentoml.metrics.Counter(
     name="nextbest_trigger_failures",
@@ -240,6 +249,13 @@ class Unavailable(BentoMLException):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class DeadlinePassed(BentoMLException):
+    """408: the client's deadline (X-Request-Deadline) passed; nothing was decided nor stored."""
+
+    error_code = HTTPStatus.REQUEST_TIMEOUT
+    reason = "client deadline passed"
 
 
 class Rejected(InvalidArgument):
@@ -501,6 +517,7 @@ class Nextbest:
         except UnknownActionError as exc:
             raise Rejected(str(exc), "unknown action id in exclude") from None
         now = self.settings.clock()
+        _in_time(ctx, "decision")  # after `now`: a logged decision's ts is before the deadline
         with _explained(ctx):
             row = self._row(runtime, request.customer_id, now)
         shown, hidden = self._arms(runtime, ask)
@@ -514,6 +531,7 @@ class Nextbest:
         response = _response(decision_id, request.customer_id, shown, decision, reasons, why)
         await self._still_wanted(ctx)  # last step before the log: nobody waits, nothing logged
         with _explained(ctx):  # not stored, not answered: the client retries
+            _in_time(ctx, "write")  # no await from here to the commit
             self.log.record(
                 _record(decision_id, now, request.customer_id, request.channel, request.context,
                         shown, decision)
@@ -634,9 +652,11 @@ class Nextbest:
         )
 
     async def _still_wanted(self, ctx: bentoml.Context) -> None:
-        """Refuse to log a decision whose client has disconnected or whose deadline has passed (a
-        request queued while workers restarted): an exposure nobody saw would bias the next
-        training."""
+        """Refuse to log a decision whose client has disconnected or whose server-side deadline
+        has passed (a request queued while workers restarted): an exposure nobody saw would bias
+        the next training. Best effort: a disconnect can reach the worker after the decision, and
+        a request's time in the backlog is not seen; the client's own deadline (`_in_time`,
+        X-Request-Deadline) is exact."""
         request = ctx.request
         arrived = request.scope.get(ARRIVED)
         if (
@@ -707,6 +727,7 @@ class Nextbest:
             allowed = policy_allows
         try:
             with _explained(ctx):
+                _in_time(ctx, "write")
                 self.log.feedback(
                     request.decision_id, request.action_id, request.outcome, now, allowed
                 )
@@ -733,6 +754,7 @@ class Nextbest:
         consents = [(e.customer_id, e.ts, e.channel, e.event_type)
                     for e in batch if e.event_type in CONSENT_TYPES]  # fmt: skip
         with _explained(ctx):
+            _in_time(ctx, "write")  # nothing of the batch is stored after its client gave up
             if consents:  # first in the shared history: every replica and batch apply them
                 self.log.record_consent(consents, datetime.now(UTC))
             done = self.events.ingest(batch, datetime.now(UTC), pending=triggers)
@@ -900,11 +922,17 @@ class Nextbest:
         )
 
 
+def _expired_on_arrival(path: str) -> None:
+    """DeadlineMiddleware's count of requests whose deadline passed before a worker read them."""
+    EXPIRED.labels(endpoint=path, stage="arrival").inc()
+
+
 SERVICE = cast("bentoml.Service[Any]", Nextbest)  # what the decorators made of the class
 bound_metric_labels(KNOWN_PATHS, KNOWN_PREFIXES)
 SERVICE.add_asgi_middleware(ArrivalMiddleware)
 SERVICE.add_asgi_middleware(ReadyDetailMiddleware, detail=ready_detail)
 SERVICE.add_asgi_middleware(JsonApiMiddleware, paths=API_PATHS)
+SERVICE.add_asgi_middleware(DeadlineMiddleware, paths=API_PATHS, on_expired=_expired_on_arrival)
 SERVICE.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_request_bytes)
 if SETTINGS.api_key is not None:
     SERVICE.add_asgi_middleware(
@@ -944,6 +972,19 @@ def _explained(ctx: bentoml.Context) -> Iterator[None]:
         HISTORY_DOWN.inc()
         ctx.request.scope[UNAVAILABLE_REASON] = HISTORY_DOWN_MESSAGE
         raise Unavailable(HISTORY_DOWN_MESSAGE, "contact history unavailable") from None
+
+
+def _in_time(ctx: bentoml.Context, stage: str) -> None:
+    """A 408 saying so (nothing decided, nothing stored) once the client's deadline has passed,
+    on the wall clock whatever NEXTBEST_NOW says: `stage` is where the request stopped."""
+    scope = ctx.request.scope
+    deadline, now = scope.get(DEADLINE), time.time()
+    if deadline is None or not passed(deadline, now):
+        return
+    EXPIRED.labels(endpoint=scope["path"], stage=stage).inc()
+    message = expired_message(deadline, now)
+    scope[UNAVAILABLE_REASON] = message
+    raise DeadlinePassed(message)
 
 
 def _unavailable_page(message: str) -> JSONResponse:

@@ -61,13 +61,18 @@ def deleted_handles(pids: set[int], name: str) -> int:
 
 
 def post(
-    server: Server, path: str, body: object, header: str = HEADER, timeout: float = 10
+    server: Server,
+    path: str,
+    body: object,
+    header: str = HEADER,
+    timeout: float = 10,
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, dict]:
-    """One POST with a fresh connection; (status, JSON body or {"text": ...})."""
+    """One POST with a fresh connection and `extra` headers; (status, JSON body or {"text": ...})."""
     url = urllib.parse.urlsplit(server.url)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json", header: API_KEY}
+        headers = {"Content-Type": "application/json", header: API_KEY} | (extra or {})
         conn.request("POST", path, json.dumps(body).encode(), headers)
         response = conn.getresponse()
         raw = response.read()
@@ -122,7 +127,9 @@ def load(
     timeout: float = 10,
     tag: str = "r",
 ) -> Iterator[Load]:
-    """Keep `threads` clients asking /recommend until the block ends; request ids `<tag><k>-<n>`."""
+    """Keep `threads` clients asking /recommend until the block ends; request ids `<tag><k>-<n>`.
+    Each request carries its deadline (X-Request-Deadline): sent + `timeout`, when its client
+    gives up."""
     result, stop, lock = Load(), threading.Event(), threading.Lock()
     counter = iter(range(10**9))
 
@@ -136,9 +143,10 @@ def load(
                 "context": {"rid": rid},
             }
             with lock:
-                result.sent_at[rid] = time.time()
+                result.sent_at[rid] = sent = time.time()
+            deadline = {"X-Request-Deadline": f"{sent + timeout:.6f}"}
             try:
-                status, answer = post(server, "/recommend", body, timeout=timeout)
+                status, answer = post(server, "/recommend", body, timeout=timeout, extra=deadline)
             except (OSError, http.client.HTTPException) as exc:  # timed out, cut off by a kill
                 with lock:
                     result.gave_up.add(rid)

@@ -86,13 +86,19 @@ def test_the_service_document_has_the_examples_and_errors() -> None:
         assert media["example"] == EXAMPLES[path]["response"]
         assert all(isinstance(code, str) for code in operation["responses"])
         assert {"400", "413", "415"} <= set(operation["responses"]), path
+        # the client's deadline: an optional header, and its 408
+        (deadline,) = [p for p in operation["parameters"] if p["name"] == "X-Request-Deadline"]
+        assert deadline["in"] == "header" and deadline["required"] is False
+        timeout = operation["responses"]["408"]["content"]["application/json"]
+        assert all(e["value"]["error"] for e in timeout["examples"].values())
+    assert "408" not in spec["paths"]["/metadata"]["get"]["responses"]
 
 
 def test_cors_origins_are_parsed_and_checked() -> None:
     settings = ServingSettings.from_env({"NEXTBEST_CORS_ORIGINS": f" {DESK}, https://b.example "})
     assert settings.allowed_origins == (DESK, "https://b.example")
     assert cors_options(settings)["allow_origins"] == [DESK, "https://b.example"]
-    assert "x-api-key" in cors_options(settings)["allow_headers"]
+    assert {"x-api-key", "x-request-deadline"} <= set(cors_options(settings)["allow_headers"])
     assert ServingSettings.from_env({}).allowed_origins == ()
     for bad in ("desk.example.com", "https://desk.example.com/app", "*"):
         with pytest.raises(ConfigError, match="NEXTBEST_CORS_ORIGINS"):
@@ -128,9 +134,9 @@ def test_the_openapi_document_is_complete(server: Server) -> None:
     scheme = spec["components"]["securitySchemes"]["ApiKey"]
     assert scheme == scheme | {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     expected_4xx = {
-        "/recommend": {"400", "401", "413", "415"},
-        "/score": {"400", "401", "413", "415"},
-        "/feedback": {"400", "401", "404", "413", "415"},
+        "/recommend": {"400", "401", "408", "413", "415"},
+        "/score": {"400", "401", "408", "413", "415"},
+        "/feedback": {"400", "401", "404", "408", "413", "415"},
     }
     for path, codes in expected_4xx.items():
         operation = spec["paths"][path]["post"]

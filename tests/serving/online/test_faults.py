@@ -470,6 +470,52 @@ def test_stores_that_cannot_be_opened_keep_workers_up_not_ready_and_recover(
 # --- crashes (last: the workers restart) --------------------------------------------------------------
 
 
+def test_requests_queued_while_every_worker_is_stopped_are_refused_after_their_deadline(
+    fault_server: Server, faults: FaultWorld
+) -> None:
+    """Every worker stopped (SIGSTOP: how a restart or a long pause looks from the socket) while
+    clients send requests whose deadline (X-Request-Deadline) is 1 s away and keep waiting: the
+    requests wait in the kernel's backlog, and the workers, once they go on, read them after their
+    deadline. Each is answered 408 naming the header and counted, none decided or logged (without
+    the header they were decided and logged 2 s late: the connection was still open)."""
+    faults.promote(faults.champion)
+    assert wait_for(lambda: all(readyz(fault_server)[0] == 200 for _ in range(4)), 30)
+    ids, before = customers(faults.world, 8), expired_on_arrival(fault_server)
+    answers: dict[str, tuple[int, dict]] = {}
+
+    def ask(rid: str, customer: str) -> None:
+        body = {"customer_id": customer, "channel": "call_center", "context": {"rid": rid}}
+        deadline = {"X-Request-Deadline": f"{time.time() + 1.0:.6f}"}
+        answers[rid] = post(fault_server, "/recommend", body, timeout=30, extra=deadline)
+
+    clients = [threading.Thread(target=ask, args=(f"stop-{n}", c)) for n, c in enumerate(ids)]
+    pids = worker_pids(fault_server)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(2.0)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    for client in clients:
+        client.join()
+    assert {status for status, _ in answers.values()} == {408}, answers
+    assert all(a["error"].startswith("X-Request-Deadline passed ") for _, a in answers.values())
+    assert not [rid for rid in logged_by_rid(fault_server.log) if rid.startswith("stop")]
+    assert expired_on_arrival(fault_server) == before + len(ids)
+
+
+def expired_on_arrival(server: Server) -> float:
+    """nextbest_requests_expired_total of /recommend, stage arrival (0 before the first)."""
+    status, text = get(server, "/metrics")
+    assert status == 200
+    prefix = 'nextbest_requests_expired_total{endpoint="/recommend",stage="arrival"}'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(prefix))  # fmt: skip
+
+
 def test_kill_9_of_every_worker_under_load(fault_server: Server, faults: FaultWorld) -> None:
     """No answered decision missing from the log; no decision logged after its client gave up."""
     faults.promote(faults.champion)
