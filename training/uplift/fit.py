@@ -53,7 +53,7 @@ from training.uplift.learners import (
     is_binary,
 )
 from training.uplift.metrics import dr_contributions, dr_value, or_nan, qini_coefficient
-from training.uplift.selection import Line, SelectedUplift, calibration_line
+from training.uplift.selection import Line, SelectedUplift, calibration_line, ols_slope
 
 # Small, regularised LightGBM bases (many small-effect actions reward shrinkage over depth);
 # half the features per tree halves the time. 200k exposures x 5 actions x 4 outcomes: see bench.
@@ -293,6 +293,7 @@ def compare_learners(
         for p in pairs
     ]
     lines: dict[tuple[str, str], Line] = {}
+    slope_se: dict[tuple[str, str], float] = {}
     for j, action in enumerate(actions):
         # pseudo-outcomes of every held-out row: their mean given x is the effect only over all
         # arms (the AIPW correction terms balance out across arms, not within two of them)
@@ -301,7 +302,9 @@ def compare_learners(
         )
         for name in raw:  # every learner's slope is reported; the chosen one's line is served
             lines[name, action] = calibration_line(raw[name][:, j], pseudo)
+            slope_se[name, action] = ols_slope(raw[name][:, j], pseudo)[1]
     table["slope"] = [lines[p].slope if p in lines else np.nan for p in pairs]
+    table["slope_se"] = [slope_se.get(p, np.nan) for p in pairs]
     choice = choose_per_action(table, actions)
     table["chosen"] = [a != "all" and choice.get(a) == name for name, a in pairs]
     served_lines = {a: lines[name, a] for a, name in choice.items() if name != DEFAULT_LEARNER}
@@ -316,25 +319,36 @@ def choose_per_action(table: pd.DataFrame, actions: list[str]) -> dict[str, str]
     same held-out rows by more than `Z_CHOICE` standard errors of the paired difference
     (`z_vs_default`), then the one with the largest margin. Below that bar, `SHRUNK_LEARNER`
     serves when both signals of the same rows favour it: its policies do better (z > 0) and its
-    effects' spread is more real than the default's (a larger calibration `slope`: DR
-    pseudo-outcomes confirm more of it).
+    effects' spread is more real than the default's (a calibration `slope` larger by more than
+    one standard error of the difference, `slope_se` of both taken as independent: DR
+    pseudo-outcomes confirm more of it, beyond their noise).
 
     Measured (issue 15): choosing by the highest mean DR value alone picked on differences far
     inside their intervals, i.e. on noise, and mostly picked T-learners, the weakest learner on
     most simulated worlds. The linear learner with z > 0 alone served on noise on a simulated
     world (its slopes 0.06-0.66 against the S-learner's 0.64-1) and lost most of the policy's
-    value; on Hillstrom its slopes were above the S-learner's on every split (README)."""
+    value; on Hillstrom its slopes were above the S-learner's on every split; a slope larger
+    within its noise chose it on a larger world, at a cost (README)."""
     choice = {}
     for action in actions:
         rows = table[table["action"] == action].set_index("learner")
         z = rows["z_vs_default"].astype(np.float64).where(lambda v: np.isfinite(v), -np.inf)
         best = str(z.idxmax())
         choice[action] = best if z[best] > Z_CHOICE else DEFAULT_LEARNER
-        if choice[action] == DEFAULT_LEARNER and SHRUNK_LEARNER in rows.index:
-            slope = rows["slope"] if "slope" in rows else pd.Series(np.nan, index=rows.index)
-            if z[SHRUNK_LEARNER] > 0 and slope[SHRUNK_LEARNER] > slope[DEFAULT_LEARNER]:
-                choice[action] = SHRUNK_LEARNER
+        shrunk = SHRUNK_LEARNER in rows.index and z[SHRUNK_LEARNER] > 0
+        if choice[action] == DEFAULT_LEARNER and shrunk and _clearly_larger_slope(rows):
+            choice[action] = SHRUNK_LEARNER
     return choice
+
+
+def _clearly_larger_slope(rows: pd.DataFrame) -> bool:
+    """Whether SHRUNK_LEARNER's calibration slope beats the default's by more than one standard
+    error of their difference (rows indexed by learner; no slope columns: False)."""
+    if "slope" not in rows or "slope_se" not in rows:
+        return False
+    gap = rows.at[SHRUNK_LEARNER, "slope"] - rows.at[DEFAULT_LEARNER, "slope"]
+    se = np.hypot(rows.at[SHRUNK_LEARNER, "slope_se"], rows.at[DEFAULT_LEARNER, "slope_se"])
+    return bool(gap > se)
 
 
 # ---------------------------------------------------------------------------------------------

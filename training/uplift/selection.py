@@ -34,6 +34,20 @@ class Line(NamedTuple):
     slope: float
 
 
+def ols_slope(predicted: np.ndarray, pseudo: np.ndarray) -> tuple[float, float]:
+    """(least-squares slope of `pseudo` on `predicted`, its standard error); (0, inf) when the
+    predictions do not vary or the rows are too few."""
+    predicted = np.asarray(predicted, dtype=np.float64)
+    pseudo = np.asarray(pseudo, dtype=np.float64)
+    centre, variance = float(predicted.mean()), float(np.var(predicted))
+    if variance <= 0 or len(predicted) < 3:
+        return 0.0, float("inf")
+    slope = float(np.cov(predicted, pseudo, bias=True)[0, 1] / variance)
+    residual = pseudo - pseudo.mean() - slope * (predicted - centre)
+    se2 = float(np.var(residual)) / (variance * (len(predicted) - 2))
+    return slope, float(np.sqrt(se2))
+
+
 def calibration_line(
     predicted: np.ndarray, pseudo: np.ndarray, prior_sd: float = SLOPE_PRIOR_SD
 ) -> Line:
@@ -47,13 +61,11 @@ def calibration_line(
     move it).
     """
     predicted = np.asarray(predicted, dtype=np.float64)
-    pseudo = np.asarray(pseudo, dtype=np.float64)
     centre, variance = float(predicted.mean()), float(np.var(predicted))
     if variance <= 0 or len(predicted) < 3:
         return Line(centre, 0.0 if variance <= 0 else 1.0)
-    slope = float(np.cov(predicted, pseudo, bias=True)[0, 1] / variance)
-    residual = pseudo - pseudo.mean() - slope * (predicted - centre)
-    se2 = float(np.var(residual)) / (variance * (len(predicted) - 2))
+    slope, se = ols_slope(predicted, pseudo)
+    se2 = se**2
     posterior = (
         (slope / se2 + 1.0 / prior_sd**2) / (1.0 / se2 + 1.0 / prior_sd**2) if se2 > 0 else slope
     )

@@ -88,22 +88,26 @@ def test_another_learner_needs_a_significant_paired_gain() -> None:
 
 def test_the_linear_learner_serves_below_the_bar_only_on_both_signals() -> None:
     """Below the bar the linear learner serves when its policies do better (z > 0) and its
-    calibration slope is larger than the default's; a significant challenger still wins."""
+    calibration slope is larger than the default's by more than the difference's standard error;
+    a significant challenger still wins."""
     learners = ["SLearner", "TLearner", SHRUNK_LEARNER]
-    cases = {  # action: (z of the three learners, slopes of the three learners)
-        "both": ([0.0, 1.0, 0.4], [0.3, 0.5, 0.9]),
-        "worse": ([0.0, 1.0, -0.4], [0.3, 0.5, 0.9]),
-        "noisy": ([0.0, 1.0, 1.2], [0.9, 0.5, 0.4]),
-        "challenger": ([0.0, Z_CHOICE + 0.5, 1.0], [0.3, 0.5, 0.9]),
+    cases = {  # action: (z, slopes, slope standard errors of the three learners)
+        "both": ([0.0, 1.0, 0.4], [0.3, 0.5, 0.9], [0.1, 0.1, 0.1]),
+        "worse": ([0.0, 1.0, -0.4], [0.3, 0.5, 0.9], [0.1, 0.1, 0.1]),
+        "noisy": ([0.0, 1.0, 1.2], [0.9, 0.5, 0.4], [0.1, 0.1, 0.1]),
+        "tie": ([0.0, 1.0, 1.3], [0.86, 0.5, 0.91], [0.1, 0.1, 0.1]),  # larger, within its noise
+        "unsure": ([0.0, 1.0, 0.4], [0.3, 0.5, 0.9], [0.5, 0.1, 0.5]),  # 0.6 against se 0.71
+        "challenger": ([0.0, Z_CHOICE + 0.5, 1.0], [0.3, 0.5, 0.9], [0.1, 0.1, 0.1]),
     }
     table = pd.DataFrame(
         {"learner": learners * len(cases), "action": [a for a in cases for _ in learners],
-         "z_vs_default": [v for z, _ in cases.values() for v in z],
-         "slope": [v for _, slope in cases.values() for v in slope]}
+         "z_vs_default": [v for z, _, _ in cases.values() for v in z],
+         "slope": [v for _, slope, _ in cases.values() for v in slope],
+         "slope_se": [v for _, _, se in cases.values() for v in se]}
     )  # fmt: skip
     assert choose_per_action(table, list(cases)) == {
         "both": SHRUNK_LEARNER, "worse": DEFAULT_LEARNER, "noisy": DEFAULT_LEARNER,
-        "challenger": "TLearner",
+        "tie": DEFAULT_LEARNER, "unsure": DEFAULT_LEARNER, "challenger": "TLearner",
     }  # fmt: skip
 
 

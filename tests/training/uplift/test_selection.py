@@ -102,3 +102,15 @@ def test_unknown_learner_or_action_is_refused(two_learners) -> None:
         SelectedUplift(fitted, {"a1": "XLearner"})  # type: ignore[arg-type]
     with pytest.raises(NextbestError, match="never saw action 'zz'"):
         SelectedUplift(fitted, {"zz": "SLearner"})  # type: ignore[arg-type]
+
+
+def test_the_slope_standard_error_shrinks_with_rows_and_grows_with_noise() -> None:
+    from training.uplift.selection import ols_slope
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=4000)
+    slope, se = ols_slope(x, 0.5 * x + rng.normal(size=4000))
+    assert abs(slope - 0.5) < 3 * se and 0.01 < se < 0.03  # about 1 / sqrt(4000)
+    assert ols_slope(x[:400], 0.5 * x[:400] + rng.normal(size=400))[1] > 2.5 * se
+    assert ols_slope(x, 0.5 * x + rng.normal(scale=4.0, size=4000))[1] > 3 * se
+    assert ols_slope(np.ones(10), np.arange(10.0)) == (0.0, float("inf"))
