@@ -346,9 +346,10 @@ def _clearly_larger_slope(rows: pd.DataFrame) -> bool:
     error of their difference (rows indexed by learner; no slope columns: False)."""
     if "slope" not in rows or "slope_se" not in rows:
         return False
-    gap = rows.at[SHRUNK_LEARNER, "slope"] - rows.at[DEFAULT_LEARNER, "slope"]
-    se = np.hypot(rows.at[SHRUNK_LEARNER, "slope_se"], rows.at[DEFAULT_LEARNER, "slope_se"])
-    return bool(gap > se)
+    slope = rows["slope"].astype(np.float64)
+    se = rows["slope_se"].astype(np.float64)
+    gap = slope[SHRUNK_LEARNER] - slope[DEFAULT_LEARNER]
+    return bool(gap > np.hypot(se[SHRUNK_LEARNER], se[DEFAULT_LEARNER]))
 
 
 # ---------------------------------------------------------------------------------------------
