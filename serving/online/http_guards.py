@@ -16,11 +16,18 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.online.deadline import RAW_HEADER, BadDeadlineError, expired_message, parse_deadline
+from serving.online.deadline import (
+    RAW_HEADER,
+    BadDeadlineError,
+    expired_message,
+    parse_deadline,
+    passed,
+)
 
 OPEN_PATHS = frozenset(
     {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/schema.json"}
 )
+API_PATHS = ("/recommend", "/score", "/feedback", "/events")  # the JSON APIs (and deadline's)
 UNKNOWN_PATH = "/_unknown"  # what every path the service does not have is counted as
 ARRIVED = "nextbest.arrived"  # scope key: time.monotonic() when the request reached the service
 UNAVAILABLE = "nextbest.unavailable"  # scope key: why the service answers this request 503 or 408
@@ -159,7 +166,7 @@ class DeadlineMiddleware:
             return
         if deadline is not None:
             now = time.time()
-            if now >= deadline:
+            if passed(deadline, now):
                 self.on_expired(scope["path"])
                 await _reply(send, 408, expired_message(deadline, now))
                 return

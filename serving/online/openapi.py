@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse
 
 from serving.online.deadline import FORMS
 from serving.online.deadline import HEADER as DEADLINE_HEADER
+from serving.online.http_guards import API_PATHS
 
 TITLE = "nextbest"
 DESCRIPTION = """\
@@ -198,8 +199,7 @@ ERRORS: dict[str, list[tuple[int, str, str]]] = {
     ],
     "/metadata": [_AUTH],
 }
-PROTECTED = ("/recommend", "/score", "/feedback", "/events", "/metadata")
-DEADLINE_PATHS = ("/recommend", "/score", "/feedback", "/events")  # they honour the header
+PROTECTED = (*API_PATHS, "/metadata")
 DEADLINE_PARAMETER = {
     "name": DEADLINE_HEADER,
     "in": "header",
@@ -255,7 +255,7 @@ def document(spec: dict[str, Any], api_key_header: str, api_key_required: bool) 
         operation["responses"] = {str(k): v for k, v in operation.get("responses", {}).items()}
         if api_key_required:
             operation["security"] = [{SCHEME: []}]
-        if path in DEADLINE_PATHS:
+        if path in API_PATHS:  # they honour the deadline header
             operation.setdefault("parameters", []).append(dict(DEADLINE_PARAMETER))
         _add_examples(operation, EXAMPLES.get(path))
         _add_errors(operation, ERRORS[path], api_key_header)

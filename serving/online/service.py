@@ -72,6 +72,7 @@ from serving.online.deadline import expired_message, passed
 from serving.online.decision import Allowed, Decision, DecisionRequest, UnknownChannelError
 from serving.online.events import Event, EventStore, EventStoreUnavailableError
 from serving.online.http_guards import (
+    API_PATHS,
     ARRIVED,
     DEADLINE,
     OPEN_PATHS,
@@ -194,7 +195,6 @@ HISTORY_DOWN = bentoml.metrics.Counter(
 desktop = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 desktop.include_router(openapi.pages)  # GET /docs: Swagger UI (BentoML serves /docs.json)
 TEMPLATE_PATHS = tuple(template for _, template in TEMPLATES)
-API_PATHS = ("/recommend", "/score", "/feedback", "/events")
 KNOWN_PATHS = (*API_PATHS, *OPEN_PATHS, "/metadata", "/outbox", "/docs", *TEMPLATE_PATHS)
 KNOWN_PREFIXES = ("/static_content/",)
 HEADER_PLACEHOLDER = "__API_KEY_HEADER__"

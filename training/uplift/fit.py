@@ -53,7 +53,7 @@ from training.uplift.learners import (
     is_binary,
 )
 from training.uplift.metrics import dr_contributions, dr_value, or_nan, qini_coefficient
-from training.uplift.selection import Line, SelectedUplift, calibration_line, ols_slope
+from training.uplift.selection import Line, SelectedUplift, calibration_fit
 
 # Small, regularised LightGBM bases (many small-effect actions reward shrinkage over depth);
 # half the features per tree halves the time. 200k exposures x 5 actions x 4 outcomes: see bench.
@@ -301,8 +301,7 @@ def compare_learners(
             y[held], t_held == action, t_held == CONTROL, raw_mu[:, j + 1], raw_mu[:, 0], p_held
         )
         for name in raw:  # every learner's slope is reported; the chosen one's line is served
-            lines[name, action] = calibration_line(raw[name][:, j], pseudo)
-            slope_se[name, action] = ols_slope(raw[name][:, j], pseudo)[1]
+            lines[name, action], slope_se[name, action] = calibration_fit(raw[name][:, j], pseudo)
     table["slope"] = [lines[p].slope if p in lines else np.nan for p in pairs]
     table["slope_se"] = [slope_se.get(p, np.nan) for p in pairs]
     choice = choose_per_action(table, actions)

@@ -51,26 +51,33 @@ def ols_slope(predicted: np.ndarray, pseudo: np.ndarray) -> tuple[float, float]:
 def calibration_line(
     predicted: np.ndarray, pseudo: np.ndarray, prior_sd: float = SLOPE_PRIOR_SD
 ) -> Line:
-    """Shrink predictions towards their mean by the slope of DR pseudo-outcomes on them.
+    """Shrink predictions towards their mean by the slope of DR pseudo-outcomes on them
+    (`calibration_fit`'s line)."""
+    return calibration_fit(predicted, pseudo, prior_sd)[0]
+
+
+def calibration_fit(
+    predicted: np.ndarray, pseudo: np.ndarray, prior_sd: float = SLOPE_PRIOR_SD
+) -> tuple[Line, float]:
+    """(the calibration line, the standard error of the raw least-squares slope behind it).
 
     E[pseudo | x] is the true effect, so the least-squares slope says how much of the
     predictions' spread is real. On few or very noisy rows that slope is itself noise, so it is
     combined with a prior centred on 1 ("trust the learner", sd `prior_sd`) by precision, then
     clipped to [0, MAX_SLOPE]: never inverted, never stretched. The mean prediction is kept (the
-    held-out mean of pseudo-outcomes is too noisy to
-    move it).
+    held-out mean of pseudo-outcomes is too noisy to move it).
     """
     predicted = np.asarray(predicted, dtype=np.float64)
     centre, variance = float(predicted.mean()), float(np.var(predicted))
-    if variance <= 0 or len(predicted) < 3:
-        return Line(centre, 0.0 if variance <= 0 else 1.0)
     slope, se = ols_slope(predicted, pseudo)
+    if variance <= 0 or len(predicted) < 3:
+        return Line(centre, 0.0 if variance <= 0 else 1.0), se
     se2 = se**2
     posterior = (
         (slope / se2 + 1.0 / prior_sd**2) / (1.0 / se2 + 1.0 / prior_sd**2) if se2 > 0 else slope
     )
     slope = float(np.clip(posterior, 0.0, MAX_SLOPE))
-    return Line(centre * (1.0 - slope), slope)
+    return Line(centre * (1.0 - slope), slope), se
 
 
 class SelectedUplift:
