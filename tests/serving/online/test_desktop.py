@@ -4,10 +4,12 @@ value and reasons, accept one, and find the feedback in the decision log."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ def browser() -> Iterator[Any]:
     options.binary_location = str(CHROMIUM)
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the requests it sends
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
         yield driver
@@ -111,3 +114,21 @@ def test_an_agent_asks_sees_actions_and_accepts_one(browser, server: Server, wor
             "SELECT action_id, outcome FROM feedback WHERE decision_id = ?", (decision_id,)
         ).fetchall()
     assert stored == [(first.get_attribute("data-action-id"), "accepted")]
+    sent = posted_headers(driver)
+    assert {"/recommend", "/feedback"} <= set(sent), sent
+    for path, (headers, sent_at) in sent.items():  # the agent's 5 s, on the service's clock
+        assert 2 < float(headers["X-Request-Deadline"]) - sent_at < 8, path  # (its Date: 1 s)
+
+
+def posted_headers(driver: Any) -> dict[str, tuple[dict[str, str], float]]:
+    """The headers of the last POST the page sent to each path, with when it was sent (Unix
+    seconds), from Chromium's performance log."""
+    found = {}
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        request = params.get("request", {})
+        if message["method"] == "Network.requestWillBeSent" and request.get("method") == "POST":
+            path = urllib.parse.urlsplit(request["url"]).path
+            found[path] = (request["headers"], float(params["wallTime"]))
+    return found
