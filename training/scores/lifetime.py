@@ -19,7 +19,7 @@ Two ways to project value beyond the label window, each a pure function of the m
   to the horizon, instead of the window revenue carried on at a constant rate (a shopper's
   dropout is what BG/NBD models and a straight line does not).
 
-Training picks one per data set by held-out quality (`training.pipelines.lifetime`). Both discount
+Training picks one per data set by held-out quality (`training.pipelines.lifetime`). Each discounts
 future money continuously at `discount_rate` a year. The fitted state is a handful of numbers: it
 travels in the bundle as JSON (`LifetimeValue.to_dict`), never pickle.
 """
