@@ -46,6 +46,7 @@ AS_OF = "2026-11-02"
 VARIANTS = 4  # 5 demo actions x 4 = 20 catalog actions
 CUSTOMERS = 4000
 OPEN_RATE = 200.0
+TRIGGER_EVENT = "cancellation_request"  # fires the bench catalog's one trigger
 CLOSED_SECONDS = 20.0
 WARMUP_REQUESTS = 300
 READY_SECONDS = 180
@@ -71,6 +72,7 @@ def twenty_actions(config_dir: Path) -> Path:
             variant = dict(action, id=f"{action['id']}_v{v}", name=f"{action['name']} ({v})")
             variant["cost"] = round(action["cost"] * (0.7 + 0.2 * v), 2)
             variants.append(variant)
+    variants[0]["trigger"] = f"event_type == '{TRIGGER_EVENT}'"  # only the trigger figure's events
     config_dir.mkdir(parents=True)
     (config_dir / "actions.yaml").write_text(yaml.safe_dump({"actions": variants}))
     (config_dir / "config.yaml").write_text(yaml.safe_dump(config | {"actions": "actions.yaml"}))
@@ -342,29 +344,33 @@ def recommend_client(port: int, customer: str) -> Client:
     return Client(port, "/recommend", {"customer_id": customer, "channel": "call_center"})
 
 
-def first_after_events(port: int, customers: list[str], stored: str) -> tuple[Result, Result]:
+def first_after_events(
+    port: int, customers: list[str], stored: str
+) -> tuple[Result, Result, Result]:
     """/recommend at c=1, each the first request after new events of its customer (5 events
-    posted just before, not timed): no worker keeps a row for the customer's new events, so the
-    features are computed as of now and the models run (what an agent sees on the first
-    request after a complaint). Each is followed by a request for `stored`, a customer without
-    events, so that the two figures share the machine's moments (it is shared)."""
+    posted just before, timed apart: the post computes the customer's row and shares it with
+    every worker, serving.online.live_rows), so no worker has the row of its own (what an agent
+    sees on the first request after a complaint). Each is followed by a request for `stored`, a
+    customer without events, so that the figures share the machine's moments (it is shared)."""
     first: list[float] = []
     reference: list[float] = []
-    errors, started = [0, 0], time.perf_counter()
+    posts: list[float] = []
+    errors, started = [0, 0, 0], time.perf_counter()
     ingest, recommend = Client(port, "/events", {}), recommend_client(port, "")
     plain = recommend_client(port, stored)
     for customer in customers:
         ingest.body = json.dumps({"events": live_events(customer, 5, "")})
-        status, _ = ingest.post()
-        if status != 200:
-            raise RuntimeError(f"POST /events answered {status}")
+        errors[2] += timed(ingest, posts)
         recommend.body = json.dumps({"customer_id": customer, "channel": "call_center"})
         errors[0] += timed(recommend, first)
         errors[1] += timed(plain, reference)
     seconds = time.perf_counter() - started
+    if errors[2]:
+        raise RuntimeError(f"POST /events failed {errors[2]} times")
     return (
         Result(np.array(first), errors[0], seconds, []),
         Result(np.array(reference), errors[1], seconds, []),
+        Result(np.array(posts), errors[2], seconds, []),
     )
 
 
@@ -384,6 +390,71 @@ def later_requests(port: int, customer: str, stored: str, seconds: float) -> tup
     )
 
 
+class Mixed(Client):
+    """The mixed open loop's client: alternately `POST /events` with 10 events of one of
+    `customers` (event ids unique to this client) and `POST /recommend` for the next of them."""
+
+    def __init__(self, port: int, customers: list[str], prefix: str) -> None:
+        super().__init__(port, "/recommend", {})
+        self.customers, self.prefix, self.sent = customers, prefix, 0
+
+    def post(self) -> tuple[int, bytes]:
+        customer = self.customers[(self.sent // 2) % len(self.customers)]
+        if self.sent % 2 == 0:
+            events = live_events(customer, 10, "")
+            for j, event in enumerate(events):
+                event["event_id"] = f"{self.prefix}-{self.sent}-{j}"
+            self.path, body = "/events", {"events": events}
+        else:
+            self.path, body = "/recommend", {"customer_id": customer, "channel": "call_center"}
+        self.body, self.sent = json.dumps(body), self.sent + 1
+        return super().post()
+
+
+def mixed_open_loop(
+    port: int, customers: list[str], seconds: float, log: Path, events: Path
+) -> dict[str, object]:
+    """Half `/events` (10 events of a stored customer), half `/recommend` for those customers, at
+    OPEN_RATE for `seconds`; lost: answered decisions not logged plus accepted events not stored."""
+    senders = iter(range(1_000))
+    make = lambda: Mixed(port, customers, f"mixed-{next(senders)}")  # noqa: E731
+    result = open_loop(make, OPEN_RATE, seconds)
+    answered = [json.loads(a) for a in result.answers]
+    decisions = [a for a in answered if "decision_id" in a]
+    accepted = sum(int(a["accepted"]) for a in answered if "accepted" in a)
+    with sqlite3.connect(events) as con:
+        stored = con.execute("SELECT count(*) FROM events WHERE event_id LIKE 'mixed-%'")
+        lost_events = accepted - int(stored.fetchone()[0])
+    lost = lost_records(log, [json.dumps(d).encode() for d in decisions]) + lost_events
+    name = (
+        f"open loop {OPEN_RATE:.0f}/s, {seconds:.0f} s, half /events (10 events), half /recommend"
+    )
+    return result.figure(name, kind="open_mixed", lost=lost)
+
+
+def trigger_to_outbox(port: int, customers: list[str]) -> Result:
+    """For each of `customers` (the trigger's cool-down is per customer), one event that fires
+    the catalog's trigger: the time from its post until its decision is readable from
+    `GET /outbox` (asked from the cursor before the post)."""
+    ingest = Client(port, "/events", {})
+    reader = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies, errors, cursor, started = [], 0, "0", time.perf_counter()
+    for n, customer in enumerate(customers):
+        event = live_events(customer, 1, "")[0] | {"event_type": TRIGGER_EVENT, "event_id": f"t{n}"}
+        ingest.body = json.dumps({"events": [event]})
+        t0 = time.perf_counter()
+        status, _ = ingest.post()
+        found = False
+        while status == 200 and not found and time.perf_counter() < t0 + 5:
+            reader.request("GET", f"/outbox?after={cursor}&limit=100")
+            page = json.loads(reader.getresponse().read())
+            found = any(d["event_id"] == f"t{n}" for d in page["decisions"])
+            cursor = page["cursor"]
+        latencies.append((time.perf_counter() - t0) * 1000)
+        errors += not found
+    return Result(np.array(latencies), errors, time.perf_counter() - started, [])
+
+
 def stored_customers(store: Path, n: int, skip: str) -> list[str]:
     """`n` stored customers other than `skip`."""
     with sqlite3.connect(store) as con:
@@ -392,15 +463,20 @@ def stored_customers(store: Path, n: int, skip: str) -> list[str]:
 
 
 FIRST_REQUESTS = 400  # customers of the first-request figure (each gets its events once)
+TRIGGERS = 200  # customers of the trigger figure (one trigger each: the cool-down is per customer)
+MIXED_CUSTOMERS = 200  # customers of the mixed open loop
 
 
-def measure_events(port: int, customer: str, store: Path) -> list[dict]:
+def measure_events(
+    port: int, customer: str, store: Path, open_seconds: float, log: Path, events: Path
+) -> list[dict]:
     """POST /events (100 events a request, new customers: no feature work) at c=1, then
-    /recommend at c=1 for customers with ingested events (features computed as of now): the
-    first request after their events, and later requests (a kept row, moved to now); each
-    beside requests for a stored customer without events, interleaved with them."""
-    events = {"events": live_events("", EVENTS_PER_REQUEST, "bench")}
-    make = lambda: Client(port, "/events", events)  # noqa: E731
+    /recommend at c=1 for customers with ingested events: the first request after their events,
+    and later requests (a kept row, moved to now); each beside requests for a stored customer
+    without events, interleaved with them. Then event to trigger to outbox, and the open loop
+    of half events, half decisions."""
+    batch = {"events": live_events("", EVENTS_PER_REQUEST, "bench")}
+    make = lambda: Client(port, "/events", batch)  # noqa: E731
     closed_loop(make, 1, 2.0)
     ingest = closed_loop(make, 1, CLOSED_SECONDS)
     figure = ingest.figure("events c=1, 100 events a request", kind="events")
@@ -409,16 +485,22 @@ def measure_events(port: int, customer: str, store: Path) -> list[dict]:
     status, _ = Client(port, "/events", mine).post()
     if status != 200:
         raise RuntimeError(f"POST /events answered {status}")
-    *firsts, stored = stored_customers(store, FIRST_REQUESTS + 1, customer)
+    chosen = stored_customers(store, FIRST_REQUESTS + TRIGGERS + MIXED_CUSTOMERS + 1, customer)
+    firsts, stored = chosen[:FIRST_REQUESTS], chosen[-1]
+    triggered = chosen[FIRST_REQUESTS : FIRST_REQUESTS + TRIGGERS]
+    mixed = chosen[FIRST_REQUESTS + TRIGGERS : -1]
     later_requests(port, customer, stored, 2.0)
     later, later_plain = later_requests(port, customer, stored, CLOSED_SECONDS)
-    first, first_plain = first_after_events(port, firsts, stored)
+    first, first_plain, posts = first_after_events(port, firsts, stored)
     return [
         figure,
+        posts.figure("events c=1, 5 events of a stored customer", kind="events_stored"),
         first.figure("recommend c=1, first request after new events", kind="c1_events_first"),
         first_plain.figure("recommend c=1, no events, between those", kind="c1_first_plain"),
         later.figure("recommend c=1 with live events, later requests", kind="c1_events"),
         later_plain.figure("recommend c=1, no events, between those", kind="c1_later_plain"),
+        trigger_to_outbox(port, triggered).figure("event -> trigger -> outbox", kind="trigger"),
+        mixed_open_loop(port, mixed, open_seconds, log, events),
     ]
 
 
@@ -452,8 +534,16 @@ def main() -> None:
         store, bare_model = workdir / "online_store.sqlite", workdir / "bare_model.txt"
         if not bare_model.exists():
             store, bare_model = prepare(workdir, env)
-        log = workdir / "decision_log.sqlite"
-        service_env = env | {"NEXTBEST_ONLINE_STORE": str(store), "NEXTBEST_DECISION_LOG": str(log)}
+        log, events = workdir / "decision_log.sqlite", workdir / "event_store.sqlite"
+        for kept in (log, events):  # a kept work folder's previous run: fresh stores
+            for path in (
+                kept,
+                kept.with_name(kept.name + "-wal"),
+                kept.with_name(kept.name + "-shm"),
+            ):
+                path.unlink(missing_ok=True)
+        service_env = env | {"NEXTBEST_ONLINE_STORE": str(store), "NEXTBEST_DECISION_LOG": str(log),
+                             "NEXTBEST_EVENT_STORE": str(events)}  # fmt: skip
         bare = start(
             "bench.bare_service:Bare",
             env | {"BARE_MODEL": str(bare_model), "PYTHONPATH": str(REPO)},
@@ -471,7 +561,10 @@ def main() -> None:
             body = {"customer_id": known_customer(store, served.port), "channel": "call_center"}
             for figure in measure(served.port, "/recommend", body, args.open_seconds, log):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
-            for figure in measure_events(served.port, str(body["customer_id"]), store):
+            customer = str(body["customer_id"])
+            for figure in measure_events(
+                served.port, customer, store, args.open_seconds, log, events
+            ):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
         finally:
             stop(served)

@@ -171,12 +171,12 @@ class Decider:
         if not with_uplift:
             return scores, {}
         memo = row.memo if row is not None else None
-        if memo is not None:  # a live row: its last uplift while its trees' paths are the same
-            kept = memo.get(self.bundle, self.cells, X[0])
-            if kept is not None:
-                return scores, kept
-        uplift = {name: u[0] for name, u in self.bundle.uplift_matrix(X).items()}
-        if memo is not None:
+        # a live row: its last uplift of each outcome whose trees' paths are the same
+        kept = memo.get(self.bundle, self.cells, X[0]) if memo is not None else {}
+        missing = [outcome for outcome in self.bundle.uplift if outcome not in kept]
+        fresh = self.bundle.uplift_matrix(X, missing) if missing else {}
+        uplift = {o: kept[o] if o in kept else fresh[o][0] for o in self.bundle.uplift}
+        if memo is not None and missing:
             memo.put(self.bundle, X[0], uplift)
         return scores, uplift
 

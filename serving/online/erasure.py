@@ -3,8 +3,8 @@ erasure logged under a salted hash of the identifier, never the identifier itsel
 
 The stores: the online store (rewritten to a new file and swapped in atomically, so the service
 reloads it and no free page keeps the id), the contact history and decision log (SQLite or
-PostgreSQL, serving.history), the live event store with its outbox and trigger claims (deleted with
-`secure_delete`, vacuumed, its WAL truncated) and the Parquet files of a folder of exports
+PostgreSQL, serving.history), the live event store with its outbox, trigger claims and shared
+live rows (deleted with `secure_delete`, vacuumed, its WAL truncated) and the Parquet files of a folder of exports
 (exposures, feedback, events: each file holding a `customer_id` column is rewritten without them).
 """
 
@@ -30,7 +30,7 @@ from training.atomic import atomic_file
 from training.errors import NextbestError
 
 logger = logging.getLogger("nextbest.erasure")
-EVENT_TABLES = ("events", "outbox", "trigger_claims")
+EVENT_TABLES = ("events", "outbox", "trigger_claims", "live_rows")
 SALT_ENV = "NEXTBEST_ERASURE_SALT"
 
 
@@ -97,7 +97,8 @@ def forget_online_store(path: Path, ids: Sequence[str]) -> int:
 
 
 def forget_event_store(path: Path, ids: Sequence[str]) -> int:
-    """Delete the customers' live events, outbox items and trigger claims in place; rows removed."""
+    """Delete the customers' live events, outbox items, trigger claims and shared live rows in
+    place; rows removed."""
     if not path.is_file():
         return 0
     con = sqlite3.connect(path, timeout=10, isolation_level=None)

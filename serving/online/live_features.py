@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from serving.online.events import Event
 from serving.online.history import History
+from serving.online.live_rows import SharedRow
 from serving.online.store import FeatureRow, Namespace, namespace_rows, rule_names
 from serving.online.uplift_cells import UpliftMemo
 from training.features.definition import to_matrix
@@ -99,6 +100,24 @@ class LiveFeatures:
         if found is None:
             return None
         return FeatureRow(found.vector, self._namespace(found), None, kept.memo)
+
+    def shared(self, customer_id: str, seq: int) -> SharedRow | None:
+        """The customer's kept row for event sequence `seq` with the uplift last computed on it,
+        in the form other workers adopt (serving.online.live_rows), or None."""
+        with self._kept_lock:
+            kept = self._kept.get(customer_id)
+        if kept is None or kept.seq != seq:
+            return None
+        entry = kept.memo.entry(self.bundle)
+        x, uplift = entry if entry is not None else (None, None)
+        return SharedRow(kept.row, x, uplift)
+
+    def adopt(self, customer_id: str, seq: int, shared: SharedRow) -> None:
+        """Keep a row another worker computed for event sequence `seq`, with its uplift."""
+        memo = UpliftMemo()
+        if shared.uplift_row is not None and shared.uplift is not None:
+            memo.put(self.bundle, shared.uplift_row, shared.uplift)
+        self._keep(customer_id, _Kept(seq, shared.row, memo))
 
     def forget(self, customer_id: str) -> None:
         """Drop the customer's kept row (their live events are gone: erased)."""

@@ -60,6 +60,13 @@ class Runtime:
     def bundle(self) -> Bundle:
         return self.decider.bundle
 
+    @property
+    def live_tag(self) -> str:
+        """What a live row shared between workers was computed from: the bundle and the online
+        store file (serving.online.live_rows)."""
+        inode, mtime = self.key[1]
+        return f"{self.key[0]}|{inode}:{mtime}"
+
     def close(self) -> None:
         """Release the store's file (a replaced store's disk space is freed only then)."""
         self.store.close()

@@ -52,7 +52,7 @@ from serving.history.log import (
     NotOfferedError,
     UnknownDecisionError,
 )
-from serving.online import openapi
+from serving.online import live_rows, openapi
 from serving.online.api_models import (
     ActionOut,
     EventsRequest,
@@ -167,6 +167,11 @@ EXPIRED = bentoml.metrics.Counter(
     "had passed: on arrival (read by a worker too late), before the decision, before the write",
     labelnames=["endpoint", "stage"],
 )
+PRECOMPUTE_FAILURES = bentoml.metrics.Counter(
+    name="nextbest_live_rows_not_shared",
+    documentation="Ingested batches whose customers' live rows could not be computed or shared "
+    "(the events are stored; the rows are computed on the customers' next requests)",
+)
 TRIGGER_FAILURES = bentoml.metrics.Counter(
     name="nextbest_trigger_failures",
     documentation="Ingested batches whose triggers could not be evaluated (the events are stored)",
@@ -179,8 +184,9 @@ ARMS = bentoml.metrics.Counter(
 LIVE_ROWS = bentoml.metrics.Counter(
     name="nextbest_live_rows",
     documentation="Features of customers with live events, by how: kept (the row of their last "
-    "request, moved to now) or computed (a new event, the end of the kept row's span, a first "
-    "request)",
+    "request, moved to now), shared (a row another worker computed for their latest event), "
+    "precomputed (at ingestion, then shared) or computed (on a request or a trigger: nothing "
+    "kept nor shared, e.g. past the kept row's span or the ingestion's precompute budget)",
     labelnames=["how"],
 )
 UNAVAILABLE = bentoml.metrics.Counter(
@@ -441,6 +447,7 @@ class Nextbest:
             try:
                 events = EventStore(self.settings.event_store, self.settings.log_synchronous)
                 ensure_schema(events)
+                live_rows.ensure_schema(events)
                 self._events, STATUS.events_error = events, None
             except Exception as exc:
                 STATUS.events_error = self._store_failed("event store", exc)
@@ -670,11 +677,13 @@ class Nextbest:
             DROPPED.labels(reason="client_gone").inc()
             raise Unavailable("the client disconnected before the decision", "client gone")
 
-    def _row(self, runtime: Runtime, customer_id: str, now: datetime) -> FeatureRow | None:
+    def _row(
+        self, runtime: Runtime, customer_id: str, now: datetime, computed: str = "computed"
+    ) -> FeatureRow | None:
         """The customer's features: as of `now` from their journey and live events when they have
-        ingested events (their row of an earlier request moved to `now` while no event came
-        since: LiveFeatures.kept), else the stored row; a store overwritten in place is a 503
-        (and a reload now)."""
+        ingested events (a row kept for their latest event, by this worker or shared by another
+        (serving.online.live_rows), moved to `now`; else computed, counted as `computed`), else
+        the stored row; a store overwritten in place is a 503 (and a reload now)."""
         try:
             row = runtime.store.get(customer_id)
             seq = self.events.latest_seq(customer_id) if row is not None else 0
@@ -685,14 +694,31 @@ class Nextbest:
             if kept is not None:
                 LIVE_ROWS.labels(how="kept").inc()
                 return kept
+            shared = self._shared_row(runtime, customer_id, seq, now)
+            if shared is not None:
+                LIVE_ROWS.labels(how="shared").inc()
+                return shared
             history = runtime.store.history(customer_id)
             if history is None:  # a store written without journeys: the snapshot it holds
                 return row
             ingested = self.events.for_customer(customer_id)
-            LIVE_ROWS.labels(how="computed").inc()
+            LIVE_ROWS.labels(how=computed).inc()
             return runtime.live.row(history, ingested, now, (customer_id, seq))
         except StoreChangedError:
             raise self._store_replaced() from None
+
+    def _shared_row(
+        self, runtime: Runtime, customer_id: str, seq: int, now: datetime
+    ) -> FeatureRow | None:
+        """The row a worker computed for the customer's latest event and shared, adopted (kept
+        here from now on) and moved to `now`; None when there is none for this runtime."""
+        decider = runtime.decider
+        shared = live_rows.get(self.events, customer_id, seq, runtime.live_tag,
+                               decider.n_features, len(decider.action_ids))  # fmt: skip
+        if shared is None:
+            return None
+        runtime.live.adopt(customer_id, seq, shared)
+        return runtime.live.kept(customer_id, seq, now)
 
     @bentoml.api(route="/score")
     async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
@@ -758,9 +784,39 @@ class Nextbest:
             if consents:  # first in the shared history: every replica and batch apply them
                 self.log.record_consent(consents, datetime.now(UTC))
             done = self.events.ingest(batch, datetime.now(UTC), pending=triggers)
+        if runtime is not None and done.stored:
+            self._precompute_safely(runtime, done.stored)
         if runtime is not None and triggers and done.stored:
             self._fire_safely(runtime, done.stored)
         return EventsResponse(accepted=done.accepted, duplicates=done.duplicates)
+
+    def _precompute_safely(self, runtime: Runtime, stored: list[tuple[int, Event]]) -> None:
+        """Share the live rows of the batch's stored customers (`_precompute`); a failure leaves
+        them to be computed on their first request and never fails the stored events' request."""
+        try:
+            self._precompute(runtime, stored, self.settings.clock())
+        except Exception as exc:
+            PRECOMPUTE_FAILURES.inc()
+            logger.warning("event=live_rows_not_shared reason=%s", type(exc).__name__)
+
+    def _precompute(self, runtime: Runtime, stored: list[tuple[int, Event]], now: datetime) -> None:
+        """Compute the features and uplift of the batch's customers the store holds, in batch
+        order until `live_precompute_ms` is spent, and share them with every worker
+        (serving.online.live_rows): the first request after a complaint finds its row ready."""
+        budget = self.settings.live_precompute_ms / 1000
+        if budget <= 0:
+            return
+        started = time.perf_counter()
+        customers = list(dict.fromkeys(event.customer_id for _, event in stored))
+        for customer in runtime.store.known(customers):
+            if time.perf_counter() - started >= budget:
+                return
+            seq = self.events.latest_seq(customer)
+            row = self._row(runtime, customer, now, computed="precomputed")
+            runtime.decider.model_outputs(row)  # the uplift, kept in the row's memo
+            shared = runtime.live.shared(customer, seq)
+            if shared is not None:  # None: another event of theirs came meanwhile
+                live_rows.put(self.events, customer, seq, runtime.live_tag, shared)
 
     def _fire_safely(self, runtime: Runtime, stored: list[tuple[int, Event]]) -> None:
         """Evaluate triggers; a failure leaves the events pending (evaluated again later by

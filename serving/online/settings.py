@@ -74,6 +74,13 @@ class ServingSettings(BaseModel):
         default=Path("out/event_store.sqlite"),
         description="live events (POST /events) and the trigger outbox; kept across restarts",
     )
+    live_precompute_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="POST /events computes the features and uplift of the batch's stored "
+        "customers, in batch order, for up to this long, and shares them with every worker, so "
+        "their first request finds them ready; the others are computed on that request. 0: never",
+    )
     now: datetime | None = Field(
         default=None,
         description="an ISO timestamp the service takes as the current time (replays, tests); "

@@ -323,6 +323,21 @@ class OnlineStore:
             self.check_unchanged()
             raise StoreChangedError(f"{self.path}: the online store could not be read") from None
 
+    def known(self, customer_ids: list[str]) -> list[str]:
+        """The ones of `customer_ids` whose journey the store holds, in the order given."""
+        self.check_unchanged()
+        if not self.has_history or not customer_ids:
+            return []
+        assert self._con is not None
+        try:
+            found = {r[0] for r in self._con.execute(
+                f"SELECT customer_id FROM {HISTORY} WHERE customer_id IN "  # noqa: S608
+                f"({','.join('?' * len(customer_ids))})", customer_ids)}  # fmt: skip
+        except sqlite3.Error:
+            self.check_unchanged()
+            raise StoreChangedError(f"{self.path}: the online store could not be read") from None
+        return [c for c in customer_ids if c in found]
+
     def check_unchanged(self) -> None:
         """Refuse to read a file that was written in place since it was opened."""
         if _signature(os.fstat(self._fd)) != self._opened:

@@ -5,16 +5,19 @@ the same side of every threshold of every tree (and alike in missing values) wal
 and get the same leaves: the same predictions, bit for bit. A live customer's row moves with the
 clock in a few features only (days since an event: `training.features.one_customer.OneRow.at`),
 and most of the time none of them crosses a threshold between two requests, so the uplift of
-the last request still holds. `UpliftCells` holds every threshold of a bundle's uplift models per
-feature; a feature it cannot reason about (a categorical split, zero-as-missing, a linear
-learner reading every feature) counts as changed whenever its value changes. `UpliftMemo` keeps
-one customer's last uplift with the row it was computed on.
+the last request still holds. `UpliftCells` holds every threshold of each outcome's uplift models
+per feature; a feature it cannot reason about (a categorical split, zero-as-missing, a linear
+learner reading every feature) counts as changed whenever its value changes, for that outcome
+only: the other outcomes' uplift is still reused. `UpliftMemo` keeps one customer's last uplift
+with the row it was computed on.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,36 +39,46 @@ Uplift = dict[str, NDArray[np.float64]]
 
 
 class UpliftCells:
-    """Per feature, the sorted thresholds of every numerical split of a bundle's uplift models,
-    or None for a feature whose every change may change a prediction."""
+    """Per uplift outcome and feature, the sorted thresholds of every numerical split of the
+    outcome's models, or None for a feature whose every change may change its predictions."""
 
     def __init__(self, bundle: Bundle) -> None:
         p = len(bundle.builder.feature_names_)
-        cuts: list[set[float]] = [set() for _ in range(p)]
-        exact = np.zeros(p, dtype=bool)
-        for learner in (x for m in bundle.uplift.values() for x in base_learners(m)):
-            boosters = list(learner.models_.values())
-            if not isinstance(learner, _TREE_LEARNERS) or not all(map(_is_booster, boosters)):
-                exact[:] = True  # e.g. a linear learner: every feature counts
-                continue
-            for booster in boosters:
-                _add_splits(_model_string(booster), cuts, exact)
-        self.cuts: list[NDArray[np.float64] | None] = [
-            None if exact[j] else np.array(sorted(cuts[j]), dtype=np.float64) for j in range(p)
-        ]
+        self.cuts: dict[str, list[NDArray[np.float64] | None]] = {
+            outcome: _cuts(base_learners(model), p) for outcome, model in bundle.uplift.items()
+        }
+        self._lists = {  # the same as lists: bisect on a list is ~10x numpy's one-value search
+            outcome: [None if c is None else c.tolist() for c in cuts]
+            for outcome, cuts in self.cuts.items()
+        }
 
-    def same(self, old: NDArray[np.float32], new: NDArray[np.float32]) -> bool:
-        """Whether rows `old` and `new` walk the same paths through every tree."""
+    def same(self, old: NDArray[np.float32], new: NDArray[np.float32], outcome: str) -> bool:
+        """Whether rows `old` and `new` walk the same paths through every tree of `outcome`."""
+        cuts = self._lists[outcome]
         for j in np.flatnonzero(old != new).tolist():  # NaN != NaN: checked below
             a, b = float(old[j]), float(new[j])
-            if np.isnan(a) and np.isnan(b):
+            if math.isnan(a) and math.isnan(b):
                 continue
-            cuts = self.cuts[j]
-            if cuts is None or np.isnan(a) or np.isnan(b):
+            cut = cuts[j]
+            if cut is None or math.isnan(a) or math.isnan(b):
                 return False
-            if np.searchsorted(cuts, a) != np.searchsorted(cuts, b):  # thresholds below each
+            if bisect_left(cut, a) != bisect_left(cut, b):  # thresholds below each
                 return False
         return True
+
+
+def _cuts(learners: Iterable[Any], p: int) -> list[NDArray[np.float64] | None]:
+    """The thresholds per feature of the learners' trees (None: any change counts)."""
+    cuts: list[set[float]] = [set() for _ in range(p)]
+    exact = np.zeros(p, dtype=bool)
+    for learner in learners:
+        boosters = list(learner.models_.values())
+        if not isinstance(learner, _TREE_LEARNERS) or not all(map(_is_booster, boosters)):
+            exact[:] = True  # e.g. a linear learner: every feature counts
+            continue
+        for booster in boosters:
+            _add_splits(_model_string(booster), cuts, exact)
+    return [None if exact[j] else np.array(sorted(cuts[j]), dtype=np.float64) for j in range(p)]
 
 
 class UpliftMemo:
@@ -75,13 +88,20 @@ class UpliftMemo:
         self._lock = threading.Lock()
         self._kept: dict[int, tuple[Bundle, NDArray[np.float32], Uplift]] = {}
 
-    def get(self, bundle: Bundle, cells: UpliftCells, row: NDArray[np.float32]) -> Uplift | None:
-        """The uplift kept for `bundle` if `row` walks the same trees as the row it was for."""
+    def get(self, bundle: Bundle, cells: UpliftCells, row: NDArray[np.float32]) -> Uplift:
+        """The uplift kept for `bundle` of the outcomes whose trees `row` walks as the row it was
+        computed on did (empty: nothing kept, or every outcome moved)."""
         with self._lock:
             kept = self._kept.get(id(bundle))
-        if kept is None or kept[0] is not bundle or not cells.same(kept[1], row):
-            return None
-        return kept[2]
+        if kept is None or kept[0] is not bundle:
+            return {}
+        return {o: u for o, u in kept[2].items() if cells.same(kept[1], row, o)}
+
+    def entry(self, bundle: Bundle) -> tuple[NDArray[np.float32], Uplift] | None:
+        """(the row, its uplift) kept for `bundle`, or None."""
+        with self._lock:
+            kept = self._kept.get(id(bundle))
+        return None if kept is None or kept[0] is not bundle else (kept[1], kept[2])
 
     def put(self, bundle: Bundle, row: NDArray[np.float32], uplift: Uplift) -> None:
         """Keep `uplift` (made read-only: every later request shares it) for `row`."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -148,12 +149,16 @@ class Bundle:
             have.add(LTV_SCORE)
         return tuple(name for name in SCORE_COLUMNS if name in have)
 
-    def uplift_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Predicted uplift per outcome with an uplift learner: (n, k) with columns in the
-        catalog's action order; an action the learner never saw exposed gets 0 (no known effect)."""
+    def uplift_matrix(
+        self, X: np.ndarray, outcomes: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Predicted uplift per outcome with an uplift learner (or of `outcomes` only): (n, k)
+        with columns in the catalog's action order; an action the learner never saw exposed gets
+        0 (no known effect)."""
         k = len(self.config.catalog.ids)
         out = {}
-        for outcome, learner in self.uplift.items():
+        for outcome in self.uplift if outcomes is None else outcomes:
+            learner = self.uplift[outcome]
             matrix = np.zeros((len(X), k), dtype=np.float64)
             cols, source = self._uplift_columns(outcome, learner)
             if cols:

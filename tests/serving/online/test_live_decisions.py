@@ -208,8 +208,48 @@ def test_a_new_event_replaces_the_rows_every_worker_kept(
                 if value != pytest.approx(float(expected["first"][name][k]), rel=1e-6):
                     moved.add(customer)
     assert len(moved) >= 2, "the new complaint moves the scores"
-    rows = {how: _counted(live, "nextbest_live_rows_total", how) for how in ("kept", "computed")}
-    assert rows["kept"] >= 8 and rows["computed"] >= 2 * len(customers), rows
+    hows = ("kept", "precomputed")
+    rows = {how: _counted(live, "nextbest_live_rows_total", how) for how in hows}
+    assert rows["kept"] >= 8 and rows["precomputed"] >= 2 * len(customers), rows
+
+
+def test_rows_computed_at_ingestion_serve_a_worker_that_never_saw_the_events(
+    live: Server, world: World, uplift_bundle: Bundle, live_folder: Path, tmp_path: Path
+) -> None:
+    """POST /events computes its stored customers' rows and shares them (serving.online.live_rows):
+    another process on the same files (a worker that never saw the events) answers from them
+    without computing, with the scores of the batch definition; a damaged shared row is computed
+    anew there, with the same scores."""
+    customers = known_customers(world, 400)[320:324]
+    events: list[Event] = []
+    for k, customer in enumerate(customers):
+        mine = ingested_for(customer, k)
+        _posted(live, mine)
+        events += mine
+    event_store = live.log.parent / "event_store.sqlite"
+    with sqlite3.connect(event_store) as con:
+        shared = dict(con.execute("SELECT customer_id, seq FROM live_rows").fetchall())
+        latest = dict(con.execute("SELECT customer_id, max(seq) FROM events GROUP BY 1").fetchall())
+        con.execute("UPDATE live_rows SET vector = x'00' WHERE customer_id = ?", (customers[0],))
+    assert [shared.get(c) for c in customers] == [latest[c] for c in customers]
+    features = offline(uplift_bundle, world.data, events, NOW, tmp_path)
+    features = features.set_index("customer_id").loc[customers].reset_index()
+    names = list(uplift_bundle.builder.feature_names_)
+    expected = uplift_bundle.score_matrix(to_matrix(uplift_bundle.prepare(features), names))
+    other = start_server(
+        world, tmp_path / "decision_log.sqlite", NEXTBEST_BUNDLE_DIR=str(live_folder),
+        NEXTBEST_EVENT_STORE=str(event_store), NEXTBEST_NOW=NOW.isoformat(), NEXTBEST_WORKERS="1",
+    )  # fmt: skip
+    try:
+        for k, customer in enumerate(customers):
+            scored = other.call("POST", "/score", {"customer_id": customer})[1]["scores"]
+            for name, value in scored.items():
+                assert value == pytest.approx(float(expected[name][k]), rel=1e-6, abs=1e-9), name
+            assert shown(other, customer)["_scores"] == scored
+        rows = {h: _counted(other, "nextbest_live_rows_total", h) for h in ("shared", "computed")}
+        assert rows == {"shared": len(customers) - 1, "computed": 1}, rows
+    finally:
+        stop_server(other)
 
 
 def _counted(server: Server, metric: str, how: str) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,8 +19,10 @@ from serving.online.live_features import LiveFeatures, events_table
 from serving.online.store import FeatureRow
 from serving.online.uplift_cells import UpliftCells, UpliftMemo
 from tests.serving.online.test_live_features import NOW, ingested_for, journeys  # noqa: F401
+from training.config import CONTROL
 from training.features.one_customer import OneRow
 from training.registry.bundle import Bundle
+from training.uplift.learners import LinearTLearner
 from training.uplift.selection import base_learners
 
 pytestmark = pytest.mark.slow
@@ -27,28 +30,32 @@ STEPS = [timedelta(seconds=s) for s in (1, 30, 600, 3600 * 5, 86400 * 3, 86400 *
 
 
 def test_every_split_threshold_is_read(uplift_bundle: Bundle) -> None:
-    """The thresholds per feature are those of LightGBM's own tree table."""
+    """The thresholds per outcome and feature are those of LightGBM's own tree tables."""
     cells = UpliftCells(uplift_bundle)
     p = len(uplift_bundle.builder.feature_names_)
-    expected: list[set[float] | None] = [set() for _ in range(p)]
-    for learner in (x for m in uplift_bundle.uplift.values() for x in base_learners(m)):
-        for booster in learner.models_.values():
-            table = booster.trees_to_dataframe().dropna(subset=["split_feature"])
-            names = booster.feature_name()
-            for name, threshold, kind, missing in table[
-                ["split_feature", "threshold", "decision_type", "missing_type"]
-            ].itertuples(index=False):
-                j = names.index(name)
-                if j >= p:  # the S-learner's arm
-                    continue
-                cuts = expected[j]
-                if kind == "==" or missing == "Zero":  # categorical: any change counts
-                    expected[j] = None
-                elif cuts is not None:
-                    cuts.add(float(threshold))
-    found = [None if c is None else set(c.tolist()) for c in cells.cuts]
-    assert sum(len(c) for c in expected if c is not None) > 100
-    assert found == expected
+    for outcome, model in uplift_bundle.uplift.items():
+        expected: list[set[float] | None] = [set() for _ in range(p)]
+        for learner in base_learners(model):
+            for booster in learner.models_.values():
+                _expected_splits(booster, expected, p)
+        found = [None if c is None else set(c.tolist()) for c in cells.cuts[outcome]]
+        assert sum(len(c) for c in expected if c is not None) > 50, outcome
+        assert found == expected, outcome
+
+
+def _expected_splits(booster: Any, expected: list[set[float] | None], p: int) -> None:
+    table = booster.trees_to_dataframe().dropna(subset=["split_feature"])
+    names = booster.feature_name()
+    columns = ["split_feature", "threshold", "decision_type", "missing_type"]
+    for name, threshold, kind, missing in table[columns].itertuples(index=False):
+        j = names.index(name)
+        if j >= p:  # the S-learner's arm
+            continue
+        cuts = expected[j]
+        if kind == "==" or missing == "Zero":  # categorical: any change counts
+            expected[j] = None
+        elif cuts is not None:
+            cuts.add(float(threshold))
 
 
 def test_rows_in_the_same_cells_get_the_same_uplift(
@@ -68,12 +75,12 @@ def test_rows_in_the_same_cells_get_the_same_uplift(
         for step in STEPS:
             X1 = _one(live, journeys[customer], events, NOW + step).vector[None, :]
             after = bundle.uplift_matrix(X1)
-            if cells.same(X0[0], X1[0]):
-                alike += int(not np.array_equal(X0, X1, equal_nan=True))
-                for outcome, values in before.items():
+            for outcome, values in before.items():
+                if cells.same(X0[0], X1[0], outcome):
+                    alike += int(not np.array_equal(X0, X1, equal_nan=True))
                     np.testing.assert_array_equal(after[outcome], values, err_msg=customer)
-            else:
-                crossed += 1
+                else:
+                    crossed += 1
     live.close()
     assert alike >= 20 and crossed >= 20
 
@@ -107,29 +114,69 @@ def test_a_live_rows_memo_gives_what_the_models_compute(
     assert reused >= 10
 
 
+def test_a_linear_learner_on_one_outcome_leaves_the_others_reused(
+    uplift_bundle: Bundle,
+    journeys: dict[str, History],  # noqa: F811
+) -> None:
+    """A linear learner reads every feature, so its outcome's uplift is computed again whenever
+    the clock moves the row; the other outcomes' uplift still comes from the memo, and every
+    outcome equals what the models compute."""
+    bundle = accelerate(copy.deepcopy(uplift_bundle))
+    linear_outcome = next(iter(bundle.uplift))
+    actions = base_learners(bundle.uplift[linear_outcome])[0].actions_
+    rng = np.random.default_rng(3)
+    p = len(bundle.builder.feature_names_)
+    X = rng.normal(size=(600, p))
+    treatment = np.array([CONTROL, *actions])[np.arange(600) % (len(actions) + 1)]
+    y = (rng.random(600) < 0.3 + 0.05 * (X[:, 0] > 0)).astype(float)
+    bundle.uplift[linear_outcome] = LinearTLearner().fit(X, treatment, y)
+    live, decider = LiveFeatures(bundle), Decider(bundle)
+    asked: list[str] = []
+    for k, customer in enumerate(list(journeys)[:10]):
+        events = ingested_for(customer, k)
+        live.row(journeys[customer], events, NOW, (customer, 7))
+        decider.model_outputs(live.kept(customer, 7, NOW))  # type: ignore[arg-type]
+        for step in STEPS[:3]:
+            row = live.kept(customer, 7, NOW + step)
+            if row is None:  # the kept row's span ended: computed anew, with the same memo
+                row = live.row(journeys[customer], events, NOW + step, (customer, 7))
+            assert row.memo is not None
+            calls = _count_uplift(bundle)
+            _, uplift = decider.model_outputs(row)
+            bundle.uplift_matrix = calls.wrapped  # type: ignore[method-assign]
+            asked += calls.outcomes
+            fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))[1]
+            for outcome, values in fresh.items():
+                np.testing.assert_array_equal(uplift[outcome], values, err_msg=customer)
+    live.close()
+    assert asked.count(linear_outcome) == 30  # every move: the linear learner reads the clock
+    assert len(asked) - 30 < 10, asked  # the trees' outcomes: reused but for a crossing or two
+
+
 def test_a_memo_refuses_another_bundle_and_moved_rows_across_a_threshold(
     uplift_bundle: Bundle,
 ) -> None:
     cells = UpliftCells(uplift_bundle)
-    j = next(j for j, c in enumerate(cells.cuts) if c is not None and len(c) > 1)
-    cut = float(cells.cuts[j][0])  # type: ignore[index]
+    outcome = next(iter(uplift_bundle.uplift))
+    j = next(j for j, c in enumerate(cells.cuts[outcome]) if c is not None and len(c) > 1)
+    cut = float(cells.cuts[outcome][j][0])  # type: ignore[index]
     left = np.float32(cut)
     if float(left) > cut:  # (in float64: numpy would compare in float32)
         left = np.nextafter(left, np.float32(-np.inf))  # the largest float32 <= the threshold
-    row = np.zeros(len(cells.cuts), dtype=np.float32)
+    row = np.zeros(len(cells.cuts[outcome]), dtype=np.float32)
     row[j] = left
-    memo, uplift = UpliftMemo(), {"churn": np.arange(3.0)}
+    memo, uplift = UpliftMemo(), {outcome: np.arange(3.0)}
     memo.put(uplift_bundle, row, uplift)
-    assert memo.get(uplift_bundle, cells, row) is uplift
-    assert memo.get(copy.copy(uplift_bundle), cells, row) is None
+    assert memo.get(uplift_bundle, cells, row) == uplift
+    assert memo.get(copy.copy(uplift_bundle), cells, row) == {}
     right = row.copy()
     right[j] = np.nextafter(left, np.float32(np.inf))  # past the threshold: right
-    assert memo.get(uplift_bundle, cells, right) is None
+    assert memo.get(uplift_bundle, cells, right) == {}
     missing = row.copy()
     missing[j] = np.nan
-    assert memo.get(uplift_bundle, cells, missing) is None
+    assert memo.get(uplift_bundle, cells, missing) == {}
     with pytest.raises(ValueError):
-        uplift["churn"][0] = 1.0  # shared by later requests: read-only
+        uplift[outcome][0] = 1.0  # shared by later requests: read-only
 
 
 def _one(live: LiveFeatures, history: History, events: list, when: datetime) -> OneRow:
@@ -141,10 +188,12 @@ def _one(live: LiveFeatures, history: History, events: list, when: datetime) -> 
 class _Calls:
     def __init__(self, bundle: Bundle) -> None:
         self.n, self.bundle, self.wrapped = 0, bundle, bundle.uplift_matrix
+        self.outcomes: list[str] = []
 
-    def __call__(self, X: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, X: np.ndarray, outcomes: Any = None) -> dict[str, np.ndarray]:
         self.n += 1
-        return self.wrapped(X)
+        self.outcomes += list(self.bundle.uplift if outcomes is None else outcomes)
+        return self.wrapped(X, outcomes)
 
 
 def _count_uplift(bundle: Bundle) -> _Calls:
