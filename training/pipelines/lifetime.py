@@ -33,6 +33,7 @@ from training.features.definition import FeatureBuilder, to_matrix
 from training.scores.base import ScoreModel
 from training.scores.lifetime import (
     METHODS,
+    WITH_REPEAT,
     LifetimeValue,
     Method,
     RepeatPurchaseModel,
@@ -78,7 +79,7 @@ def fit_lifetime(
             repeat = None  # too few purchases to fit: the other method (if any) stands
         if repeat is not None:
             base = churn[1] if churn is not None and "churn" in models else None
-            for method in ("repeat_purchase", "blend"):
+            for method in WITH_REPEAT:
                 candidates[method] = _lifetime(method, config, base, value[1], window, repeat)
             weighing = _weigh_blend(con, frame, candidates["blend"], config, models,
                                     names, observed_until)  # fmt: skip
@@ -92,7 +93,7 @@ def fit_lifetime(
     best = max(candidates, key=lambda m: (_score(quality[m]), -METHODS.index(m)))
     chosen = candidates[best]
     chosen.discount_rate = objective.discount_rate  # judged undiscounted, against realised money
-    if best in ("repeat_purchase", "blend"):
+    if best in WITH_REPEAT:
         latest = frame[frame["as_of"] == frame["as_of"].max()]
         summary = purchase_summary(to_matrix(latest, names), names, window)
         chosen.repeat = RepeatPurchaseModel(

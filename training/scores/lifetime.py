@@ -14,8 +14,12 @@ Two ways to project value beyond the label window, each a pure function of the m
 - **blend**: `weight` x repeat_purchase + (1 - weight) x the window's projection (survival when
   there is a churn score, else the label-window revenue scaled to the horizon): the boosted
   window model sees every feature, BG/NBD the purchase rhythm, and each corrects the other.
+- **window_repeat**: each model over the days it knows: the label-window revenue score for the
+  label window (what it was trained to predict), then BG/NBD x Gamma-Gamma from the window's end
+  to the horizon, instead of the window revenue carried on at a constant rate (a shopper's
+  dropout is what BG/NBD models and a straight line does not).
 
-Training picks one per data set by held-out quality (`training.pipelines.lifetime`). Both discount
+Training picks one per data set by held-out quality (`training.pipelines.lifetime`). Each discounts
 future money continuously at `discount_rate` a year. The fitted state is a handful of numbers: it
 travels in the bundle as JSON (`LifetimeValue.to_dict`), never pickle.
 """
@@ -36,8 +40,9 @@ from training.errors import NextbestError
 
 FloatArray = NDArray[np.float64]
 ArrayLike = Sequence[float] | FloatArray | float
-Method = Literal["survival", "repeat_purchase", "blend"]
-METHODS: tuple[Method, ...] = ("survival", "repeat_purchase", "blend")
+Method = Literal["survival", "repeat_purchase", "blend", "window_repeat"]
+METHODS: tuple[Method, ...] = ("survival", "repeat_purchase", "blend", "window_repeat")
+WITH_REPEAT: tuple[Method, ...] = ("repeat_purchase", "blend", "window_repeat")
 DAYS_PER_MONTH = 365.25 / 12
 FORMAT = 1
 
@@ -197,16 +202,22 @@ class RepeatPurchaseModel(RegressorMixin, BaseEstimator):
         return self
 
     def predict(
-        self, X: ArrayLike, horizon: float | None = None, discount_rate: float | None = None
+        self,
+        X: ArrayLike,
+        horizon: float | None = None,
+        discount_rate: float | None = None,
+        start: float = 0.0,
     ) -> FloatArray:
-        """Expected revenue over `horizon` days (default: the fitted `horizon`), discounted
-        (default: at `discount_rate`) month by month at the mid-point of each step."""
+        """Expected revenue from day `start` to day `horizon` (default: the fitted `horizon`),
+        discounted (default: at `discount_rate`) month by month at the mid-point of each step."""
         if not hasattr(self, "bgnbd_"):
             raise NextbestError("repeat-purchase model: not fitted")
         x, t_x, T, m = _summary(X)
         days = self.horizon if horizon is None else horizon
+        if start >= days:
+            return np.zeros_like(x)
         delta = daily_discount(self.discount_rate if discount_rate is None else discount_rate)
-        edges = np.append(np.arange(0.0, days, self.step_days), days)
+        edges = np.append(np.arange(float(start), days, self.step_days), days)
         purchases = [bgnbd_expected(self.bgnbd_, x, t_x, T, float(e)) for e in edges]
         weights = np.exp(-delta * (edges[1:] + edges[:-1]) / 2.0)
         count = sum(
@@ -280,10 +291,10 @@ class LifetimeValue:
             raise NextbestError(f"lifetime value: unknown method {method!r} (one of {METHODS})")
         if method == "survival" and (churn_days is None or value_days is None):
             raise NextbestError("lifetime value: survival needs the churn and value horizons")
-        if method in ("repeat_purchase", "blend") and repeat is None:
+        if method in WITH_REPEAT and repeat is None:
             raise NextbestError(f"lifetime value: {method} needs a fitted repeat-purchase model")
-        if method == "blend" and value_days is None:
-            raise NextbestError("lifetime value: blend needs the value horizon")
+        if method in ("blend", "window_repeat") and value_days is None:
+            raise NextbestError(f"lifetime value: {method} needs the value horizon")
         if not 0.0 <= weight <= 1.0:
             raise NextbestError(f"lifetime value: blend weight must be in [0, 1] (got {weight})")
         self.method = method
@@ -313,10 +324,26 @@ class LifetimeValue:
             return self._window_projection(scores, days)
         assert self.repeat is not None
         summary = purchase_summary(X, names, self.window)
+        if self.method == "window_repeat":
+            return self._window_then_repeat(summary, scores, days)
         repeat = self.repeat.predict(summary, horizon=days, discount_rate=self.discount_rate)
         if self.method == "repeat_purchase":
             return repeat
         return self.weight * repeat + (1.0 - self.weight) * self._window_projection(scores, days)
+
+    def _window_then_repeat(
+        self, summary: FloatArray, scores: Mapping[str, FloatArray], days: float
+    ) -> FloatArray:
+        """The label-window revenue score over the window (discounted at its middle; the share
+        of it inside `days` when the horizon is shorter), then the repeat-purchase model's
+        expected revenue from the window's end to `days`."""
+        assert self.value_days is not None and self.repeat is not None
+        inside = min(days, self.value_days)
+        middle = math.exp(-daily_discount(self.discount_rate) * inside / 2.0)
+        window = np.maximum(np.asarray(scores["window_value"], dtype=np.float64), 0.0)
+        beyond = self.repeat.predict(summary, horizon=days, discount_rate=self.discount_rate,
+                                     start=self.value_days)  # fmt: skip
+        return window * inside / self.value_days * middle + beyond
 
     def _window_projection(self, scores: Mapping[str, FloatArray], days: float) -> FloatArray:
         """Survival x spend with a churn horizon, else the window revenue scaled to `days`

@@ -65,6 +65,7 @@ def test_lifetime_ltv_beats_the_scaled_window_on_the_truth(
         "survival",
         "repeat_purchase",
         "blend",
+        "window_repeat",
         "window_scaled",
     }
     # what the report shows: the chosen method beside the scaled window, judged at training

@@ -11,6 +11,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from training.errors import NextbestError
 from training.features.definition import FeatureBuilder
@@ -28,6 +29,15 @@ TRUE_GG = (4.0, 5.0, 60.0)  # p, q, gamma: mean spend per purchase gamma p / (q 
 def draw_buyers(n: int, days: float, future: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """BG/NBD x Gamma-Gamma customers: the (x, t_x, T, m) summary over `days`, and the revenue of
     the following `future` days."""
+    summary, revenue, _ = draw_buyers_split(n, days, future, 0.0, seed)
+    return summary, revenue
+
+
+def draw_buyers_split(
+    n: int, days: float, future: float, window: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`draw_buyers`, and each customer's expected revenue over the first `window` of the
+    `future` days given the latent rates (what a perfect label-window model would say)."""
     rng = np.random.default_rng(seed)
     r, alpha, a, b = TRUE_BGNBD
     p, q, gamma = TRUE_GG
@@ -36,21 +46,25 @@ def draw_buyers(n: int, days: float, future: float, seed: int = 0) -> tuple[np.n
     nu = rng.gamma(q, 1.0 / gamma, n)
     T = rng.uniform(days / 2, days, n)  # customers joined at different times
     summary = np.zeros((n, 4))
-    revenue = np.zeros(n)
+    revenue, expected = np.zeros(n), np.zeros(n)
     for i in range(n):
-        t, times, alive = 0.0, [], True
+        t, times, alive, alive_at_T = 0.0, [], True, True
         while alive:
             t += rng.exponential(1.0 / lam[i])
             if t >= T[i] + future:
                 break
             times.append(t)
             alive = rng.random() >= drop[i]
+            alive_at_T = alive_at_T and (alive or t >= T[i])
         spend = rng.gamma(p, 1.0 / nu[i], len(times))
         seen = np.array([s < T[i] for s in times], dtype=bool)
         x = int(seen.sum())
         summary[i] = [x, times[x - 1] if x else 0.0, T[i], spend[seen].mean() if x else 0.0]
         revenue[i] = spend[~seen].sum()
-    return summary, revenue
+        # alive: purchases at rate lam, each followed by dropout with chance `drop`
+        count = -np.expm1(-lam[i] * drop[i] * window) / drop[i]
+        expected[i] = alive_at_T * count * p / nu[i]
+    return summary, revenue, expected
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +93,44 @@ def test_discounting_and_horizon(buyers: tuple[np.ndarray, np.ndarray]) -> None:
     assert np.all(two > year)
     model.discount_rate = 0.2
     assert np.all(model.predict(summary[:50]) < year)
+
+
+def test_repeat_purchases_between_two_days_add_up(buyers: tuple[np.ndarray, np.ndarray]) -> None:
+    summary, _ = buyers
+    model = RepeatPurchaseModel(horizon=365.25).fit(summary[:1000])
+    rows = summary[:200]
+    whole = model.predict(rows)
+    parts = model.predict(rows, horizon=90.0) + model.predict(rows, start=90.0)
+    assert parts == pytest.approx(whole, rel=0.02)  # only the months' mid-points differ
+    assert np.all(model.predict(rows, start=90.0) < whole)
+    assert np.all(model.predict(rows, start=400.0) == 0)
+
+
+def test_window_then_repeat_keeps_the_total_and_the_order() -> None:
+    """A window score that knows each customer's expected next 90 days (up to noise) carried on
+    at its own rate ignores dropout and overshoots the year's revenue by a third or more;
+    followed by BG/NBD beyond the window the total holds, and the order beats BG/NBD alone."""
+    summary, year, quarter = draw_buyers_split(3000, days=270.0, future=365.25, window=90.0)
+    window_value = quarter * np.random.default_rng(5).lognormal(0.0, 0.3, len(quarter))
+    names = NAMES
+    X = np.column_stack([summary[:, 0] + 1, summary[:, 3] * (summary[:, 0] + 1),
+                         summary[:, 2] - summary[:, 1], summary[:, 2], summary[:, 2]])  # fmt: skip
+    repeat = RepeatPurchaseModel(horizon=365.25).fit(purchase_summary(X, names, 365))
+    model = LifetimeValue("window_repeat", 12, 0.0, value_days=90, repeat=repeat)
+    scores = {"window_value": window_value}
+    ours = model.predict(X, names, scores)
+    assert ours.sum() == pytest.approx(year.sum(), rel=0.1)
+    assert (window_value * 365.25 / 90).sum() > 1.25 * year.sum()
+    alone = repeat.predict(purchase_summary(X, names, 365))
+    assert np.corrcoef(ours, year)[0, 1] > np.corrcoef(alone, year)[0, 1] + 0.05
+    assert spearmanr(ours, year).statistic > spearmanr(alone, year).statistic + 0.05
+    beyond = repeat.predict(purchase_summary(X, names, 365), start=90.0)
+    assert ours == pytest.approx(window_value + beyond, rel=1e-9)
+    assert model.predict(X, names, scores, horizon=45.0) == pytest.approx(window_value / 2)
+    loaded = LifetimeValue.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert np.array_equal(loaded.predict(X, names, scores), ours)
+    with pytest.raises(NextbestError, match="needs the value horizon"):
+        LifetimeValue("window_repeat", 12, 0.0, repeat=repeat)
 
 
 def test_survival_projection_is_the_daily_sum() -> None:
