@@ -186,9 +186,15 @@ class EventStore:
         if not seqs:
             return
         with self.lock:
-            self.con.executemany(
-                "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in seqs]
-            )
+            self.con.execute("BEGIN IMMEDIATE")  # one commit, not one per event (autocommit)
+            try:
+                self.con.executemany(
+                    "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in seqs]
+                )
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
 
     def latest_seq(self, customer_id: str) -> int:
         """The sequence number of the customer's last ingested event (0: none)."""

@@ -849,10 +849,11 @@ class Nextbest:
         by_customer: dict[str, list[tuple[int, Event]]] = {}
         for seq, event in stored:
             by_customer.setdefault(event.customer_id, []).append((seq, event))
+        quiet: list[int] = []  # events that fired nothing: settled together, in one commit
         for customer, events in by_customer.items():
             seqs = [seq for seq, _ in events]
             if not any(may_fire(decider.catalog, event) for _, event in events):
-                self.events.settle(seqs)  # e.g. a visit, when only complaints trigger
+                quiet += seqs  # e.g. a visit, when only complaints trigger
                 continue
             row = self._row(runtime, customer, now)
             scores, _ = decider.model_outputs(row, with_uplift=False)
@@ -863,7 +864,8 @@ class Nextbest:
                 if claim(self.events, customer, seq, now, cooldown):
                     self._decide_triggered(runtime, row, seq, event, mask, now, seqs)
                 break  # one trigger per customer and batch
-            self.events.settle(seqs)  # nothing fired, cooling down, or settled with the outbox
+            quiet += seqs  # nothing fired, cooling down, or settled with the outbox already
+        self.events.settle(quiet)
 
     def _decide_triggered(
         self,
