@@ -112,7 +112,7 @@ from serving.online.score_watch import ScoreWatch
 from serving.online.settings import ServingSettings
 from serving.online.shadow import ShadowRunner, ShadowTask
 from serving.online.store import FeatureRow, StoreChangedError
-from serving.online.triggers import event_inputs, fired, has_triggers, may_fire
+from serving.online.triggers import event_inputs, fired, has_triggers, may_fire_each
 from training.config import CONTROL
 from training.policy.arbitration import UnknownActionError
 from training.policy.contact import (
@@ -849,10 +849,12 @@ class Nextbest:
         by_customer: dict[str, list[tuple[int, Event]]] = {}
         for seq, event in stored:
             by_customer.setdefault(event.customer_id, []).append((seq, event))
+        maybe = dict(zip((seq for seq, _ in stored),
+                         may_fire_each(decider.catalog, [e for _, e in stored]), strict=True))  # fmt: skip
         quiet: list[int] = []  # events that fired nothing: settled together, in one commit
         for customer, events in by_customer.items():
             seqs = [seq for seq, _ in events]
-            if not any(may_fire(decider.catalog, event) for _, event in events):
+            if not any(maybe[seq] for seq in seqs):
                 quiet += seqs  # e.g. a visit, when only complaints trigger
                 continue
             row = self._row(runtime, customer, now)

@@ -8,7 +8,7 @@ claims the customer's cool-down, decides and appends to the outbox (serving.onli
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -52,6 +52,19 @@ def may_fire(catalog: Catalog, event: Event) -> bool:
         if not _negation(rule.text).evaluate(namespace):  # not surely false: it may fire
             return True
     return False
+
+
+def may_fire_each(catalog: Catalog, events: Sequence[Event]) -> list[bool]:
+    """`may_fire` of each event, evaluated once per distinct (event_type, channel, value): a
+    batch repeats a few kinds of events."""
+    seen: dict[tuple[object, ...], bool] = {}
+    out = []
+    for event in events:
+        key = (event.event_type, event.channel, event.value)
+        if key not in seen:
+            seen[key] = may_fire(catalog, event)
+        out.append(seen[key])
+    return out
 
 
 @lru_cache(maxsize=256)

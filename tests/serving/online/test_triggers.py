@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from serving.online.events import Event
-from serving.online.triggers import event_inputs, fired, may_fire
+from serving.online.triggers import event_inputs, fired, may_fire, may_fire_each
 from training.config import Action, Catalog
 
 CATALOG = Catalog(
@@ -34,3 +34,11 @@ def test_may_fire_skips_only_events_no_trigger_can_fire_on() -> None:
     assert not may_fire(CATALOG, Event("c", TS, "app", "nps", 9.0))
     tested = Catalog(actions=(Action(id="a", name="A", cost=1, trigger="isnull(nps_last)"),))
     assert may_fire(tested, Event("c", TS, "web", "visit"))  # not monotone: always computed
+
+
+def test_may_fire_each_answers_as_may_fire_for_every_event_of_a_batch() -> None:
+    kinds = [("call_center", "complaint", None), ("app", "nps", 3.0), ("app", "nps", 9.0),
+             ("call_center", "visit", None)]  # fmt: skip
+    batch = [Event(f"c{i}", TS, *kinds[(i * 7) % 4]) for i in range(40)]
+    assert may_fire_each(CATALOG, batch) == [may_fire(CATALOG, e) for e in batch]
+    assert any(may_fire_each(CATALOG, batch)) and not all(may_fire_each(CATALOG, batch))
