@@ -92,9 +92,9 @@ def main() -> None:
     recomputed, computed, later_uplift = [0], [0], [0]
     uplift_matrix = bundle.uplift_matrix
 
-    def counted(X: np.ndarray) -> dict[str, np.ndarray]:
+    def counted(X: np.ndarray, outcomes: list[str] | None = None) -> dict[str, np.ndarray]:
         computed[0] += 1
-        return uplift_matrix(X)
+        return uplift_matrix(X, outcomes)
 
     bundle.uplift_matrix = counted  # type: ignore[method-assign]
 

@@ -6,8 +6,9 @@ writes them here, so the first `/recommend` after a complaint, on whichever work
 moves a ready row to now (`OneRow.at`) instead of computing features and running every uplift
 model. A row is valid for one event sequence (the customer's latest event when it was computed)
 and one runtime (`tag`: the bundle and the online store file it was computed from); any other
-is ignored. Rows are plain numbers and JSON, never pickle; a row that cannot be decoded is
-ignored and computed anew, never an error of the request.
+is ignored, and a worker that loads a new runtime deletes the other runtimes' rows (`prune`).
+Rows are plain numbers and JSON, never pickle; a row that cannot be decoded is ignored and
+computed anew, never an error of the request.
 """
 
 from __future__ import annotations
@@ -79,6 +80,13 @@ def get(
         return None
     state, vector, uplift_row, uplift = found
     return decode(state, vector, uplift_row, uplift, n_features, k)
+
+
+def prune(store: EventStore, tag: str) -> int:
+    """Delete the rows of other runtimes (an earlier bundle or store: no worker reads them once
+    it has loaded `tag`'s); rows removed. Keeps the table to one store's customers with events."""
+    with store.lock:
+        return int(store.con.execute("DELETE FROM live_rows WHERE tag != ?", (tag,)).rowcount)
 
 
 def encode(shared: SharedRow) -> tuple[str, bytes, bytes | None, bytes | None]:

@@ -372,9 +372,19 @@ class Nextbest:
         if old is not None:
             self._retiring.append((time.monotonic() + RETIRE_SECONDS, old))
             del old
+        self._prune_live_rows(runtime)
         gc.collect()
         gc.freeze()
         gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+    def _prune_live_rows(self, runtime: Runtime) -> None:
+        """Drop the shared live rows of earlier runtimes; a failure only leaves them there."""
+        if self._events is None:
+            return
+        try:
+            live_rows.prune(self._events, runtime.live_tag)
+        except Exception as exc:
+            logger.warning("event=live_rows_not_pruned reason=%s", type(exc).__name__)
 
     def _new_store_only(self) -> Runtime | None:
         """After a failed load: the current bundle on a store that changed meanwhile, so a bad

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.online.events import EventStore
-from serving.online.live_rows import SharedRow, decode, encode, ensure_schema, get, put
+from serving.online.live_rows import SharedRow, decode, encode, ensure_schema, get, prune, put
 from training.features.one_customer import OneRow
 
 P, K = 6, 3
@@ -81,4 +81,8 @@ def test_only_the_same_sequence_and_runtime_is_read_and_older_never_wins(tmp_pat
     assert get(store, "c2", 7, "bundle-a|1:2", P, K) is None
     put(store, "c1", 9, "bundle-a|1:2", older)
     assert get(store, "c1", 9, "bundle-a|1:2", P, K) is not None
+    put(store, "c2", 3, "bundle-b|1:2", newer)
+    assert prune(store, "bundle-b|1:2") == 1  # a worker loaded bundle b: a's rows go
+    assert get(store, "c1", 9, "bundle-a|1:2", P, K) is None
+    assert get(store, "c2", 3, "bundle-b|1:2", P, K) is not None
     store.close()
