@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,38 +121,45 @@ class EventStore:
         with self.lock:
             self.con.executescript(_SCHEMA)
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: across workers, one writer at a time),
+        committed whole when the block ends, rolled back on any error."""
+        with self.lock:
+            self.con.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
     def ingest(self, events: Sequence[Event], now: datetime, pending: bool = False) -> Ingested:
         """Store a batch in one transaction; an event whose `event_id` is stored already (or
         earlier in the batch) is a duplicate and is skipped. `pending`: its triggers are still to
         be evaluated (serving.online.outbox clears the mark once they were)."""
         received = iso_utc(now)
         stored: list[tuple[int, Event]] = []
-        with self.lock:
-            self.con.execute("BEGIN IMMEDIATE")
-            try:
-                for event in events:
-                    cursor = self.con.execute(
-                        "INSERT OR IGNORE INTO events (event_id, customer_id, ts, channel, "
-                        "event_type, value, text, received_at, pending) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            event.event_id,
-                            event.customer_id,
-                            iso_utc(event.ts),
-                            event.channel,
-                            event.event_type,
-                            event.value,
-                            event.text,
-                            received,
-                            int(pending),
-                        ),
-                    )
-                    if cursor.rowcount == 1:
-                        stored.append((int(cursor.lastrowid or 0), event))
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+        with self.transaction() as con:
+            for event in events:
+                cursor = con.execute(
+                    "INSERT OR IGNORE INTO events (event_id, customer_id, ts, channel, "
+                    "event_type, value, text, received_at, pending) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        event.event_id,
+                        event.customer_id,
+                        iso_utc(event.ts),
+                        event.channel,
+                        event.event_type,
+                        event.value,
+                        event.text,
+                        received,
+                        int(pending),
+                    ),
+                )
+                if cursor.rowcount == 1:
+                    stored.append((int(cursor.lastrowid or 0), event))
         return Ingested(len(stored), len(events) - len(stored), stored)
 
     def for_customer(self, customer_id: str, limit: int | None = None) -> list[Event]:
@@ -185,16 +193,10 @@ class EventStore:
         down); a fired one is settled with its outbox row (serving.online.outbox.append)."""
         if not seqs:
             return
-        with self.lock:
-            self.con.execute("BEGIN IMMEDIATE")  # one commit, not one per event (autocommit)
-            try:
-                self.con.executemany(
-                    "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in seqs]
-                )
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+        with self.transaction() as con:  # one commit, not one per event (autocommit)
+            con.executemany(
+                "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in seqs]
+            )
 
     def latest_seq(self, customer_id: str) -> int:
         """The sequence number of the customer's last ingested event (0: none)."""

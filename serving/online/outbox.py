@@ -58,26 +58,17 @@ def claim(
     """Take the customer's trigger slot for this event unless a trigger fired for them (on
     another event) within `cooldown`; atomic across workers (BEGIN IMMEDIATE). A retry of the
     same event (its first attempt died before the outbox) gets the slot again."""
-    with store.lock:
-        store.con.execute("BEGIN IMMEDIATE")
-        try:
-            row = store.con.execute(
-                "SELECT ts, event_seq FROM trigger_claims WHERE customer_id = ?", (customer_id,)
-            ).fetchone()
-            cooling = row is not None and (
-                datetime.fromisoformat(row[0]) > _naive_minus(now, cooldown)
-            )
-            if cooling and row[1] != event_seq:
-                store.con.execute("ROLLBACK")
-                return False
-            store.con.execute(
-                "INSERT OR REPLACE INTO trigger_claims VALUES (?, ?, ?)",
-                (customer_id, iso_utc(now), event_seq),
-            )
-        except BaseException:
-            store.con.execute("ROLLBACK")
-            raise
-        store.con.execute("COMMIT")
+    with store.transaction() as con:
+        row = con.execute(
+            "SELECT ts, event_seq FROM trigger_claims WHERE customer_id = ?", (customer_id,)
+        ).fetchone()
+        cooling = row is not None and datetime.fromisoformat(row[0]) > _naive_minus(now, cooldown)
+        if cooling and row[1] != event_seq:
+            return False  # nothing written: the transaction commits nothing
+        con.execute(
+            "INSERT OR REPLACE INTO trigger_claims VALUES (?, ?, ?)",
+            (customer_id, iso_utc(now), event_seq),
+        )
     return True
 
 
@@ -91,22 +82,14 @@ def append(
 ) -> int:  # fmt: skip
     """Append a triggered decision and settle the customer's events it answers, in one
     transaction; committed before returning its cursor."""
-    with store.lock:
-        store.con.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = store.con.execute(
-                "INSERT INTO outbox (customer_id, event_seq, action, ts, decision) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (customer_id, event_seq, ",".join(actions), iso_utc(now), json.dumps(decision)),
-            )
-            store.con.executemany(
-                "UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in settled]
-            )
-        except BaseException:
-            store.con.execute("ROLLBACK")
-            raise
-        store.con.execute("COMMIT")
-        return int(cursor.lastrowid or 0)
+    with store.transaction() as con:
+        cursor = con.execute(
+            "INSERT INTO outbox (customer_id, event_seq, action, ts, decision) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (customer_id, event_seq, ",".join(actions), iso_utc(now), json.dumps(decision)),
+        )
+        con.executemany("UPDATE events SET pending = 0 WHERE seq = ?", [(int(s),) for s in settled])
+    return int(cursor.lastrowid or 0)
 
 
 def parse_cursor(after: str | None) -> int:
