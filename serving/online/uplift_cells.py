@@ -47,7 +47,7 @@ class UpliftCells:
         self.cuts: dict[str, list[NDArray[np.float64] | None]] = {
             outcome: _cuts(base_learners(model), p) for outcome, model in bundle.uplift.items()
         }
-        self._lists = {  # the same as lists: bisect on a list is ~10x numpy's one-value search
+        self._lists = {  # the same as lists: for one value, bisect beats numpy's call overhead
             outcome: [None if c is None else c.tolist() for c in cuts]
             for outcome, cuts in self.cuts.items()
         }
@@ -91,11 +91,11 @@ class UpliftMemo:
     def get(self, bundle: Bundle, cells: UpliftCells, row: NDArray[np.float32]) -> Uplift:
         """The uplift kept for `bundle` of the outcomes whose trees `row` walks as the row it was
         computed on did (empty: nothing kept, or every outcome moved)."""
-        with self._lock:
-            kept = self._kept.get(id(bundle))
-        if kept is None or kept[0] is not bundle:
+        entry = self.entry(bundle)
+        if entry is None:
             return {}
-        return {o: u for o, u in kept[2].items() if cells.same(kept[1], row, o)}
+        computed_on, uplift = entry
+        return {o: u for o, u in uplift.items() if cells.same(computed_on, row, o)}
 
     def entry(self, bundle: Bundle) -> tuple[NDArray[np.float32], Uplift] | None:
         """(the row, its uplift) kept for `bundle`, or None."""
