@@ -579,6 +579,18 @@ def bench_serve(open_seconds: float) -> list[Row]:
             )
         )
         rows.append(_serve_row(figures[("nextbest", plain)], "reference (same moments)", None))
+    trigger = figures[("nextbest", "trigger")]
+    rows.append(
+        _serve_row(trigger, "<= 20 ms until readable from /outbox", trigger["p99_ms"] <= 20)
+    )
+    mixed = figures[("nextbest", "open_mixed")]
+    ok_mixed = (
+        mixed["p99_ms"] <= 20
+        and mixed["max_ms"] <= 100
+        and not mixed["errors"]
+        and not mixed["lost"]
+    )
+    rows.append(_serve_row(mixed, "p99 <= 20 ms, max <= 100 ms, 0 errors, 0 lost", ok_mixed))
     return rows
 
 

@@ -11,7 +11,11 @@ Then live events: `POST /events` with 100 events a request at concurrency 1, and
 concurrency 1 for customers with ingested events: the first request after their events (features
 computed as of now, models live) and later requests of one customer (the row its worker kept,
 moved to now; the uplift reused while it holds), each interleaved with requests for a customer
-without events, whose figures are the reference of the same moments on a shared machine.
+without events, whose figures are the reference of the same moments on a shared machine. Then an
+event that fires the catalog's trigger (the bench gives one action a trigger on an event type no
+other phase sends) until its decision is readable from `GET /outbox`, and an open loop of half
+`/events` (10 events of a stored customer), half `/recommend` for those customers, with lost
+events and decisions.
 
 Prints one JSON object per figure; `bench/run.py` turns them into table rows.
 `--open-seconds` (or SERVE_BENCH_OPEN_SECONDS) shortens the 2-minute open loop for a quick run.
