@@ -28,6 +28,9 @@ from training.atomic import atomic_file
 from training.errors import NextbestError
 
 BUSY_TIMEOUT_MS = 10_000
+# an event's id: the client's `event_id`, else one made from its sequence number, so that an event
+# exported into the data set can be told from the same event still in this store
+EVENT_ID = "COALESCE(event_id, 'nextbest:seq:' || seq) AS event_id"
 EVENT_COLUMNS = ("customer_id", "ts", "channel", "event_type", "value", "text", "event_id")
 
 _SCHEMA = """
@@ -165,7 +168,7 @@ class EventStore:
     def for_customer(self, customer_id: str, limit: int | None = None) -> list[Event]:
         """The customer's ingested events, oldest first (the latest `limit` when given)."""
         query = (
-            "SELECT customer_id, ts, channel, event_type, value, text, event_id FROM events "
+            f"SELECT customer_id, ts, channel, event_type, value, text, {EVENT_ID} FROM events "
             "WHERE customer_id = ? ORDER BY ts DESC, seq DESC LIMIT ?"
         )
         with self.lock:
@@ -240,12 +243,13 @@ def iso_utc(ts: datetime) -> str:
 
 def events_frame(path: Path) -> pd.DataFrame:
     """The ingested events as a contract `events` table (oldest first); `text` and `event_id`
-    are extra columns, which the contract allows."""
+    are extra columns, which the contract allows. Every event has an id (`EVENT_ID`), so once the
+    table is in the data set and materialized, the service counts each event once."""
     if not Path(path).is_file():
         raise NextbestError(f"{path}: no event store")
     with sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True) as con:
         frame = pd.read_sql_query(
-            "SELECT customer_id, ts, channel, event_type, value, text, event_id "
+            f"SELECT customer_id, ts, channel, event_type, value, text, {EVENT_ID} "  # noqa: S608
             "FROM events ORDER BY ts, seq",
             con,
         )

@@ -76,7 +76,8 @@ class LiveFeatures:
     ) -> FeatureRow:
         """The customer's model row and rule inputs as of `now` (model outputs: computed live);
         with `key`, (customer_id, the sequence of their latest event), the row is kept for
-        later requests (`kept`)."""
+        later requests (`kept`). Ingested events the journey holds already count once."""
+        ingested = not_in_journey(history, ingested)
         events = pa.concat_tables([history.events, events_table(ingested, history.events.schema)])
         if self.fast.unsupported(history.customers, events, history.exposures) is None:
             found = self.fast.row(history.customers, events, history.exposures, now)
@@ -170,6 +171,15 @@ class LiveFeatures:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def not_in_journey(history: History, ingested: Sequence[Event]) -> list[Event]:
+    """The ingested events that the stored journey does not hold already, by `event_id`: events
+    exported into the data set (`nextbest export-events`) and materialized since count once."""
+    if not ingested or "event_id" not in history.events.column_names:
+        return list(ingested)
+    stored = {str(i) for i in history.events.column("event_id").drop_null().to_pylist()}
+    return [e for e in ingested if e.event_id is None or e.event_id not in stored]
 
 
 def events_table(events: Sequence[Event], schema: pa.Schema) -> pa.Table:

@@ -91,6 +91,7 @@ from serving.online.http_guards import (
 from serving.online.journey import DEFAULT_LIMIT as DEFAULT_JOURNEY
 from serving.online.journey import MAX_LIMIT as MAX_JOURNEY
 from serving.online.journey import journey as journey_of
+from serving.online.live_features import not_in_journey
 from serving.online.log_safety import escape_controls, install
 from serving.online.outbox import (
     MAX_LIMIT,
@@ -966,6 +967,8 @@ class Nextbest:
             live = self._events.for_customer(customer_id, limit=count)
         except EventStoreUnavailableError:
             return _unavailable_page(EVENTS_DOWN_MESSAGE)
+        if history is not None:  # events exported into the data set and materialized: once
+            live = not_in_journey(history, live)
         events = journey_of(history, live, now.astimezone(UTC).replace(tzinfo=None), count)
         body = {"customer_id": customer_id, "known": known, "as_of": now.isoformat()}
         return JSONResponse(body | {"events": events})

@@ -146,3 +146,19 @@ def test_events_survive_a_restart_and_export_in_contract_form(
     shutil.copy(out / "events.parquet", data / "events.parquet")
     summary = validate_dataset(data)
     assert summary.rows["events"] == len(exported)
+
+
+def test_every_exported_event_has_an_id(tmp_path: Path) -> None:
+    """An event posted without `event_id` is exported (and read back) with one made from its
+    sequence number, so the service can tell it once it is in the data set too."""
+    from datetime import UTC, datetime
+
+    from serving.online.events import Event, EventStore, events_frame
+
+    store = EventStore(tmp_path / "events.sqlite")
+    ts = datetime(2026, 11, 1, 9)
+    store.ingest([Event("c1", ts, "web", "visit"), Event("c1", ts, "web", "visit", event_id="x")],
+                 datetime.now(UTC))  # fmt: skip
+    assert [e.event_id for e in store.for_customer("c1")] == ["nextbest:seq:1", "x"]
+    store.close()
+    assert events_frame(tmp_path / "events.sqlite")["event_id"].tolist() == ["nextbest:seq:1", "x"]

@@ -183,3 +183,34 @@ def test_a_kept_row_ends_where_a_window_drops_an_event(
     assert live.kept(customer, 1, out) is None
     assert live.row(journeys[customer], events, out).vector[week] == inside.vector[week] - 1
     live.close()
+
+
+def test_an_exported_event_in_the_stored_journey_counts_once(
+    uplift_bundle: Bundle, journeys: dict[str, History]
+) -> None:
+    """An ingested event that was exported into the data set and materialized since is in the
+    stored journey and still in the event store: the live row counts it once (by its id), which
+    is the row of the journey alone; events without a matching id still count."""
+    live = LiveFeatures(uplift_bundle)
+    customer, history = next(iter(journeys.items()))
+    now = NOW.replace(tzinfo=None)
+    mine = [
+        Event(customer, now - timedelta(hours=2), "call_center", "complaint", None, None, "crm-1"),
+        Event(customer, now - timedelta(hours=1), "web", "purchase", 30.0, None, "nextbest:seq:7"),
+    ]
+    stored = history.events
+    if "event_id" not in stored.column_names:
+        stored = stored.append_column("event_id", pa.nulls(len(stored), pa.string()))
+    rows = events_table(mine, stored.schema)
+    rows = rows.set_column(
+        rows.schema.get_field_index("event_id"), "event_id", pa.array([e.event_id for e in mine])
+    )
+    exported = History(history.customers, pa.concat_tables([stored, rows]), history.exposures)
+    once = live.row(exported, mine, NOW).vector
+    np.testing.assert_array_equal(once, live.row(exported, [], NOW).vector)
+    plain = History(history.customers, stored, history.exposures)
+    np.testing.assert_array_equal(once, live.row(plain, mine, NOW).vector)  # the same events
+    unnamed = [Event(e.customer_id, e.ts, e.channel, e.event_type, e.value) for e in mine]
+    assert not np.array_equal(once, live.row(exported, unnamed, NOW).vector, equal_nan=True)
+    assert not np.array_equal(once, live.row(plain, [], NOW).vector, equal_nan=True)
+    live.close()
