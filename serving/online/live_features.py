@@ -102,16 +102,16 @@ class LiveFeatures:
             return None
         return FeatureRow(found.vector, self._namespace(found), None, kept.memo)
 
-    def shared(self, customer_id: str, seq: int) -> SharedRow | None:
-        """The customer's kept row for event sequence `seq` with the uplift last computed on it,
-        in the form other workers adopt (serving.online.live_rows), or None."""
+    def shared(self, customer_id: str) -> tuple[int, SharedRow] | None:
+        """The customer's kept row, with the event sequence it is for and the uplift last
+        computed on it, in the form other workers adopt (serving.online.live_rows), or None."""
         with self._kept_lock:
             kept = self._kept.get(customer_id)
-        if kept is None or kept.seq != seq:
+        if kept is None:
             return None
         entry = kept.memo.entry(self.bundle)
         x, uplift = entry if entry is not None else (None, None)
-        return SharedRow(kept.row, x, uplift)
+        return kept.seq, SharedRow(kept.row, x, uplift)
 
     def adopt(self, customer_id: str, seq: int, shared: SharedRow) -> None:
         """Keep a row another worker computed for event sequence `seq`, with its uplift."""

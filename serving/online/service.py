@@ -822,12 +822,11 @@ class Nextbest:
         for customer in runtime.store.known(customers):
             if time.perf_counter() - started >= budget:
                 return
-            seq = self.events.latest_seq(customer)
             row = self._row(runtime, customer, now, computed="precomputed")
             runtime.decider.model_outputs(row)  # the uplift, kept in the row's memo
-            shared = runtime.live.shared(customer, seq)
-            if shared is not None:  # None: another event of theirs came meanwhile
-                live_rows.put(self.events, customer, seq, runtime.live_tag, shared)
+            kept = runtime.live.shared(customer)
+            if kept is not None:  # a row of an older event never replaces a newer one (put)
+                live_rows.put(self.events, customer, kept[0], runtime.live_tag, kept[1])
 
     def _fire_safely(self, runtime: Runtime, stored: list[tuple[int, Event]]) -> None:
         """Evaluate triggers; a failure leaves the events pending (evaluated again later by
