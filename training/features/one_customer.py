@@ -16,6 +16,7 @@ caller runs the reference instead.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 
 from training.features import sql as fs
 from training.features.definition import AsOf, FeatureBuilder, to_timestamp
+from training.features.one_customer_plan import NO_AGE, ages_as_days, compile_plan
 
 _TS = pa.timestamp("us")
 _TEXT = (pa.string(),)
@@ -67,16 +69,17 @@ class OneRow:
 
 @dataclass(frozen=True)
 class _Agg:
-    """Per (code, bucket) aggregates of one source for one customer, cumulative over buckets."""
+    """Per (code, bucket) aggregates of one source for one customer: counts flat (code * buckets
+    + bucket) and cumulative over buckets, as the plan gathers them; value sums per bucket."""
 
-    n: list[list[float]]  # cumulative counts
+    n: np.ndarray  # counts
+    nd: np.ndarray  # distinct days (day k: ages in (k, k + 1] days)
+    nrt: np.ndarray  # resolved
+    nrf: np.ndarray  # unresolved
     sv: list[list[float]]  # value sums per bucket (not cumulative: multi-code sums add first)
     nv: list[list[float]]  # cumulative counts of values
-    nrt: list[list[float]]  # cumulative resolved
-    nrf: list[list[float]]  # cumulative unresolved
-    amin: list[int | None]  # per code: smallest age (us)
-    amax: list[int | None]  # per code: largest age (us)
-    nd: list[list[float]]  # cumulative distinct days (day k: ages in (k, k + 1] days)
+    amin: np.ndarray  # per code: smallest age (us); NO_AGE: none
+    amax_neg: np.ndarray  # per code: largest age (us), negated; NO_AGE: none
 
 
 class _Age(int):
@@ -127,6 +130,12 @@ class OneCustomer:
             else s.select
             for s in self.specs
         ]
+        n_codes["texts"] = d.text_topics + 1
+        n_buckets = {source: len(d.windows) + 1 for source in n_codes}
+        n_buckets["exposures"] = len(fs.EXPOSURE_WINDOWS) + 1
+        self._plan = compile_plan(self.specs, self._codes, n_codes, n_buckets)
+        gathered = {j for plan in self._plan.values() for j in plan.columns()}
+        self._one_by_one = [j for j in range(len(self.specs)) if j not in gathered]
 
     # --------------------------------------------------------------------------- eligibility
     def unsupported(
@@ -190,13 +199,16 @@ class OneCustomer:
             "channels": self._channels_agg(ev, now),
             "exposures": None,
         }
+        ex = None
         if exposures is not None and _has_exposures(exposures):
-            aggs["exposures"] = self._exposures_agg(_mine(exposures, customer, now), now)
+            ex = _mine(exposures, customer, now)
+            aggs["exposures"] = self._exposures_agg(ex, now)
         surveys = self._survey_stats(ev, now) if d.survey_types else None
         texts = self._texts(ev) if self.has_text else None
-        out: list[float] = []
+        out = np.full(len(self.specs), np.nan)
         since: dict[int, int] = {}
-        for j, (spec, codes) in enumerate(zip(self.specs, self._codes, strict=True)):
+        for j in self._one_by_one:
+            spec, codes = self.specs[j], self._codes[j]
             if spec.source == "static":
                 value = statics[spec.column]
             elif spec.source == "missing":
@@ -210,27 +222,51 @@ class OneCustomer:
             if isinstance(value, _Age):
                 since[j] = now - value
                 value = _days(value)
-            out.append(value)
-        valid = self._valid(customers, events, exposures, customer, now)
-        return OneRow(np.array(out, dtype=np.float32), categories, now, since, valid)
+            out[j] = value
+        text_counts = None if texts is None else texts.n
+        for source, agg in (*aggs.items(), ("texts", text_counts)):
+            self._gather(out, since, source, agg, now)
+        valid = self._valid(customers, [ev] + ([ex] if ex is not None else []), now)
+        return OneRow(out.astype(np.float32), categories, now, since, valid)
 
-    def _valid(
+    def _gather(
         self,
-        customers: pa.Table,
-        events: pa.Table,
-        exposures: pa.Table | None,
-        customer: str,
+        out: np.ndarray,
+        since: dict[int, int],
+        source: str,
+        agg: _Agg | np.ndarray | None,
         now: int,
-    ) -> tuple[int, int]:
+    ) -> None:
+        """Write the source's planned features into `out` (texts: `agg` is the text counts)."""
+        plan = self._plan[source]
+        for counted, gather in plan.counted.items():
+            if len(gather.columns):
+                if agg is None:  # no input: counts of rows and days are 0, the others missing
+                    out[gather.columns] = 0.0 if counted in ("n", "nd") else np.nan
+                else:
+                    flat = agg if isinstance(agg, np.ndarray) else getattr(agg, counted)
+                    out[gather.columns] = gather.sums(flat)
+        if not isinstance(agg, _Agg):
+            return  # texts: counts only; an absent source: nothing else is known
+        if plan.rate is not None and len(plan.rate.columns):
+            done, undone = plan.rate.sums(agg.nrt), plan.rate.sums(agg.nrf)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[plan.rate.columns] = np.where(done + undone > 0, done / (done + undone), np.nan)
+        for extreme, ages, sign in ((plan.last, agg.amin, 1), (plan.first, agg.amax_neg, -1)):
+            if extreme is not None:
+                found = extreme.smallest(ages)
+                age = np.where(found == NO_AGE, NO_AGE, sign * found)
+                out[extreme.columns] = ages_as_days(age)
+                since.update((int(j), now - int(a)) for j, a in zip(extreme.columns, age, strict=True)
+                             if a != NO_AGE)  # fmt: skip
+
+    def _valid(self, customers: pa.Table, mine: list[_Rows], now: int) -> tuple[int, int]:
         """[first, end): the span around `now` in which no row of the customer crosses an
         instant where a feature changes other than by the passing of days: a row's time plus 1 us
         (it enters the past) plus k whole days (it enters day bucket k, or leaves a k-day window),
         for k up to the longest window; and the instant of each date attribute (its age becomes
         non-negative)."""
-        times = [_times(events, customer)]
-        if exposures is not None and _has_exposures(exposures):
-            times.append(_times(exposures, customer))
-        ts = np.concatenate(times) + 1
+        ts = np.concatenate([rows.times for rows in mine]) + 1
         dates = [_epoch_us(customers.column(s.column)[0]) for s in self.definition.static
                  if s.kind == "date" and customers.column(s.column)[0].is_valid]  # fmt: skip
         return _span(ts, self._longest, np.array(dates, dtype=np.int64), now)
@@ -295,7 +331,7 @@ class OneCustomer:
 
         in_order = np.lexsort((polarity, age))  # the last text: ties on age to the lower tone
         return _Texts(
-            n=cum(codes * n_buckets + bucket, n_codes * n_buckets).tolist(),
+            n=cum(codes * n_buckets + bucket, n_codes * n_buckets).ravel(),
             total=cum(bucket, n_buckets)[0].tolist(),
             tone=cum(bucket, n_buckets, polarity.astype(np.float64))[0].tolist(),
             negatives=cum(bucket, n_buckets, negative.astype(np.float64))[0].tolist(),
@@ -326,9 +362,7 @@ class OneCustomer:
     def _survey_stats(self, ev: _Rows, now: int) -> list[dict[str, float]]:
         """Per survey type: last, prev, mean (365 days), amin, mean_all, n_all (NaN: none)."""
         codes = _codes(ev.table.column("event_type"), self._surveys)
-        values = ev.table.column("value")
-        valid = values.is_valid().to_numpy(zero_copy_only=False)
-        v = pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False)
+        v, valid = ev.values
         out = []
         for q in range(len(self._surveys)):
             mask = (codes == q) & valid
@@ -350,10 +384,19 @@ class OneCustomer:
 
 @dataclass(frozen=True)
 class _Rows:
-    """The rows of one customer strictly before the as-of time, with their ages (us)."""
+    """The rows of one customer strictly before the as-of time, with their ages (us), and the
+    times of all of the customer's rows (us; those with a time, at any time)."""
 
     table: pa.Table
     age: np.ndarray  # int64
+    times: np.ndarray  # int64
+
+    @functools.cached_property
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The `value` column with missing values as 0.0, and whether each is present."""
+        values = self.table.column("value")
+        valid = values.is_valid().to_numpy(zero_copy_only=False)
+        return pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False), valid
 
 
 @dataclass(frozen=True)
@@ -362,7 +405,7 @@ class _Texts:
     cumulative over window buckets, per topic code and over all texts (tone: float32 polarities
     summed in float64, exact for any order of a customer's few texts)."""
 
-    n: list[list[float]]  # per topic code, texts per window
+    n: np.ndarray  # texts per (topic code, window), flat (code * buckets + window)
     total: list[float]  # texts per window
     tone: list[float]  # polarity sums per window
     negatives: list[float]  # negative texts per window
@@ -372,7 +415,8 @@ class _Texts:
 
 
 def _text_value(spec: fs.Spec, texts: _Texts | None) -> float:
-    """One text feature, as `definition._text_column` computes it from the texts' aggregates."""
+    """One text feature other than a count (the plan gathers those), as
+    `definition._text_column` computes it from the texts' aggregates."""
     nan, stat, w = float("nan"), spec.stat, spec.window
     if texts is None:  # no text column: no texts counted, nothing else known
         return 0.0 if stat == "count" else nan
@@ -382,9 +426,6 @@ def _text_value(spec: fs.Spec, texts: _Texts | None) -> float:
         return texts.last_negative
     if stat == "score_last":
         return texts.last_tone
-    if stat == "count":
-        codes = spec.select
-        return texts.total[w] if codes is None else float(sum(texts.n[c][w] for c in codes))
     if stat == "score_mean":
         return _ratio(texts.tone[w], texts.total[w])
     if stat == "negative_share":
@@ -426,19 +467,19 @@ def _epoch_us(scalar: pa.Scalar) -> int:
 
 def _mine(table: pa.Table, customer: str, now: int) -> _Rows:
     """Rows of `customer` with ``ts < now`` (a missing ts or customer_id never matches)."""
-    ts = pc.fill_null(table.column("ts").cast(pa.int64()), now).to_numpy(zero_copy_only=False)
+    column = table.column("ts")
+    ts = pc.fill_null(column.cast(pa.int64()), now).to_numpy(zero_copy_only=False)
     same = pc.fill_null(pc.equal(table.column("customer_id"), customer), False)
-    keep = same.to_numpy(zero_copy_only=False) & (ts < now)
+    same = same.to_numpy(zero_copy_only=False)
+    times = (
+        ts[same & column.is_valid().to_numpy(zero_copy_only=False)]
+        if column.null_count
+        else ts[same]
+    )
+    keep = same & (ts < now)
     if keep.all():
-        return _Rows(table, now - ts)
-    return _Rows(table.filter(pa.array(keep)), now - ts[keep])
-
-
-def _times(table: pa.Table, customer: str) -> np.ndarray:
-    """The times (us) of the rows of `customer` that have one, at any time."""
-    same = pc.fill_null(pc.equal(table.column("customer_id"), customer), False)
-    ts = table.column("ts").filter(same).drop_null().cast(pa.int64())
-    return ts.to_numpy().astype(np.int64, copy=False)
+        return _Rows(table, now - ts, times)
+    return _Rows(table.filter(pa.array(keep)), now - ts[keep], times)
 
 
 def _span(starts: np.ndarray, days: int, dates: np.ndarray, now: int) -> tuple[int, int]:
@@ -480,60 +521,42 @@ def _aggregate(
     def per(weights: np.ndarray | None) -> np.ndarray:
         return np.bincount(flat, weights=weights, minlength=size).reshape(n_codes, n_buckets)
 
-    def cum(weights: np.ndarray | None) -> list[list[float]]:
-        return np.cumsum(per(weights).astype(np.float64), axis=1).tolist()
+    def cum(weights: np.ndarray | None) -> np.ndarray:
+        return np.cumsum(per(weights).astype(np.float64), axis=1).ravel()
 
-    zeros = [[0.0] * n_buckets for _ in range(n_codes)]
-    sv, nv, nrt, nrf = zeros, zeros, zeros, zeros
+    zeros = np.zeros(size)
+    sv, nv, nrt, nrf = [[0.0] * n_buckets] * n_codes, [[0.0] * n_buckets] * n_codes, zeros, zeros
     if "value" in rows.table.column_names:
-        values = rows.table.column("value")
-        valid = values.is_valid().to_numpy(zero_copy_only=False)
-        sv = per(pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False)).tolist()
-        nv = cum(valid.astype(np.float64))
+        values, valid = rows.values
+        sv = per(values).tolist()
+        nv = cum(valid.astype(np.float64)).reshape(n_codes, n_buckets).tolist()
     if resolved is not None:
         r = rows.table.column(resolved)
         nrt = cum(pc.fill_null(r, False).to_numpy(zero_copy_only=False).astype(np.float64))
         nrf = cum(pc.fill_null(pc.invert(r), False).to_numpy(zero_copy_only=False).astype(float))
-    amin: list[int | None] = [None] * n_codes
-    amax: list[int | None] = [None] * n_codes
-    for code, age in zip(codes.tolist(), rows.age.tolist(), strict=True):
-        low, high = amin[code], amax[code]
-        amin[code] = age if low is None or age < low else low
-        amax[code] = age if high is None or age > high else high
-    days = {
-        (f, (age - 1) // fs.DAY_US) for f, age in zip(flat.tolist(), rows.age.tolist(), strict=True)
-    }
-    distinct = np.array([f for f, _ in days], dtype=np.int64)
+    amin = np.full(n_codes, NO_AGE, dtype=np.int64)
+    amax_neg = np.full(n_codes, NO_AGE, dtype=np.int64)
+    np.minimum.at(amin, codes, rows.age)
+    np.minimum.at(amax_neg, codes, -rows.age)
+    day = (rows.age - 1) // fs.DAY_US  # ages are >= 1 us: the rows are before the as-of time
+    span = int(day.max()) + 1 if len(day) else 1
+    distinct = np.unique(flat * span + day) // span  # one per (code, bucket, day)
     nd = np.cumsum(
         np.bincount(distinct, minlength=size).reshape(n_codes, n_buckets).astype(np.float64), axis=1
-    ).tolist()
-    return _Agg(cum(None), sv, nv, nrt, nrf, amin, amax, nd)
+    ).ravel()
+    return _Agg(cum(None), nd, nrt, nrf, sv, nv, amin, amax_neg)
 
 
 def _value(spec: fs.Spec, agg: _Agg | None, codes: Sequence[int]) -> float:
-    """One events / channels / exposures feature from its source's aggregates."""
+    """One events / channels / exposures value sum or mean (the plan gathers the others)."""
     if agg is None:  # the source's input does not exist
-        return 0.0 if spec.stat in ("count", "days") else float("nan")
-    w, stat = spec.window, spec.stat
-    if stat == "count":
-        return float(sum(agg.n[c][w] for c in codes))
-    if stat == "days":
-        return float(sum(agg.nd[c][w] for c in codes))
-    if stat in ("sum", "mean"):
-        total = _cum_sum(agg.sv, codes, w)
-        return total if stat == "sum" else _ratio(total, sum(agg.nv[c][w] for c in codes))
-    if stat == "unresolved":
-        return float(sum(agg.nrf[c][w] for c in codes))
-    if stat == "rate":
-        done = float(sum(agg.nrt[c][w] for c in codes))
-        return _ratio(done, done + sum(agg.nrf[c][w] for c in codes))
-    if stat in ("last", "first"):
-        ages = agg.amin if stat == "last" else agg.amax
-        found = [a for a in (ages[c] for c in codes) if a is not None]
-        if not found:
-            return float("nan")
-        return _Age(min(found) if stat == "last" else max(found))
-    raise ValueError(f"unknown feature statistic {spec.source}.{stat}")
+        return float("nan")
+    total = _cum_sum(agg.sv, codes, spec.window)
+    if spec.stat == "sum":
+        return total
+    if spec.stat == "mean":
+        return _ratio(total, sum(agg.nv[c][spec.window] for c in codes))
+    raise ValueError(f"unknown feature statistic {spec.source}.{spec.stat}")
 
 
 def _cum_sum(per_bucket: list[list[float]], codes: Sequence[int], window: int) -> float:
