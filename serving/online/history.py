@@ -6,6 +6,10 @@ their features again at decision time (serving.online.live_features).
 those before the store's as-of date: a feature as of *now* reads every event before now). Each
 table is one Arrow IPC stream per customer, so the types the feature definition reads (timestamps,
 categorical and date attributes, extra columns such as `resolved`) come back exactly.
+
+With a text model, each event's text is stored with its scores (`TEXT_SCORES` columns, the
+model's digest in the table's metadata): the service then scores only the texts that arrive live,
+not a customer's whole journey on their first live row.
 """
 
 from __future__ import annotations
@@ -17,8 +21,14 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from training.text.model import TextScorer
 
 TABLE = "history"
+TEXT_SCORES = ("_nextbest_text_polarity", "_nextbest_text_negative", "_nextbest_text_topic")
+TEXT_MODEL_KEY = b"nextbest_text_model"  # the events' metadata key of the scores' model digest
+_BLANK = " "  # what the feature definition strips before it scores a text
 HISTORY_TABLES = ("customers", "events", "exposures")
 CREATE = (
     f"CREATE TABLE {TABLE} (customer_id TEXT PRIMARY KEY, customers BLOB NOT NULL, "
@@ -48,10 +58,11 @@ def from_ipc(blob: bytes) -> pa.Table:
 
 
 def history_rows(
-    con: duckdb.DuckDBPyConnection, customer_ids: list[str]
+    con: duckdb.DuckDBPyConnection, customer_ids: list[str], text_model: TextScorer | None = None
 ) -> Iterator[tuple[str, bytes, bytes, bytes]]:
     """(customer_id, customers, events, exposures) per customer, IPC-encoded, for the store's
-    `history` table; reads the data set's typed views once each."""
+    `history` table; reads the data set's typed views once each. With `text_model` (one that
+    scores a text alike for everyone), the events carry their texts' scores."""
     ids = sorted(customer_ids)
     con.register("_nextbest_history_ids", pa.table({"customer_id": pa.array(ids, pa.string())}))
     try:
@@ -66,6 +77,8 @@ def history_rows(
             tables[name] = found
     finally:
         con.unregister("_nextbest_history_ids")
+    if text_model is not None and not text_model.per_customer:
+        tables["events"] = with_text_scores(tables["events"], text_model)
     bounds = {name: _bounds(table, ids) for name, table in tables.items()}
     for k, customer in enumerate(ids):
         parts = []
@@ -75,6 +88,48 @@ def history_rows(
             # neighbouring customers' ids (and text) in each journey and kept them after erasure
             parts.append(to_ipc(tables[name].take(np.arange(start, stop))))
         yield customer, parts[0], parts[1], parts[2]
+
+
+def with_text_scores(events: pa.Table, model: TextScorer) -> pa.Table:
+    """The events with each non-blank text's scores (null for the others), each distinct text
+    scored once, and the model's digest in the metadata; unchanged without a text column."""
+    if "text" not in events.column_names:
+        return events
+    texts = events.column("text").to_pylist()
+    rows = [i for i, t in enumerate(texts) if t is not None and t.strip(_BLANK)]
+    distinct = list(dict.fromkeys(texts[i] for i in rows))
+    scores = model.score(distinct)
+    where = {t: k for k, t in enumerate(distinct)}
+    at = np.array([where[texts[i]] for i in rows], dtype=np.int64)
+    found = np.zeros(events.num_rows, dtype=bool)
+    found[rows] = True
+    columns = []
+    for values, kind in ((scores.polarity, pa.float32()), (scores.negative, pa.bool_()),
+                         (scores.topic, pa.int32())):  # fmt: skip
+        full = np.zeros(events.num_rows, dtype=np.asarray(values).dtype)
+        full[rows] = np.asarray(values)[at]
+        columns.append(pa.array(full, mask=~found).cast(kind))
+    for name, column in zip(TEXT_SCORES, columns, strict=True):
+        events = events.append_column(name, column)
+    metadata = (events.schema.metadata or {}) | {TEXT_MODEL_KEY: model.digest.encode()}
+    return events.replace_schema_metadata(metadata)
+
+
+def stored_text_scores(
+    events: pa.Table, digest: str
+) -> tuple[list[str], list[tuple[float, bool, int]]]:
+    """The texts of a stored journey with the scores stored beside them, when `digest`'s model
+    gave them (else none): what the service need not score again."""
+    metadata = events.schema.metadata or {}
+    if metadata.get(TEXT_MODEL_KEY) != digest.encode() or TEXT_SCORES[0] not in events.column_names:
+        return [], []
+    scored = pc.is_valid(events.column(TEXT_SCORES[0]))
+    if not pc.any(scored).as_py():
+        return [], []
+    kept = events.filter(scored)
+    texts = kept.column("text").to_pylist()
+    found = zip(*(kept.column(name).to_pylist() for name in TEXT_SCORES), strict=True)
+    return texts, list(found)
 
 
 def _bounds(table: pa.Table, ids: list[str]) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from serving.online.events import Event
-from serving.online.history import History
+from serving.online.history import History, stored_text_scores
 from serving.online.live_rows import SharedRow
 from serving.online.store import FeatureRow, Namespace, namespace_rows, rule_names
 from serving.online.uplift_cells import UpliftMemo
@@ -78,6 +78,8 @@ class LiveFeatures:
         with `key`, (customer_id, the sequence of their latest event), the row is kept for
         later requests (`kept`). Ingested events the journey holds already count once."""
         ingested = not_in_journey(history, ingested)
+        if self.fast.text_model is not None:  # the journey's texts need not be scored again
+            self.fast.remember(*stored_text_scores(history.events, self.fast.text_model.digest))
         events = pa.concat_tables([history.events, events_table(ingested, history.events.schema)])
         if self.fast.unsupported(history.customers, events, history.exposures) is None:
             found = self.fast.row(history.customers, events, history.exposures, now)

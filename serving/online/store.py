@@ -177,7 +177,7 @@ def active_features_and_history(
         create_active(con, bundle.config, as_of)
         features = bundle.builder.transform(con, spine=ACTIVE, text_cache=cache)
         ids = features["customer_id"].astype(str).tolist()
-        history = list(history_rows(con, ids)) if with_history else []
+        history = list(history_rows(con, ids, bundle.builder.text_model_)) if with_history else []
     return features, history
 
 

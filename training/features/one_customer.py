@@ -359,6 +359,15 @@ class OneCustomer:
                     del self._scored[next(iter(self._scored))]
         return known
 
+    def remember(self, texts: list[str], scores: list[tuple[float, bool, int]]) -> None:
+        """Keep scores this text model gave to these texts earlier (e.g. stored with a journey),
+        so that `row` need not score them again."""
+        with self._scored_lock:
+            new = [(t, s) for t, s in zip(texts, scores, strict=True) if t not in self._scored]
+            self._scored.update(new)
+            while len(self._scored) > TEXT_SCORES_KEPT:
+                del self._scored[next(iter(self._scored))]
+
     def _survey_stats(self, ev: _Rows, now: int) -> list[dict[str, float]]:
         """Per survey type: last, prev, mean (365 days), amin, mean_all, n_all (NaN: none)."""
         codes = _codes(ev.table.column("event_type"), self._surveys)

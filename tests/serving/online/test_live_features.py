@@ -14,11 +14,11 @@ import pyarrow as pa
 import pytest
 
 from serving.online.events import Event
-from serving.online.history import History, from_ipc, history_rows
+from serving.online.history import TEXT_SCORES, History, from_ipc, history_rows
 from serving.online.live_features import LiveFeatures, events_table
 from serving.online.store import namespace_rows, rule_names
 from training.data.contract import open_dataset
-from training.features.definition import to_matrix
+from training.features.definition import FeatureBuilder, to_matrix
 from training.registry.bundle import Bundle
 
 pytestmark = pytest.mark.slow
@@ -214,3 +214,43 @@ def test_an_exported_event_in_the_stored_journey_counts_once(
     assert not np.array_equal(once, live.row(exported, unnamed, NOW).vector, equal_nan=True)
     assert not np.array_equal(once, live.row(plain, [], NOW).vector, equal_nan=True)
     live.close()
+
+
+def test_a_journey_stored_with_its_text_scores_is_not_scored_again(
+    uplift_bundle: Bundle, small_world: Path
+) -> None:
+    """`materialize` stores each event's text scores beside it: the live row reads them (the text
+    model scores only texts that arrive live) and equals the row of the journey scored anew."""
+    from tests.training.features.test_text_features import fitted
+
+    model = fitted.__wrapped__()[0]  # type: ignore[attr-defined]
+    with open_dataset(small_world).connect() as con:
+        builder = FeatureBuilder().fit(con).with_text(model)
+        ids = [r[0] for r in con.execute(
+            "SELECT customer_id FROM events WHERE text IS NOT NULL GROUP BY 1 ORDER BY 1 LIMIT 5"
+        ).fetchall()]  # fmt: skip
+        scored = {c: History(*map(from_ipc, blobs)) for c, *blobs in history_rows(con, ids, model)}
+        plain = {c: History(*map(from_ipc, blobs)) for c, *blobs in history_rows(con, ids)}
+    bundle = Bundle(builder, uplift_bundle.config, {})
+    asked: list[str] = []
+
+    class Counted:  # the same model, its scored texts counted
+        per_customer, digest = False, model.digest
+
+        def score(self, texts: list[str], customer_ids: object = None) -> object:
+            asked.extend(texts)
+            return model.score(texts)
+
+    live, fresh = LiveFeatures(bundle), LiveFeatures(bundle)
+    live.fast.text_model = Counted()  # type: ignore[assignment]
+    for customer in ids:
+        history = scored[customer]
+        assert history.events.column(TEXT_SCORES[0]).null_count < history.events.num_rows
+        said = Event(customer, NOW.replace(tzinfo=None), "app", "complaint", None, "so cold here")
+        got = live.row(history, [said], NOW + timedelta(hours=1)).vector
+        assert asked in ([], ["so cold here"]), "only the live text is scored"
+        expected = fresh.row(plain[customer], [said], NOW + timedelta(hours=1)).vector
+        np.testing.assert_array_equal(got, expected, err_msg=customer)
+        asked.clear()
+    live.close()
+    fresh.close()
