@@ -797,12 +797,38 @@ def export_events(
     out_dir: Annotated[Path, typer.Option("--out", help="directory for events.parquet")] = Path(
         "out/live_events"
     ),
+    after: Annotated[
+        int,
+        typer.Option("--after", min=0, help="only events after this sequence (the last export's)"),
+    ] = 0,
 ) -> None:
-    """Write the events ingested by POST /events as a contract events table, for retraining."""
+    """Write the events ingested by POST /events as a contract events table, for retraining
+    (docs/api.md, "POST /events")."""
     from serving.online.events import export_events as run
 
-    rows, path = run(events, out_dir)
-    out.print(f"wrote {rows:,} events to {path}")
+    rows, path, last = run(events, out_dir, after)
+    out.print(f"wrote {rows:,} events to {path}; the next export: --after {last}")
+
+
+@app.command("prune-events")
+@user_errors
+def prune_events(
+    events: Annotated[
+        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
+    ] = Path("out/event_store.sqlite"),
+    store: Annotated[Path, typer.Option("--store", help="online store (materialized)")] = Path(
+        "out/online_store.sqlite"
+    ),
+) -> None:
+    """Delete the ingested events that the online store's journeys hold (exported, appended and
+    materialized): run it once the service serves that store (docs/api.md, "POST /events")."""
+    from serving.online.event_retention import prune_materialized
+
+    done = prune_materialized(events, store)
+    out.print(
+        f"deleted {done.events:,} events the stored journeys hold ({done.customers:,} customers "
+        f"with events); {done.kept:,} events stay"
+    )
 
 
 @app.command("export-outbox")

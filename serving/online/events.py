@@ -241,27 +241,36 @@ def iso_utc(ts: datetime) -> str:
     return _naive(ts).isoformat(timespec="microseconds")
 
 
-def events_frame(path: Path) -> pd.DataFrame:
-    """The ingested events as a contract `events` table (oldest first); `text` and `event_id`
-    are extra columns, which the contract allows. Every event has an id (`EVENT_ID`), so once the
-    table is in the data set and materialized, the service counts each event once."""
+def events_frame(path: Path, after: int = 0) -> pd.DataFrame:
+    """The ingested events stored after sequence `after` (0: all) as a contract `events` table
+    (oldest first); `text` and `event_id` are extra columns, which the contract allows. Every
+    event has an id (`EVENT_ID`), so once the table is in the data set and materialized, the
+    service counts each event once."""
+    return _numbered_events(path, after).drop(columns="seq")
+
+
+def _numbered_events(path: Path, after: int) -> pd.DataFrame:
+    """`events_frame` with each event's sequence number (`seq`), read in one statement."""
     if not Path(path).is_file():
         raise NextbestError(f"{path}: no event store")
     with sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True) as con:
         frame = pd.read_sql_query(
-            f"SELECT customer_id, ts, channel, event_type, value, text, {EVENT_ID} "  # noqa: S608
-            "FROM events ORDER BY ts, seq",
+            f"SELECT customer_id, ts, channel, event_type, value, text, {EVENT_ID}, seq "  # noqa: S608
+            "FROM events WHERE seq > ? ORDER BY ts, seq",
             con,
+            params=(after,),
         )
     frame["ts"] = pd.to_datetime(frame["ts"], format="ISO8601")
     frame["value"] = frame["value"].astype("float64")
     return frame
 
 
-def export_events(path: Path, out: Path) -> tuple[int, Path]:
-    """Write `out/events.parquet` atomically; returns (rows, file)."""
-    frame = events_frame(path)
+def export_events(path: Path, out: Path, after: int = 0) -> tuple[int, Path, int]:
+    """Write the events stored after sequence `after` to `out/events.parquet` atomically;
+    returns (rows, file, the last sequence written: the next export's `after`)."""
+    frame = _numbered_events(path, after)
+    last = int(frame["seq"].max()) if len(frame) else after
     target = Path(out) / "events.parquet"
     with atomic_file(target) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return len(frame), target
+        frame.drop(columns="seq").to_parquet(tmp, index=False)
+    return len(frame), target, last
