@@ -176,6 +176,16 @@ class EventStore:
             found = [_event(row) for row in rows]
         return found[::-1]
 
+    def after(self, customer_id: str, seq: int) -> list[tuple[int, Event]]:
+        """The customer's events stored after sequence `seq`, with their sequence, in order."""
+        query = (
+            f"SELECT seq, customer_id, ts, channel, event_type, value, text, {EVENT_ID} "  # noqa: S608
+            "FROM events WHERE customer_id = ? AND seq > ? ORDER BY seq"
+        )
+        with self.lock:
+            rows = self.con.execute(query, (customer_id, seq)).fetchall()
+        return [(int(row[0]), _event(row[1:])) for row in rows]
+
     def lease_pending(
         self, received_before: datetime, now: datetime, limit: int = 100
     ) -> list[tuple[int, Event]]:

@@ -30,6 +30,7 @@ from datetime import datetime
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from serving.online.events import Event
 from serving.online.history import History, stored_text_scores
@@ -41,6 +42,17 @@ from training.features.one_customer import OneCustomer, OneRow, instant
 from training.registry.bundle import Bundle
 
 LIVE_ROWS_KEPT = 4096  # customers whose last live row a worker keeps (a few kB each)
+LIVE_JOURNEYS_KEPT = 1024  # customers whose journey and live events a worker keeps (~20 kB each)
+
+
+@dataclass(frozen=True)
+class Journey:
+    """A customer's stored journey and the ingested events up to sequence `seq` that it does not
+    hold (`ingested`: in the journey's schema, by time, then by sequence)."""
+
+    history: History
+    ingested: pa.Table
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class LiveFeatures:
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self._journeys: OrderedDict[str, Journey] = OrderedDict()
         self._kept_lock = threading.Lock()
 
     def row(
@@ -77,10 +90,44 @@ class LiveFeatures:
         """The customer's model row and rule inputs as of `now` (model outputs: computed live);
         with `key`, (customer_id, the sequence of their latest event), the row is kept for
         later requests (`kept`). Ingested events the journey holds already count once."""
-        ingested = not_in_journey(history, ingested)
+        return self._row(history, _sorted(self._new_events(history, ingested)), now, key)
+
+    def journey(self, customer_id: str) -> Journey | None:
+        """The customer's journey with the ingested events kept from their last computed row."""
+        with self._kept_lock:
+            found = self._journeys.get(customer_id)
+            if found is not None:
+                self._journeys.move_to_end(customer_id)
+        return found
+
+    def extended(
+        self, customer_id: str, history: History, base: Journey | None,
+        new: Sequence[tuple[int, Event]], now: datetime,
+    ) -> FeatureRow:  # fmt: skip
+        """The customer's row as of `now` from their journey `base` (None: `history` alone) plus
+        the events stored since (`new`: (sequence, event), in order), kept for the last sequence;
+        the journey is kept too, so the next event adds only itself."""
+        added = self._new_events(history, [event for _, event in new])
+        seq = new[-1][0] if new else (base.seq if base is not None else 0)
+        ingested = added if base is None else pa.concat_tables([base.ingested, added])
+        journey = Journey(history, _sorted(ingested), seq)
+        with self._kept_lock:
+            self._journeys[customer_id] = journey
+            self._journeys.move_to_end(customer_id)
+            while len(self._journeys) > LIVE_JOURNEYS_KEPT:
+                self._journeys.popitem(last=False)
+        return self._row(history, journey.ingested, now, (customer_id, seq))
+
+    def _new_events(self, history: History, ingested: Sequence[Event]) -> pa.Table:
+        """Ingested events as a table in the journey's schema, those it holds left out."""
         if self.fast.text_model is not None:  # the journey's texts need not be scored again
             self.fast.remember(*stored_text_scores(history.events, self.fast.text_model.digest))
-        events = pa.concat_tables([history.events, events_table(ingested, history.events.schema)])
+        return events_table(not_in_journey(history, ingested), history.events.schema)
+
+    def _row(
+        self, history: History, ingested: pa.Table, now: datetime, key: tuple[str, int] | None
+    ) -> FeatureRow:
+        events = pa.concat_tables([history.events, ingested])
         if self.fast.unsupported(history.customers, events, history.exposures) is None:
             found = self.fast.row(history.customers, events, history.exposures, now)
             memo = None
@@ -123,9 +170,10 @@ class LiveFeatures:
         self._keep(customer_id, _Kept(seq, shared.row, memo))
 
     def forget(self, customer_id: str) -> None:
-        """Drop the customer's kept row (their live events are gone: erased)."""
+        """Drop the customer's kept row and journey (their live events are gone: erased)."""
         with self._kept_lock:
             self._kept.pop(customer_id, None)
+            self._journeys.pop(customer_id, None)
 
     def _memo(self, customer_id: str) -> UpliftMemo:
         """The customer's uplift memo: the one of their last kept row (its uplift holds for the
@@ -182,6 +230,13 @@ def not_in_journey(history: History, ingested: Sequence[Event]) -> list[Event]:
         return list(ingested)
     stored = {str(i) for i in history.events.column("event_id").drop_null().to_pylist()}
     return [e for e in ingested if e.event_id is None or e.event_id not in stored]
+
+
+def _sorted(events: pa.Table) -> pa.Table:
+    """Events by time; a stable sort, so events of one time stay in the order they came."""
+    if events.num_rows < 2:
+        return events
+    return events.take(pc.array_sort_indices(events.column("ts").combine_chunks()))
 
 
 def events_table(events: Sequence[Event], schema: pa.Schema) -> pa.Table:

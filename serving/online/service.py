@@ -693,8 +693,9 @@ class Nextbest:
     ) -> FeatureRow | None:
         """The customer's features: as of `now` from their journey and live events when they have
         ingested events (a row kept for their latest event, by this worker or shared by another
-        (serving.online.live_rows), moved to `now`; else computed, counted as `computed`), else
-        the stored row; a store overwritten in place is a 503 (and a reload now)."""
+        (serving.online.live_rows), moved to `now`; else computed, counted as `computed`, from the
+        journey this worker kept with the events stored since), else the stored row; a store
+        overwritten in place is a 503 (and a reload now)."""
         try:
             row = runtime.store.get(customer_id)
             seq = self.events.latest_seq(customer_id) if row is not None else 0
@@ -709,12 +710,13 @@ class Nextbest:
             if shared is not None:
                 LIVE_ROWS.labels(how="shared").inc()
                 return shared
-            history = runtime.store.history(customer_id)
+            journey = runtime.live.journey(customer_id)  # kept: only newer events are read
+            history = journey.history if journey else runtime.store.history(customer_id)
             if history is None:  # a store written without journeys: the snapshot it holds
                 return row
-            ingested = self.events.for_customer(customer_id)
+            new = self.events.after(customer_id, journey.seq if journey else 0)
             LIVE_ROWS.labels(how=computed).inc()
-            return runtime.live.row(history, ingested, now, (customer_id, seq))
+            return runtime.live.extended(customer_id, history, journey, new, now)
         except StoreChangedError:
             raise self._store_replaced() from None
 

@@ -160,5 +160,7 @@ def test_every_exported_event_has_an_id(tmp_path: Path) -> None:
     store.ingest([Event("c1", ts, "web", "visit"), Event("c1", ts, "web", "visit", event_id="x")],
                  datetime.now(UTC))  # fmt: skip
     assert [e.event_id for e in store.for_customer("c1")] == ["nextbest:seq:1", "x"]
+    assert [(seq, e.event_id) for seq, e in store.after("c1", 1)] == [(2, "x")]  # only newer
+    assert store.after("c2", 0) == []
     store.close()
     assert events_frame(tmp_path / "events.sqlite")["event_id"].tolist() == ["nextbest:seq:1", "x"]

@@ -254,3 +254,28 @@ def test_a_journey_stored_with_its_text_scores_is_not_scored_again(
         asked.clear()
     live.close()
     fresh.close()
+
+
+def test_a_journey_extended_event_by_event_equals_the_row_of_all_events_at_once(
+    uplift_bundle: Bundle, journeys: dict[str, History]
+) -> None:
+    """The service reads only the events stored since the journey it kept: extending it one
+    batch at a time (events out of time order too) gives the row computed from all of them."""
+    live, fresh = LiveFeatures(uplift_bundle), LiveFeatures(uplift_bundle)
+    for k, (customer, history) in enumerate(journeys.items()):
+        events = ingested_for(customer, k)
+        batches = [events[:2], events[2:3], events[3:]]  # the later batches hold older events
+        seq, journey = 0, None
+        for batch in batches:
+            new = [(seq + i + 1, e) for i, e in enumerate(batch)]
+            seq += len(batch)
+            got = live.extended(customer, history, journey, new, NOW + timedelta(hours=3))
+            journey = live.journey(customer)
+            assert journey is not None and journey.seq == seq
+        expected = fresh.row(history, events, NOW + timedelta(hours=3))
+        np.testing.assert_array_equal(got.vector, expected.vector, err_msg=customer)
+        assert live.kept(customer, seq, NOW + timedelta(hours=3)) is not None
+        live.forget(customer)
+        assert live.journey(customer) is None
+    live.close()
+    fresh.close()
