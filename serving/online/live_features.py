@@ -9,7 +9,9 @@ are computed by `training.features.one_customer` (the same specs in numpy, equal
 bit for bit); inputs it refuses (`OneCustomer.unsupported`) go through the builder's DuckDB
 reference in memory over three one-customer tables, on one thread.
 
-Each worker keeps the last row of the customers it served (up to LIVE_ROWS_KEPT), keyed by the
+Each worker keeps the journey it last computed a customer's row from, with their ingested events
+(`Journey`, up to LIVE_JOURNEYS_KEPT customers), so a new event reads only what was stored since
+(`extended`). It keeps the last row of the customers it served (up to LIVE_ROWS_KEPT), keyed by the
 customer's latest event sequence: while no event arrives and the clock stays in the row's span
 (`OneRow.valid`: no row entering the past, a window or a day bucket), the row as of a later
 request is the kept one with its days-since features recomputed (`OneRow.at`), equal bit for
@@ -90,6 +92,7 @@ class LiveFeatures:
         """The customer's model row and rule inputs as of `now` (model outputs: computed live);
         with `key`, (customer_id, the sequence of their latest event), the row is kept for
         later requests (`kept`). Ingested events the journey holds already count once."""
+        self._remember(history)
         return self._row(history, _sorted(self._new_events(history, ingested)), now, key)
 
     def journey(self, customer_id: str) -> Journey | None:
@@ -107,6 +110,8 @@ class LiveFeatures:
         """The customer's row as of `now` from their journey `base` (None: `history` alone) plus
         the events stored since (`new`: (sequence, event), in order), kept for the last sequence;
         the journey is kept too, so the next event adds only itself."""
+        if base is None:
+            self._remember(history)
         added = self._new_events(history, [event for _, event in new])
         seq = new[-1][0] if new else (base.seq if base is not None else 0)
         ingested = added if base is None else pa.concat_tables([base.ingested, added])
@@ -118,10 +123,13 @@ class LiveFeatures:
                 self._journeys.popitem(last=False)
         return self._row(history, journey.ingested, now, (customer_id, seq))
 
+    def _remember(self, history: History) -> None:
+        """Keep the text scores stored with the journey: its texts need not be scored again."""
+        if self.fast.text_model is not None:
+            self.fast.remember(*stored_text_scores(history.events, self.fast.text_model.digest))
+
     def _new_events(self, history: History, ingested: Sequence[Event]) -> pa.Table:
         """Ingested events as a table in the journey's schema, those it holds left out."""
-        if self.fast.text_model is not None:  # the journey's texts need not be scored again
-            self.fast.remember(*stored_text_scores(history.events, self.fast.text_model.digest))
         return events_table(not_in_journey(history, ingested), history.events.schema)
 
     def _row(
