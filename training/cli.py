@@ -55,6 +55,10 @@ LogOpt = Annotated[
     Path, typer.Option("--log", help="the contact history's SQLite file (no --database-url)")
 ]
 DataOpt = Annotated[Path, typer.Option("--data", help="data set directory (docs/data.md)")]
+EventsOpt = Annotated[
+    Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
+]
+EVENT_STORE = Path("out/event_store.sqlite")
 TextCacheOpt = Annotated[
     Path | None,
     typer.Option(
@@ -791,9 +795,7 @@ def forget(
 @app.command("export-events")
 @user_errors
 def export_events(
-    events: Annotated[
-        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
-    ] = Path("out/event_store.sqlite"),
+    events: EventsOpt = EVENT_STORE,
     out_dir: Annotated[Path, typer.Option("--out", help="directory for events.parquet")] = Path(
         "out/live_events"
     ),
@@ -813,9 +815,7 @@ def export_events(
 @app.command("prune-events")
 @user_errors
 def prune_events(
-    events: Annotated[
-        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
-    ] = Path("out/event_store.sqlite"),
+    events: EventsOpt = EVENT_STORE,
     store: Annotated[Path, typer.Option("--store", help="online store (materialized)")] = Path(
         "out/online_store.sqlite"
     ),
@@ -834,9 +834,7 @@ def prune_events(
 @app.command("export-outbox")
 @user_errors
 def export_outbox(
-    events: Annotated[
-        Path, typer.Option("--events", help="event store (default out/event_store.sqlite)")
-    ] = Path("out/event_store.sqlite"),
+    events: EventsOpt = EVENT_STORE,
     after: Annotated[str, typer.Option("--after", help="cursor: decisions after it")] = "0",
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="at most")] = 100,
 ) -> None:
