@@ -353,18 +353,14 @@ class OneCustomer:
             found = zip(scores.polarity.tolist(), scores.negative.tolist(), scores.topic.tolist(),
                         strict=True)  # fmt: skip
             known |= dict(zip(new, found, strict=True))
-            with self._scored_lock:
-                self._scored.update((t, known[t]) for t in new)
-                while len(self._scored) > TEXT_SCORES_KEPT:
-                    del self._scored[next(iter(self._scored))]
+            self.remember(new, [known[t] for t in new])
         return known
 
     def remember(self, texts: list[str], scores: list[tuple[float, bool, int]]) -> None:
         """Keep scores this text model gave to these texts earlier (e.g. stored with a journey),
         so that `row` need not score them again."""
         with self._scored_lock:
-            new = [(t, s) for t, s in zip(texts, scores, strict=True) if t not in self._scored]
-            self._scored.update(new)
+            self._scored.update(zip(texts, scores, strict=True))
             while len(self._scored) > TEXT_SCORES_KEPT:
                 del self._scored[next(iter(self._scored))]
 
@@ -427,8 +423,8 @@ def _text_value(spec: fs.Spec, texts: _Texts | None) -> float:
     """One text feature other than a count (the plan gathers those), as
     `definition._text_column` computes it from the texts' aggregates."""
     nan, stat, w = float("nan"), spec.stat, spec.window
-    if texts is None:  # no text column: no texts counted, nothing else known
-        return 0.0 if stat == "count" else nan
+    if texts is None:  # no text column: nothing is known
+        return nan
     if stat == "last":
         return texts.last
     if stat == "negative_age":
