@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from training.features.text_cache import TextScoreCache
 from training.text.model import TextScorer
 
 TABLE = "history"
@@ -58,11 +59,15 @@ def from_ipc(blob: bytes) -> pa.Table:
 
 
 def history_rows(
-    con: duckdb.DuckDBPyConnection, customer_ids: list[str], text_model: TextScorer | None = None
+    con: duckdb.DuckDBPyConnection,
+    customer_ids: list[str],
+    text_model: TextScorer | None = None,
+    cache: TextScoreCache | None = None,
 ) -> Iterator[tuple[str, bytes, bytes, bytes]]:
     """(customer_id, customers, events, exposures) per customer, IPC-encoded, for the store's
     `history` table; reads the data set's typed views once each. With `text_model` (one that
-    scores a text alike for everyone), the events carry their texts' scores."""
+    scores a text alike for everyone), the events carry their texts' scores (through `cache`,
+    the model's kept scores, when given)."""
     ids = sorted(customer_ids)
     con.register("_nextbest_history_ids", pa.table({"customer_id": pa.array(ids, pa.string())}))
     try:
@@ -78,7 +83,7 @@ def history_rows(
     finally:
         con.unregister("_nextbest_history_ids")
     if text_model is not None and not text_model.per_customer:
-        tables["events"] = with_text_scores(tables["events"], text_model)
+        tables["events"] = with_text_scores(tables["events"], text_model, cache)
     bounds = {name: _bounds(table, ids) for name, table in tables.items()}
     for k, customer in enumerate(ids):
         parts = []
@@ -90,15 +95,18 @@ def history_rows(
         yield customer, parts[0], parts[1], parts[2]
 
 
-def with_text_scores(events: pa.Table, model: TextScorer) -> pa.Table:
+def with_text_scores(
+    events: pa.Table, model: TextScorer, cache: TextScoreCache | None = None
+) -> pa.Table:
     """The events with each non-blank text's scores (null for the others), each distinct text
-    scored once, and the model's digest in the metadata; unchanged without a text column."""
+    scored once (or read from `cache`), and the model's digest in the metadata; unchanged
+    without a text column."""
     if "text" not in events.column_names:
         return events
     texts = events.column("text").to_pylist()
     rows = [i for i, t in enumerate(texts) if t is not None and t.strip(_BLANK)]
     distinct = list(dict.fromkeys(texts[i] for i in rows))
-    scores = model.score(distinct)
+    scores = model.score(distinct) if cache is None else cache.scores(distinct, model)
     where = {t: k for k, t in enumerate(distinct)}
     at = np.array([where[texts[i]] for i in rows], dtype=np.int64)
     found = np.zeros(events.num_rows, dtype=bool)

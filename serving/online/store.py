@@ -177,7 +177,8 @@ def active_features_and_history(
         create_active(con, bundle.config, as_of)
         features = bundle.builder.transform(con, spine=ACTIVE, text_cache=cache)
         ids = features["customer_id"].astype(str).tolist()
-        history = list(history_rows(con, ids, bundle.builder.text_model_)) if with_history else []
+        model = bundle.builder.text_model_
+        history = list(history_rows(con, ids, model, cache)) if with_history else []
     return features, history
 
 

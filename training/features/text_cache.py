@@ -25,11 +25,12 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from training.atomic import atomic_file, output_lock
 from training.errors import NextbestError
-from training.text.model import TextScorer
+from training.text.model import TextScorer, TextScores
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -118,6 +119,40 @@ class TextScoreCache:
             if self.folder.as_posix() not in str(exc):
                 raise
             raise self._corrupt(f"a segment cannot be read ({exc})") from None
+
+    def scores(self, texts: list[str], model: TextScorer) -> TextScores:
+        """Scores of distinct `texts` by `model` (this table's): the kept ones read, the others
+        scored and kept."""
+        con = duckdb.connect()
+        try:
+            con.register("_nextbest_texts", pa.table({"i": pa.array(range(len(texts)), pa.int64()),
+                                                      "text": pa.array(texts, pa.string())}))  # fmt: skip
+            with self.reading():
+                found = con.sql(
+                    f"SELECT t.i, k1, k2, c.polarity, c.negative, c.topic FROM (SELECT i, "  # noqa: S608
+                    f"{key_sql('text')} FROM _nextbest_texts) t "
+                    f"LEFT JOIN {self.relation()} c USING (k1, k2) ORDER BY t.i"
+                ).to_arrow_table()
+        finally:
+            con.close()
+        missing = found.filter(pc.is_null(found.column("polarity")))
+        if missing.num_rows:
+            new = model.score([texts[i] for i in missing.column("i").to_pylist()])
+            self.add(pa.table({"k1": missing.column("k1"), "k2": missing.column("k2"),
+                               "polarity": new.polarity, "negative": new.negative,
+                               "topic": new.topic}))  # fmt: skip
+            found = pa.concat_tables([
+                found.filter(pc.is_valid(found.column("polarity"))),
+                missing.drop_columns(["polarity", "negative", "topic"]).append_column(
+                    "polarity", pa.array(new.polarity, pa.float32())
+                ).append_column("negative", pa.array(new.negative, pa.bool_())).append_column(
+                    "topic", pa.array(new.topic, pa.int16())),
+            ]).sort_by("i")  # fmt: skip
+        return TextScores(
+            polarity=found.column("polarity").to_numpy().astype("float32"),
+            negative=found.column("negative").to_numpy(zero_copy_only=False).astype(bool),
+            topic=found.column("topic").to_numpy().astype("int64"),
+        )
 
     def add(self, scores: pa.Table) -> None:
         """Keep new scores (rows of SCHEMA, keys not kept yet): one atomic segment, then the

@@ -205,3 +205,23 @@ def test_a_cross_fitted_model_keeps_no_scores(fitted, tmp_path: Path) -> None:
     builder = FeatureBuilder().fit(connect()).with_text(fitted[0])
     with pytest.raises(NextbestError, match="another text model"):
         builder.transform(connect(), as_of=T, text_cache=TextScoreCache.open(tmp_path, _fit(5)[0]))
+
+
+def test_scores_of_given_texts_read_the_kept_ones_and_keep_the_new(fitted, tmp_path: Path) -> None:
+    """What `materialize` stores beside each journey's texts: the kept scores, the model's for
+    the texts the table lacks (scored once, then kept)."""
+    model = Counting(fitted[0])
+    _features(model, connect(), tmp_path)
+    kept = [t for _, ts, t in TEXTS if ts < T][:3]
+    texts = [*dict.fromkeys(kept), "la connessione cade sempre"]
+    before = model.scored
+    cache = TextScoreCache.open(tmp_path, model)
+    got = cache.scores(texts, model)
+    assert model.scored - before == 1  # only the new text
+    expected = fitted[0].score(texts)
+    np.testing.assert_array_equal(got.polarity, expected.polarity)
+    np.testing.assert_array_equal(got.negative, expected.negative)
+    np.testing.assert_array_equal(got.topic, expected.topic)
+    again = TextScoreCache.open(tmp_path, model).scores(texts, model)
+    assert model.scored - before == 1  # kept now
+    np.testing.assert_array_equal(again.polarity, expected.polarity)
