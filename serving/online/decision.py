@@ -171,14 +171,26 @@ class Decider:
         if not with_uplift:
             return scores, {}
         memo = row.memo if row is not None else None
-        # a live row: its last uplift of each outcome whose trees' paths are the same
-        kept = memo.get(self.bundle, self.cells, X[0]) if memo is not None else {}
-        missing = [outcome for outcome in self.bundle.uplift if outcome not in kept]
+        # a live row: its last uplift, of the learners whose trees' paths are the same
+        kept = memo.reusable(self.bundle, self.cells, X[0]) if memo is not None else {}
+        uplift = {o: self._reused(X, o, *kept[o]) for o in kept if "" not in kept[o][1]}
+        missing = [outcome for outcome in self.bundle.uplift if outcome not in uplift]
         fresh = self.bundle.uplift_matrix(X, missing) if missing else {}
-        uplift = {o: kept[o] if o in kept else fresh[o][0] for o in self.bundle.uplift}
-        if memo is not None and missing:
+        uplift = {o: uplift[o] if o in uplift else fresh[o][0] for o in self.bundle.uplift}
+        if memo is not None and (missing or any(moved for _, moved in kept.values())):
             memo.put(self.bundle, X[0], uplift)
         return scores, uplift
+
+    def _reused(
+        self, X: NDArray[np.float32], outcome: str, old: NDArray[np.float64], moved: list[str]
+    ) -> NDArray[np.float64]:
+        """The outcome's kept uplift with the actions of the `moved` learners computed anew."""
+        if not moved:
+            return old
+        positions, values = self.bundle.uplift_of_learners(X, outcome, moved)
+        new = old.copy()
+        new[positions] = values[0]
+        return new
 
     @cached_property
     def cells(self) -> UpliftCells:

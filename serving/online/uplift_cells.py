@@ -6,9 +6,10 @@ and get the same leaves: the same predictions, bit for bit. A live customer's ro
 clock in a few features only (days since an event: `training.features.one_customer.OneRow.at`),
 and most of the time none of them crosses a threshold between two requests, so the uplift of
 the last request still holds. `UpliftCells` holds every threshold of each outcome's uplift models
-per feature; a feature it cannot reason about (a categorical split, zero-as-missing, a linear
-learner reading every feature) counts as changed whenever its value changes, for that outcome
-only: the other outcomes' uplift is still reused. `UpliftMemo` keeps one customer's last uplift
+per feature, per learner of the outcome; a feature it cannot reason about (a categorical split,
+zero-as-missing, a linear learner reading every feature) counts as changed whenever its value
+changes, for that learner only: the outcome's other learners, and the other outcomes, are still
+reused. `UpliftMemo` keeps one customer's last uplift
 with the row it was computed on.
 """
 
@@ -27,7 +28,7 @@ from numpy.typing import NDArray
 
 from training.registry.bundle import Bundle
 from training.uplift.learners import DRLearner, SLearner, TLearner, XLearner
-from training.uplift.selection import base_learners
+from training.uplift.selection import SelectedUplift, base_learners
 
 _TREE_LEARNERS = (SLearner, TLearner, XLearner, DRLearner)  # models_ are LightGBM boosters only
 _SPLITS = re.compile(
@@ -39,32 +40,49 @@ Uplift = dict[str, NDArray[np.float64]]
 
 
 class UpliftCells:
-    """Per uplift outcome and feature, the sorted thresholds of every numerical split of the
-    outcome's models, or None for a feature whose every change may change its predictions."""
+    """Per uplift outcome and part (each learner of a SelectedUplift, or the one model: part
+    ""), the sorted thresholds per feature of every numerical split of its trees, or None for a
+    feature whose every change may change its predictions."""
 
     def __init__(self, bundle: Bundle) -> None:
         p = len(bundle.builder.feature_names_)
-        self.cuts: dict[str, list[NDArray[np.float64] | None]] = {
-            outcome: _cuts(base_learners(model), p) for outcome, model in bundle.uplift.items()
+        self.cuts: dict[str, dict[str, list[NDArray[np.float64] | None]]] = {
+            outcome: {part: _cuts(learners, p) for part, learners in _parts(model).items()}
+            for outcome, model in bundle.uplift.items()
         }
         self._lists = {  # the same as lists: for one value, bisect beats numpy's call overhead
-            outcome: [None if c is None else c.tolist() for c in cuts]
-            for outcome, cuts in self.cuts.items()
-        }
+            outcome: {part: [None if c is None else c.tolist() for c in cuts]
+                      for part, cuts in parts.items()}
+            for outcome, parts in self.cuts.items()
+        }  # fmt: skip
 
     def same(self, old: NDArray[np.float32], new: NDArray[np.float32], outcome: str) -> bool:
         """Whether rows `old` and `new` walk the same paths through every tree of `outcome`."""
-        cuts = self._lists[outcome]
-        for j in np.flatnonzero(old != new).tolist():  # NaN != NaN: checked below
-            a, b = float(old[j]), float(new[j])
-            if math.isnan(a) and math.isnan(b):
-                continue
-            cut = cuts[j]
-            if cut is None or math.isnan(a) or math.isnan(b):
-                return False
-            if bisect_left(cut, a) != bisect_left(cut, b):  # thresholds below each
-                return False
-        return True
+        return not self.moved(old, new, outcome)
+
+    def moved(self, old: NDArray[np.float32], new: NDArray[np.float32], outcome: str) -> list[str]:
+        """The parts of `outcome` through whose trees `new` walks otherwise than `old`."""
+        changed = [(float(old[j]), float(new[j]), j) for j in np.flatnonzero(old != new).tolist()]
+        changed = [c for c in changed if not (math.isnan(c[0]) and math.isnan(c[1]))]
+        return [part for part, cuts in self._lists[outcome].items() if _crosses(cuts, changed)]
+
+
+def _crosses(cuts: list[list[float] | None], changed: list[tuple[float, float, int]]) -> bool:
+    """Whether a change (old value, new value, feature) crosses a threshold of `cuts`."""
+    for a, b, j in changed:  # NaN != NaN: both missing was left out
+        cut = cuts[j]
+        if cut is None or math.isnan(a) or math.isnan(b):
+            return True
+        if bisect_left(cut, a) != bisect_left(cut, b):  # thresholds below each
+            return True
+    return False
+
+
+def _parts(model: Any) -> dict[str, list[Any]]:
+    """A served uplift model's parts: each learner of a SelectedUplift, else the model itself."""
+    if isinstance(model, SelectedUplift):
+        return {name: [learner] for name, learner in model.learners_.items()}
+    return {"": base_learners(model)}
 
 
 def _cuts(learners: Iterable[Any], p: int) -> list[NDArray[np.float64] | None]:
@@ -91,11 +109,18 @@ class UpliftMemo:
     def get(self, bundle: Bundle, cells: UpliftCells, row: NDArray[np.float32]) -> Uplift:
         """The uplift kept for `bundle` of the outcomes whose trees `row` walks as the row it was
         computed on did (empty: nothing kept, or every outcome moved)."""
+        return {o: u for o, (u, moved) in self.reusable(bundle, cells, row).items() if not moved}
+
+    def reusable(
+        self, bundle: Bundle, cells: UpliftCells, row: NDArray[np.float32]
+    ) -> dict[str, tuple[NDArray[np.float64], list[str]]]:
+        """Per outcome, the uplift kept for `bundle` and the parts (UpliftCells) whose trees `row`
+        walks otherwise than the row it was computed on (empty: all of it still holds)."""
         entry = self.entry(bundle)
         if entry is None:
             return {}
         computed_on, uplift = entry
-        return {o: u for o, u in uplift.items() if cells.same(computed_on, row, o)}
+        return {o: (u, cells.moved(computed_on, row, o)) for o, u in uplift.items()}
 
     def entry(self, bundle: Bundle) -> tuple[NDArray[np.float32], Uplift] | None:
         """(the row, its uplift) kept for `bundle`, or None."""

@@ -44,7 +44,7 @@ from training.scores.base import ScoreModel
 from training.scores.lifetime import LifetimeValue
 from training.text.model import JSON_FILE as TEXT_JSON
 from training.text.model import TextModel
-from training.uplift.selection import UpliftModel, load_uplift
+from training.uplift.selection import SelectedUplift, UpliftModel, load_uplift
 
 FORMAT = 1
 # The only classes a bundle may name, per role: a bundle's JSON can never load arbitrary code.
@@ -165,6 +165,18 @@ class Bundle:
                 matrix[:, cols] = learner.predict(X)[:, source]
             out[outcome] = matrix
         return out
+
+    def uplift_of_learners(
+        self, X: np.ndarray, outcome: str, names: Sequence[str]
+    ) -> tuple[list[int], np.ndarray]:
+        """The outcome's uplift of the actions its named learners predict (a SelectedUplift's),
+        as `uplift_matrix` gives them: (catalog positions, (n, len(positions)))."""
+        model = self.uplift[outcome]
+        assert isinstance(model, SelectedUplift)
+        actions, values = model.predict_learners(X, names)
+        ids = self.config.catalog.ids
+        known = [(ids.index(a), k) for k, a in enumerate(actions) if a in ids]
+        return [j for j, _ in known], values[:, [k for _, k in known]]
 
     def _uplift_columns(self, outcome: str, learner: UpliftModel) -> tuple[list[int], list[int]]:
         """(catalog positions, the learner's columns) of the actions the outcome's learner knows;

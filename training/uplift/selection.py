@@ -15,6 +15,7 @@ Persistence is pickle-free like the learners': `to_dict` nests their `to_dict`s.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -123,6 +124,20 @@ class SelectedUplift:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Calibrated uplift of each action vs control, (n, len(actions_))."""
         return self._intercept + self._slope * self.predict_raw(X)
+
+    def predict_learners(self, X: np.ndarray, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """`predict`'s columns of the actions the named learners predict, computed by those
+        learners alone (the same numbers, bit for bit): (the actions, (n, len(actions)))."""
+        actions: list[str] = []
+        positions: list[int] = []
+        parts = []
+        for name in names:
+            chosen, at = self._columns[name]
+            actions += chosen
+            positions += at
+            parts.append(self.learners_[name].predict_actions(X, chosen))
+        raw = np.concatenate(parts, axis=1) if parts else np.empty((len(X), 0))
+        return actions, self._intercept[positions] + self._slope[positions] * raw
 
     def describe(self) -> dict[str, str]:
         """Action -> "XLearner (slope 0.62)", for logs and reports."""

@@ -23,7 +23,7 @@ from training.config import CONTROL
 from training.features.one_customer import OneRow
 from training.registry.bundle import Bundle
 from training.uplift.learners import LinearTLearner
-from training.uplift.selection import base_learners
+from training.uplift.selection import SelectedUplift, base_learners
 
 pytestmark = pytest.mark.slow
 STEPS = [timedelta(seconds=s) for s in (1, 30, 600, 3600 * 5, 86400 * 3, 86400 * 20)]
@@ -34,13 +34,15 @@ def test_every_split_threshold_is_read(uplift_bundle: Bundle) -> None:
     cells = UpliftCells(uplift_bundle)
     p = len(uplift_bundle.builder.feature_names_)
     for outcome, model in uplift_bundle.uplift.items():
-        expected: list[set[float] | None] = [set() for _ in range(p)]
-        for learner in base_learners(model):
+        assert isinstance(model, SelectedUplift)
+        assert set(cells.cuts[outcome]) == set(model.learners_)  # one part per learner
+        for name, learner in model.learners_.items():
+            expected: list[set[float] | None] = [set() for _ in range(p)]
             for booster in learner.models_.values():
                 _expected_splits(booster, expected, p)
-        found = [None if c is None else set(c.tolist()) for c in cells.cuts[outcome]]
-        assert sum(len(c) for c in expected if c is not None) > 50, outcome
-        assert found == expected, outcome
+            found = [None if c is None else set(c.tolist()) for c in cells.cuts[outcome][name]]
+            assert sum(len(c) for c in expected if c is not None) > 50, (outcome, name)
+            assert found == expected, (outcome, name)
 
 
 def _expected_splits(booster: Any, expected: list[set[float] | None], p: int) -> None:
@@ -153,17 +155,62 @@ def test_a_linear_learner_on_one_outcome_leaves_the_others_reused(
     assert len(asked) - 30 < 10, asked  # the trees' outcomes: reused but for a crossing or two
 
 
+def test_a_linear_learner_among_an_outcomes_learners_is_the_only_one_computed_again(
+    uplift_bundle: Bundle,
+    journeys: dict[str, History],  # noqa: F811
+) -> None:
+    """A selected model whose first action a linear learner predicts (the trees the others):
+    moving the row with the clock computes the linear learner's action again, the trees' actions
+    come from the memo, and the whole outcome equals what the models compute, bit for bit."""
+    bundle = accelerate(copy.deepcopy(uplift_bundle))
+    outcome = next(iter(bundle.uplift))
+    trees = base_learners(bundle.uplift[outcome])[0]
+    actions = list(trees.actions_)
+    rng = np.random.default_rng(5)
+    p = len(bundle.builder.feature_names_)
+    X = rng.normal(size=(600, p))
+    treatment = np.array([CONTROL, *actions])[np.arange(600) % (len(actions) + 1)]
+    y = (rng.random(600) < 0.3 + 0.05 * (X[:, 0] > 0)).astype(float)
+    linear = LinearTLearner().fit(X, treatment, y)
+    choice = {a: "lin" if i == 0 else "trees" for i, a in enumerate(actions)}
+    bundle.uplift[outcome] = SelectedUplift({"lin": linear, "trees": trees}, choice)
+    live, decider = LiveFeatures(bundle), Decider(bundle)
+    parts: list[tuple[str, ...]] = []
+    of_learners = bundle.uplift_of_learners
+
+    def counted(X: np.ndarray, which: str, names: Any) -> Any:
+        parts.append(tuple(names))
+        return of_learners(X, which, names)
+
+    bundle.uplift_of_learners = counted  # type: ignore[method-assign]
+    for k, customer in enumerate(list(journeys)[:8]):
+        events = ingested_for(customer, k)
+        live.row(journeys[customer], events, NOW, (customer, 7))
+        decider.model_outputs(live.kept(customer, 7, NOW))  # type: ignore[arg-type]
+        for step in STEPS[:3]:
+            row = live.kept(customer, 7, NOW + step)
+            if row is None:
+                row = live.row(journeys[customer], events, NOW + step, (customer, 7))
+            _, uplift = decider.model_outputs(row)
+            fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))[1]
+            np.testing.assert_array_equal(uplift[outcome], fresh[outcome], err_msg=customer)
+    live.close()
+    assert parts.count(("lin",)) >= 20, parts  # the linear learner reads the clock: every move
+    assert all(names in (("lin",), ("lin", "trees"), ("trees", "lin")) for names in parts)
+
+
 def test_a_memo_refuses_another_bundle_and_moved_rows_across_a_threshold(
     uplift_bundle: Bundle,
 ) -> None:
     cells = UpliftCells(uplift_bundle)
     outcome = next(iter(uplift_bundle.uplift))
-    j = next(j for j, c in enumerate(cells.cuts[outcome]) if c is not None and len(c) > 1)
-    cut = float(cells.cuts[outcome][j][0])  # type: ignore[index]
+    cuts = next(iter(cells.cuts[outcome].values()))
+    j = next(j for j, c in enumerate(cuts) if c is not None and len(c) > 1)
+    cut = float(cuts[j][0])  # type: ignore[index]
     left = np.float32(cut)
     if float(left) > cut:  # (in float64: numpy would compare in float32)
         left = np.nextafter(left, np.float32(-np.inf))  # the largest float32 <= the threshold
-    row = np.zeros(len(cells.cuts[outcome]), dtype=np.float32)
+    row = np.zeros(len(cuts), dtype=np.float32)
     row[j] = left
     memo, uplift = UpliftMemo(), {outcome: np.arange(3.0)}
     memo.put(uplift_bundle, row, uplift)
