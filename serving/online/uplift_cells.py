@@ -9,8 +9,7 @@ the last request still holds. `UpliftCells` holds every threshold of each outcom
 per feature, per learner of the outcome; a feature it cannot reason about (a categorical split,
 zero-as-missing, a linear learner reading every feature) counts as changed whenever its value
 changes, for that learner only: the outcome's other learners, and the other outcomes, are still
-reused. `UpliftMemo` keeps one customer's last uplift
-with the row it was computed on.
+reused. `UpliftMemo` keeps one customer's last uplift with the row it was computed on.
 """
 
 from __future__ import annotations
