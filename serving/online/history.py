@@ -100,11 +100,13 @@ def with_text_scores(
 ) -> pa.Table:
     """The events with each non-blank text's scores (null for the others), each distinct text
     scored once (or read from `cache`), and the model's digest in the metadata; unchanged
-    without a text column."""
+    without a text to score."""
     if "text" not in events.column_names:
         return events
     texts = events.column("text").to_pylist()
     rows = [i for i, t in enumerate(texts) if t is not None and t.strip(_BLANK)]
+    if not rows:  # nothing to score (a model asked for no text refuses)
+        return events
     distinct = list(dict.fromkeys(texts[i] for i in rows))
     scores = model.score(distinct) if cache is None else cache.scores(distinct, model)
     where = {t: k for k, t in enumerate(distinct)}

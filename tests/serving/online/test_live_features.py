@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from serving.online.events import Event
-from serving.online.history import TEXT_SCORES, History, from_ipc, history_rows
+from serving.online.history import TEXT_SCORES, History, from_ipc, history_rows, with_text_scores
 from serving.online.live_features import LiveFeatures, events_table
 from serving.online.store import namespace_rows, rule_names
 from training.data.contract import open_dataset
@@ -279,3 +279,17 @@ def test_a_journey_extended_event_by_event_equals_the_row_of_all_events_at_once(
         assert live.journey(customer) is None
     live.close()
     fresh.close()
+
+
+def test_a_journey_without_a_text_to_score_is_stored_as_it_is() -> None:
+    """No text, or only blank ones: nothing is scored (a model asked for no text refuses) and
+    the events keep their columns."""
+
+    class NeverAsked:
+        per_customer, digest = False, "d"
+
+        def score(self, texts: list[str]) -> object:
+            raise AssertionError(f"asked to score {texts}")
+
+    events = pa.table({"customer_id": ["a", "a"], "text": pa.array([None, "  "], pa.string())})
+    assert with_text_scores(events, NeverAsked()).equals(events)  # type: ignore[arg-type]
