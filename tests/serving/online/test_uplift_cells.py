@@ -126,12 +126,7 @@ def test_a_linear_learner_on_one_outcome_leaves_the_others_reused(
     bundle = accelerate(copy.deepcopy(uplift_bundle))
     linear_outcome = next(iter(bundle.uplift))
     actions = base_learners(bundle.uplift[linear_outcome])[0].actions_
-    rng = np.random.default_rng(3)
-    p = len(bundle.builder.feature_names_)
-    X = rng.normal(size=(600, p))
-    treatment = np.array([CONTROL, *actions])[np.arange(600) % (len(actions) + 1)]
-    y = (rng.random(600) < 0.3 + 0.05 * (X[:, 0] > 0)).astype(float)
-    bundle.uplift[linear_outcome] = LinearTLearner().fit(X, treatment, y)
+    bundle.uplift[linear_outcome] = _linear(bundle, list(actions), seed=3)
     live, decider = LiveFeatures(bundle), Decider(bundle)
     asked: list[str] = []
     for k, customer in enumerate(list(journeys)[:10]):
@@ -166,12 +161,7 @@ def test_a_linear_learner_among_an_outcomes_learners_is_the_only_one_computed_ag
     outcome = next(iter(bundle.uplift))
     trees = base_learners(bundle.uplift[outcome])[0]
     actions = list(trees.actions_)
-    rng = np.random.default_rng(5)
-    p = len(bundle.builder.feature_names_)
-    X = rng.normal(size=(600, p))
-    treatment = np.array([CONTROL, *actions])[np.arange(600) % (len(actions) + 1)]
-    y = (rng.random(600) < 0.3 + 0.05 * (X[:, 0] > 0)).astype(float)
-    linear = LinearTLearner().fit(X, treatment, y)
+    linear = _linear(bundle, actions, seed=5)
     choice = {a: "lin" if i == 0 else "trees" for i, a in enumerate(actions)}
     bundle.uplift[outcome] = SelectedUplift({"lin": linear, "trees": trees}, choice)
     live, decider = LiveFeatures(bundle), Decider(bundle)
@@ -230,6 +220,15 @@ def _one(live: LiveFeatures, history: History, events: list, when: datetime) -> 
     """The one-customer row of a journey with live events as of `when` (nothing kept)."""
     table = pa.concat_tables([history.events, events_table(events, history.events.schema)])
     return live.fast.row(history.customers, table, history.exposures, when)
+
+
+def _linear(bundle: Bundle, actions: list[str], seed: int) -> LinearTLearner:
+    """A linear learner of `actions` fitted on random rows of the bundle's features."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(600, len(bundle.builder.feature_names_)))
+    treatment = np.array([CONTROL, *actions])[np.arange(600) % (len(actions) + 1)]
+    y = (rng.random(600) < 0.3 + 0.05 * (X[:, 0] > 0)).astype(float)
+    return LinearTLearner().fit(X, treatment, y)
 
 
 class _Calls:
