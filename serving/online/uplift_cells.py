@@ -61,9 +61,19 @@ class UpliftCells:
 
     def moved(self, old: NDArray[np.float32], new: NDArray[np.float32], outcome: str) -> list[str]:
         """The parts of `outcome` through whose trees `new` walks otherwise than `old`."""
+        return self.moved_each(old, new, [outcome])[outcome]
+
+    def moved_each(
+        self, old: NDArray[np.float32], new: NDArray[np.float32], outcomes: Iterable[str]
+    ) -> dict[str, list[str]]:
+        """`moved` for each of `outcomes`, the rows compared once."""
         changed = [(float(old[j]), float(new[j]), j) for j in np.flatnonzero(old != new).tolist()]
         changed = [c for c in changed if not (math.isnan(c[0]) and math.isnan(c[1]))]
-        return [part for part, cuts in self._lists[outcome].items() if _crosses(cuts, changed)]
+        return {
+            outcome: [part for part, cuts in self._lists[outcome].items()
+                      if _crosses(cuts, changed)]
+            for outcome in outcomes
+        }  # fmt: skip
 
 
 def _crosses(cuts: list[list[float] | None], changed: list[tuple[float, float, int]]) -> bool:
@@ -119,7 +129,8 @@ class UpliftMemo:
         if entry is None:
             return {}
         computed_on, uplift = entry
-        return {o: (u, cells.moved(computed_on, row, o)) for o, u in uplift.items()}
+        moved = cells.moved_each(computed_on, row, uplift)
+        return {o: (u, moved[o]) for o, u in uplift.items()}
 
     def entry(self, bundle: Bundle) -> tuple[NDArray[np.float32], Uplift] | None:
         """(the row, its uplift) kept for `bundle`, or None."""

@@ -5,6 +5,7 @@ of a live row gives what the models compute as the clock moves its days-since fe
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -129,22 +130,15 @@ def test_a_linear_learner_on_one_outcome_leaves_the_others_reused(
     bundle.uplift[linear_outcome] = _linear(bundle, list(actions), seed=3)
     live, decider = LiveFeatures(bundle), Decider(bundle)
     asked: list[str] = []
-    for k, customer in enumerate(list(journeys)[:10]):
-        events = ingested_for(customer, k)
-        live.row(journeys[customer], events, NOW, (customer, 7))
-        decider.model_outputs(live.kept(customer, 7, NOW))  # type: ignore[arg-type]
-        for step in STEPS[:3]:
-            row = live.kept(customer, 7, NOW + step)
-            if row is None:  # the kept row's span ended: computed anew, with the same memo
-                row = live.row(journeys[customer], events, NOW + step, (customer, 7))
-            assert row.memo is not None
-            calls = _count_uplift(bundle)
-            _, uplift = decider.model_outputs(row)
-            bundle.uplift_matrix = calls.wrapped  # type: ignore[method-assign]
-            asked += calls.outcomes
-            fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))[1]
-            for outcome, values in fresh.items():
-                np.testing.assert_array_equal(uplift[outcome], values, err_msg=customer)
+    for customer, row in _moved_rows(live, decider, journeys, 10):
+        assert row.memo is not None
+        calls = _count_uplift(bundle)
+        _, uplift = decider.model_outputs(row)
+        bundle.uplift_matrix = calls.wrapped  # type: ignore[method-assign]
+        asked += calls.outcomes
+        fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))[1]
+        for outcome, values in fresh.items():
+            np.testing.assert_array_equal(uplift[outcome], values, err_msg=customer)
     live.close()
     assert asked.count(linear_outcome) == 30  # every move: the linear learner reads the clock
     assert len(asked) - 30 < 10, asked  # the trees' outcomes: reused but for a crossing or two
@@ -173,17 +167,10 @@ def test_a_linear_learner_among_an_outcomes_learners_is_the_only_one_computed_ag
         return of_learners(X, which, names)
 
     bundle.uplift_of_learners = counted  # type: ignore[method-assign]
-    for k, customer in enumerate(list(journeys)[:8]):
-        events = ingested_for(customer, k)
-        live.row(journeys[customer], events, NOW, (customer, 7))
-        decider.model_outputs(live.kept(customer, 7, NOW))  # type: ignore[arg-type]
-        for step in STEPS[:3]:
-            row = live.kept(customer, 7, NOW + step)
-            if row is None:
-                row = live.row(journeys[customer], events, NOW + step, (customer, 7))
-            _, uplift = decider.model_outputs(row)
-            fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))[1]
-            np.testing.assert_array_equal(uplift[outcome], fresh[outcome], err_msg=customer)
+    for customer, row in _moved_rows(live, decider, journeys, 8):
+        _, uplift = decider.model_outputs(row)
+        fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))[1]
+        np.testing.assert_array_equal(uplift[outcome], fresh[outcome], err_msg=customer)
     live.close()
     assert parts.count(("lin",)) >= 20, parts  # the linear learner reads the clock: every move
     assert all(names in (("lin",), ("lin", "trees"), ("trees", "lin")) for names in parts)
@@ -220,6 +207,26 @@ def _one(live: LiveFeatures, history: History, events: list, when: datetime) -> 
     """The one-customer row of a journey with live events as of `when` (nothing kept)."""
     table = pa.concat_tables([history.events, events_table(events, history.events.schema)])
     return live.fast.row(history.customers, table, history.exposures, when)
+
+
+def _moved_rows(
+    live: LiveFeatures,
+    decider: Decider,
+    stored: dict[str, History],
+    n: int,
+) -> Iterator[tuple[str, FeatureRow]]:
+    """For each of `n` customers with live events, their kept row (its uplift computed) moved
+    by the clock to each of the first three STEPS; a row whose span ended is computed anew,
+    with the same memo."""
+    for k, customer in enumerate(list(stored)[:n]):
+        events = ingested_for(customer, k)
+        live.row(stored[customer], events, NOW, (customer, 7))
+        decider.model_outputs(live.kept(customer, 7, NOW))
+        for step in STEPS[:3]:
+            row = live.kept(customer, 7, NOW + step)
+            if row is None:
+                row = live.row(stored[customer], events, NOW + step, (customer, 7))
+            yield customer, row
 
 
 def _linear(bundle: Bundle, actions: list[str], seed: int) -> LinearTLearner:
