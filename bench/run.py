@@ -944,23 +944,24 @@ def bench_policy(n: int, contacts: int, keep: bool = False) -> list[Row]:
 
 
 def bench_s_learner(data: Path, customers: int = 100_000) -> Row:
-    """The bundle's uplift S-learners' predictions on ~`customers` rows, their model split by the
-    arm vs every tree once per arm, in one process (bench/slearner_predict.py)."""
+    """The bundle's uplift S-learners' predictions on ~`customers` rows, every arm down each tree
+    at once (ArmForest) vs LightGBM's predict once per arm, in one process
+    (bench/slearner_predict.py)."""
     cmd = [sys.executable, "bench/slearner_predict.py", "--data", str(data), "--model", "1"]
     _, gib, out = run_measured([*cmd, "--customers", str(customers)])
     q = json.loads(out.splitlines()[-1])
     if "whole_model_seconds" not in q:
-        return Row("uplift S-learner predictions", q["seconds"], gib, "-", None, "no split model")
+        return Row("uplift S-learner predictions", q["seconds"], gib, "-", None, "no forest")
     bound = sum(b for _, b in q["trees"].values())
     trees = sum(f + b for f, b in q["trees"].values())
     return Row(
         f"uplift S-learner predictions, {q['rows']:,} rows x {q['arms_predicted']} arms "
-        f"({q['s_learners']} learners), model split by the arm",
+        f"({q['s_learners']} learners), all arms down each tree at once",
         q["seconds"],
         gib,
         "-",
         None,
-        f"every tree per arm (same run) {q['whole_model_seconds']:.1f} s = "
+        f"LightGBM once per arm (same run) {q['whole_model_seconds']:.1f} s = "
         f"{q['whole_model_seconds'] / q['seconds']:.1f}x (CPU {q['whole_model_cpu_seconds']:.1f} "
         f"vs {q['cpu_seconds']:.1f} s); {bound} of {trees} trees read the arm; "
         f"largest difference {q['max_difference_of_scale']:.0e} of the largest uplift",

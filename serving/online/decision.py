@@ -199,8 +199,10 @@ class Decider:
 
     def warm(self) -> Decider:
         """Read what live rows need now (the uplift trees' thresholds: ~0.1 s for 20 actions),
-        not on the first request of a customer with live events."""
+        and run the uplift models once on a blank row (the S-learners' tree walk is compiled or
+        read from numba's cache then), not on the first request of a customer with live events."""
         _ = self.cells  # a cached property: read once, kept
+        self.bundle.uplift_matrix(self.vector(None)[None, :])
         return self
 
     def vector(self, row: FeatureRow | None) -> NDArray[np.float32]:

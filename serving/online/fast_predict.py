@@ -21,7 +21,7 @@ import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
 from training.registry.bundle import Bundle
-from training.uplift.learners import SLearner, UpliftLearner
+from training.uplift.learners import UpliftLearner
 from training.uplift.selection import base_learners
 
 _PREDICT_NORMAL, _PREDICT_RAW, _PREDICT_CONTRIB = 0, 1, 3  # C_API_PREDICT_* of c_api.h
@@ -129,16 +129,9 @@ def accelerate(bundle: Bundle) -> Bundle:
 
 
 def accelerate_learner(learner: UpliftLearner) -> UpliftLearner:
-    """Wrap a meta-learner's boosters in FastBoosters (in place), and the two parts of an
-    S-learner's model split by the arm, which its predictions use instead of the whole model."""
+    """Wrap a meta-learner's boosters in FastBoosters (in place). An S-learner's own tree walk
+    (its `forest_`) needs none; its booster serves the models that cannot be walked so."""
     for name, booster in list(learner.models_.items()):
         if isinstance(booster, lgb.Booster):
             learner.models_[name] = FastBooster(booster)  # type: ignore[assignment]
-    if isinstance(learner, SLearner) and learner.arm_split_ is not None:
-        split = learner.arm_split_
-        learner.arm_split_ = split._replace(free=_fast(split.free), bound=_fast(split.bound))
     return learner
-
-
-def _fast(booster: lgb.Booster | None) -> Any:
-    return None if booster is None else FastBooster(booster)

@@ -48,11 +48,9 @@ from sklearn.utils.validation import check_array, column_or_1d
 from training.config import CONTROL
 from training.errors import EstimatorInputError, NextbestError
 from training.uplift import linear
-from training.uplift.tree_split import FeatureSplit, split_by_features
+from training.uplift.arm_forest import ArmForest
 
 FORMAT_VERSION = 1
-# an S-learner predicts up to this many rows (rows x arms) in one call, every arm's copy stacked
-STACKED_ROWS = 256
 
 # ---------------------------------------------------------------------------------------------
 # pure maths
@@ -429,12 +427,13 @@ class SLearner(UpliftLearner):
     inverse-propensity weighted so the pooled sample mirrors the population in every arm. Cheap,
     but trees may split on the arm rarely, which shrinks small effects towards zero.
 
-    Predictions walk the trees that never split on the arm once per row and only those that do
-    once per arm (`arm_split_`, derived from the model at fit and load; training.uplift.tree_split).
+    Predictions walk each tree once per row for all arms together (`forest_`, derived from the
+    model at fit and load; training.uplift.arm_forest), the arms parting only where a tree reads
+    the arm; a model that cannot be walked so is asked once per arm.
     """
 
     kind = "S"
-    arm_split_: FeatureSplit | None
+    forest_: ArmForest | None
 
     def _fit(self, X: np.ndarray, arm: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
         cats = [*(self.categorical or []), X.shape[1]]
@@ -444,9 +443,8 @@ class SLearner(UpliftLearner):
         self._loaded()
 
     def _loaded(self) -> None:
-        """The outcome model split by whether its trees read the arm column (None: it cannot be
-        split exactly, and every arm walks every tree)."""
-        self.arm_split_ = split_by_features(self.models_["mu"], [self.n_features_in_])
+        """The outcome model's trees as one ArmForest (None: LightGBM walks them per arm)."""
+        self.forest_ = ArmForest.of(self.models_["mu"], self.n_features_in_)
 
     def predict_outcomes(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome under each arm, shape (n, 1 + n_actions): control first."""
@@ -454,36 +452,18 @@ class SLearner(UpliftLearner):
         return self._outcomes(X, range(len(self.actions_) + 1))
 
     def _outcomes(self, X: np.ndarray, arms: Sequence[int]) -> np.ndarray:
-        """(n, len(arms)) expected outcomes with the arm column set to each code in `arms`. A few
-        rows (a decision) go to the model in one call, every arm's copy of them stacked; more rows
-        one call per arm into one matrix whose arm column changes, so that a batch chunk is
-        copied once, not once per arm."""
-        n, codes = len(X), np.asarray(arms, dtype=np.float64)
-        split = getattr(self, "arm_split_", None)
-        model = self.models_["mu"] if split is None else split.bound
-        if n * len(codes) <= STACKED_ROWS:
-            Xa = np.column_stack([np.tile(X, (len(codes), 1)), np.repeat(codes, n)])
-            armed = self._raw(model, Xa, split).reshape(len(codes), n).T
-        else:
-            Xa = np.empty((n, X.shape[1] + 1), dtype=np.float64)
-            Xa[:, :-1] = X
-            armed = np.empty((n, len(codes)), dtype=np.float64)
-            for j, code in enumerate(codes):
-                Xa[:, -1] = code
-                armed[:, j] = self._raw(model, Xa, split)
-        if split is None:
-            return armed
-        free = self._raw(split.free, Xa[:n], split)  # any arm's copy: these trees never read it
-        return split.link(free[:, None] + armed)
-
-    def _raw(self, model: Any, Xa: np.ndarray, split: FeatureSplit | None) -> np.ndarray:
-        """The model's predictions of `Xa` (None: no tree, 0), raw scores when it is a part."""
-        if model is None:
-            return np.zeros(len(Xa), dtype=np.float64)
-        return np.asarray(
-            model.predict(Xa, raw_score=split is not None, num_threads=self.n_jobs),
-            dtype=np.float64,
-        )
+        """(n, len(arms)) expected outcomes with the arm column set to each code in `arms`."""
+        codes = np.asarray(arms, dtype=np.float64)
+        forest = getattr(self, "forest_", None)
+        if forest is not None:
+            return forest.predict(X, codes)
+        Xa = np.empty((len(X), X.shape[1] + 1), dtype=np.float64)  # copied once, not per arm
+        Xa[:, :-1] = X
+        outcomes = np.empty((len(X), len(codes)), dtype=np.float64)
+        for j, code in enumerate(codes):
+            Xa[:, -1] = code
+            outcomes[:, j] = self.models_["mu"].predict(Xa, num_threads=self.n_jobs)
+        return outcomes
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self._predict_actions(X, self.actions_)

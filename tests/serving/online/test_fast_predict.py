@@ -68,9 +68,10 @@ def test_one_row_contributions_match(booster: lgb.Booster) -> None:
 
 
 @pytest.mark.parametrize("objective", ["binary", "regression", "tweedie"])
-def test_an_s_learner_split_by_the_arm_predicts_one_row_as_the_batch(objective: str) -> None:
-    """Both parts of the S-learner's split model take the fast path; a one-row uplift is the
-    batch's (many rows, LightGBM's own predict, one call per arm) to the last bit."""
+def test_an_s_learner_predicts_one_row_as_the_batch(objective: str) -> None:
+    """An S-learner walks its own trees (`forest_`) on every path; one that cannot (forest_
+    None) asks its booster, which takes the fast path. Either way a one-row uplift is the
+    batch's to the last bit."""
     rng = np.random.default_rng(5)
     X = rng.normal(size=(1200, 4))
     treatment = rng.choice(["control", "a", "b"], size=1200)
@@ -82,15 +83,17 @@ def test_an_s_learner_split_by_the_arm_predicts_one_row_as_the_batch(objective: 
     }[objective]
     learner = SLearner(objective=objective, n_estimators=40, num_leaves=7, n_jobs=1)
     learner.fit(X, treatment, y)
-    fast = accelerate_learner(UpliftLearner.from_dict(learner.to_dict()))
-    assert isinstance(fast, SLearner) and fast.arm_split_ is not None
-    assert isinstance(fast.arm_split_.free, FastBooster)
-    assert isinstance(fast.arm_split_.bound, FastBooster)
     rows = rng.normal(size=(FEW_ROWS * 2, 4))
-    batch = learner.predict(rows)
-    assert np.abs(batch).max() > 0.01
-    for i in range(0, len(rows), 7):
-        np.testing.assert_array_equal(fast.predict(rows[i : i + 1]), batch[i : i + 1])
-        np.testing.assert_array_equal(
-            fast.predict_actions(rows[i : i + 1], ["b"]), batch[i : i + 1, [1]]
-        )
+    for walked in (True, False):
+        fast = accelerate_learner(UpliftLearner.from_dict(learner.to_dict()))
+        assert isinstance(fast, SLearner) and fast.forest_ is not None
+        assert isinstance(fast.models_["mu"], FastBooster)
+        if not walked:
+            fast.forest_ = None
+        batch = fast.predict(rows)
+        assert np.abs(batch).max() > 0.01
+        for i in range(0, len(rows), 7):
+            np.testing.assert_array_equal(fast.predict(rows[i : i + 1]), batch[i : i + 1])
+            np.testing.assert_array_equal(
+                fast.predict_actions(rows[i : i + 1], ["b"]), batch[i : i + 1, [1]]
+            )
