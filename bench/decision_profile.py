@@ -73,7 +73,7 @@ def main() -> None:
 
     bundle = accelerate(load_bundle(None))
     store = OnlineStore(store_path)
-    decider = Decider(bundle, stored_outputs=store.info.model_version == bundle.version)
+    decider = Decider(bundle, stored_outputs=store.info.model_version == bundle.version).warm()
     live = LiveFeatures(bundle)
     explainer = Explainer(bundle)
     customer = next(c for (c,) in store._con.execute("SELECT customer_id FROM features LIMIT 1"))

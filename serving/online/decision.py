@@ -35,6 +35,7 @@ from training.policy.control import in_control
 from training.policy.value import net_value
 from training.registry.bundle import Bundle
 from training.rules import CHANNEL_NAME, context_name
+from training.uplift.arm_forest import load_kernel
 
 
 class UnknownChannelError(ValueError):
@@ -199,10 +200,10 @@ class Decider:
 
     def warm(self) -> Decider:
         """Read what live rows need now (the uplift trees' thresholds: ~0.1 s for 20 actions),
-        and run the uplift models once on a blank row (the S-learners' tree walk is compiled or
-        read from numba's cache then), not on the first request of a customer with live events."""
+        and load the S-learners' tree walk (numba: 1-2 s), not on the first request of a
+        customer with live events."""
         _ = self.cells  # a cached property: read once, kept
-        self.bundle.uplift_matrix(self.vector(None)[None, :])
+        load_kernel()
         return self
 
     def vector(self, row: FeatureRow | None) -> NDArray[np.float32]:

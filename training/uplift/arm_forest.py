@@ -16,6 +16,7 @@ asks LightGBM per arm.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any, NamedTuple
 
 import lightgbm as lgb
@@ -25,6 +26,10 @@ from numpy.typing import NDArray
 from training.uplift.model_text import Link, objective_link, tree_blocks
 
 _KEPT_MASKS = 64  # tuples of codes whose masks are kept (more: made per call)
+# rows x arms x trees from which walking pays for loading the kernel (numba's import and its
+# compiled code: 1-2 s a process); LightGBM walks that many trees in about a second
+WORTH_LOADING = 20_000_000
+_loaded = False  # whether this process has walked trees (the kernel is loaded then)
 
 
 class Trees(NamedTuple):
@@ -87,6 +92,8 @@ class ArmForest:
             masks = self._arm_masks(part)
             arm_walk.walk(X, masks, len(part), *self.trees, self._stack, raw)
             out[:, lo : lo + len(part)] = raw
+        global _loaded
+        _loaded = True
         return out
 
     def _arm_masks(self, codes: NDArray[np.float64]) -> NDArray[np.uint64]:
@@ -107,6 +114,25 @@ class ArmForest:
     def predict(self, X: NDArray[np.float64], codes: NDArray[np.float64]) -> NDArray[np.float64]:
         """`raw` through the objective's link: what LightGBM's predict gives each arm's row."""
         return self.link(self.raw(X, codes))
+
+    def worth_walking(self, rows: int, arms: int) -> bool:
+        """Whether to walk `rows` x `arms` here rather than ask LightGBM per arm: always once
+        the kernel is loaded, before that only for work that pays for loading it."""
+        return _loaded or rows * arms * len(self.trees.leaf_start) >= WORTH_LOADING
+
+
+def load_kernel() -> None:
+    """Load the compiled walk now (a service's start) rather than on a first request: one walk
+    of a forest of one split on the arm."""
+    ints = partial(np.array, dtype=np.int64)
+    one = Trees(
+        node_start=ints([0]), leaf_start=ints([0]), cat_start=ints([0]), feature=ints([1]),
+        threshold=np.array([0.5]), decision=ints([2]), left=ints([-1]), right=ints([-2]),
+        leaf_value=np.array([0.0, 1.0]), cat_bounds=ints([]), cat_bits=np.zeros(0, np.uint32),
+    )  # fmt: skip
+    link = objective_link("regression")
+    assert link is not None
+    ArmForest(one, 1, link).raw(np.zeros((1, 1)), np.array([0.0, 1.0]))
 
 
 def parse_trees(blocks: list[str]) -> Trees:

@@ -429,7 +429,9 @@ class SLearner(UpliftLearner):
 
     Predictions walk each tree once per row for all arms together (`forest_`, derived from the
     model at fit and load; training.uplift.arm_forest), the arms parting only where a tree reads
-    the arm; a model that cannot be walked so is asked once per arm.
+    the arm. Work too small to pay for loading that walk in a process, and a model that cannot
+    be walked so, are asked of LightGBM once per arm (the same numbers: its raw scores are the
+    walk's, and the forest's link follows).
     """
 
     kind = "S"
@@ -455,15 +457,16 @@ class SLearner(UpliftLearner):
         """(n, len(arms)) expected outcomes with the arm column set to each code in `arms`."""
         codes = np.asarray(arms, dtype=np.float64)
         forest = getattr(self, "forest_", None)
-        if forest is not None:
+        if forest is not None and forest.worth_walking(len(X), len(codes)):
             return forest.predict(X, codes)
+        raw = forest is not None  # then the forest's link: the same numbers as its walk
         Xa = np.empty((len(X), X.shape[1] + 1), dtype=np.float64)  # copied once, not per arm
         Xa[:, :-1] = X
         outcomes = np.empty((len(X), len(codes)), dtype=np.float64)
         for j, code in enumerate(codes):
             Xa[:, -1] = code
-            outcomes[:, j] = self.models_["mu"].predict(Xa, num_threads=self.n_jobs)
-        return outcomes
+            outcomes[:, j] = self.models_["mu"].predict(Xa, raw_score=raw, num_threads=self.n_jobs)
+        return forest.link(outcomes) if forest is not None else outcomes
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self._predict_actions(X, self.actions_)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from serving.online.fast_predict import FEW_ROWS, FastBooster, accelerate_learner
+from training.uplift import arm_forest
 from training.uplift.learners import SLearner, UpliftLearner
 
 
@@ -68,7 +69,9 @@ def test_one_row_contributions_match(booster: lgb.Booster) -> None:
 
 
 @pytest.mark.parametrize("objective", ["binary", "regression", "tweedie"])
-def test_an_s_learner_predicts_one_row_as_the_batch(objective: str) -> None:
+def test_an_s_learner_predicts_one_row_as_the_batch(
+    objective: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An S-learner walks its own trees (`forest_`) on every path; one that cannot (forest_
     None) asks its booster, which takes the fast path. Either way a one-row uplift is the
     batch's to the last bit."""
@@ -84,6 +87,7 @@ def test_an_s_learner_predicts_one_row_as_the_batch(objective: str) -> None:
     learner = SLearner(objective=objective, n_estimators=40, num_leaves=7, n_jobs=1)
     learner.fit(X, treatment, y)
     rows = rng.normal(size=(FEW_ROWS * 2, 4))
+    monkeypatch.setattr(arm_forest, "_loaded", True)  # the forest walks rows of any number
     for walked in (True, False):
         fast = accelerate_learner(UpliftLearner.from_dict(learner.to_dict()))
         assert isinstance(fast, SLearner) and fast.forest_ is not None

@@ -10,6 +10,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from training.uplift import arm_forest
 from training.uplift.arm_forest import ArmForest
 from training.uplift.learners import SLearner, UpliftLearner
 from training.uplift.model_text import objective_link, tree_blocks
@@ -159,7 +160,14 @@ def test_tree_blocks_cut_a_model_at_its_trees() -> None:
 # the S-learner on its forest
 
 
+@pytest.fixture
+def walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S-learners walk their forest whatever the size of the work (a loaded kernel)."""
+    monkeypatch.setattr(arm_forest, "_loaded", True)
+
+
 @pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.usefixtures("walked")
 def test_s_learner_predicts_what_lightgbm_predicts_per_arm(objective: str) -> None:
     X, y = world(objective)
     treatment = np.array(["control", "a", "b", "c"])[X[:, D].astype(int)]
@@ -181,6 +189,35 @@ def test_s_learner_predicts_what_lightgbm_predicts_per_arm(objective: str) -> No
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(learner)).predict(fresh), uplift)
 
 
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_small_work_asks_lightgbm_for_the_same_numbers(
+    objective: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a process has loaded the kernel, work that does not pay for loading it goes to
+    LightGBM per arm (raw scores, the forest's link): the very numbers of the walk."""
+    X, y = world(objective)
+    treatment = np.array(["control", "a", "b", "c"])[X[:, D].astype(int)]
+    learner = SLearner(objective=objective, n_estimators=40, num_leaves=7, n_jobs=1)
+    learner.fit(X[:, :D], treatment, y)
+    fresh = fresh_rows(7)
+    monkeypatch.setattr(arm_forest, "_loaded", False)
+    monkeypatch.setattr(arm_forest, "WORTH_LOADING", 10**18)
+    assert learner.forest_ is not None and not learner.forest_.worth_walking(len(fresh), ARMS)
+    asked = learner.predict_outcomes(fresh)
+    monkeypatch.setattr(arm_forest, "WORTH_LOADING", 1)  # big enough: walked, and loaded
+    assert learner.forest_.worth_walking(len(fresh), ARMS)
+    np.testing.assert_array_equal(learner.predict_outcomes(fresh), asked)
+    assert arm_forest._loaded
+    monkeypatch.setattr(arm_forest, "WORTH_LOADING", 10**18)
+    assert learner.forest_.worth_walking(1, 1)  # once loaded, every walk pays
+
+
+def test_load_kernel_loads_it() -> None:
+    arm_forest.load_kernel()
+    assert arm_forest._loaded
+
+
+@pytest.mark.usefixtures("walked")
 def test_s_learner_without_a_forest_asks_lightgbm_per_arm() -> None:
     X, y = world("regression")
     treatment = np.array(["control", "a", "b", "c"])[X[:, D].astype(int)]
