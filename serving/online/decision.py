@@ -200,10 +200,12 @@ class Decider:
 
     def warm(self) -> Decider:
         """Read what live rows need now (the uplift trees' thresholds: ~0.1 s for 20 actions),
-        and load the S-learners' tree walk (numba: 1-2 s), not on the first request of a
-        customer with live events."""
+        load the S-learners' tree walk (numba: 1-2 s) and run the uplift models once on a blank
+        row (each S-learner's arm masks for the actions it serves are made then), not on the
+        first request of a customer with live events."""
         _ = self.cells  # a cached property: read once, kept
         load_kernel()
+        self.bundle.uplift_matrix(self.vector(None)[None, :])
         return self
 
     def vector(self, row: FeatureRow | None) -> NDArray[np.float32]:
