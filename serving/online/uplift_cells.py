@@ -15,7 +15,6 @@ reused. `UpliftMemo` keeps one customer's last uplift with the row it was comput
 from __future__ import annotations
 
 import math
-import re
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -26,15 +25,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from training.registry.bundle import Bundle
+from training.uplift.arm_forest import Trees, parse_trees
 from training.uplift.learners import DRLearner, SLearner, TLearner, XLearner
+from training.uplift.model_text import CATEGORICAL, MISSING_ZERO, tree_blocks
 from training.uplift.selection import SelectedUplift, base_learners
 
 _TREE_LEARNERS = (SLearner, TLearner, XLearner, DRLearner)  # models_ are LightGBM boosters only
-_SPLITS = re.compile(
-    r"^split_feature=(.*)\nsplit_gain=.*\nthreshold=(.*)\ndecision_type=(.*)$", re.MULTILINE
-)
-_CATEGORICAL, _MISSING_SHIFT, _ZERO_MISSING = 1, 2, 1  # decision_type bits (LightGBM's tree.h)
-
 Uplift = dict[str, NDArray[np.float64]]
 
 
@@ -104,7 +100,7 @@ def _cuts(learners: Iterable[Any], p: int) -> list[NDArray[np.float64] | None]:
             exact[:] = True  # e.g. a linear learner: every feature counts
             continue
         for booster in boosters:
-            _add_splits(_model_string(booster), cuts, exact)
+            _add_splits(parse_trees(tree_blocks(_model_string(booster))[1]), cuts, exact)
     return [None if exact[j] else np.array(sorted(cuts[j]), dtype=np.float64) for j in range(p)]
 
 
@@ -155,19 +151,12 @@ def _model_string(model: Any) -> str:
     return booster.model_to_string()
 
 
-def _add_splits(model: str, cuts: list[set[float]], exact: np.ndarray) -> None:
-    """Add the thresholds of every numerical split of a model string to `cuts` (per feature);
-    mark the features of categorical and zero-as-missing splits in `exact`."""
-    p = len(cuts)
-    for features, thresholds, kinds in _SPLITS.findall(model):
-        for f, t, k in zip(_ints(features), thresholds.split(), _ints(kinds), strict=True):
-            if f >= p:  # an S-learner's arm column, not a customer feature
-                continue
-            if k & _CATEGORICAL or (k >> _MISSING_SHIFT) & 3 == _ZERO_MISSING:
-                exact[f] = True
-            else:
-                cuts[f].add(float(t))
-
-
-def _ints(text: str) -> Iterable[int]:
-    return (int(x) for x in text.split())
+def _add_splits(trees: Trees, cuts: list[set[float]], exact: np.ndarray) -> None:
+    """Add the thresholds of every numerical split of `trees` to `cuts` (per feature); mark the
+    features of categorical and zero-as-missing splits in `exact`."""
+    mine = trees.feature < len(cuts)  # not an S-learner's arm column
+    feature, threshold, kind = trees.feature[mine], trees.threshold[mine], trees.decision[mine]
+    odd = (kind & CATEGORICAL != 0) | ((kind >> 2) & 3 == MISSING_ZERO)
+    exact[feature[odd]] = True
+    for f, t in zip(feature[~odd].tolist(), threshold[~odd].tolist(), strict=True):
+        cuts[f].add(t)

@@ -173,9 +173,10 @@ class Bundle:
         as `uplift_matrix` gives them: (catalog positions, (n, len(positions)))."""
         model = self.uplift[outcome]
         assert isinstance(model, SelectedUplift)
-        actions, values = model.predict_learners(X, names)
-        ids = self.config.catalog.ids
-        known = [(ids.index(a), k) for k, a in enumerate(actions) if a in ids]
+        columns, values = model.predict_learners(X, names)
+        cols, source = self._uplift_columns(outcome, model)
+        catalog = dict(zip(source, cols, strict=True))  # the model's column -> catalog position
+        known = [(catalog[c], k) for k, c in enumerate(columns) if c in catalog]
         return [j for j, _ in known], values[:, [k for _, k in known]]
 
     def _uplift_columns(self, outcome: str, learner: UpliftModel) -> tuple[list[int], list[int]]:

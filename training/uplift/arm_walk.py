@@ -7,16 +7,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from training.uplift.model_text import CATEGORICAL, DEFAULT_LEFT, MISSING_NAN, MISSING_ZERO
+
 _ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float): smaller is zero
-_CATEGORICAL, _DEFAULT_LEFT = 1, 2  # decision_type bits (LightGBM's tree.h)
-_MISSING_ZERO, _MISSING_NAN = 1, 2  # (decision_type >> 2) & 3
 
 
 @njit(cache=True, nogil=True)
 def _goes_left(value, node, tree_cats, threshold, decision, cat_bounds, cat_bits):
     """LightGBM's Tree::NumericalDecision / CategoricalDecision for one node."""
     kind = decision[node]
-    if kind & _CATEGORICAL:
+    if kind & CATEGORICAL:
         if np.isnan(value):
             return False
         category = int(value)
@@ -29,12 +29,12 @@ def _goes_left(value, node, tree_cats, threshold, decision, cat_bounds, cat_bits
             return False
         return (cat_bits[lo + word] >> np.uint32(category % 32)) & np.uint32(1) == 1
     missing = (kind >> 2) & 3
-    if np.isnan(value) and missing != _MISSING_NAN:
+    if np.isnan(value) and missing != MISSING_NAN:
         value = 0.0
-    if (missing == _MISSING_ZERO and -_ZERO <= value <= _ZERO) or (
-        missing == _MISSING_NAN and np.isnan(value)
+    if (missing == MISSING_ZERO and -_ZERO <= value <= _ZERO) or (
+        missing == MISSING_NAN and np.isnan(value)
     ):
-        return (kind & _DEFAULT_LEFT) != 0
+        return (kind & DEFAULT_LEFT) != 0
     return value <= threshold[node]
 
 

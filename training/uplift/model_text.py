@@ -13,6 +13,10 @@ _TREES_END = "end of trees"
 _TREE = re.compile(r"^Tree=\d+$", re.MULTILINE)
 
 Link = Callable[[np.ndarray], np.ndarray]
+# a node's `decision_type` (LightGBM's tree.h): bit 0 categorical, bit 1 default left, bits 2-3
+# the missing type
+CATEGORICAL, DEFAULT_LEFT = 1, 2
+MISSING_ZERO, MISSING_NAN = 1, 2  # (decision_type >> 2) & 3
 
 
 def _identity(raw: np.ndarray) -> np.ndarray:

@@ -125,19 +125,17 @@ class SelectedUplift:
         """Calibrated uplift of each action vs control, (n, len(actions_))."""
         return self._intercept + self._slope * self.predict_raw(X)
 
-    def predict_learners(self, X: np.ndarray, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    def predict_learners(self, X: np.ndarray, names: Sequence[str]) -> tuple[list[int], np.ndarray]:
         """`predict`'s columns of the actions the named learners predict, computed by those
-        learners alone (the same numbers, bit for bit): (the actions, (n, len(actions)))."""
-        actions: list[str] = []
+        learners alone (the same numbers, bit for bit): (their columns in `actions_`, (n, len))."""
         positions: list[int] = []
         parts = []
         for name in names:
             chosen, at = self._columns[name]
-            actions += chosen
             positions += at
             parts.append(self.learners_[name].predict_actions(X, chosen))
         raw = np.concatenate(parts, axis=1) if parts else np.empty((len(X), 0))
-        return actions, self._intercept[positions] + self._slope[positions] * raw
+        return positions, self._intercept[positions] + self._slope[positions] * raw
 
     def describe(self) -> dict[str, str]:
         """Action -> "XLearner (slope 0.62)", for logs and reports."""
