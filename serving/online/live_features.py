@@ -10,8 +10,8 @@ bit for bit); inputs it refuses (`OneCustomer.unsupported`) go through the build
 reference in memory over three one-customer tables, on one thread.
 
 Each worker keeps the journey it last computed a customer's row from, with their ingested events
-(`Journey`, up to LIVE_JOURNEYS_KEPT customers), so a new event reads only what was stored since
-(`extended`). It keeps the last row of the customers it served (up to LIVE_ROWS_KEPT), keyed by the
+(`Journey`, up to LIVE_JOURNEYS_KEPT customers), read once into the one-customer path's numpy
+columns, so a new event reads only what was stored since and adds only its own rows (`extended`). It keeps the last row of the customers it served (up to LIVE_ROWS_KEPT), keyed by the
 customer's latest event sequence: while no event arrives and the clock stays in the row's span
 (`OneRow.valid`: no row entering the past, a window or a day bucket), the row as of a later
 request is the kept one with its days-since features recomputed (`OneRow.at`), equal bit for
@@ -41,6 +41,7 @@ from serving.online.store import FeatureRow, Namespace, namespace_rows, rule_nam
 from serving.online.uplift_cells import UpliftMemo
 from training.features.definition import to_matrix
 from training.features.one_customer import OneCustomer, OneRow, instant
+from training.features.one_customer_columns import Encoded
 from training.registry.bundle import Bundle
 
 LIVE_ROWS_KEPT = 4096  # customers whose last live row a worker keeps (a few kB each)
@@ -50,11 +51,13 @@ LIVE_JOURNEYS_KEPT = 1024  # customers whose journey and live events a worker ke
 @dataclass(frozen=True)
 class Journey:
     """A customer's stored journey and the ingested events up to sequence `seq` that it does not
-    hold (`ingested`: in the journey's schema, by time, then by sequence)."""
+    hold (`ingested`, in the order they came), and both in the one-customer path's columns
+    (`columns`; None: the path refuses them and the reference reads the tables)."""
 
     history: History
-    ingested: pa.Table
+    ingested: tuple[Event, ...]
     seq: int
+    columns: Encoded | None
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,9 @@ class LiveFeatures:
         """The customer's model row and rule inputs as of `now` (model outputs: computed live);
         with `key`, (customer_id, the sequence of their latest event), the row is kept for
         later requests (`kept`). Ingested events the journey holds already count once."""
-        self._remember(history)
-        return self._row(history, _sorted(self._new_events(history, ingested)), now, key)
+        seq = key[1] if key is not None else 0
+        journey = self._extend(self._start(history), not_in_journey(history, ingested), seq)
+        return self._row(journey, now, key)
 
     def journey(self, customer_id: str) -> Journey | None:
         """The customer's journey with the ingested events kept from their last computed row."""
@@ -110,40 +114,46 @@ class LiveFeatures:
         """The customer's row as of `now` from their journey `base` (None: `history` alone) plus
         the events stored since (`new`: (sequence, event), in order), kept for the last sequence;
         the journey is kept too, so the next event adds only itself."""
-        if base is None:
-            self._remember(history)
-        added = self._new_events(history, [event for _, event in new])
-        seq = new[-1][0] if new else (base.seq if base is not None else 0)
-        ingested = added if base is None else pa.concat_tables([base.ingested, added])
-        journey = Journey(history, _sorted(ingested), seq)
+        start = base if base is not None else self._start(history)
+        seq = new[-1][0] if new else start.seq
+        journey = self._extend(start, not_in_journey(history, [event for _, event in new]), seq)
         with self._kept_lock:
             self._journeys[customer_id] = journey
             self._journeys.move_to_end(customer_id)
             while len(self._journeys) > LIVE_JOURNEYS_KEPT:
                 self._journeys.popitem(last=False)
-        return self._row(history, journey.ingested, now, (customer_id, seq))
+        return self._row(journey, now, (customer_id, seq))
 
-    def _remember(self, history: History) -> None:
-        """Keep the text scores stored with the journey: its texts need not be scored again."""
+    def _start(self, history: History) -> Journey:
+        """The stored journey alone, in columns when the one-customer path reads it; the text
+        scores stored with it are kept, so its texts are not scored again."""
         if self.fast.text_model is not None:
             self.fast.remember(*stored_text_scores(history.events, self.fast.text_model.digest))
+        columns = None
+        if self.fast.unsupported(history.customers, history.events, history.exposures) is None:
+            columns = self.fast.encode(history.customers, history.events, history.exposures)
+        return Journey(history, (), 0, columns)
 
-    def _new_events(self, history: History, ingested: Sequence[Event]) -> pa.Table:
-        """Ingested events as a table in the journey's schema, those it holds left out."""
-        return events_table(not_in_journey(history, ingested), history.events.schema)
+    def _extend(self, journey: Journey, added: list[Event], seq: int) -> Journey:
+        """`journey` with the `added` events, for event sequence `seq`: only their rows are read
+        into columns (none at all when the path refuses them: the reference reads the tables)."""
+        columns = journey.columns
+        if added and columns is not None:
+            columns = self.fast.extend(columns, added)
+        return Journey(journey.history, journey.ingested + tuple(added), seq, columns)
 
-    def _row(
-        self, history: History, ingested: pa.Table, now: datetime, key: tuple[str, int] | None
-    ) -> FeatureRow:
-        events = pa.concat_tables([history.events, ingested])
-        if self.fast.unsupported(history.customers, events, history.exposures) is None:
-            found = self.fast.row(history.customers, events, history.exposures, now)
-            memo = None
-            if key is not None:
-                memo = self._memo(key[0])
-                self._keep(key[0], _Kept(key[1], found, memo))
-            return FeatureRow(found.vector, self._namespace(found), None, memo)
-        return self.reference_row(history, events, now)
+    def _row(self, journey: Journey, now: datetime, key: tuple[str, int] | None) -> FeatureRow:
+        """The row as of `now`: by the one-customer path (kept under `key`) or the reference."""
+        if journey.columns is None:
+            history = journey.history
+            ingested = _sorted(events_table(journey.ingested, history.events.schema))
+            return self.reference_row(history, pa.concat_tables([history.events, ingested]), now)
+        found = self.fast.row_of(journey.columns, instant(now))
+        memo = None
+        if key is not None:
+            memo = self._memo(key[0])
+            self._keep(key[0], _Kept(key[1], found, memo))
+        return FeatureRow(found.vector, self._namespace(found), None, memo)
 
     def kept(self, customer_id: str, seq: int, now: datetime) -> FeatureRow | None:
         """The customer's row as of `now` from the one kept for event sequence `seq`, or None

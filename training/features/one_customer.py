@@ -4,7 +4,9 @@
 feature vector from their own `customers` row, `events` and `exposures` (Arrow tables in the
 contract's typed form) as of one time, step for step as `FeatureBuilder.transform` does: the same
 integer-microsecond ages and window buckets, the same per (code, bucket) aggregates, the same
-float32 casts. The online service uses it at decision time, where ~50 DuckDB queries per request
+float32 casts. The tables are read once into numpy columns (`encode`,
+training.features.one_customer_columns), from which `row_of` computes a row as of any time, and
+to which `extend` adds posted events without reading the tables again. The online service uses it at decision time, where ~50 DuckDB queries per request
 cost far more than the arithmetic; DuckDB stays the reference (tests/training/features).
 
 Text features score the customer's texts with the bundle's text model, as the reference scores
@@ -16,7 +18,6 @@ caller runs the reference instead.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,21 @@ import pyarrow.compute as pc
 
 from training.features import sql as fs
 from training.features.definition import AsOf, FeatureBuilder, to_timestamp
+from training.features.one_customer_columns import (
+    Columns,
+    Encoded,
+    PostedEvent,
+    Vocabularies,
+    customer_of,
+    event_columns,
+    exposure_columns,
+    posted_columns,
+)
 from training.features.one_customer_plan import NO_AGE, ages_as_days, compile_plan
 
 _TS = pa.timestamp("us")
 _TEXT = (pa.string(),)
 _TEXT_SOURCES = ("texts", "text_last")
-_BLANK = " "  # what DuckDB's trim() strips: a text of spaces only is not scored
 TEXT_SCORES_KEPT = 100_000  # texts whose scores one OneCustomer keeps
 SCHEMAS_KEPT = 64  # input schemas whose type checks one OneCustomer keeps
 
@@ -109,10 +119,12 @@ class OneCustomer:
         self._scored: dict[str, tuple[float, bool, int]] = {}  # text -> its scores (_text_scores)
         self._scored_lock = threading.Lock()
         self._schema_checks: dict[tuple[pa.Schema, ...], str | None] = {}  # `unsupported` types
-        self._types = pa.array(d.type_codes, pa.string())
-        self._channels = pa.array(d.channels, pa.string())
-        self._surveys = pa.array(d.survey_types, pa.string())
-        self._actions = pa.array(d.actions, pa.string())
+        self._words = Vocabularies(
+            *(
+                pa.array(v, pa.string())
+                for v in (d.type_codes, d.channels, d.survey_types, d.actions)
+            )
+        )
         self._event_edges = np.array([w * fs.DAY_US for w in d.windows], dtype=np.int64)
         self._exposure_edges = np.array(
             [w * fs.DAY_US for w in fs.EXPOSURE_WINDOWS], dtype=np.int64
@@ -189,21 +201,46 @@ class OneCustomer:
         self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None, as_of: AsOf
     ) -> OneRow:
         """The customer's features as of `as_of` (inputs for which `unsupported` is None)."""
-        now = instant(as_of)
+        return self.row_of(self.encode(customers, events, exposures), instant(as_of))
+
+    def encode(self, customers: pa.Table, events: pa.Table, exposures: pa.Table | None) -> Encoded:
+        """The customer's journey in the columns `row_of` reads (inputs for which
+        `unsupported` is None): the tables are read once, for rows as of any time."""
         customer = str(customers.column("customer_id")[0].as_py())
-        statics, categories = self._static(customers, now)
-        ev = _mine(events, customer, now)
+        ex = None
+        if exposures is not None and _has_exposures(exposures):
+            ex = exposure_columns(exposures, customer, self._words)
         d = self.definition
+        resolved = d.resolved_column if d.has_resolved else None
+        scores = self._text_scores if self.has_text else None
+        stored = event_columns(events, customer, self._words, resolved, scores)
+        return Encoded(customer, customer_of(customers, d.static), stored, ex)
+
+    def extend(self, journey: Encoded, events: Sequence[PostedEvent]) -> Encoded | None:
+        """`journey` with posted events of its customer added (their rows alone are read); None
+        when the path refuses one (a value that is not finite: the reference reads them)."""
+        scores = self._text_scores if self.has_text else None
+        more = posted_columns(events, self._words, journey.stored, scores)
+        return None if more is None else journey.extend(more)
+
+    def row_of(self, journey: Encoded, now: int) -> OneRow:
+        """The customer's features as of `now` (us since the epoch) from their journey."""
+        statics = self._static(journey, now)
+        ev = _Seen.of(journey.events, now)
         aggs: dict[str, _Agg | None] = {
-            "events": self._events(ev, now),
-            "channels": self._channels_agg(ev, now),
+            "events": self._aggregate(ev, "type", self._event_edges, len(self._words.types)),
+            "channels": self._aggregate(
+                ev, "channel", self._event_edges, len(self._words.channels)
+            ),
             "exposures": None,
         }
         ex = None
-        if exposures is not None and _has_exposures(exposures):
-            ex = _mine(exposures, customer, now)
-            aggs["exposures"] = self._exposures_agg(ex, now)
-        surveys = self._survey_stats(ev, now) if d.survey_types else None
+        if journey.exposures is not None:
+            ex = _Seen.of(journey.exposures, now)
+            aggs["exposures"] = self._aggregate(
+                ex, "action", self._exposure_edges, len(self._words.actions)
+            )
+        surveys = self._survey_stats(ev) if self.definition.survey_types else None
         texts = self._texts(ev) if self.has_text else None
         out = np.full(len(self.specs), np.nan)
         since: dict[int, int] = {}
@@ -226,8 +263,8 @@ class OneCustomer:
         text_counts = None if texts is None else texts.n
         for source, agg in (*aggs.items(), ("texts", text_counts)):
             self._gather(out, since, source, agg, now)
-        valid = self._valid(customers, [ev] + ([ex] if ex is not None else []), now)
-        return OneRow(out.astype(np.float32), categories, now, since, valid)
+        valid = self._valid(journey, now)
+        return OneRow(out.astype(np.float32), journey.customer.categories, now, since, valid)
 
     def _gather(
         self,
@@ -260,66 +297,40 @@ class OneCustomer:
                 since.update((int(j), now - int(a)) for j, a in zip(extreme.columns, age, strict=True)
                              if a != NO_AGE)  # fmt: skip
 
-    def _valid(self, customers: pa.Table, mine: list[_Rows], now: int) -> tuple[int, int]:
+    def _valid(self, journey: Encoded, now: int) -> tuple[int, int]:
         """[first, end): the span around `now` in which no row of the customer crosses an
         instant where a feature changes other than by the passing of days: a row's time plus 1 us
         (it enters the past) plus k whole days (it enters day bucket k, or leaves a k-day window),
         for k up to the longest window; and the instant of each date attribute (its age becomes
         non-negative)."""
-        ts = np.concatenate([rows.times for rows in mine]) + 1
-        dates = [_epoch_us(customers.column(s.column)[0]) for s in self.definition.static
-                 if s.kind == "date" and customers.column(s.column)[0].is_valid]  # fmt: skip
+        sources = [journey.events] + ([journey.exposures] if journey.exposures is not None else [])
+        ts = np.concatenate([rows.ts for rows in sources]) + 1
+        dates = [d for d in journey.customer.dates.values() if d is not None]
         return _span(ts, self._longest, np.array(dates, dtype=np.int64), now)
 
-    def _static(self, customers: pa.Table, now: int) -> tuple[dict[str, float], dict]:
-        """The attributes as floats (categoricals as codes) and the categorical texts."""
-        values: dict[str, float] = {}
-        texts: dict[str, str | None] = {}
-        for s in self.definition.static:
-            raw = customers.column(s.column)[0]
-            v = raw.as_py()
-            if v is None:
-                values[s.column] = float("nan")
-                if s.kind == "categorical":
-                    texts[s.name] = None
-            elif s.kind == "categorical":
-                text = str(v)
-                known = text in s.categories
-                texts[s.name] = text if known else None
-                values[s.column] = float(s.categories.index(text)) if known else float("nan")
-            elif s.kind == "date":
-                age = now - _epoch_us(raw)
-                values[s.column] = _Age(age) if age >= 0 else float("nan")
-            else:  # numeric (via double, as the SQL casts) or boolean as 0/1
-                values[s.column] = float(np.float32(float(v)))
-        return values, texts
+    def _static(self, journey: Encoded, now: int) -> dict[str, float]:
+        """The attributes as floats (categoricals as codes), date attributes as their ages."""
+        values = dict(journey.customer.values)
+        for column, instant_us in journey.customer.dates.items():
+            age = None if instant_us is None else now - instant_us
+            values[column] = _Age(age) if age is not None and age >= 0 else float("nan")
+        return values
 
-    def _events(self, ev: _Rows, now: int) -> _Agg:
-        codes = _codes(ev.table.column("event_type"), self._types)
-        resolved = self.definition.resolved_column if self.definition.has_resolved else None
-        return _aggregate(ev, codes, self._event_edges, len(self._types) + 1, resolved)
+    def _aggregate(self, seen: _Seen, coded: str, edges: np.ndarray, n_words: int) -> _Agg:
+        """One source's aggregates by the vocabulary codes of column `coded`."""
+        resolved = self.definition.has_resolved and coded != "action"
+        return _aggregate(seen, seen.rows.data[coded], edges, n_words + 1, resolved)
 
-    def _channels_agg(self, ev: _Rows, now: int) -> _Agg:
-        codes = _codes(ev.table.column("channel"), self._channels)
-        return _aggregate(ev, codes, self._event_edges, len(self._channels) + 1, None)
-
-    def _exposures_agg(self, ex: _Rows, now: int) -> _Agg:
-        codes = _codes(ex.table.column("action_id"), self._actions)
-        return _aggregate(ex, codes, self._exposure_edges, len(self._actions) + 1, None)
-
-    def _texts(self, ev: _Rows) -> _Texts | None:
-        """The customer's texts scored as the reference scores them (non-blank ones, each
-        distinct text once) and aggregated per topic code (topic + 1; 0: none) and window; None
-        without a text column (then no text is counted and nothing else is known)."""
-        if "text" not in ev.table.column_names:
+    def _texts(self, ev: _Seen) -> _Texts | None:
+        """The customer's scored texts (non-blank ones) aggregated per topic code (topic + 1; 0:
+        none) and window; None without a text column (then no text is counted and nothing else
+        is known)."""
+        if "scored" not in ev.rows.data:
             return None
-        texts = ev.table.column("text").to_pylist()
-        rows = [i for i, t in enumerate(texts) if t is not None and t.strip(_BLANK)]
-        scores = self._text_scores(list(dict.fromkeys(texts[i] for i in rows)))
-        found = [scores[texts[i]] for i in rows]
-        polarity = np.array([p for p, _, _ in found], dtype=np.float32)
-        negative = np.array([n for _, n, _ in found], dtype=bool)
-        codes = np.array([t + 1 for _, _, t in found], dtype=np.int64)
+        rows = ev.rows.data["scored"]
+        polarity = ev.rows.data["polarity"][rows]
+        negative = ev.rows.data["negative"][rows]
+        codes = ev.rows.data["topic"][rows]
         age = ev.age[rows]
         edges, n_codes = self._event_edges, self.definition.text_topics + 1
         n_buckets = len(edges) + 1
@@ -364,12 +375,11 @@ class OneCustomer:
             while len(self._scored) > TEXT_SCORES_KEPT:
                 del self._scored[next(iter(self._scored))]
 
-    def _survey_stats(self, ev: _Rows, now: int) -> list[dict[str, float]]:
+    def _survey_stats(self, ev: _Seen) -> list[dict[str, float]]:
         """Per survey type: last, prev, mean (365 days), amin, mean_all, n_all (NaN: none)."""
-        codes = _codes(ev.table.column("event_type"), self._surveys)
-        v, valid = ev.values
+        codes, v, valid = (ev.rows.data[name] for name in ("survey", "value", "valid"))
         out = []
-        for q in range(len(self._surveys)):
+        for q in range(len(self._words.surveys)):
             mask = (codes == q) & valid
             answers = sorted(zip(ev.age[mask].tolist(), v[mask].tolist(), strict=True))
             year = [x for age, x in answers if age <= fs.SURVEY_MEAN_DAYS * fs.DAY_US]
@@ -388,20 +398,17 @@ class OneCustomer:
 
 
 @dataclass(frozen=True)
-class _Rows:
-    """The rows of one customer strictly before the as-of time, with their ages (us), and the
-    times of all of the customer's rows (us; those with a time, at any time)."""
+class _Seen:
+    """The rows of one source strictly before the as-of time, with their ages (us)."""
 
-    table: pa.Table
+    rows: Columns
     age: np.ndarray  # int64
-    times: np.ndarray  # int64
 
-    @functools.cached_property
-    def values(self) -> tuple[np.ndarray, np.ndarray]:
-        """The `value` column with missing values as 0.0, and whether each is present."""
-        values = self.table.column("value")
-        valid = values.is_valid().to_numpy(zero_copy_only=False)
-        return pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False), valid
+    @classmethod
+    def of(cls, columns: Columns, now: int) -> _Seen:
+        before = columns.ts < now
+        rows = columns if before.all() else columns.take(before)
+        return cls(rows, now - rows.ts)
 
 
 @dataclass(frozen=True)
@@ -463,30 +470,6 @@ def _has_exposures(exposures: pa.Table) -> bool:
     return all(c in exposures.column_names for c in ("customer_id", "ts", "action_id"))
 
 
-def _epoch_us(scalar: pa.Scalar) -> int:
-    """Microseconds since the epoch of a date32 or timestamp[us] scalar."""
-    if pa.types.is_date32(scalar.type):
-        return int(scalar.cast(pa.int32()).as_py()) * fs.DAY_US
-    return int(scalar.cast(pa.int64()).as_py())
-
-
-def _mine(table: pa.Table, customer: str, now: int) -> _Rows:
-    """Rows of `customer` with ``ts < now`` (a missing ts or customer_id never matches)."""
-    column = table.column("ts")
-    ts = pc.fill_null(column.cast(pa.int64()), now).to_numpy(zero_copy_only=False)
-    same = pc.fill_null(pc.equal(table.column("customer_id"), customer), False)
-    same = same.to_numpy(zero_copy_only=False)
-    times = (
-        ts[same & column.is_valid().to_numpy(zero_copy_only=False)]
-        if column.null_count
-        else ts[same]
-    )
-    keep = same & (ts < now)
-    if keep.all():
-        return _Rows(table, now - ts, times)
-    return _Rows(table.filter(pa.array(keep)), now - ts[keep], times)
-
-
 def _span(starts: np.ndarray, days: int, dates: np.ndarray, now: int) -> tuple[int, int]:
     """[first, end) around `now` free of the instants `starts + k days` (0 <= k <= `days`) and
     `dates`."""
@@ -506,20 +489,12 @@ def _span(starts: np.ndarray, days: int, dates: np.ndarray, now: int) -> tuple[i
     return first, end
 
 
-def _codes(column: pa.ChunkedArray, vocabulary: pa.Array) -> np.ndarray:
-    """Vocabulary index of each value; anything else (missing too) -> len(vocabulary)."""
-    if len(vocabulary) == 0:
-        return np.zeros(len(column), dtype=np.int64)
-    found = pc.fill_null(pc.index_in(column, value_set=vocabulary), len(vocabulary))
-    return found.to_numpy(zero_copy_only=False).astype(np.int64)
-
-
 def _aggregate(
-    rows: _Rows, codes: np.ndarray, edges: np.ndarray, n_codes: int, resolved: str | None
+    seen: _Seen, codes: np.ndarray, edges: np.ndarray, n_codes: int, resolved: bool
 ) -> _Agg:
     """Counts, value sums and resolved counts per (code, window bucket); ages per code."""
     n_buckets = len(edges) + 1
-    bucket = np.searchsorted(edges, rows.age, side="left")  # smallest window with age <= w
+    bucket = np.searchsorted(edges, seen.age, side="left")  # smallest window with age <= w
     flat = codes * n_buckets + bucket
     size = n_codes * n_buckets
 
@@ -531,19 +506,17 @@ def _aggregate(
 
     zeros = np.zeros(size)
     sv, nv, nrt, nrf = [[0.0] * n_buckets] * n_codes, [[0.0] * n_buckets] * n_codes, zeros, zeros
-    if "value" in rows.table.column_names:
-        values, valid = rows.values
-        sv = per(values).tolist()
-        nv = cum(valid.astype(np.float64)).reshape(n_codes, n_buckets).tolist()
-    if resolved is not None:
-        r = rows.table.column(resolved)
-        nrt = cum(pc.fill_null(r, False).to_numpy(zero_copy_only=False).astype(np.float64))
-        nrf = cum(pc.fill_null(pc.invert(r), False).to_numpy(zero_copy_only=False).astype(float))
+    data = seen.rows.data
+    if "value" in data:
+        sv = per(data["value"]).tolist()
+        nv = cum(data["valid"].astype(np.float64)).reshape(n_codes, n_buckets).tolist()
+    if resolved:
+        nrt, nrf = cum(data["done"]), cum(data["undone"])
     amin = np.full(n_codes, NO_AGE, dtype=np.int64)
     amax_neg = np.full(n_codes, NO_AGE, dtype=np.int64)
-    np.minimum.at(amin, codes, rows.age)
-    np.minimum.at(amax_neg, codes, -rows.age)
-    day = (rows.age - 1) // fs.DAY_US  # ages are >= 1 us: the rows are before the as-of time
+    np.minimum.at(amin, codes, seen.age)
+    np.minimum.at(amax_neg, codes, -seen.age)
+    day = (seen.age - 1) // fs.DAY_US  # ages are >= 1 us: the rows are before the as-of time
     span = int(day.max()) + 1 if len(day) else 1
     distinct = np.unique(flat * span + day) // span  # one per (code, bucket, day)
     nd = np.cumsum(

@@ -5,7 +5,8 @@ attributes of every kind; and it refuses the inputs it would read differently.""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 
 import duckdb
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 
 from tests.training.features.test_definition import T, connect, events_frame, random_data
 from training.features.definition import FeatureBuilder, to_matrix
-from training.features.one_customer import OneCustomer
+from training.features.one_customer import OneCustomer, instant
 
 AS_OFS = [
     T,
@@ -179,3 +180,61 @@ def test_a_row_moved_in_time_equals_the_row_computed_then(seed: int) -> None:
             assert later.categories == fresh.categories and later.valid == fresh.valid
             moved += int(not np.array_equal(later.vector, base.vector, equal_nan=True))
     assert hits >= 40 and moved >= 20  # the spans are real and the clock moves the features
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A posted event's fields, as the service passes them to `OneCustomer.extend`."""
+
+    ts: datetime
+    channel: str | None
+    event_type: str | None
+    value: float | None
+    text: str | None = None
+
+
+def _as_table(posted: list[Posted], customer: str, schema: pa.Schema) -> pa.Table:
+    """The posted events as rows of the stored events' table (every other column missing)."""
+    rows = [{"customer_id": customer, "ts": p.ts.astimezone(UTC).replace(tzinfo=None)
+             if p.ts.tzinfo else p.ts, "channel": p.channel, "event_type": p.event_type,
+             "value": p.value} for p in posted]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def test_posted_events_extend_a_journey_as_the_tables_would() -> None:
+    """A journey encoded once and extended by posted events (out of time order, fractional and
+    missing values, unknown types and channels, zoned times) gives the row the tables give with
+    the events appended by time; a non-finite value is refused."""
+    con = varied(10)
+    one, data = OneCustomer(FeatureBuilder().fit(con)), tables(con)
+    rng = np.random.default_rng(10)
+    schema = data["events"].schema
+    for customer in [f"c{k:04d}" for k in range(0, 120, 12)]:
+        customers, events = own(data["customers"], customer), own(data["events"], customer)
+        journey = one.encode(customers, events, data["exposures"])
+        posted: list[Posted] = []
+        for batch in range(3):
+            hours = rng.uniform(-150, 30, 4)  # out of time order, many in one window
+            # purchases of 1e17, 1 and -1e17 in one window: the order they are added shows
+            new = [Posted(T + timedelta(hours=float(h)), c, t, v) for h, c, t, v in zip(
+                hours, ["web", "kiosk", None, "app"], ["call", "nps", "never_seen", "purchase"],
+                [2.25, None, 1.0, [1e17, 1.0, -1e17][batch]], strict=True)]  # fmt: skip
+            if batch == 1:
+                new[0] = Posted(
+                    new[0].ts.replace(tzinfo=timezone(timedelta(hours=2))), "web", "call", 0.5
+                )
+            extended = one.extend(journey, new)
+            assert extended is not None
+            journey, posted = extended, posted + new
+            table = pa.concat_tables([events, _as_table(posted, customer, schema)])
+            order = pa.compute.array_sort_indices(
+                table.column("ts").slice(len(events)).combine_chunks()
+            )
+            table = pa.concat_tables([events, table.slice(len(events)).take(order)])
+            for as_of in (T, T + timedelta(days=3, microseconds=7)):
+                expected = one.row(customers, table, data["exposures"], as_of)
+                got = one.row_of(journey, instant(as_of))
+                np.testing.assert_array_equal(got.vector, expected.vector, err_msg=customer)
+                assert got.valid == expected.valid and got.since == expected.since
+    nan = Posted(T - timedelta(hours=1), "web", "call", float("nan"))
+    assert one.extend(journey, [nan]) is None
