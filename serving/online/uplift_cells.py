@@ -81,6 +81,8 @@ class UpliftCells:
                     return self._every
                 continue  # both missing: alike
             moved |= self._features[j].moved(a, b)
+            if moved == self._every:  # nothing left to learn from the other changes
+                break
         return moved
 
 
