@@ -14,7 +14,6 @@ reused. `UpliftMemo` keeps one customer's last uplift with the row it was comput
 
 from __future__ import annotations
 
-import math
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -45,11 +44,12 @@ class UpliftCells:
             outcome: {part: _cuts(learners, p) for part, learners in _parts(model).items()}
             for outcome, model in bundle.uplift.items()
         }
-        self._lists = {  # the same as lists: for one value, bisect beats numpy's call overhead
-            outcome: {part: [None if c is None else c.tolist() for c in cuts]
-                      for part, cuts in parts.items()}
-            for outcome, parts in self.cuts.items()
-        }  # fmt: skip
+        bits = iter(1 << i for i in range(sum(map(len, self.cuts.values()))))
+        self._bits = {  # one bit per (outcome, part): a set of parts is a Python int
+            outcome: [(part, next(bits)) for part in parts] for outcome, parts in self.cuts.items()
+        }
+        self._every = sum(bit for parts in self._bits.values() for _, bit in parts)
+        self._features = _feature_cells(self.cuts, self._bits, p)
 
     def same(self, old: NDArray[np.float32], new: NDArray[np.float32], outcome: str) -> bool:
         """Whether rows `old` and `new` walk the same paths through every tree of `outcome`."""
@@ -63,24 +63,80 @@ class UpliftCells:
         self, old: NDArray[np.float32], new: NDArray[np.float32], outcomes: Iterable[str]
     ) -> dict[str, list[str]]:
         """`moved` for each of `outcomes`, the rows compared once."""
-        changed = [(float(old[j]), float(new[j]), j) for j in np.flatnonzero(old != new).tolist()]
-        changed = [c for c in changed if not (math.isnan(c[0]) and math.isnan(c[1]))]
-        return {
-            outcome: [part for part, cuts in self._lists[outcome].items()
-                      if _crosses(cuts, changed)]
-            for outcome in outcomes
-        }  # fmt: skip
+        moved = self._moved(old, new)
+        return {outcome: [part for part, bit in self._bits[outcome] if moved & bit]
+                for outcome in outcomes}  # fmt: skip
+
+    def _moved(self, old: NDArray[np.float32], new: NDArray[np.float32]) -> int:
+        """The bits of every part, of any outcome, through whose trees `new` walks otherwise
+        than `old`: the parts moved by each changed feature, or all of them when a value went
+        missing or came back (which way the splits send a missing value is not read here)."""
+        changed = np.flatnonzero(old != new)
+        moved = 0
+        for a, b, j in zip(
+            old[changed].tolist(), new[changed].tolist(), changed.tolist(), strict=True
+        ):
+            if a != a or b != b:  # NaN != NaN
+                if a == a or b == b:
+                    return self._every
+                continue  # both missing: alike
+            moved |= self._features[j].moved(a, b)
+            if moved == self._every:  # nothing left to learn from the other changes
+                break
+        return moved
 
 
-def _crosses(cuts: list[list[float] | None], changed: list[tuple[float, float, int]]) -> bool:
-    """Whether a change (old value, new value, feature) crosses a threshold of `cuts`."""
-    for a, b, j in changed:  # NaN != NaN: both missing was left out
-        cut = cuts[j]
-        if cut is None or math.isnan(a) or math.isnan(b):
-            return True
-        if bisect_left(cut, a) != bisect_left(cut, b):  # thresholds below each
-            return True
-    return False
+class _FeatureCells:
+    """One feature's thresholds over every part of every outcome, each with the bits of the parts
+    that own it, and the bits of the parts for which any change of the feature counts."""
+
+    __slots__ = ("exact", "spans", "values")
+
+    def __init__(self, owners: dict[float, int], exact: int) -> None:
+        self.values = sorted(owners)
+        self.spans = _or_spans([owners[v] for v in self.values])
+        self.exact = exact
+
+    def moved(self, a: float, b: float) -> int:
+        """The bits of the parts a change from `a` to `b` (neither missing) moves: the exact ones,
+        and the owners of a threshold t with min(a, b) <= t < max(a, b), i.e. of a part whose
+        count of thresholds below the value (bisect_left) differs."""
+        lo, hi = bisect_left(self.values, a), bisect_left(self.values, b)
+        if lo > hi:
+            lo, hi = hi, lo
+        if lo == hi:
+            return self.exact
+        k = (hi - lo).bit_length() - 1  # two spans of 2**k thresholds cover [lo, hi)
+        return self.exact | self.spans[k][lo] | self.spans[k][hi - (1 << k)]
+
+
+def _or_spans(owners: list[int]) -> list[list[int]]:
+    """A sparse table: row k, item i, is the OR of owners[i : i + 2**k], so the OR of any range
+    is that of two items."""
+    spans = [owners]
+    while 2 << (len(spans) - 1) <= len(owners):
+        last, step = spans[-1], 1 << (len(spans) - 1)
+        spans.append([last[i] | last[i + step] for i in range(len(last) - step)])
+    return spans
+
+
+def _feature_cells(
+    cuts: dict[str, dict[str, list[NDArray[np.float64] | None]]],
+    bits: dict[str, list[tuple[str, int]]],
+    p: int,
+) -> list[_FeatureCells]:
+    """Per feature, the thresholds of every part merged, with their owners' bits."""
+    owners: list[dict[float, int]] = [{} for _ in range(p)]
+    exact = [0] * p
+    for outcome, parts in bits.items():
+        for part, bit in parts:
+            for j, cut in enumerate(cuts[outcome][part]):
+                if cut is None:
+                    exact[j] |= bit
+                    continue
+                for t in cut.tolist():
+                    owners[j][t] = owners[j].get(t, 0) | bit
+    return [_FeatureCells(owners[j], exact[j]) for j in range(p)]
 
 
 def _parts(model: Any) -> dict[str, list[Any]]:

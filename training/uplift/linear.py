@@ -46,20 +46,43 @@ class Design:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The (n, columns) design matrix of raw features X."""
-        num = X[:, self.numeric]
+        centre, low, high, scale = self._numbers
+        num = X[:, self._numeric]
         missing = np.isnan(num)
-        num = np.clip(np.where(missing, np.asarray(self.centre), num), self.low, self.high)
-        parts = [(num - np.asarray(self.centre)) / np.asarray(self.scale)]
-        parts.append(missing[:, self._flag_positions].astype(np.float64))
-        for j, levels in zip(self.categorical, self.levels, strict=True):
-            parts.append((X[:, [j]] == np.asarray(levels)[None, :]).astype(np.float64))
-        return np.hstack(parts) if parts else np.empty((len(X), 0))
+        num = np.clip(np.where(missing, centre, num), low, high)
+        flags = missing[:, self._flag_positions]
+        one_hot = X[:, self._level_features] == self._level_values  # every categorical at once
+        return np.concatenate([(num - centre) / scale, flags, one_hot], axis=1, dtype=np.float64)
 
     @cached_property
-    def _flag_positions(self) -> list[int]:
+    def _numbers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(centre, low, high, scale) as float64 arrays, made once, not on every one-row call."""
+        centre, low, high, scale = (
+            np.asarray(v, dtype=np.float64) for v in (self.centre, self.low, self.high, self.scale)
+        )
+        return centre, low, high, scale
+
+    @cached_property
+    def _numeric(self) -> np.ndarray:
+        """The numeric features' indices as an array (indexing with a list converts it per call)."""
+        return np.asarray(self.numeric, dtype=np.intp)
+
+    @cached_property
+    def _flag_positions(self) -> np.ndarray:
         """Where the flagged features sit among the numeric ones (found once, not per row)."""
         position = {j: i for i, j in enumerate(self.numeric)}
-        return [position[j] for j in self.flagged]
+        return np.asarray([position[j] for j in self.flagged], dtype=np.intp)
+
+    @cached_property
+    def _level_features(self) -> np.ndarray:
+        """The raw feature of each one-hot column, in column order."""
+        return self.source()[len(self.numeric) + len(self.flagged) :]
+
+    @cached_property
+    def _level_values(self) -> np.ndarray:
+        """The level of each one-hot column, in column order: (1, levels) to compare with rows."""
+        values = [v for levels in self.levels for v in levels]
+        return np.asarray(values, dtype=np.float64).reshape(1, -1)
 
     def source(self) -> np.ndarray:
         """For every design column, the index of the raw feature it comes from."""

@@ -5,6 +5,8 @@ of a live row gives what the models compute as the clock moves its days-since fe
 from __future__ import annotations
 
 import copy
+import math
+from bisect import bisect_left
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -201,6 +203,86 @@ def test_a_memo_refuses_another_bundle_and_moved_rows_across_a_threshold(
     assert memo.get(uplift_bundle, cells, missing) == {}
     with pytest.raises(ValueError):
         uplift[outcome][0] = 1.0  # shared by later requests: read-only
+
+
+def test_moved_each_says_what_reading_each_part_alone_says(uplift_bundle: Bundle) -> None:
+    """`moved_each` (every part's thresholds merged per feature, the parts as bits) gives what
+    reading each part's thresholds one change at a time gives, on random pairs of rows: missing
+    values, values on a threshold, beside one and between two, one feature changed or many; on
+    the bundle's trees and with a linear learner (every feature exact) among an outcome's."""
+    bundle = copy.deepcopy(uplift_bundle)
+    outcome = next(iter(bundle.uplift))
+    trees = base_learners(bundle.uplift[outcome])[0]
+    actions = list(trees.actions_)
+    choice = {a: "lin" if i == 0 else "trees" for i, a in enumerate(actions)}
+    linear = _linear(bundle, actions, seed=7)
+    bundle.uplift[outcome] = SelectedUplift({"lin": linear, "trees": trees}, choice)
+    rng = np.random.default_rng(11)
+    seen = {"none": 0, "some": 0, "all": 0}
+    for cells in (UpliftCells(uplift_bundle), UpliftCells(bundle)):
+        pools = _value_pools(cells, rng)
+        for old, new in _row_pairs(pools, rng, 1500):
+            outcomes = rng.permutation(list(cells.cuts))[: rng.integers(1, len(cells.cuts) + 1)]
+            found = cells.moved_each(old, new, outcomes.tolist())
+            expected = _moved_part_by_part(cells, old, new, outcomes.tolist())
+            assert list(found.items()) == list(expected.items()), (old, new)
+            moved = sum(map(len, found.values()))
+            every = sum(len(cells.cuts[o]) for o in found)
+            seen["none" if moved == 0 else "all" if moved == every else "some"] += 1
+    assert min(seen.values()) >= 300, seen  # not vacuous: each kind of answer, many times
+
+
+def _moved_part_by_part(
+    cells: UpliftCells, old: np.ndarray, new: np.ndarray, outcomes: list[str]
+) -> dict[str, list[str]]:
+    """The moved parts as first written: each part reads the changes (one side missing, or a
+    feature exact for it, moves it) until one has a different count of its thresholds below."""
+    changed = [(float(old[j]), float(new[j]), j) for j in np.flatnonzero(old != new).tolist()]
+    changed = [c for c in changed if not (math.isnan(c[0]) and math.isnan(c[1]))]
+
+    def crosses(cuts: list[np.ndarray | None]) -> bool:
+        for a, b, j in changed:
+            cut = cuts[j]
+            if cut is None or math.isnan(a) or math.isnan(b):
+                return True
+            if bisect_left(cut.tolist(), a) != bisect_left(cut.tolist(), b):
+                return True
+        return False
+
+    return {o: [part for part, cuts in cells.cuts[o].items() if crosses(cuts)] for o in outcomes}
+
+
+def _value_pools(cells: UpliftCells, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per feature, values to draw rows from: its thresholds (of every part), the floats just
+    beside them, midpoints between two, values past the ends, random ones and a missing one."""
+    p = len(next(iter(next(iter(cells.cuts.values())).values())))
+    pools = []
+    for j in range(p):
+        cuts = [c[j] for parts in cells.cuts.values() for c in parts.values() if c[j] is not None]
+        t = np.unique(np.concatenate([np.zeros(0), *cuts]))
+        pools.append(np.concatenate([
+            t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), (t[1:] + t[:-1]) / 2,
+            t[:1] - 1, t[-1:] + 1, rng.normal(size=3), [np.nan],
+        ]))  # fmt: skip
+    return pools
+
+
+def _row_pairs(
+    pools: list[np.ndarray], rng: np.random.Generator, n: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`n` pairs (old, new), float64 or float32: old drawn from the pools, new the same but for a
+    few features (one to a dozen) drawn again, or moved to the next float."""
+    sizes = np.array([len(pool) for pool in pools])
+    for i in range(n):
+        drawn = (rng.random(len(pools)) * sizes).astype(int).tolist()
+        old = np.array([pool[k] for pool, k in zip(pools, drawn, strict=True)])
+        new = old.copy()
+        for j in rng.choice(len(pools), size=rng.choice([1, 2, 3, 6, 12]), replace=False):
+            near = rng.random() < 0.5 and not np.isnan(old[j])
+            new[j] = np.nextafter(old[j], rng.choice([-np.inf, np.inf])) if near else (
+                pools[j][rng.integers(len(pools[j]))])  # fmt: skip
+        dtype = np.float32 if i % 2 else np.float64
+        yield old.astype(dtype), new.astype(dtype)
 
 
 def _one(live: LiveFeatures, history: History, events: list, when: datetime) -> OneRow:
