@@ -88,6 +88,10 @@ def main() -> None:
     ]
     row = live.row(history, events, now)  # the first request after an event: nothing kept
     live.row(history, events, now, (customer, 1))  # kept for the later requests
+    poster = f"{customer} (posts)"  # a post's key: its kept row is not the later requests' one
+    live.extended(poster, history, None, list(enumerate(events, 1)), now)
+    base = live.journey(poster)  # the journey a worker keeps: a post adds only its events
+    posted = [(len(events) + 1 + i, e) for i, e in enumerate(events + events)]
     clock = iter(now + timedelta(seconds=i) for i in range(10**7))  # later requests: 1 s apart
     recomputed, computed, later_uplift = [0], [0], [0]
     uplift_matrix = bundle.uplift_matrix
@@ -127,6 +131,10 @@ def main() -> None:
         ("evaluate, stored outputs", lambda: decider.evaluate(stored, "call_center", inputs)),
         ("evaluate, live row", lambda: decider.evaluate(row, "call_center", inputs)),
         ("  live features (LiveFeatures.row)", lambda: live.row(history, events, now)),
+        (
+            "  a post's features: 10 events onto a kept journey (LiveFeatures.extended)",
+            lambda: live.extended(poster, history, base, posted, now),
+        ),
         ("  store.history (the customer's journey)", lambda: store.history(customer)),
         ("evaluate, kept live row (a later request)", later),
         ("  kept row (LiveFeatures.kept)", kept),
