@@ -11,8 +11,9 @@ reference in memory over three one-customer tables, on one thread.
 
 Each worker keeps the journey it last computed a customer's row from, with their ingested events
 (`Journey`, up to LIVE_JOURNEYS_KEPT customers), read once into the one-customer path's numpy
-columns, so a new event reads only what was stored since and adds only its own rows (`extended`). It keeps the last row of the customers it served (up to LIVE_ROWS_KEPT), keyed by the
-customer's latest event sequence: while no event arrives and the clock stays in the row's span
+columns, so a new event reads only what was stored since and adds only its own rows
+(`extended`). It keeps the last row of the customers it served (up to LIVE_ROWS_KEPT), keyed by
+the customer's latest event sequence: while no event arrives and the clock stays in the row's span
 (`OneRow.valid`: no row entering the past, a window or a day bucket), the row as of a later
 request is the kept one with its days-since features recomputed (`OneRow.at`), equal bit for
 bit to a row computed anew, and the customer's uplift is reused while no tree reads the change
@@ -45,7 +46,7 @@ from training.features.one_customer_columns import Encoded
 from training.registry.bundle import Bundle
 
 LIVE_ROWS_KEPT = 4096  # customers whose last live row a worker keeps (a few kB each)
-LIVE_JOURNEYS_KEPT = 1024  # customers whose journey and live events a worker keeps (~20 kB each)
+LIVE_JOURNEYS_KEPT = 1024  # customers whose journey and live events a worker keeps (~30 kB each)
 
 
 @dataclass(frozen=True)

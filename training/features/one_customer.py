@@ -6,8 +6,9 @@ contract's typed form) as of one time, step for step as `FeatureBuilder.transfor
 integer-microsecond ages and window buckets, the same per (code, bucket) aggregates, the same
 float32 casts. The tables are read once into numpy columns (`encode`,
 training.features.one_customer_columns), from which `row_of` computes a row as of any time, and
-to which `extend` adds posted events without reading the tables again. The online service uses it at decision time, where ~50 DuckDB queries per request
-cost far more than the arithmetic; DuckDB stays the reference (tests/training/features).
+to which `extend` adds posted events without reading the tables again. The online service uses
+it at decision time, where ~50 DuckDB queries per request cost far more than the arithmetic;
+DuckDB stays the reference (tests/training/features).
 
 Text features score the customer's texts with the bundle's text model, as the reference scores
 them, and aggregate them by topic and window. Inputs the reference would read differently (other
@@ -317,8 +318,9 @@ class OneCustomer:
         return values
 
     def _aggregate(self, seen: _Seen, coded: str, edges: np.ndarray, n_words: int) -> _Agg:
-        """One source's aggregates by the vocabulary codes of column `coded`."""
-        resolved = self.definition.has_resolved and coded != "action"
+        """One source's aggregates by the vocabulary codes of column `coded` (resolved counts:
+        of event types only, the one source whose rates the definition reads)."""
+        resolved = self.definition.has_resolved and coded == "type"
         return _aggregate(seen, seen.rows.data[coded], edges, n_words + 1, resolved)
 
     def _texts(self, ev: _Seen) -> _Texts | None:
