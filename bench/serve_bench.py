@@ -5,7 +5,9 @@ Set-up: a synthetic world whose exposures are split into 20 actions (each demo a
 variants, propensities divided accordingly), trained, promoted and materialized in a temporary
 directory. Then, for each service: concurrency 1 (p50/p99), saturation at concurrency 8 (throughput,
 p99), and for nextbest an open loop at 200 requests/s (latency from each request's scheduled send
-time, so a stalled server cannot hide its queue), with errors and decision records lost.
+time, so a stalled server cannot hide its queue), with errors and decision records lost, and the
+service's CPU over the loop (milliseconds a request; the cores each of its processes used, which
+shows a worker that holds most of the client's keep-alive connections).
 
 Then live events: `POST /events` with 100 events a request at concurrency 1, and `/recommend` at
 concurrency 1 for customers with ingested events: the first request after their events (features
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +167,31 @@ def start(target: str, env: dict[str, str], cwd: Path) -> Served:
             time.sleep(0.5)
     stop(Served(port, process))
     raise RuntimeError(f"{target} not ready; see {cwd}")
+
+
+def service_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) each process of the service (its arbiter, its workers) has
+    used so far, by pid."""
+    root = psutil.Process(pid)
+    used = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        used[process.pid] = times.user + times.system
+    return used
+
+
+def with_cpu(figure: dict, before: dict[int, float], after: dict[int, float]) -> dict:
+    """`figure` with the service's CPU over its run: milliseconds a request, and the cores each
+    busy process used (a worker holding most of the client's keep-alive connections shows)."""
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    seconds = figure["requests"] / figure["rps"]
+    cores = sorted((round(u / seconds, 2) for u in used.values() if u / seconds >= 0.01),
+                   reverse=True)  # fmt: skip
+    cpu_ms = round(sum(used.values()) / figure["requests"] * 1000, 2)
+    return figure | {"server_cpu_ms_per_request": cpu_ms, "process_cores": cores}
 
 
 def stop(served: Served) -> None:
@@ -299,22 +327,22 @@ def known_customer(store: Path, port: int) -> str:
 
 
 def measure(
-    port: int, path: str, body: dict[str, object], open_seconds: float, log: Path | None
+    served: Served, path: str, body: dict[str, object], open_seconds: float, log: Path | None
 ) -> list[dict]:
-    make = lambda: Client(port, path, body)  # noqa: E731
+    make = lambda: Client(served.port, path, body)  # noqa: E731
     closed_loop(make, 1, WARMUP_REQUESTS / 500)
     name = path.strip("/")
     figures = [closed_loop(make, 1, CLOSED_SECONDS).figure(f"{name} c=1", kind="c1")]
     figures.append(closed_loop(make, 8, CLOSED_SECONDS).figure(f"{name} c=8", kind="c8"))
     if log is not None:
+        before = service_cpu(served.process.pid)
         result = open_loop(make, OPEN_RATE, open_seconds)
-        figures.append(
-            result.figure(
-                f"{name} open loop {OPEN_RATE:.0f}/s, {open_seconds:.0f} s",
-                kind="open",
-                lost=lost_records(log, result.answers),
-            )
+        figure = result.figure(
+            f"{name} open loop {OPEN_RATE:.0f}/s, {open_seconds:.0f} s",
+            kind="open",
+            lost=lost_records(log, result.answers),
         )
+        figures.append(with_cpu(figure, before, service_cpu(served.process.pid)))
     return figures
 
 
@@ -416,13 +444,15 @@ class Mixed(Client):
 
 
 def mixed_open_loop(
-    port: int, customers: list[str], seconds: float, log: Path, events: Path
+    served: Served, customers: list[str], seconds: float, log: Path, events: Path
 ) -> dict[str, object]:
     """Half `/events` (10 events of a stored customer), half `/recommend` for those customers, at
     OPEN_RATE for `seconds`; lost: answered decisions not logged plus accepted events not stored."""
     senders = iter(range(1_000))
-    make = lambda: Mixed(port, customers, f"mixed-{next(senders)}")  # noqa: E731
+    make = lambda: Mixed(served.port, customers, f"mixed-{next(senders)}")  # noqa: E731
+    before = service_cpu(served.process.pid)
     result = open_loop(make, OPEN_RATE, seconds)
+    after = service_cpu(served.process.pid)
     answered = [json.loads(a) for a in result.answers]
     decisions = [a for a in answered if "decision_id" in a]
     accepted = sum(int(a["accepted"]) for a in answered if "accepted" in a)
@@ -433,7 +463,7 @@ def mixed_open_loop(
     name = (
         f"open loop {OPEN_RATE:.0f}/s, {seconds:.0f} s, half /events (10 events), half /recommend"
     )
-    return result.figure(name, kind="open_mixed", lost=lost)
+    return with_cpu(result.figure(name, kind="open_mixed", lost=lost), before, after)
 
 
 def trigger_to_outbox(port: int, customers: list[str]) -> Result:
@@ -473,13 +503,14 @@ MIXED_CUSTOMERS = 200  # customers of the mixed open loop
 
 
 def measure_events(
-    port: int, customer: str, store: Path, open_seconds: float, log: Path, events: Path
+    served: Served, customer: str, store: Path, open_seconds: float, log: Path, events: Path
 ) -> list[dict]:
     """POST /events (100 events a request, new customers: no feature work) at c=1, then
     /recommend at c=1 for customers with ingested events: the first request after their events,
     and later requests (a kept row, moved to now); each beside requests for a stored customer
     without events, interleaved with them. Then event to trigger to outbox, and the open loop
     of half events, half decisions."""
+    port = served.port
     batch = {"events": live_events("", EVENTS_PER_REQUEST, "bench")}
     make = lambda: Client(port, "/events", batch)  # noqa: E731
     closed_loop(make, 1, 2.0)
@@ -505,7 +536,7 @@ def measure_events(
         later.figure("recommend c=1 with live events, later requests", kind="c1_events"),
         later_plain.figure("recommend c=1, no events, between those", kind="c1_later_plain"),
         trigger_to_outbox(port, triggered).figure("event -> trigger -> outbox", kind="trigger"),
-        mixed_open_loop(port, mixed, open_seconds, log, events),
+        mixed_open_loop(served, mixed, open_seconds, log, events),
     ]
 
 
@@ -555,21 +586,17 @@ def main() -> None:
             workdir,
         )
         try:
-            for figure in measure(
-                bare.port, "/predict", {"customer_id": "x"}, args.open_seconds, None
-            ):
+            for figure in measure(bare, "/predict", {"customer_id": "x"}, args.open_seconds, None):
                 print(json.dumps(figure | {"service": "bare"}), flush=True)
         finally:
             stop(bare)
         served = start("serving.online.service:Nextbest", service_env, workdir)
         try:
             body = {"customer_id": known_customer(store, served.port), "channel": "call_center"}
-            for figure in measure(served.port, "/recommend", body, args.open_seconds, log):
+            for figure in measure(served, "/recommend", body, args.open_seconds, log):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
             customer = str(body["customer_id"])
-            for figure in measure_events(
-                served.port, customer, store, args.open_seconds, log, events
-            ):
+            for figure in measure_events(served, customer, store, args.open_seconds, log, events):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
         finally:
             stop(served)
