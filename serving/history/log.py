@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,7 +144,7 @@ class DecisionLog:
     def record(self, record: DecisionRecord) -> None:
         """Insert and commit one decision (one statement: atomic on its own)."""
         with self._write(atomic=False) as con:
-            con.execute(insert(decisions), [_row(record)])
+            con.execute(_INSERT_DECISION, [_row(record)])
 
     def record_contacts(self, batch: pd.DataFrame) -> int:
         """Record a batch's sends (BATCH_COLUMNS; `action_id` "control" for the control group;
@@ -280,7 +280,7 @@ class DecisionLog:
         (one round trip on PostgreSQL: a decision's reads)."""
         params = {"since": _iso(since), "other": "", "customer": customer_id}
         with self._read() as con:
-            found = con.execute(text(POLICY_HISTORY), params).all()
+            found = con.execute(_POLICY_HISTORY, params).all()
         rows = [(r[0], r[1], r[2], r[3], r[4]) for r in found if r[5] == 0]
         given = [(r[0], _naive(r[3]), r[2], r[4]) for r in found if r[5] == 1]
         return rows, given
@@ -385,6 +385,13 @@ POLICY_HISTORY = (
     + " UNION ALL SELECT customer_id, '', channel, ts, event_type, 1 FROM consent"
     " WHERE customer_id = :customer ORDER BY 6, 4"
 )
+# the statements a decision runs, made once: a text() built per call costs a decision more than
+# the query itself on SQLite (an expanding IN list is rendered again on every call)
+_ONE_CUSTOMER_HISTORY = text(CONTACT_HISTORY.format(customers="customer_id = :customer", extra=""))
+_POLICY_HISTORY = text(POLICY_HISTORY)
+_LATEST_ACCEPTED = text(LATEST_ACCEPTED)
+_INSERT_DECISION = insert(decisions)
+_RECORD_FIELDS = tuple(f.name for f in fields(DecisionRecord))
 
 
 def _history_rows(
@@ -396,6 +403,10 @@ def _history_rows(
 ) -> HistoryRows:
     """`DecisionLog.contact_history` on an open connection, leaving out decision `other_than`."""
     params: dict[str, object] = {"since": _iso(since), "other": other_than}
+    if customers is not None and len(customers) == 1:  # a decision's, or a feedback's, read
+        params["customer"] = customers[0]
+        return [(r[0], r[1], r[2], r[3], r[4])
+                for r in con.execute(_ONE_CUSTOMER_HISTORY, params).all()]  # fmt: skip
     if customers is not None:
         if not customers:
             return []
@@ -433,12 +444,13 @@ def _contacts(
 ) -> list[Contact]:
     """Latest contacts with this outcome of decisions other than `other_than`."""
     params = {"customer": customer_id, "other": other_than, "outcome": outcome}
-    rows = con.execute(text(LATEST_ACCEPTED), params | {"since": _iso(since)}).all()
+    rows = con.execute(_LATEST_ACCEPTED, params | {"since": _iso(since)}).all()
     return [Contact(a, datetime.fromisoformat(ts)) for a, ts in rows]
 
 
 def _row(record: DecisionRecord) -> dict[str, object]:
-    row = asdict(record)
+    """The record as a row of `decisions` (a shallow copy: its tuple and dict go to JSON)."""
+    row = {name: getattr(record, name) for name in _RECORD_FIELDS}
     row["ts"] = _iso(record.ts)
     row["actions"] = json.dumps(list(record.actions))
     row["context"] = json.dumps(record.context, sort_keys=True)
