@@ -403,13 +403,11 @@ def _history_rows(
 ) -> HistoryRows:
     """`DecisionLog.contact_history` on an open connection, leaving out decision `other_than`."""
     params: dict[str, object] = {"since": _iso(since), "other": other_than}
+    if customers is not None and not customers:
+        return []
     if customers is not None and len(customers) == 1:  # a decision's, or a feedback's, read
-        params["customer"] = customers[0]
-        return [(r[0], r[1], r[2], r[3], r[4])
-                for r in con.execute(_ONE_CUSTOMER_HISTORY, params).all()]  # fmt: skip
-    if customers is not None:
-        if not customers:
-            return []
+        query, params["customer"] = _ONE_CUSTOMER_HISTORY, customers[0]
+    elif customers is not None:
         query = text(CONTACT_HISTORY.format(customers="customer_id IN :customers", extra=""))
         query = query.bindparams(bindparam("customers", expanding=True))
         params["customers"] = list(customers)

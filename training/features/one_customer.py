@@ -229,16 +229,14 @@ class OneCustomer:
         statics = self._static(journey, now)
         ev = _Seen.of(journey.events, now)
         aggs: dict[str, _Agg | None] = {
-            "events": self._aggregate(ev, "type", self._event_edges, len(self._words.types)),
-            "channels": self._aggregate(
-                ev, "channel", self._event_edges, len(self._words.channels)
-            ),
+            "events": self._by_code(ev, "type", self._event_edges, len(self._words.types)),
+            "channels": self._by_code(ev, "channel", self._event_edges, len(self._words.channels)),
             "exposures": None,
         }
         ex = None
         if journey.exposures is not None:
             ex = _Seen.of(journey.exposures, now)
-            aggs["exposures"] = self._aggregate(
+            aggs["exposures"] = self._by_code(
                 ex, "action", self._exposure_edges, len(self._words.actions)
             )
         surveys = self._survey_stats(ev) if self.definition.survey_types else None
@@ -317,7 +315,7 @@ class OneCustomer:
             values[column] = _Age(age) if age is not None and age >= 0 else float("nan")
         return values
 
-    def _aggregate(self, seen: _Seen, coded: str, edges: np.ndarray, n_words: int) -> _Agg:
+    def _by_code(self, seen: _Seen, coded: str, edges: np.ndarray, n_words: int) -> _Agg:
         """One source's aggregates by the vocabulary codes of column `coded` (resolved counts:
         of event types only, the one source whose rates the definition reads)."""
         resolved = self.definition.has_resolved and coded == "type"
