@@ -185,7 +185,10 @@ def bench_shadow(workdir: Path) -> list[dict]:
         }
         served = sb.start("serving.online.service:Nextbest", service_env, workdir)
         try:
-            body = {"customer_id": sb.known_customer(store, served.port), "channel": "call_center"}
+            body = {
+                "customer_id": sb.known_customer(sb.stored_customers(store), served.port),
+                "channel": "call_center",
+            }
             make = functools.partial(sb.Client, served.port, "/recommend", body)
             sb.closed_loop(make, 1, sb.WARMUP_REQUESTS / 500)
             result = sb.closed_loop(make, 1, sb.CLOSED_SECONDS)

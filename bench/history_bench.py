@@ -41,6 +41,7 @@ from serve_bench import (  # noqa: E402
     prepare,
     start,
     stop,
+    stored_customers,
 )
 
 from tests.postgres import remove, start_local_postgres  # noqa: E402
@@ -183,7 +184,7 @@ def main() -> None:
             served = start("serving.online.service:Nextbest", service_env, workdir)
             try:
                 if not body:
-                    body = {"customer_id": known_customer(store, served.port)}
+                    body = {"customer_id": known_customer(stored_customers(store), served.port)}
                     body["channel"] = "call_center"
                 print(json.dumps(c1(served.port, body, backend)), flush=True)
             finally:

@@ -542,6 +542,8 @@ def _serve_row(f: dict, target: str, ok: bool | None) -> Row:
     )
     if "lost" in f:
         detail += f", {f['lost']} lost records"
+    if "offered" in f:
+        detail += f", {f['offered']:.0%} of decisions offered an action"
     if "server_cpu_ms_per_request" in f:
         cores = " + ".join(f"{c:.2f}" for c in f["process_cores"])
         detail += f", server CPU {f['server_cpu_ms_per_request']:.2f} ms a request (cores {cores})"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
 AS_OF = "2026-11-02"
 VARIANTS = 4  # 5 demo actions x 4 = 20 catalog actions
-CUSTOMERS = 4000
+CUSTOMERS = 12_000  # stored: ~8,000, so that loops can ask customers in rotation
 OPEN_RATE = 200.0
 TRIGGER_EVENT = "cancellation_request"  # fires the bench catalog's one trigger
 CLOSED_SECONDS = 20.0
@@ -205,18 +206,43 @@ def stop(served: Served) -> None:
 # --- load ----------------------------------------------------------------------------------------
 
 
-class Client:
-    """One keep-alive connection posting one fixed JSON body."""
+class Rotation:
+    """JSON bodies taken in turn by every client that shares it (thread-safe)."""
 
-    def __init__(self, port: int, path: str, body: dict[str, object]) -> None:
+    def __init__(self, bodies: list[dict[str, object]]) -> None:
+        self.bodies, self.turn = [json.dumps(b) for b in bodies], itertools.count()
+
+    def next(self) -> str:
+        return self.bodies[next(self.turn) % len(self.bodies)]  # count's next: atomic
+
+
+class Client:
+    """One keep-alive connection posting one fixed JSON body, or the next of `rotation` (shared
+    by a loop's clients: customers in turn, as an agent desktop asks for each caller; one
+    customer asked again and again soon has every action capped by the contact policy, and a
+    decision with nothing to offer is cheaper)."""
+
+    def __init__(
+        self, port: int, path: str, body: dict[str, object], rotation: Rotation | None = None
+    ) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.path, self.body = path, json.dumps(body)
         self.headers = {"Content-Type": "application/json"}
+        self.rotation = rotation
+        self.decisions, self.offers = 0, 0  # decisions answered, those that offered an action
 
     def post(self) -> tuple[int, bytes]:
+        if self.rotation is not None:
+            self.body = self.rotation.next()
         self.conn.request("POST", self.path, self.body, self.headers)
         response = self.conn.getresponse()
         return response.status, response.read()
+
+    def note(self, status: int, answer: bytes) -> None:
+        """Count an answered decision and whether it offered an action (after its timing)."""
+        if status == 200 and self.path == "/recommend":
+            self.decisions += 1
+            self.offers += bool(json.loads(answer)["actions"])
 
 
 @dataclass
@@ -225,10 +251,11 @@ class Result:
     errors: int
     seconds: float
     answers: list[bytes]
+    offered: float | None = None  # the share of decisions that offered an action
 
     def figure(self, name: str, **extra: object) -> dict[str, object]:
         lat = self.latencies_ms
-        return {
+        figure: dict[str, object] = {
             "figure": name,
             "requests": int(len(lat)),
             "rps": round(len(lat) / self.seconds, 1),
@@ -236,7 +263,18 @@ class Result:
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
             "max_ms": round(float(lat.max()), 2),
             "errors": self.errors,
-        } | extra
+        }
+        if self.offered is not None:
+            figure["offered"] = round(self.offered, 3)
+        return figure | extra
+
+
+def offered_share(clients: Iterable[Client]) -> float | None:
+    """The share of the clients' answered decisions that offered an action (None: none)."""
+    decisions = offers = 0
+    for client in clients:
+        decisions, offers = decisions + client.decisions, offers + client.offers
+    return offers / decisions if decisions else None
 
 
 def closed_loop(make: Callable[[], Client], concurrency: int, seconds: float) -> Result:
@@ -245,13 +283,16 @@ def closed_loop(make: Callable[[], Client], concurrency: int, seconds: float) ->
     errors = [0] * concurrency
     end = time.perf_counter() + seconds
 
+    clients = [make() for _ in range(concurrency)]
+
     def worker(i: int) -> None:
-        client = make()
+        client = clients[i]
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            status, _ = client.post()
+            status, answer = client.post()
             latencies[i].append((time.perf_counter() - t0) * 1000)
             errors[i] += status != 200
+            client.note(status, answer)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
@@ -260,7 +301,8 @@ def closed_loop(make: Callable[[], Client], concurrency: int, seconds: float) ->
     for t in threads:
         t.join()
     all_latencies = np.array([x for per in latencies for x in per])
-    return Result(all_latencies, sum(errors), time.perf_counter() - started, [])
+    took = time.perf_counter() - started
+    return Result(all_latencies, sum(errors), took, [], offered_share(clients))
 
 
 def open_loop(make: Callable[[], Client], rate: float, seconds: float, senders: int = 24) -> Result:
@@ -297,7 +339,10 @@ def open_loop(make: Callable[[], Client], rate: float, seconds: float, senders: 
         t.start()
     for t in threads:
         t.join()
-    return Result(latencies, errors[0], seconds, answers)
+    decisions = [json.loads(a) for a in answers]
+    offers = [bool(d["actions"]) for d in decisions if "actions" in d]
+    offered = sum(offers) / len(offers) if offers else None
+    return Result(latencies, errors[0], seconds, answers, offered)
 
 
 def lost_records(log: Path, answers: list[bytes]) -> int:
@@ -312,11 +357,9 @@ def lost_records(log: Path, answers: list[bytes]) -> int:
         return len(ids) - int(found.fetchone()[0])
 
 
-def known_customer(store: Path, port: int) -> str:
-    """A stored customer outside the control group who gets recommended actions."""
-    with sqlite3.connect(store) as con:
-        ids = [r[0] for r in con.execute("SELECT customer_id FROM features LIMIT 500")]
-    for customer in ids:
+def known_customer(customers: list[str], port: int) -> str:
+    """One of `customers` outside the control group who gets recommended actions."""
+    for customer in customers[:500]:
         status, body = Client(
             port, "/recommend", {"customer_id": customer, "channel": "call_center"}
         ).post()
@@ -327,9 +370,16 @@ def known_customer(store: Path, port: int) -> str:
 
 
 def measure(
-    served: Served, path: str, body: dict[str, object], open_seconds: float, log: Path | None
+    served: Served,
+    path: str,
+    bodies: list[dict[str, object]],
+    open_seconds: float,
+    log: Path | None,
 ) -> list[dict]:
-    make = lambda: Client(served.port, path, body)  # noqa: E731
+    """c=1 and c=8 for CLOSED_SECONDS each, then (with the decision `log`) the open loop; the
+    loops take `bodies` in turn (one rotation for all of them)."""
+    rotation = Rotation(bodies)
+    make = lambda: Client(served.port, path, {}, rotation)  # noqa: E731
     closed_loop(make, 1, WARMUP_REQUESTS / 500)
     name = path.strip("/")
     figures = [closed_loop(make, 1, CLOSED_SECONDS).figure(f"{name} c=1", kind="c1")]
@@ -367,8 +417,9 @@ def live_events(customer: str, n: int, prefix: str) -> list[dict[str, object]]:
 def timed(client: Client, into: list[float]) -> int:
     """One request of `client`, its latency appended to `into`; 1 if it failed."""
     t0 = time.perf_counter()
-    status, _ = client.post()
+    status, answer = client.post()
     into.append((time.perf_counter() - t0) * 1000)
+    client.note(status, answer)
     return int(status != 200)
 
 
@@ -377,31 +428,33 @@ def recommend_client(port: int, customer: str) -> Client:
 
 
 def first_after_events(
-    port: int, customers: list[str], stored: str
+    port: int, customers: list[str], peers: list[str]
 ) -> tuple[Result, Result, Result]:
     """/recommend at c=1, each the first request after new events of its customer (5 events
     posted just before, timed apart: the post computes the customer's row and shares it with
     every worker, serving.online.live_rows), so no worker has the row of its own (what an agent
-    sees on the first request after a complaint). Each is followed by a request for `stored`, a
-    customer without events, so that the figures share the machine's moments (it is shared)."""
+    sees on the first request after a complaint). Each is followed by the first request for one
+    of `peers`, stored customers without events (as many), so that the figures share the
+    machine's moments (it is shared) and both ask customers whose actions are not yet capped."""
     first: list[float] = []
     reference: list[float] = []
     posts: list[float] = []
     errors, started = [0, 0, 0], time.perf_counter()
     ingest, recommend = Client(port, "/events", {}), recommend_client(port, "")
-    plain = recommend_client(port, stored)
-    for customer in customers:
+    plain = recommend_client(port, "")
+    for customer, peer in zip(customers, peers, strict=True):
         ingest.body = json.dumps({"events": live_events(customer, 5, "")})
         errors[2] += timed(ingest, posts)
         recommend.body = json.dumps({"customer_id": customer, "channel": "call_center"})
         errors[0] += timed(recommend, first)
+        plain.body = json.dumps({"customer_id": peer, "channel": "call_center"})
         errors[1] += timed(plain, reference)
     seconds = time.perf_counter() - started
     if errors[2]:
         raise RuntimeError(f"POST /events failed {errors[2]} times")
     return (
-        Result(np.array(first), errors[0], seconds, []),
-        Result(np.array(reference), errors[1], seconds, []),
+        Result(np.array(first), errors[0], seconds, [], offered_share([recommend])),
+        Result(np.array(reference), errors[1], seconds, [], offered_share([plain])),
         Result(np.array(posts), errors[2], seconds, []),
     )
 
@@ -417,8 +470,8 @@ def later_requests(port: int, customer: str, stored: str, seconds: float) -> tup
         errors[1] += timed(plain, latencies[1])
     took = time.perf_counter() - started
     return (
-        Result(np.array(latencies[0]), errors[0], took, []),
-        Result(np.array(latencies[1]), errors[1], took, []),
+        Result(np.array(latencies[0]), errors[0], took, [], offered_share([live])),
+        Result(np.array(latencies[1]), errors[1], took, [], offered_share([plain])),
     )
 
 
@@ -490,20 +543,26 @@ def trigger_to_outbox(port: int, customers: list[str]) -> Result:
     return Result(np.array(latencies), 0, time.perf_counter() - started, [])
 
 
-def stored_customers(store: Path, n: int, skip: str) -> list[str]:
-    """`n` stored customers other than `skip`."""
+def stored_customers(store: Path) -> list[str]:
+    """The store's customers, in its order."""
     with sqlite3.connect(store) as con:
-        ids = [r[0] for r in con.execute(f"SELECT customer_id FROM features LIMIT {n + 1}")]
-    return [c for c in ids if c != skip][:n]
+        return [r[0] for r in con.execute("SELECT customer_id FROM features")]
 
 
 FIRST_REQUESTS = 400  # customers of the first-request figure (each gets its events once)
 TRIGGERS = 200  # customers of the trigger figure (one trigger each: the cool-down is per customer)
 MIXED_CUSTOMERS = 200  # customers of the mixed open loop
+# the live-event figures' customers (and the first-request figure's peers), not asked before them
+RESERVED = 2 * FIRST_REQUESTS + TRIGGERS + MIXED_CUSTOMERS + 1
 
 
 def measure_events(
-    served: Served, customer: str, store: Path, open_seconds: float, log: Path, events: Path
+    served: Served,
+    customer: str,
+    reserved: list[str],
+    open_seconds: float,
+    log: Path,
+    events: Path,
 ) -> list[dict]:
     """POST /events (100 events a request, new customers: no feature work) at c=1, then
     /recommend at c=1 for customers with ingested events: the first request after their events,
@@ -521,13 +580,12 @@ def measure_events(
     status, _ = Client(port, "/events", mine).post()
     if status != 200:
         raise RuntimeError(f"POST /events answered {status}")
-    chosen = stored_customers(store, FIRST_REQUESTS + TRIGGERS + MIXED_CUSTOMERS + 1, customer)
-    firsts, stored = chosen[:FIRST_REQUESTS], chosen[-1]
-    triggered = chosen[FIRST_REQUESTS : FIRST_REQUESTS + TRIGGERS]
-    mixed = chosen[FIRST_REQUESTS + TRIGGERS : -1]
+    firsts, peers = reserved[:FIRST_REQUESTS], reserved[FIRST_REQUESTS : 2 * FIRST_REQUESTS]
+    triggered = reserved[2 * FIRST_REQUESTS : 2 * FIRST_REQUESTS + TRIGGERS]
+    mixed, stored = reserved[2 * FIRST_REQUESTS + TRIGGERS : -1], reserved[-1]
     later_requests(port, customer, stored, 2.0)
     later, later_plain = later_requests(port, customer, stored, CLOSED_SECONDS)
-    first, first_plain, posts = first_after_events(port, firsts, stored)
+    first, first_plain, posts = first_after_events(port, firsts, peers)
     return [
         figure,
         posts.figure("events c=1, 5 events of a stored customer", kind="events_stored"),
@@ -586,17 +644,25 @@ def main() -> None:
             workdir,
         )
         try:
-            for figure in measure(bare, "/predict", {"customer_id": "x"}, args.open_seconds, None):
+            for figure in measure(
+                bare, "/predict", [{"customer_id": "x"}], args.open_seconds, None
+            ):
                 print(json.dumps(figure | {"service": "bare"}), flush=True)
         finally:
             stop(bare)
         served = start("serving.online.service:Nextbest", service_env, workdir)
         try:
-            body = {"customer_id": known_customer(store, served.port), "channel": "call_center"}
-            for figure in measure(served, "/recommend", body, args.open_seconds, log):
+            customers = stored_customers(store)
+            reserved, rotation = customers[:RESERVED], customers[RESERVED:]
+            if len(rotation) < len(reserved):
+                raise RuntimeError(f"{len(customers)} stored customers: too few to rotate")
+            bodies = [{"customer_id": c, "channel": "call_center"} for c in rotation]
+            for figure in measure(served, "/recommend", bodies, args.open_seconds, log):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
-            customer = str(body["customer_id"])
-            for figure in measure_events(served, customer, store, args.open_seconds, log, events):
+            customer = known_customer(rotation, served.port)  # asked again and again after
+            for figure in measure_events(
+                served, customer, reserved, args.open_seconds, log, events
+            ):
                 print(json.dumps(figure | {"service": "nextbest"}), flush=True)
         finally:
             stop(served)
