@@ -25,8 +25,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from serving.online.model_cells import ModelCells
 from serving.online.store import FeatureRow
-from serving.online.uplift_cells import UpliftCells
 from training.config import CONTROL, SCORE_COLUMNS
 from training.errors import ConfigError
 from training.policy.arbitration import eligibility_mask, exclude_mask, rank_one
@@ -160,7 +160,8 @@ class Decider:
         self, row: FeatureRow | None, with_uplift: bool = True
     ) -> tuple[dict[str, float], dict[str, NDArray[np.float64]]]:
         """Scores and uplift per outcome ((k,) in catalog order): read from the store's row when it
-        was materialized with this bundle, else from the models (cold starts, another bundle)."""
+        was materialized with this bundle, else from the models (cold starts, another bundle); a
+        live row's memo gives the outputs of the models whose trees its row walks as before."""
         if self.stored_outputs and row is not None and row.outputs is not None:
             out, n = row.outputs, len(self.score_columns)
             scores = {name: float(out[i]) for i, name in enumerate(self.score_columns)}
@@ -168,18 +169,21 @@ class Decider:
             uplift = {o: out[n + i * k : n + (i + 1) * k] for i, o in enumerate(self.bundle.uplift)}
             return scores, uplift
         X = self.vector(row)[None, :]
-        scores = {name: float(v[0]) for name, v in self.bundle.score_matrix(X).items()}
+        memo = row.memo if row is not None else None
+        # a live row: its last outputs, of the models whose trees' paths are the same
+        kept, held = memo.reusable(self.bundle, self.cells, X[0]) if memo is not None else ({}, {})
+        known = {name: np.array([value]) for name, value in held.items()}
+        scores = {name: float(v[0]) for name, v in self.bundle.score_matrix(X, known).items()}
         if not with_uplift:
             return scores, {}
-        memo = row.memo if row is not None else None
-        # a live row: its last uplift, of the learners whose trees' paths are the same
-        kept = memo.reusable(self.bundle, self.cells, X[0]) if memo is not None else {}
         uplift = {o: self._reused(X, o, *kept[o]) for o in kept if "" not in kept[o][1]}
         missing = [outcome for outcome in self.bundle.uplift if outcome not in uplift]
         fresh = self.bundle.uplift_matrix(X, missing) if missing else {}
         uplift = {o: uplift[o] if o in uplift else fresh[o][0] for o in self.bundle.uplift}
-        if memo is not None and (missing or any(moved for _, moved in kept.values())):
-            memo.put(self.bundle, X[0], uplift)
+        if memo is not None and (
+            missing or any(moved for _, moved in kept.values()) or held.keys() != self._scored
+        ):
+            memo.put(self.bundle, X[0], uplift, {name: scores[name] for name in self._scored})
         return scores, uplift
 
     def _reused(
@@ -194,12 +198,18 @@ class Decider:
         return new
 
     @cached_property
-    def cells(self) -> UpliftCells:
-        """The uplift models' split thresholds, read once (`warm`, or the first live row)."""
-        return UpliftCells(self.bundle)
+    def cells(self) -> ModelCells:
+        """The uplift and score models' split thresholds, read once (`warm`, or the first live
+        row)."""
+        return ModelCells(self.bundle)
+
+    @cached_property
+    def _scored(self) -> set[str]:
+        """The score columns a score model gives (the ones a live row's memo keeps)."""
+        return set(self.cells.score_cuts)
 
     def warm(self) -> Decider:
-        """Read what live rows need now (the uplift trees' thresholds: ~0.1 s for 20 actions),
+        """Read what live rows need now (the models' trees' thresholds: ~0.1 s for 20 actions),
         load the S-learners' tree walk (numba: 1-2 s) and run the uplift models once on a blank
         row (each S-learner's arm masks for the actions it serves are made then), not on the
         first request of a customer with live events."""

@@ -16,9 +16,9 @@ columns, so a new event reads only what was stored since and adds only its own r
 the customer's latest event sequence: while no event arrives and the clock stays in the row's span
 (`OneRow.valid`: no row entering the past, a window or a day bucket), the row as of a later
 request is the kept one with its days-since features recomputed (`OneRow.at`), equal bit for
-bit to a row computed anew, and the customer's uplift is reused while no tree reads the change
-(serving.online.uplift_cells). A new event (another sequence) or the end of the span computes
-the row anew; the uplift memo stays, for the new row may still walk the same trees.
+bit to a row computed anew, and the customer's uplift and scores are reused while no tree reads
+the change (serving.online.model_cells). A new event (another sequence) or the end of the span
+computes the row anew; the outputs memo stays, for the new row may still walk the same trees.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import pyarrow.compute as pc
 from serving.online.events import Event
 from serving.online.history import History, stored_text_scores
 from serving.online.live_rows import SharedRow
+from serving.online.model_cells import OutputsMemo
 from serving.online.store import FeatureRow, Namespace, namespace_rows, rule_names
-from serving.online.uplift_cells import UpliftMemo
 from training.features.definition import to_matrix
 from training.features.one_customer import OneCustomer, OneRow, instant
 from training.features.one_customer_columns import Encoded
@@ -63,11 +63,11 @@ class Journey:
 
 @dataclass(frozen=True)
 class _Kept:
-    """A customer's last live row, for their event sequence `seq`, and their uplift memo."""
+    """A customer's last live row, for their event sequence `seq`, and their outputs memo."""
 
     seq: int
     row: OneRow
-    memo: UpliftMemo
+    memo: OutputsMemo
 
 
 class LiveFeatures:
@@ -171,21 +171,22 @@ class LiveFeatures:
         return FeatureRow(found.vector, self._namespace(found), None, kept.memo)
 
     def shared(self, customer_id: str) -> tuple[int, SharedRow] | None:
-        """The customer's kept row, with the event sequence it is for and the uplift last
+        """The customer's kept row, with the event sequence it is for and the model outputs last
         computed on it, in the form other workers adopt (serving.online.live_rows), or None."""
         with self._kept_lock:
             kept = self._kept.get(customer_id)
         if kept is None:
             return None
-        entry = kept.memo.entry(self.bundle)
-        x, uplift = entry if entry is not None else (None, None)
-        return kept.seq, SharedRow(kept.row, x, uplift)
+        outputs = kept.memo.entry(self.bundle)
+        if outputs is None:
+            return kept.seq, SharedRow(kept.row, None, None)
+        return kept.seq, SharedRow(kept.row, outputs.row, outputs.uplift, outputs.scores)
 
     def adopt(self, customer_id: str, seq: int, shared: SharedRow) -> None:
-        """Keep a row another worker computed for event sequence `seq`, with its uplift."""
-        memo = UpliftMemo()
+        """Keep a row another worker computed for event sequence `seq`, with its outputs."""
+        memo = OutputsMemo()
         if shared.uplift_row is not None and shared.uplift is not None:
-            memo.put(self.bundle, shared.uplift_row, shared.uplift)
+            memo.put(self.bundle, shared.uplift_row, shared.uplift, shared.scores)
         self._keep(customer_id, _Kept(seq, shared.row, memo))
 
     def forget(self, customer_id: str) -> None:
@@ -194,12 +195,12 @@ class LiveFeatures:
             self._kept.pop(customer_id, None)
             self._journeys.pop(customer_id, None)
 
-    def _memo(self, customer_id: str) -> UpliftMemo:
-        """The customer's uplift memo: the one of their last kept row (its uplift holds for the
+    def _memo(self, customer_id: str) -> OutputsMemo:
+        """The customer's outputs memo: the one of their last kept row (its outputs hold for the
         new row too when no tree reads what the new event changed), else a new one."""
         with self._kept_lock:
             kept = self._kept.get(customer_id)
-        return kept.memo if kept is not None else UpliftMemo()
+        return kept.memo if kept is not None else OutputsMemo()
 
     def _keep(self, customer_id: str, kept: _Kept) -> None:
         with self._kept_lock:

@@ -1,5 +1,5 @@
 """Live rows shared by every worker: a customer's features as of their last ingested event, with
-the uplift computed on them, kept in the event store's file (serving.online.events).
+the uplift and scores computed on them, kept in the event store's file (serving.online.events).
 
 `POST /events` computes the rows of the batch's stored customers (within a time budget) and
 writes them here, so the first `/recommend` after a complaint, on whichever worker it lands,
@@ -14,6 +14,7 @@ computed anew, never an error of the request.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,11 +40,13 @@ Uplift = dict[str, NDArray[np.float64]]
 
 @dataclass(frozen=True)
 class SharedRow:
-    """A decoded live row: the features, and the uplift computed on `uplift_row` (or None)."""
+    """A decoded live row: the features, and the uplift and score models' outputs (by score
+    column) computed on `uplift_row` (or None)."""
 
     row: OneRow
     uplift_row: NDArray[np.float32] | None
     uplift: Uplift | None
+    scores: dict[str, float] | None = None
 
 
 def ensure_schema(store: EventStore) -> None:
@@ -93,12 +96,16 @@ def encode(shared: SharedRow) -> tuple[str, bytes, bytes | None, bytes | None]:
     """(state JSON, vector, uplift row, uplift) of a row: float32 and float64 bytes, in order."""
     row = shared.row
     outcomes = list(shared.uplift) if shared.uplift is not None else None
+    scores = (
+        None if shared.scores is None else {n: _json_float(v) for n, v in shared.scores.items()}
+    )
     state = {
         "categories": row.categories,
         "now": row.now,
         "since": [[j, instant] for j, instant in row.since.items()],
         "valid": list(row.valid),
         "outcomes": outcomes,
+        "scores": scores,
     }
     vector = np.asarray(row.vector, dtype=np.float32).tobytes()
     if shared.uplift is None or shared.uplift_row is None:
@@ -138,6 +145,21 @@ def decode(
         values = np.frombuffer(uplift, dtype=np.float64)
         if len(x) != n_features or len(values) != k * len(outcomes):
             return None
-        return SharedRow(row, x, {o: values[i * k : (i + 1) * k] for i, o in enumerate(outcomes)})
+        by_outcome = {o: values[i * k : (i + 1) * k] for i, o in enumerate(outcomes)}
+        return SharedRow(row, x, by_outcome, _scores(meta.get("scores")))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
+
+
+def _json_float(value: float) -> float | None:
+    """A score as JSON holds it: NaN (an untrained score) as null."""
+    return None if math.isnan(value) else float(value)
+
+
+def _scores(found: object) -> dict[str, float] | None:
+    """The scores `encode` wrote (null: NaN), or None (none kept: a row of an earlier version)."""
+    if found is None:
+        return None
+    if not isinstance(found, dict):
+        raise ValueError("scores are not an object")
+    return {str(n): math.nan if v is None else float(v) for n, v in found.items()}

@@ -35,7 +35,7 @@ import pandas as pd
 from serving.online.history import CREATE as HISTORY_TABLE
 from serving.online.history import TABLE as HISTORY
 from serving.online.history import History, has_history, history_rows, read_history
-from serving.online.uplift_cells import UpliftMemo
+from serving.online.model_cells import OutputsMemo
 from training.atomic import atomic_file, check_writable
 from training.config import SCORE_COLUMNS
 from training.data.contract import open_dataset, validate_dataset
@@ -71,7 +71,7 @@ class FeatureRow:
     vector: np.ndarray  # (p,) float32, in `feature_names` order
     namespace: Namespace
     outputs: np.ndarray | None = None  # float64: scores, then uplift per outcome x action
-    memo: UpliftMemo | None = None  # a live row's: the customer's last uplift, while it holds
+    memo: OutputsMemo | None = None  # a live row's: the customer's last outputs, while they hold
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -127,13 +127,20 @@ class Bundle:
         self._columns: dict[str, tuple[UpliftModel, list[int], list[int]]] = {}
 
     # -- scoring ------------------------------------------------------------------------------
-    def score_matrix(self, X: np.ndarray) -> dict[str, np.ndarray]:
+    def score_matrix(
+        self, X: np.ndarray, known: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         """The scores of a model matrix (`to_matrix` of `builder.feature_names_`); NaN for the
         scores whose role was not trained. `ltv` is the lifetime value when the bundle has a
-        lifetime model, else the label-window revenue (`window_value`), as before lifetimes."""
+        lifetime model, else the label-window revenue (`window_value`), as before lifetimes.
+        `known`: score models' outputs on these rows already known (by score column), not
+        computed again."""
         out = {name: np.full(len(X), np.nan) for name in SCORE_COLUMNS}
         for role, model in self.models.items():
-            out[SCORE_NAMES[role]] = np.asarray(model.predict_score(X), dtype=np.float64)
+            name = SCORE_NAMES[role]
+            given = known.get(name) if known else None
+            scores = model.predict_score(X) if given is None else given
+            out[name] = np.asarray(scores, dtype=np.float64)
         if self.lifetime is not None:
             names = self.builder.feature_names_
             out[LTV_SCORE] = self.lifetime.predict(X, names, out)

@@ -4,6 +4,7 @@ a newer one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ def shared_row(seed: int = 0) -> SharedRow:
     row = OneRow(vector, {"plan": "pro", "region": None}, 1_700_000_000_000_000,
                  {1: 1_699_000_000_000_000}, (1_699_900_000_000_000, 1_700_100_000_000_000))  # fmt: skip
     uplift = {"churn": rng.normal(size=K), "revenue": rng.normal(size=K)}
-    return SharedRow(row, vector.copy(), uplift)
+    scores = {"churn_probability": float(rng.uniform()), "satisfaction": np.nan}
+    return SharedRow(row, vector.copy(), uplift, scores)
 
 
 def test_a_row_decodes_to_what_was_encoded() -> None:
@@ -37,6 +39,9 @@ def test_a_row_decodes_to_what_was_encoded() -> None:
     assert list(read.uplift) == ["churn", "revenue"]
     for name, values in written.uplift.items():
         np.testing.assert_array_equal(read.uplift[name], values)
+    assert read.scores is not None and written.scores is not None
+    assert read.scores["churn_probability"] == written.scores["churn_probability"]  # bit for bit
+    assert list(read.scores) == list(written.scores) and np.isnan(read.scores["satisfaction"])
     later = written.row.now + 86_400_000_000  # a day later: the days-since feature moves
     moved, expected = read.row.at(later), written.row.at(later)
     assert moved is not None and expected is not None
@@ -50,9 +55,23 @@ def test_a_row_without_uplift_keeps_none() -> None:
     assert read is not None and read.uplift is None and read.uplift_row is None
 
 
+def test_a_row_written_without_scores_keeps_its_uplift_and_no_scores() -> None:
+    """A row an earlier version wrote (no scores in its state) still gives its uplift."""
+    state, vector, uplift_row, uplift = encode(shared_row())
+    older = json.dumps({k: v for k, v in json.loads(state).items() if k != "scores"})
+    read = decode(older, vector, uplift_row, uplift, n_features=P, k=K)
+    assert read is not None and read.uplift is not None and read.scores is None
+
+
 @pytest.mark.parametrize(
     "damage",
-    ["state not json", "vector too short", "uplift of other actions", "since out of range"],
+    [
+        "state not json",
+        "vector too short",
+        "uplift of other actions",
+        "since out of range",
+        "scores not numbers",
+    ],
 )
 def test_a_damaged_or_foreign_row_is_refused(damage: str) -> None:
     state, vector, uplift_row, uplift = encode(shared_row())
@@ -62,6 +81,8 @@ def test_a_damaged_or_foreign_row_is_refused(damage: str) -> None:
         vector = vector[:-4]
     elif damage == "uplift of other actions":
         uplift = (uplift or b"") + np.zeros(2).tobytes()
+    elif damage == "scores not numbers":
+        state = state.replace('"churn_probability": ', '"churn_probability": "x", "y": ')
     else:
         state = state.replace("[[1, ", "[[99, ")
     assert decode(state, vector, uplift_row, uplift, n_features=P, k=K) is None

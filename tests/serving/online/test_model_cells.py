@@ -1,6 +1,7 @@
-"""The uplift of a live customer is reused only while it is exact: `UpliftCells` reads every split
-of the uplift models' trees, rows it calls alike get the same uplift bit for bit, and the memo
-of a live row gives what the models compute as the clock moves its days-since features."""
+"""The uplift and scores of a live customer are reused only while they are exact: `ModelCells`
+reads every split of the uplift and score models' trees, rows it calls alike get the same uplift
+and scores bit for bit, and the memo of a live row gives what the models compute as the clock
+moves its days-since features."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from serving.online.decision import Decider
 from serving.online.fast_predict import accelerate
 from serving.online.history import History
 from serving.online.live_features import LiveFeatures, events_table
+from serving.online.model_cells import ModelCells, OutputsMemo
 from serving.online.store import FeatureRow
-from serving.online.uplift_cells import UpliftCells, UpliftMemo
 from tests.serving.online.test_live_features import NOW, ingested_for, journeys  # noqa: F401
-from training.config import CONTROL
+from training.config import CONTROL, SCORE_NAMES
 from training.features.one_customer import OneRow
 from training.registry.bundle import Bundle
 from training.uplift.learners import LinearTLearner
@@ -34,7 +35,7 @@ STEPS = [timedelta(seconds=s) for s in (1, 30, 600, 3600 * 5, 86400 * 3, 86400 *
 
 def test_every_split_threshold_is_read(uplift_bundle: Bundle) -> None:
     """The thresholds per outcome and feature are those of LightGBM's own tree tables."""
-    cells = UpliftCells(uplift_bundle)
+    cells = ModelCells(uplift_bundle)
     p = len(uplift_bundle.builder.feature_names_)
     for outcome, model in uplift_bundle.uplift.items():
         assert isinstance(model, SelectedUplift)
@@ -46,6 +47,32 @@ def test_every_split_threshold_is_read(uplift_bundle: Bundle) -> None:
             found = [None if c is None else set(c.tolist()) for c in cells.cuts[outcome][name]]
             assert sum(len(c) for c in expected if c is not None) > 50, (outcome, name)
             assert found == expected, (outcome, name)
+
+
+def test_every_score_models_split_threshold_is_read(uplift_bundle: Bundle) -> None:
+    """The thresholds per score column and feature are those of its booster's tree table; a
+    score model that is not a LightGBM score model counts every feature as read."""
+    cells = ModelCells(uplift_bundle)
+    p = len(uplift_bundle.builder.feature_names_)
+    assert set(cells.score_cuts) == {SCORE_NAMES[role] for role in uplift_bundle.models}
+    for role, model in uplift_bundle.models.items():
+        expected: list[set[float] | None] = [set() for _ in range(p)]
+        _expected_splits(model.booster_, expected, p)
+        found = [
+            None if c is None else set(c.tolist()) for c in cells.score_cuts[SCORE_NAMES[role]]
+        ]
+        assert sum(len(c) for c in expected if c is not None) > 20, role
+        assert found == expected, role
+    odd = copy.copy(uplift_bundle)
+    odd.models = {"churn": _Constant()} | {r: m for r, m in odd.models.items() if r != "churn"}
+    assert ModelCells(odd).score_cuts[SCORE_NAMES["churn"]] == [None] * p
+
+
+class _Constant:
+    """A score model that is not a LightGBM one (its output may read any feature)."""
+
+    def predict_score(self, X: np.ndarray) -> np.ndarray:
+        return np.full(len(X), 0.5)
 
 
 def _expected_splits(booster: Any, expected: list[set[float] | None], p: int) -> None:
@@ -70,7 +97,7 @@ def test_rows_in_the_same_cells_get_the_same_uplift(
     """Rows of live customers moved by the clock: where the cells say alike, the uplift is equal
     bit for bit; the clock does move features across thresholds (the check is not vacuous)."""
     bundle = accelerate(copy.deepcopy(uplift_bundle))
-    live, cells = LiveFeatures(bundle), UpliftCells(bundle)
+    live, cells = LiveFeatures(bundle), ModelCells(bundle)
     alike = crossed = 0
     for k, customer in enumerate(journeys):
         events = ingested_for(customer, k)
@@ -90,6 +117,33 @@ def test_rows_in_the_same_cells_get_the_same_uplift(
     assert alike >= 20 and crossed >= 20
 
 
+def test_rows_in_the_same_score_cells_get_the_same_scores(
+    uplift_bundle: Bundle,
+    journeys: dict[str, History],  # noqa: F811
+) -> None:
+    """Rows of live customers moved by the clock: where the cells say a score model's trees are
+    walked alike, its score is equal bit for bit; the clock does move rows across its thresholds."""
+    bundle = accelerate(copy.deepcopy(uplift_bundle))
+    live, cells = LiveFeatures(bundle), ModelCells(bundle)
+    alike = crossed = 0
+    for k, customer in enumerate(journeys):
+        events = ingested_for(customer, k)
+        X0 = _one(live, journeys[customer], events, NOW).vector[None, :]
+        before = bundle.score_matrix(X0)
+        for step in STEPS:
+            X1 = _one(live, journeys[customer], events, NOW + step).vector[None, :]
+            after = bundle.score_matrix(X1)
+            _, moved = cells.changes(X0[0], X1[0], [])
+            for name in cells.score_cuts:
+                if name in moved:
+                    crossed += 1
+                    continue
+                alike += int(not np.array_equal(X0, X1, equal_nan=True))
+                np.testing.assert_array_equal(after[name], before[name], err_msg=customer)
+    live.close()
+    assert alike >= 20 and crossed >= 10
+
+
 def test_a_live_rows_memo_gives_what_the_models_compute(
     uplift_bundle: Bundle,
     journeys: dict[str, History],  # noqa: F811
@@ -98,7 +152,7 @@ def test_a_live_rows_memo_gives_what_the_models_compute(
     cells hold) equals the models run on the same rows without a memo."""
     bundle = accelerate(copy.deepcopy(uplift_bundle))
     live, decider = LiveFeatures(bundle), Decider(bundle)
-    reused = 0
+    reused = scores_reused = 0
     for k, customer in enumerate(list(journeys)[:10]):
         events = ingested_for(customer, k)
         live.row(journeys[customer], events, NOW, (customer, 7))
@@ -107,16 +161,18 @@ def test_a_live_rows_memo_gives_what_the_models_compute(
             if row is None:
                 row = live.row(journeys[customer], events, NOW + step, (customer, 7))
             assert row.memo is not None
-            calls = _count_uplift(bundle)
+            calls, scored = _count_uplift(bundle), _count_scores(bundle)
             scores, uplift = decider.model_outputs(row)
             reused += calls.n == 0
+            scores_reused += scored.n == 0
             bundle.uplift_matrix = calls.wrapped  # type: ignore[method-assign]
+            bundle.models = scored.models
             fresh = decider.model_outputs(FeatureRow(row.vector, row.namespace))
             assert scores == fresh[0]
             for outcome, values in fresh[1].items():
                 np.testing.assert_array_equal(uplift[outcome], values, err_msg=customer)
     live.close()
-    assert reused >= 10
+    assert reused >= 10 and scores_reused >= 10
 
 
 def test_a_linear_learner_on_one_outcome_leaves_the_others_reused(
@@ -181,7 +237,7 @@ def test_a_linear_learner_among_an_outcomes_learners_is_the_only_one_computed_ag
 def test_a_memo_refuses_another_bundle_and_moved_rows_across_a_threshold(
     uplift_bundle: Bundle,
 ) -> None:
-    cells = UpliftCells(uplift_bundle)
+    cells = ModelCells(uplift_bundle)
     outcome = next(iter(uplift_bundle.uplift))
     cuts = next(iter(cells.cuts[outcome].values()))
     j = next(j for j, c in enumerate(cuts) if c is not None and len(c) > 1)
@@ -191,7 +247,7 @@ def test_a_memo_refuses_another_bundle_and_moved_rows_across_a_threshold(
         left = np.nextafter(left, np.float32(-np.inf))  # the largest float32 <= the threshold
     row = np.zeros(len(cuts), dtype=np.float32)
     row[j] = left
-    memo, uplift = UpliftMemo(), {outcome: np.arange(3.0)}
+    memo, uplift = OutputsMemo(), {outcome: np.arange(3.0)}
     memo.put(uplift_bundle, row, uplift)
     assert memo.get(uplift_bundle, cells, row) == uplift
     assert memo.get(copy.copy(uplift_bundle), cells, row) == {}
@@ -219,7 +275,7 @@ def test_moved_each_says_what_reading_each_part_alone_says(uplift_bundle: Bundle
     bundle.uplift[outcome] = SelectedUplift({"lin": linear, "trees": trees}, choice)
     rng = np.random.default_rng(11)
     seen = {"none": 0, "some": 0, "all": 0}
-    for cells in (UpliftCells(uplift_bundle), UpliftCells(bundle)):
+    for cells in (ModelCells(uplift_bundle), ModelCells(bundle)):
         pools = _value_pools(cells, rng)
         for old, new in _row_pairs(pools, rng, 1500):
             outcomes = rng.permutation(list(cells.cuts))[: rng.integers(1, len(cells.cuts) + 1)]
@@ -233,7 +289,7 @@ def test_moved_each_says_what_reading_each_part_alone_says(uplift_bundle: Bundle
 
 
 def _moved_part_by_part(
-    cells: UpliftCells, old: np.ndarray, new: np.ndarray, outcomes: list[str]
+    cells: ModelCells, old: np.ndarray, new: np.ndarray, outcomes: list[str]
 ) -> dict[str, list[str]]:
     """The moved parts as first written: each part reads the changes (one side missing, or a
     feature exact for it, moves it) until one has a different count of its thresholds below."""
@@ -252,7 +308,7 @@ def _moved_part_by_part(
     return {o: [part for part, cuts in cells.cuts[o].items() if crosses(cuts)] for o in outcomes}
 
 
-def _value_pools(cells: UpliftCells, rng: np.random.Generator) -> list[np.ndarray]:
+def _value_pools(cells: ModelCells, rng: np.random.Generator) -> list[np.ndarray]:
     """Per feature, values to draw rows from: its thresholds (of every part), the floats just
     beside them, midpoints between two, values past the ends, random ones and a missing one."""
     p = len(next(iter(next(iter(cells.cuts.values())).values())))
@@ -329,6 +385,31 @@ class _Calls:
         self.n += 1
         self.outcomes += list(self.bundle.uplift if outcomes is None else outcomes)
         return self.wrapped(X, outcomes)
+
+
+class _ScoreCalls:
+    """The bundle's score models, each counting the rows it scores, in place of the originals
+    (`models`) until put back."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.models, self.n = bundle.models, 0
+        bundle.models = {role: self._counted(model) for role, model in bundle.models.items()}
+
+    def _counted(self, model: Any) -> Any:
+        counted = copy.copy(model)
+        predict = model.predict_score
+
+        def predict_score(X: np.ndarray) -> np.ndarray:
+            self.n += 1
+            return predict(X)
+
+        counted.predict_score = predict_score
+        return counted
+
+
+def _count_scores(bundle: Bundle) -> _ScoreCalls:
+    """Count the bundle's score model calls until `bundle.models = .models` puts them back."""
+    return _ScoreCalls(bundle)
 
 
 def _count_uplift(bundle: Bundle) -> _Calls:
