@@ -18,11 +18,13 @@ database's write lock), so replicas that accept the same action at once cannot b
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
@@ -30,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from serving.history.direct import DirectSqlite
 from serving.history.engine import WRITE, Synchronous, describe, history_url, open_engine
 from serving.history.schema import consent, decisions, feedback, migrate
 from training.config import GREEDY_COLUMN
@@ -100,6 +103,8 @@ class DecisionLog:
         self.where = describe(self.url)
         self.engine = open_engine(source, synchronous)
         self.postgres = self.engine.dialect.name == "postgresql"
+        # SQLite: a decision's read and insert past SQLAlchemy (serving.history.direct)
+        self._direct = None if self.postgres else DirectSqlite(self.engine)
         with self._write() as con:
             migrate(con)
 
@@ -141,10 +146,24 @@ class DecisionLog:
         with self._write(begin="", atomic=False) as con:
             yield con
 
+    def _one(self, statement: str, params: Mapping[str, object]) -> list[Any] | None:
+        """The rows of one statement run past SQLAlchemy on SQLite (DirectSqlite), committed;
+        None on PostgreSQL (the caller runs it through the engine)."""
+        if self._direct is None:
+            return None
+        try:
+            return self._direct.run(statement, params)
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            raise HistoryUnavailableError(
+                f"the contact history ({self.where}) cannot be written: {type(exc).__name__}"
+            ) from exc
+
     def record(self, record: DecisionRecord) -> None:
         """Insert and commit one decision (one statement: atomic on its own)."""
-        with self._write(atomic=False) as con:
-            con.execute(_INSERT_DECISION, [_row(record)])
+        row = _row(record)
+        if self._one(_INSERT_DECISION_SQL, row) is None:
+            with self._write(atomic=False) as con:
+                con.execute(_INSERT_DECISION, [row])
 
     def record_contacts(self, batch: pd.DataFrame) -> int:
         """Record a batch's sends (BATCH_COLUMNS; `action_id` "control" for the control group;
@@ -279,8 +298,10 @@ class DecisionLog:
         """`contact_history` from `since` and `consent_events` of one customer in one statement
         (one round trip on PostgreSQL: a decision's reads)."""
         params = {"since": _iso(since), "other": "", "customer": customer_id}
-        with self._read() as con:
-            found = con.execute(_POLICY_HISTORY, params).all()
+        found = self._one(POLICY_HISTORY, params)
+        if found is None:
+            with self._read() as con:
+                found = list(con.execute(_POLICY_HISTORY, params).all())
         rows = [(r[0], r[1], r[2], r[3], r[4]) for r in found if r[5] == 0]
         given = [(r[0], _naive(r[3]), r[2], r[4]) for r in found if r[5] == 1]
         return rows, given
@@ -313,6 +334,11 @@ class DecisionLog:
         (`id_range`, None: open), or of everyone. One row per shown action: its latest feedback
         (`accepted`, `declined`, ...), as the service counts; a batch send (`sent`) is a row of
         its own, whatever feedback followed. The channel is the decision's."""
+        if customers is not None and len(customers) == 1 and id_range is None:  # a decision's
+            params = {"since": _iso(since), "other": "", "customer": customers[0]}
+            found = self._one(_ONE_CUSTOMER_SQL, params)
+            if found is not None:
+                return [(r[0], r[1], r[2], r[3], r[4]) for r in found]
         with self._read() as con:
             return _history_rows(con, since, customers, id_range, "")
 
@@ -358,9 +384,13 @@ class DecisionLog:
                 con.exec_driver_sql("VACUUM")
                 con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         self.engine.dispose()  # connections leave autocommit mode by being replaced
+        if self._direct is not None:
+            self._direct.close()
         return gone_decisions, gone_feedback, gone_consent
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self.engine.dispose()
 
 
@@ -387,11 +417,16 @@ POLICY_HISTORY = (
 )
 # the statements a decision runs, made once: a text() built per call costs a decision more than
 # the query itself on SQLite (an expanding IN list is rendered again on every call)
-_ONE_CUSTOMER_HISTORY = text(CONTACT_HISTORY.format(customers="customer_id = :customer", extra=""))
+_ONE_CUSTOMER_SQL = CONTACT_HISTORY.format(customers="customer_id = :customer", extra="")
+_ONE_CUSTOMER_HISTORY = text(_ONE_CUSTOMER_SQL)
 _POLICY_HISTORY = text(POLICY_HISTORY)
 _LATEST_ACCEPTED = text(LATEST_ACCEPTED)
 _INSERT_DECISION = insert(decisions)
 _RECORD_FIELDS = tuple(f.name for f in fields(DecisionRecord))
+_INSERT_DECISION_SQL = (
+    f"INSERT INTO decisions ({', '.join(_RECORD_FIELDS)}) "  # noqa: S608 (the fields' names)
+    f"VALUES ({', '.join(':' + name for name in _RECORD_FIELDS)})"
+)
 
 
 def _history_rows(
