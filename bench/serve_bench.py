@@ -229,7 +229,7 @@ class Client:
         self.path, self.body = path, json.dumps(body)
         self.headers = {"Content-Type": "application/json"}
         self.rotation = rotation
-        self.decisions, self.offers = 0, 0  # decisions answered, those that offered an action
+        self.offered: list[bool] = []  # per decision answered: whether it offered an action
 
     def post(self) -> tuple[int, bytes]:
         if self.rotation is not None:
@@ -241,8 +241,7 @@ class Client:
     def note(self, status: int, answer: bytes) -> None:
         """Count an answered decision and whether it offered an action (after its timing)."""
         if status == 200 and self.path == "/recommend":
-            self.decisions += 1
-            self.offers += bool(json.loads(answer)["actions"])
+            self.offered.append(bool(json.loads(answer)["actions"]))
 
 
 @dataclass
@@ -271,10 +270,11 @@ class Result:
 
 def offered_share(clients: Iterable[Client]) -> float | None:
     """The share of the clients' answered decisions that offered an action (None: none)."""
-    decisions = offers = 0
-    for client in clients:
-        decisions, offers = decisions + client.decisions, offers + client.offers
-    return offers / decisions if decisions else None
+    return share([offered for client in clients for offered in client.offered])
+
+
+def share(offered: list[bool]) -> float | None:
+    return sum(offered) / len(offered) if offered else None
 
 
 def closed_loop(make: Callable[[], Client], concurrency: int, seconds: float) -> Result:
@@ -434,44 +434,59 @@ def first_after_events(
     posted just before, timed apart: the post computes the customer's row and shares it with
     every worker, serving.online.live_rows), so no worker has the row of its own (what an agent
     sees on the first request after a complaint). Each is followed by the first request for one
-    of `peers`, stored customers without events (as many), so that the figures share the
-    machine's moments (it is shared) and both ask customers whose actions are not yet capped."""
+    of `peers`, stored customers without events (as many), on the same connection (so the same
+    worker) and just after a post as well (5 events of a customer the store lacks: nothing to
+    compute), so that both figures share the machine's moments and a worker's state (an idle
+    worker answers slower than one that has just worked), and both ask customers whose actions
+    are not yet capped."""
     first: list[float] = []
     reference: list[float] = []
     posts: list[float] = []
+    offered: tuple[list[bool], list[bool]] = ([], [])
     errors, started = [0, 0, 0], time.perf_counter()
     ingest, recommend = Client(port, "/events", {}), recommend_client(port, "")
-    plain = recommend_client(port, "")
-    for customer, peer in zip(customers, peers, strict=True):
+    for n, (customer, peer) in enumerate(zip(customers, peers, strict=True)):
         ingest.body = json.dumps({"events": live_events(customer, 5, "")})
         errors[2] += timed(ingest, posts)
-        recommend.body = json.dumps({"customer_id": customer, "channel": "call_center"})
-        errors[0] += timed(recommend, first)
-        plain.body = json.dumps({"customer_id": peer, "channel": "call_center"})
-        errors[1] += timed(plain, reference)
+        errors[0] += ask(recommend, customer, first, offered[0])
+        ingest.body = json.dumps({"events": live_events("", 5, f"first-peer-{n}")})
+        errors[2] += int(ingest.post()[0] != 200)
+        errors[1] += ask(recommend, peer, reference, offered[1])
     seconds = time.perf_counter() - started
     if errors[2]:
         raise RuntimeError(f"POST /events failed {errors[2]} times")
     return (
-        Result(np.array(first), errors[0], seconds, [], offered_share([recommend])),
-        Result(np.array(reference), errors[1], seconds, [], offered_share([plain])),
+        Result(np.array(first), errors[0], seconds, [], share(offered[0])),
+        Result(np.array(reference), errors[1], seconds, [], share(offered[1])),
         Result(np.array(posts), errors[2], seconds, []),
     )
 
 
+def ask(client: Client, customer: str, into: list[float], offered: list[bool]) -> int:
+    """/recommend for `customer` on `client`'s connection, timed into `into` (and whether it
+    offered an action into `offered`); 1 if it failed."""
+    client.body = json.dumps({"customer_id": customer, "channel": "call_center"})
+    before = len(client.offered)
+    failed = timed(client, into)
+    offered += client.offered[before:]
+    return failed
+
+
 def later_requests(port: int, customer: str, stored: str, seconds: float) -> tuple[Result, Result]:
     """/recommend at c=1 for `customer` (with ingested events: after the first, the row kept by
-    the worker), each followed by one for `stored` (without events), for `seconds`."""
-    live, plain = recommend_client(port, customer), recommend_client(port, stored)
+    the worker), each followed by one for `stored` (without events) on the same connection (the
+    same worker), for `seconds`."""
+    client = recommend_client(port, "")
     latencies: tuple[list[float], list[float]] = ([], [])
+    offered: tuple[list[bool], list[bool]] = ([], [])
     errors, started = [0, 0], time.perf_counter()
     while time.perf_counter() < started + seconds:
-        errors[0] += timed(live, latencies[0])
-        errors[1] += timed(plain, latencies[1])
+        errors[0] += ask(client, customer, latencies[0], offered[0])
+        errors[1] += ask(client, stored, latencies[1], offered[1])
     took = time.perf_counter() - started
     return (
-        Result(np.array(latencies[0]), errors[0], took, [], offered_share([live])),
-        Result(np.array(latencies[1]), errors[1], took, [], offered_share([plain])),
+        Result(np.array(latencies[0]), errors[0], took, [], share(offered[0])),
+        Result(np.array(latencies[1]), errors[1], took, [], share(offered[1])),
     )
 
 
