@@ -1,5 +1,6 @@
-"""Serving bench (issue 5): `POST /recommend` for a known customer with a 20-action catalog and all
-models, beside a bare one-model BentoML service, on this machine (client on the same cores).
+"""Serving bench (issue 5): `POST /recommend` for stored customers in turn with a 20-action catalog
+and all models, beside a bare one-model BentoML service, on this machine (client on the same
+cores). Each decision figure gives the share of decisions that offered an action.
 
 Set-up: a synthetic world whose exposures are split into 20 actions (each demo action in four
 variants, propensities divided accordingly), trained, promoted and materialized in a temporary
@@ -12,8 +13,9 @@ shows a worker that holds most of the client's keep-alive connections).
 Then live events: `POST /events` with 100 events a request at concurrency 1, and `/recommend` at
 concurrency 1 for customers with ingested events: the first request after their events (features
 computed as of now, models live) and later requests of one customer (the row its worker kept,
-moved to now; the uplift reused while it holds), each interleaved with requests for a customer
-without events, whose figures are the reference of the same moments on a shared machine. Then an
+moved to now; the uplift and scores reused while they hold), each followed on the same connection
+by a request for a customer without events, whose figures are the reference of the same moments
+and worker on a shared machine. Then an
 event that fires the catalog's trigger (the bench gives one action a trigger on an event type no
 other phase sends) until its decision is readable from `GET /outbox`, and an open loop of half
 `/events` (10 events of a stored customer), half `/recommend` for those customers, with lost
@@ -218,9 +220,8 @@ class Rotation:
 
 class Client:
     """One keep-alive connection posting one fixed JSON body, or the next of `rotation` (shared
-    by a loop's clients: customers in turn, as an agent desktop asks for each caller; one
-    customer asked again and again soon has every action capped by the contact policy, and a
-    decision with nothing to offer is cheaper)."""
+    by a loop's clients: customers in turn, as an agent desktop asks for each caller, each with
+    their own row, outputs and actions; `offered` shows how many decisions offered any)."""
 
     def __init__(
         self, port: int, path: str, body: dict[str, object], rotation: Rotation | None = None
@@ -437,8 +438,8 @@ def first_after_events(
     of `peers`, stored customers without events (as many), on the same connection (so the same
     worker) and just after a post as well (5 events of a customer the store lacks: nothing to
     compute), so that both figures share the machine's moments and a worker's state (an idle
-    worker answers slower than one that has just worked), and both ask customers whose actions
-    are not yet capped."""
+    worker answers slower than one that has just worked). The peers are as many customers as
+    the first requests' (one customer with nothing eligible would make a cheaper peer)."""
     first: list[float] = []
     reference: list[float] = []
     posts: list[float] = []
