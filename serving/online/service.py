@@ -144,6 +144,9 @@ logger = logging.getLogger(
 )  # key=value lines: versions and reasons, no customer data
 install()  # no log line a request can forge (serving.online.log_safety)
 SETTINGS = ServingSettings.from_env(service_environ())  # a Bento's defaults under the env
+# every URL, when tracing is off: OpenTelemetry's ASGI middleware makes a span of each request and
+# of each of its messages even when none is sampled (BentoML's default sample rate is 0)
+UNTRACED = [r"."]
 
 DECISIONS = bentoml.metrics.Counter(
     name="nextbest_decisions",
@@ -308,6 +311,7 @@ def ready_detail() -> dict[str, Any]:
     threads=1,
     traffic={"timeout": 10},
     logging={"access": {"enabled": SETTINGS.access_log}},
+    tracing={} if SETTINGS.tracing else {"excluded_urls": UNTRACED},
     service_class=openapi.DocumentedService,  # its OpenAPI document: serving/online/openapi.py
 )
 @bentoml.asgi_app(desktop, path="/")

@@ -103,6 +103,11 @@ class ServingSettings(BaseModel):
         default=10.0, gt=0, description="a decision not made this long after arrival is dropped"
     )
     access_log: bool = Field(default=False, description="off: it costs ~20% throughput")
+    tracing: bool = Field(
+        default=False,
+        description="on: BentoML's OpenTelemetry middleware makes spans of every request (its "
+        "exporter and sample rate are BentoML's configuration); off: requests skip it",
+    )
     cors_origins: str = Field(
         default="",
         description="comma-separated origins (https://desk.example.com) whose pages may call the "

@@ -12,13 +12,14 @@ import shutil
 import sqlite3
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import API_KEY, Server, World
+from tests.serving.conftest import API_KEY, Server, World, start_server, stop_server
 from training.config import load_config
 from training.policy.control import in_control
 
@@ -380,3 +381,31 @@ def test_a_new_champion_is_served_without_dropping_requests(
         stop.set()
         asker.join()
     assert statuses and set(statuses) == {200}
+
+
+def test_requests_skip_tracing_unless_it_is_turned_on(
+    server: Server, world: World, tmp_path: Path
+) -> None:
+    """By default a request skips BentoML's OpenTelemetry middleware (it makes spans even when
+    none is sampled): no BentoML request id comes back. NEXTBEST_TRACING=true puts it back."""
+    body = {"customer_id": known_customers(world, 1)[0], "channel": "call_center"}
+    assert "x-bentoml-request-id" not in _headers(server, "/recommend", body)
+    assert "x-bentoml-request-id" not in _headers(server, "/healthz", None)
+    traced = start_server(world, tmp_path / "log.sqlite", NEXTBEST_TRACING="true")
+    try:
+        assert "x-bentoml-request-id" in _headers(traced, "/recommend", body)
+    finally:
+        stop_server(traced)
+
+
+def _headers(server: Server, path: str, body: dict | None) -> dict[str, str]:
+    """The response headers of one request (POST with a JSON body, else GET), names in lower
+    case."""
+    request = urllib.request.Request(
+        server.url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": API_KEY},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        return {k.lower(): v for k, v in response.headers.items()}
