@@ -92,9 +92,10 @@ class ModelCells:
         return parts, [name for name, bit in self._score_bits if moved & bit]
 
     def _moved(self, old: NDArray[np.float32], new: NDArray[np.float32]) -> int:
-        """The bits of every part, of any outcome, through whose trees `new` walks otherwise
-        than `old`: the parts moved by each changed feature, or all of them when a value went
-        missing or came back (which way the splits send a missing value is not read here)."""
+        """The bits of every part, of any outcome, and of every score model through whose trees
+        `new` walks otherwise than `old`: those moved by each changed feature, or all of them when
+        a value went missing or came back (which way the splits send a missing value is not read
+        here)."""
         changed = np.flatnonzero(old != new)
         moved = 0
         for a, b, j in zip(
