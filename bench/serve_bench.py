@@ -240,7 +240,7 @@ class Client:
         return response.status, response.read()
 
     def note(self, status: int, answer: bytes) -> None:
-        """Count an answered decision and whether it offered an action (after its timing)."""
+        """Note whether an answered decision offered an action (after its timing)."""
         if status == 200 and self.path == "/recommend":
             self.offered.append(bool(json.loads(answer)["actions"]))
 
@@ -275,6 +275,7 @@ def offered_share(clients: Iterable[Client]) -> float | None:
 
 
 def share(offered: list[bool]) -> float | None:
+    """The share of True (None: nothing to count)."""
     return sum(offered) / len(offered) if offered else None
 
 
@@ -341,8 +342,7 @@ def open_loop(make: Callable[[], Client], rate: float, seconds: float, senders: 
     for t in threads:
         t.join()
     decisions = [json.loads(a) for a in answers]
-    offers = [bool(d["actions"]) for d in decisions if "actions" in d]
-    offered = sum(offers) / len(offers) if offers else None
+    offered = share([bool(d["actions"]) for d in decisions if "actions" in d])
     return Result(latencies, errors[0], seconds, answers, offered)
 
 
@@ -435,7 +435,7 @@ def first_after_events(
     posted just before, timed apart: the post computes the customer's row and shares it with
     every worker, serving.online.live_rows), so no worker has the row of its own (what an agent
     sees on the first request after a complaint). Each is followed by the first request for one
-    of `peers`, stored customers without events (as many), on the same connection (so the same
+    of `peers`, stored customers without events, on the same connection (so the same
     worker) and just after a post as well (5 events of a customer the store lacks: nothing to
     compute), so that both figures share the machine's moments and a worker's state (an idle
     worker answers slower than one that has just worked). The peers are as many customers as

@@ -99,20 +99,14 @@ def test_rows_in_the_same_cells_get_the_same_uplift(
     bundle = accelerate(copy.deepcopy(uplift_bundle))
     live, cells = LiveFeatures(bundle), ModelCells(bundle)
     alike = crossed = 0
-    for k, customer in enumerate(journeys):
-        events = ingested_for(customer, k)
-        base = _one(live, journeys[customer], events, NOW)
-        X0 = base.vector[None, :]
-        before = bundle.uplift_matrix(X0)
-        for step in STEPS:
-            X1 = _one(live, journeys[customer], events, NOW + step).vector[None, :]
-            after = bundle.uplift_matrix(X1)
-            for outcome, values in before.items():
-                if cells.same(X0[0], X1[0], outcome):
-                    alike += int(not np.array_equal(X0, X1, equal_nan=True))
-                    np.testing.assert_array_equal(after[outcome], values, err_msg=customer)
-                else:
-                    crossed += 1
+    for customer, X0, X1 in _moved_by_the_clock(live, journeys):
+        before, after = bundle.uplift_matrix(X0), bundle.uplift_matrix(X1)
+        for outcome, values in before.items():
+            if cells.same(X0[0], X1[0], outcome):
+                alike += int(not np.array_equal(X0, X1, equal_nan=True))
+                np.testing.assert_array_equal(after[outcome], values, err_msg=customer)
+            else:
+                crossed += 1
     live.close()
     assert alike >= 20 and crossed >= 20
 
@@ -126,20 +120,15 @@ def test_rows_in_the_same_score_cells_get_the_same_scores(
     bundle = accelerate(copy.deepcopy(uplift_bundle))
     live, cells = LiveFeatures(bundle), ModelCells(bundle)
     alike = crossed = 0
-    for k, customer in enumerate(journeys):
-        events = ingested_for(customer, k)
-        X0 = _one(live, journeys[customer], events, NOW).vector[None, :]
-        before = bundle.score_matrix(X0)
-        for step in STEPS:
-            X1 = _one(live, journeys[customer], events, NOW + step).vector[None, :]
-            after = bundle.score_matrix(X1)
-            _, moved = cells.changes(X0[0], X1[0], [])
-            for name in cells.score_cuts:
-                if name in moved:
-                    crossed += 1
-                    continue
-                alike += int(not np.array_equal(X0, X1, equal_nan=True))
-                np.testing.assert_array_equal(after[name], before[name], err_msg=customer)
+    for customer, X0, X1 in _moved_by_the_clock(live, journeys):
+        before, after = bundle.score_matrix(X0), bundle.score_matrix(X1)
+        _, moved = cells.changes(X0[0], X1[0], [])
+        for name in cells.score_cuts:
+            if name in moved:
+                crossed += 1
+                continue
+            alike += int(not np.array_equal(X0, X1, equal_nan=True))
+            np.testing.assert_array_equal(after[name], before[name], err_msg=customer)
     live.close()
     assert alike >= 20 and crossed >= 10
 
@@ -339,6 +328,18 @@ def _row_pairs(
                 pools[j][rng.integers(len(pools[j]))])  # fmt: skip
         dtype = np.float32 if i % 2 else np.float64
         yield old.astype(dtype), new.astype(dtype)
+
+
+def _moved_by_the_clock(
+    live: LiveFeatures, stored: dict[str, History]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """For each customer with live events, (customer, their model row now, the row moved by the
+    clock by one of STEPS), each row of shape (1, p), nothing kept."""
+    for k, customer in enumerate(stored):
+        events = ingested_for(customer, k)
+        X0 = _one(live, stored[customer], events, NOW).vector[None, :]
+        for step in STEPS:
+            yield customer, X0, _one(live, stored[customer], events, NOW + step).vector[None, :]
 
 
 def _one(live: LiveFeatures, history: History, events: list, when: datetime) -> OneRow:
