@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,18 +96,12 @@ def test_rows_in_the_same_cells_get_the_same_uplift(
 ) -> None:
     """Rows of live customers moved by the clock: where the cells say alike, the uplift is equal
     bit for bit; the clock does move features across thresholds (the check is not vacuous)."""
-    bundle = accelerate(copy.deepcopy(uplift_bundle))
-    live, cells = LiveFeatures(bundle), ModelCells(bundle)
-    alike = crossed = 0
-    for customer, X0, X1 in _moved_by_the_clock(live, journeys):
-        before, after = bundle.uplift_matrix(X0), bundle.uplift_matrix(X1)
-        for outcome, values in before.items():
-            if cells.same(X0[0], X1[0], outcome):
-                alike += int(not np.array_equal(X0, X1, equal_nan=True))
-                np.testing.assert_array_equal(after[outcome], values, err_msg=customer)
-            else:
-                crossed += 1
-    live.close()
+    alike, crossed = _alike_and_crossed(
+        uplift_bundle,
+        journeys,
+        lambda bundle, cells, X: bundle.uplift_matrix(X),
+        lambda cells, X0, X1: {o for o in cells.cuts if not cells.same(X0, X1, o)},
+    )
     assert alike >= 20 and crossed >= 20
 
 
@@ -117,19 +111,14 @@ def test_rows_in_the_same_score_cells_get_the_same_scores(
 ) -> None:
     """Rows of live customers moved by the clock: where the cells say a score model's trees are
     walked alike, its score is equal bit for bit; the clock does move rows across its thresholds."""
-    bundle = accelerate(copy.deepcopy(uplift_bundle))
-    live, cells = LiveFeatures(bundle), ModelCells(bundle)
-    alike = crossed = 0
-    for customer, X0, X1 in _moved_by_the_clock(live, journeys):
-        before, after = bundle.score_matrix(X0), bundle.score_matrix(X1)
-        _, moved = cells.changes(X0[0], X1[0], [])
-        for name in cells.score_cuts:
-            if name in moved:
-                crossed += 1
-                continue
-            alike += int(not np.array_equal(X0, X1, equal_nan=True))
-            np.testing.assert_array_equal(after[name], before[name], err_msg=customer)
-    live.close()
+    alike, crossed = _alike_and_crossed(
+        uplift_bundle,
+        journeys,
+        lambda bundle, cells, X: {
+            n: v for n, v in bundle.score_matrix(X).items() if n in cells.score_cuts
+        },
+        lambda cells, X0, X1: set(cells.changes(X0, X1, [])[1]),
+    )
     assert alike >= 20 and crossed >= 10
 
 
@@ -328,6 +317,34 @@ def _row_pairs(
                 pools[j][rng.integers(len(pools[j]))])  # fmt: skip
         dtype = np.float32 if i % 2 else np.float64
         yield old.astype(dtype), new.astype(dtype)
+
+
+Outputs = Callable[[Bundle, ModelCells, np.ndarray], dict[str, np.ndarray]]
+
+
+def _alike_and_crossed(
+    uplift_bundle: Bundle,
+    stored: dict[str, History],
+    outputs: Outputs,
+    moved: Callable[[ModelCells, np.ndarray, np.ndarray], set[str]],
+) -> tuple[int, int]:
+    """Over live rows moved by the clock (`_moved_by_the_clock`), each output (by name) whose
+    trees the cells say the moved row walks alike (not in `moved`) must be equal bit for bit;
+    (such outputs of rows that differ, outputs the cells call moved)."""
+    bundle = accelerate(copy.deepcopy(uplift_bundle))
+    live, cells = LiveFeatures(bundle), ModelCells(bundle)
+    alike = crossed = 0
+    for customer, X0, X1 in _moved_by_the_clock(live, stored):
+        before, after = outputs(bundle, cells, X0), outputs(bundle, cells, X1)
+        changed = moved(cells, X0[0], X1[0])
+        for name, values in before.items():
+            if name in changed:
+                crossed += 1
+                continue
+            alike += int(not np.array_equal(X0, X1, equal_nan=True))
+            np.testing.assert_array_equal(after[name], values, err_msg=customer)
+    live.close()
+    return alike, crossed
 
 
 def _moved_by_the_clock(
