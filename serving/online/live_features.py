@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serving.online.events import Event
+from serving.online.events import Event, KeptEvent
 from serving.online.history import History, stored_text_scores
 from serving.online.live_rows import SharedRow
 from serving.online.model_cells import OutputsMemo
@@ -52,11 +52,12 @@ LIVE_JOURNEYS_KEPT = 1024  # customers whose journey and live events a worker ke
 @dataclass(frozen=True)
 class Journey:
     """A customer's stored journey and the ingested events up to sequence `seq` that it does not
-    hold (`ingested`, in the order they came), and both in the one-customer path's columns
-    (`columns`; None: the path refuses them and the reference reads the tables)."""
+    hold (`ingested`, in the order they came, as `Event.kept` tuples: a worker keeps thousands),
+    and both in the one-customer path's columns (`columns`; None: the path refuses them and the
+    reference reads the tables)."""
 
     history: History
-    ingested: tuple[Event, ...]
+    ingested: tuple[KeptEvent, ...]
     seq: int
     columns: Encoded | None
 
@@ -141,13 +142,15 @@ class LiveFeatures:
         columns = journey.columns
         if added and columns is not None:
             columns = self.fast.extend(columns, added)
-        return Journey(journey.history, journey.ingested + tuple(added), seq, columns)
+        kept = tuple(event.kept() for event in added)
+        return Journey(journey.history, journey.ingested + kept, seq, columns)
 
     def _row(self, journey: Journey, now: datetime, key: tuple[str, int] | None) -> FeatureRow:
         """The row as of `now`: by the one-customer path (kept under `key`) or the reference."""
         if journey.columns is None:
             history = journey.history
-            ingested = _sorted(events_table(journey.ingested, history.events.schema))
+            added = [Event(*kept) for kept in journey.ingested]
+            ingested = _sorted(events_table(added, history.events.schema))
             return self.reference_row(history, pa.concat_tables([history.events, ingested]), now)
         found = self.fast.row_of(journey.columns, instant(now))
         memo = None

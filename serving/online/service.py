@@ -113,6 +113,7 @@ from serving.online.score_watch import ScoreWatch
 from serving.online.settings import ServingSettings
 from serving.online.shadow import ShadowRunner, ShadowTask
 from serving.online.store import FeatureRow, StoreChangedError
+from serving.online.timeout import use_prompt_timeout
 from serving.online.triggers import event_inputs, fired, has_triggers, may_fire_each
 from training.config import CONTROL
 from training.policy.arbitration import UnknownActionError
@@ -143,6 +144,7 @@ logger = logging.getLogger(
     "nextbest.serving"
 )  # key=value lines: versions and reasons, no customer data
 install()  # no log line a request can forge (serving.online.log_safety)
+use_prompt_timeout()  # no request's timer outlives its answer (serving.online.timeout)
 SETTINGS = ServingSettings.from_env(service_environ())  # a Bento's defaults under the env
 # every URL, when tracing is off: OpenTelemetry's ASGI middleware makes a span of each request and
 # of each of its messages even when none is sampled (BentoML's default sample rate is 0)

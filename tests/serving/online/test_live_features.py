@@ -5,6 +5,8 @@ computes on the data set with those events appended, and windows slide as the cl
 
 from __future__ import annotations
 
+import gc
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -279,6 +281,26 @@ def test_a_journey_extended_event_by_event_equals_the_row_of_all_events_at_once(
         assert live.journey(customer) is None
     live.close()
     fresh.close()
+
+
+def test_a_kept_journeys_events_leave_the_garbage_collector(
+    uplift_bundle: Bundle, journeys: dict[str, History]
+) -> None:
+    """A worker keeps a thousand journeys: their events are plain tuples of the posted fields,
+    which a collection stops tracking, so later collections do not walk them again."""
+    live = LiveFeatures(uplift_bundle)
+    customer, history = next(iter(journeys.items()))
+    events = ingested_for(customer, 0)
+    live.extended(customer, history, None, list(enumerate(events, 1)), NOW + timedelta(hours=3))
+    journey = live.journey(customer)
+    assert journey is not None
+    assert [Event(*kept) for kept in journey.ingested] == events
+    gc.collect()
+    assert not any(gc.is_tracked(kept) for kept in journey.ingested)
+    when = NOW + timedelta(hours=4)  # the reference reads them back as events (no columns)
+    by_reference = live._row(replace(journey, columns=None), when, None)
+    np.testing.assert_array_equal(by_reference.vector, live._row(journey, when, None).vector)
+    live.close()
 
 
 def test_a_journey_without_a_text_to_score_is_stored_as_it_is() -> None:
