@@ -97,15 +97,6 @@ class Event:
     text: str | None = None
     event_id: str | None = None
 
-    def kept(self) -> KeptEvent:
-        """Its fields as a plain tuple, the form for events kept long: the garbage collector stops
-        tracking a tuple of atomic values after its first pass, an Event never."""
-        return (self.customer_id, self.ts, self.channel, self.event_type, self.value, self.text,
-                self.event_id)  # fmt: skip
-
-
-KeptEvent = tuple[str, datetime, str, str, float | None, str | None, str | None]  # Event's fields
-
 
 @dataclass(frozen=True)
 class Ingested:

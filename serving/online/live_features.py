@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serving.online.events import Event, KeptEvent
+from serving.online.events import Event
 from serving.online.history import History, stored_text_scores
 from serving.online.live_rows import SharedRow
 from serving.online.model_cells import OutputsMemo
@@ -52,12 +52,13 @@ LIVE_JOURNEYS_KEPT = 1024  # customers whose journey and live events a worker ke
 @dataclass(frozen=True)
 class Journey:
     """A customer's stored journey and the ingested events up to sequence `seq` that it does not
-    hold (`ingested`, in the order they came, as `Event.kept` tuples: a worker keeps thousands),
-    and both in the one-customer path's columns (`columns`; None: the path refuses them and the
-    reference reads the tables)."""
+    hold, in the one-customer path's columns (`columns`), or, when the path refuses them (None),
+    as events (`ingested`, in the order they came) for the reference to read with the tables.
+    The columns hold the events alone: a worker keeps a thousand journeys, and events kept as
+    objects too would be walked by every garbage collection until they were old."""
 
     history: History
-    ingested: tuple[KeptEvent, ...]
+    ingested: tuple[Event, ...]
     seq: int
     columns: Encoded | None
 
@@ -98,7 +99,7 @@ class LiveFeatures:
         with `key`, (customer_id, the sequence of their latest event), the row is kept for
         later requests (`kept`). Ingested events the journey holds already count once."""
         seq = key[1] if key is not None else 0
-        journey = self._extend(self._start(history), not_in_journey(history, ingested), seq)
+        journey = self._fresh(history, not_in_journey(history, ingested), seq)
         return self._row(journey, now, key)
 
     def journey(self, customer_id: str) -> Journey | None:
@@ -112,13 +113,20 @@ class LiveFeatures:
     def extended(
         self, customer_id: str, history: History, base: Journey | None,
         new: Sequence[tuple[int, Event]], now: datetime,
+        every: Callable[[], Sequence[tuple[int, Event]]] | None = None,
     ) -> FeatureRow:  # fmt: skip
         """The customer's row as of `now` from their journey `base` (None: `history` alone) plus
         the events stored since (`new`: (sequence, event), in order), kept for the last sequence;
-        the journey is kept too, so the next event adds only itself."""
+        the journey is kept too, so the next event adds only itself. `every` gives all of the
+        customer's stored events, for when the one-customer path refuses a new one and `base`
+        holds the earlier ones in its columns only."""
         start = base if base is not None else self._start(history)
         seq = new[-1][0] if new else start.seq
         journey = self._extend(start, not_in_journey(history, [event for _, event in new]), seq)
+        if journey is None:
+            if every is None:
+                raise ValueError("a refused event needs every event of the customer (`every`)")
+            journey = self._fresh(history, not_in_journey(history, [e for _, e in every()]), seq)
         with self._kept_lock:
             self._journeys[customer_id] = journey
             self._journeys.move_to_end(customer_id)
@@ -136,21 +144,31 @@ class LiveFeatures:
             columns = self.fast.encode(history.customers, history.events, history.exposures)
         return Journey(history, (), 0, columns)
 
-    def _extend(self, journey: Journey, added: list[Event], seq: int) -> Journey:
+    def _fresh(self, history: History, added: list[Event], seq: int) -> Journey:
+        """The stored journey with the `added` events (every ingested event it does not hold)."""
+        journey = self._extend(self._start(history), added, seq)
+        assert journey is not None  # a refused event is read by the reference, with the others
+        return journey
+
+    def _extend(self, journey: Journey, added: list[Event], seq: int) -> Journey | None:
         """`journey` with the `added` events, for event sequence `seq`: only their rows are read
-        into columns (none at all when the path refuses them: the reference reads the tables)."""
+        into columns; when the path refuses them, events for the reference, or None if the
+        journey's earlier events are in its columns only (they cannot be read back)."""
         columns = journey.columns
-        if added and columns is not None:
-            columns = self.fast.extend(columns, added)
-        kept = tuple(event.kept() for event in added)
-        return Journey(journey.history, journey.ingested + kept, seq, columns)
+        if columns is None:
+            return Journey(journey.history, journey.ingested + tuple(added), seq, None)
+        more = self.fast.extend(columns, added) if added else columns
+        if more is not None:
+            return Journey(journey.history, (), seq, more)
+        if journey.seq:
+            return None
+        return Journey(journey.history, tuple(added), seq, None)
 
     def _row(self, journey: Journey, now: datetime, key: tuple[str, int] | None) -> FeatureRow:
         """The row as of `now`: by the one-customer path (kept under `key`) or the reference."""
         if journey.columns is None:
             history = journey.history
-            added = [Event(*kept) for kept in journey.ingested]
-            ingested = _sorted(events_table(added, history.events.schema))
+            ingested = _sorted(events_table(journey.ingested, history.events.schema))
             return self.reference_row(history, pa.concat_tables([history.events, ingested]), now)
         found = self.fast.row_of(journey.columns, instant(now))
         memo = None

@@ -722,7 +722,8 @@ class Nextbest:
                 return row
             new = self.events.after(customer_id, journey.seq if journey else 0)
             LIVE_ROWS.labels(how=computed).inc()
-            return runtime.live.extended(customer_id, history, journey, new, now)
+            every = lambda: self.events.after(customer_id, 0)  # noqa: E731 (when refused)
+            return runtime.live.extended(customer_id, history, journey, new, now, every)
         except StoreChangedError:
             raise self._store_replaced() from None
 

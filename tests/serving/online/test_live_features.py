@@ -5,8 +5,6 @@ computes on the data set with those events appended, and windows slide as the cl
 
 from __future__ import annotations
 
-import gc
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -283,24 +281,44 @@ def test_a_journey_extended_event_by_event_equals_the_row_of_all_events_at_once(
     fresh.close()
 
 
-def test_a_kept_journeys_events_leave_the_garbage_collector(
+def test_a_kept_journey_holds_its_events_in_its_columns_alone(
     uplift_bundle: Bundle, journeys: dict[str, History]
 ) -> None:
-    """A worker keeps a thousand journeys: their events are plain tuples of the posted fields,
-    which a collection stops tracking, so later collections do not walk them again."""
+    """A worker keeps a thousand journeys: their events are in their columns only, not kept as
+    objects too, which every garbage collection would walk until they were old."""
     live = LiveFeatures(uplift_bundle)
     customer, history = next(iter(journeys.items()))
-    events = ingested_for(customer, 0)
-    live.extended(customer, history, None, list(enumerate(events, 1)), NOW + timedelta(hours=3))
+    events = list(enumerate(ingested_for(customer, 0), 1))
+    live.extended(customer, history, None, events, NOW + timedelta(hours=3))
     journey = live.journey(customer)
-    assert journey is not None
-    assert [Event(*kept) for kept in journey.ingested] == events
-    gc.collect()
-    assert not any(gc.is_tracked(kept) for kept in journey.ingested)
-    when = NOW + timedelta(hours=4)  # the reference reads them back as events (no columns)
-    by_reference = live._row(replace(journey, columns=None), when, None)
-    np.testing.assert_array_equal(by_reference.vector, live._row(journey, when, None).vector)
+    assert journey is not None and journey.columns is not None
+    assert journey.ingested == ()
     live.close()
+
+
+def test_an_event_the_columns_refuse_reads_every_event_again(
+    uplift_bundle: Bundle, journeys: dict[str, History]
+) -> None:
+    """A value that is not finite is refused by the one-customer path; the journey kept holds
+    the earlier events in columns only, so every event is read again, by the reference."""
+    live, fresh = LiveFeatures(uplift_bundle), LiveFeatures(uplift_bundle)
+    customer, history = next(iter(journeys.items()))
+    events = ingested_for(customer, 1)
+    odd = Event(customer, NOW.replace(tzinfo=None) - timedelta(hours=2), "web", "nps", np.inf)
+    stored = list(enumerate([*events, odd], 1))
+    when = NOW + timedelta(hours=3)
+    live.extended(customer, history, None, stored[:-1], when)
+    base = live.journey(customer)
+    with pytest.raises(ValueError, match="every event"):
+        live.extended(customer, history, base, stored[-1:], when)
+    got = live.extended(customer, history, base, stored[-1:], when, lambda: stored)
+    expected = fresh.row(history, [*events, odd], when)
+    np.testing.assert_array_equal(got.vector, expected.vector)
+    journey = live.journey(customer)
+    assert journey is not None and journey.columns is None
+    assert journey.ingested == (*events, odd)
+    live.close()
+    fresh.close()
 
 
 def test_a_journey_without_a_text_to_score_is_stored_as_it_is() -> None:
