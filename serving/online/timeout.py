@@ -13,14 +13,11 @@ nothing of a request is kept once it has started answering.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from typing import Any
 
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-_NO_CONTEXT = contextvars.Context()  # the timer's callback reads no context variable: copy none
 
 
 class PromptTimeout:
@@ -37,24 +34,24 @@ class PromptTimeout:
             return await self.app(scope, receive, send)
         loop = asyncio.get_running_loop()
         started: asyncio.Future[None] = loop.create_future()
-        timer = loop.call_later(self.timeout, _expire, started, context=_NO_CONTEXT)
+        timer = loop.call_later(self.timeout, _expire, started)
 
         async def answer(message: Message) -> None:
             _start(started)
             await send(message)
 
-        app = asyncio.ensure_future(self.app(scope, receive, answer))
-        app.add_done_callback(lambda _: _start(started))  # ended without answering: no wait
+        task = asyncio.ensure_future(self.app(scope, receive, answer))
+        task.add_done_callback(lambda _: _start(started))  # ended without answering: no wait
         try:
             await started
         except TimeoutError:
-            if app.cancel():
+            if task.cancel():
                 message = f"Not able to process the request in {self.timeout} seconds"
                 await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
             return
         finally:
             timer.cancel()
-        await app
+        await task
 
 
 def _start(started: asyncio.Future[None]) -> None:
