@@ -19,6 +19,8 @@ from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+BENTOML_TIMEOUT = traffic.TimeoutMiddleware  # what use_prompt_timeout replaces
+
 
 class PromptTimeout:
     """ASGI middleware: 504 (JSON) when `app` has not started its answer `timeout` seconds after

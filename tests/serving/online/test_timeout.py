@@ -10,9 +10,7 @@ import time
 import pytest
 from bentoml._internal.server.http import traffic
 
-from serving.online.timeout import PromptTimeout, use_prompt_timeout
-
-BENTOMLS_OWN = traffic.TimeoutMiddleware  # before any import of the service replaces it
+from serving.online.timeout import BENTOML_TIMEOUT, PromptTimeout
 
 SCOPE = {"type": "http", "method": "POST", "path": "/recommend", "headers": []}
 
@@ -55,7 +53,7 @@ def test_an_answer_started_in_time_passes_and_leaves_no_timer() -> None:
 def test_bentomls_own_timeout_keeps_each_requests_timer() -> None:
     """Why PromptTimeout exists: BentoML's timer outlives the request (if this starts failing, a
     BentoML upgrade fixed it and serving.online.timeout can go)."""
-    _, live = asyncio.run(serve(BENTOMLS_OWN(answering(), timeout=10)))
+    _, live = asyncio.run(serve(BENTOML_TIMEOUT(answering(), timeout=10)))
     assert live == 1
 
 
@@ -99,7 +97,6 @@ def test_other_scopes_pass_through_without_a_timer() -> None:
 
 
 def test_the_service_builds_its_app_with_it() -> None:
-    use_prompt_timeout()
-    import serving.online.service  # noqa: F401 (installs it too, at import)
+    import serving.online.service  # noqa: F401 (installs it, at import)
 
     assert traffic.TimeoutMiddleware is PromptTimeout
