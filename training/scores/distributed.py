@@ -62,11 +62,11 @@ class DaskBooster:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def _array(self, values: np.ndarray) -> Any:
+    @staticmethod
+    def _array(values: np.ndarray, workers: int) -> Any:
         """`values` as a dask array split by rows into one block per worker."""
         import dask.array as da
 
-        workers = max(1, len(self.client.scheduler_info()["workers"]))
         rows = max(1, -(-len(values) // workers))
         return da.from_array(values, chunks=(rows, *values.shape[1:]))
 
@@ -77,11 +77,13 @@ class DaskBooster:
         )
         model = estimator(client=self.client, n_estimators=request.rounds, **params)
         stop = len(request.y_stop) > 0
+        # counted once: a worker joining or leaving between two counts split X and y unalike
+        workers = max(1, len(self.client.scheduler_info()["workers"]))
         model.fit(
-            self._array(request.X),
-            self._array(request.y),
-            eval_X=(self._array(request.X_stop),) if stop else None,
-            eval_y=(self._array(request.y_stop),) if stop else None,
+            self._array(request.X, workers),
+            self._array(request.y, workers),
+            eval_X=(self._array(request.X_stop, workers),) if stop else None,
+            eval_y=(self._array(request.y_stop, workers),) if stop else None,
             eval_names=[VALID] if stop else None,
             feature_name=request.feature_names,
             categorical_feature=request.categorical,
